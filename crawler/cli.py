@@ -1,0 +1,353 @@
+"""Command line: each command parses its options, makes one call, and exits with a named code.
+
+``asyncio.run`` and signal handlers live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+
+from crawler import __version__, urls
+from crawler.crawl import Crawl, CrawlOutcome, CrawlSettings, Limits, Politeness, run_crawl
+from crawler.errors import CrawlerError, ExitCode
+from crawler.fetcher import DEFAULT_USER_AGENT, FetchSettings
+from crawler.progress import live_progress, summary_lines
+from crawler.robots import RobotsPolicy
+from crawler.scope import ScopeKind, ScopeRules, TrapRules
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.I)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class SizeType(click.ParamType):
+    """A byte count such as 500M, 1G or 1048576."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = _SIZE.match(str(value))
+        if not match:
+            self.fail(f"{value!r} is not a size (examples: 500M, 1G, 1048576)", param, ctx)
+        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+class DurationType(click.ParamType):
+    """A duration such as 90, 30s, 15m, 2h or 1d."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        match = _DURATION.match(str(value))
+        if not match:
+            self.fail(f"{value!r} is not a duration (examples: 90, 30s, 15m, 2h)", param, ctx)
+        return float(match.group(1)) * _TIME_UNITS[match.group(2).lower()]
+
+
+class RegexType(click.ParamType):
+    """A Python regular expression, compiled."""
+
+    name = "REGEX"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> re.Pattern[str]:
+        if isinstance(value, re.Pattern):
+            return value
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            self.fail(f"{value!r} is not a valid regular expression: {exc}", param, ctx)
+
+
+class SeedType(click.ParamType):
+    """An http(s) URL to start from."""
+
+    name = "URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if "://" not in value:
+            value = "http://" + value
+        try:
+            return urls.normalize(value)
+        except CrawlerError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Reject zero and negative numbers for counts and sizes."""
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be greater than 0, not {value}")
+    return value
+
+
+def _non_negative(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Reject negative numbers."""
+    if value is not None and value < 0:
+        raise click.BadParameter(f"must not be negative, not {value}")
+    return value
+
+
+def crawl_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that crawls."""
+    options = [
+        click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+                     default=Path("archives"), show_default=True,
+                     help="Archive root; crawls go to OUTPUT/TARGET/CRAWL-ID/."),
+        click.option("--concurrency", type=int, default=16, show_default=True,
+                     callback=_positive, help="Requests in flight across all hosts."),
+        click.option("--per-host", type=int, default=2, show_default=True, callback=_positive,
+                     help="Requests in flight to one host."),
+        click.option("--delay", type=float, default=0.5, show_default=True,
+                     callback=_non_negative,
+                     help="Seconds between request starts to one host (raised by Crawl-delay)."),
+        click.option("--robots", type=click.Choice([p.value for p in RobotsPolicy]),
+                     default="obey", show_default=True,
+                     help="Obey robots.txt, or ignore it for rescue crawls (it is still "
+                          "fetched and archived, and the policy is written into warcinfo)."),
+        click.option("--user-agent", default=DEFAULT_USER_AGENT, show_default=False,
+                     help="User-Agent header."),
+        click.option("--warc-size", type=SizeType(), default="1G", show_default=True,
+                     callback=_positive, help="Start a new WARC file past this size."),
+        click.option("--quiet", "-q", is_flag=True, help="Only print warnings and errors."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print a machine-readable summary on stdout."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="crawler")
+def cli() -> None:
+    """Capture at-risk web sites into standard WARC files that replay in pywb and ReplayWeb.page.
+
+    Start with `crawler demo` (no network needed), then `crawler archive URL`.
+    """
+
+
+@cli.command()
+@click.argument("seeds", nargs=-1, required=True, type=SeedType())
+@click.option("--target", "-t", help="Name to file the crawl under (default: the first seed's "
+              "host). Re-running with the same target is a recrawl.")
+@click.option("--scope", type=click.Choice([k.value for k in ScopeKind]), default="prefix",
+              show_default=True, help="page: the seeds only; prefix: under each seed's "
+              "directory; host: the seed hosts; domain: their registrable domains.")
+@click.option("--depth", type=int, default=None, callback=_non_negative,
+              help="Link hops from a seed (default: unlimited).")
+@click.option("--max-pages", type=int, default=None, callback=_positive,
+              help="Stop queueing pages after this many (requisites not counted).")
+@click.option("--max-bytes", type=SizeType(), default=None, callback=_positive,
+              help="Stop after downloading this much (e.g. 5G).")
+@click.option("--max-time", type=DurationType(), default=None, callback=_positive,
+              help="Stop after this long (e.g. 90m, 6h).")
+@click.option("--include", type=RegexType(), multiple=True,
+              help="Regex of extra URLs in scope (repeatable).")
+@click.option("--exclude", type=RegexType(), multiple=True,
+              help="Regex of URLs never fetched (repeatable; wins over --include).")
+@click.option("--no-requisites", is_flag=True,
+              help="Do not fetch images, CSS, scripts and fonts of pages.")
+@click.option("--no-sitemaps", is_flag=True, help="Do not read sitemaps of the seed hosts.")
+@click.option("--retries", type=int, default=2, show_default=True, callback=_non_negative,
+              help="Extra attempts after timeouts, resets, 429 and 5xx.")
+@click.option("--timeout", type=DurationType(), default="30", show_default=True,
+              callback=_positive, help="Longest silence allowed while reading a response.")
+@click.option("--max-body", type=SizeType(), default="256M", show_default=True,
+              callback=_positive, help="Truncate responses past this size (WARC-Truncated).")
+@click.option("--max-query-variants", type=int, default=100, show_default=True,
+              callback=_positive, help="Trap defence: distinct query strings per path.")
+@click.option("--verify-tls", is_flag=True, help="Refuse servers with invalid certificates "
+              "(default: archive them anyway, as Heritrix and Browsertrix do).")
+@click.option("--parse-workers", type=int, default=1, show_default=True,
+              callback=_non_negative,
+              help="Processes that parse HTML/CSS (0: parse in the main process).")
+@click.option("--operator", help="Who runs this crawl (written into warcinfo).")
+@crawl_options
+def archive(seeds: tuple[str, ...], **opts: Any) -> None:
+    """Crawl SEEDS and write WARCs, a CDXJ index and a page list under --output."""
+    settings = _settings_from_options(seeds, opts)
+    sys.exit(_run(settings, quiet=opts["quiet"], as_json=opts["as_json"]))
+
+
+def _settings_from_options(seeds: tuple[str, ...], opts: dict[str, Any]) -> CrawlSettings:
+    """Build crawl settings from parsed archive options."""
+    return CrawlSettings(
+        seeds=seeds,
+        output=opts["output"],
+        target=_target_name(opts["target"]),
+        scope=ScopeRules(kind=ScopeKind(opts["scope"]), depth=opts["depth"],
+                         include=tuple(opts["include"]), exclude=tuple(opts["exclude"]),
+                         requisites=not opts["no_requisites"],
+                         traps=TrapRules(max_query_variants=opts["max_query_variants"])),
+        limits=Limits(max_pages=opts["max_pages"], max_bytes=opts["max_bytes"],
+                      max_time=opts["max_time"]),
+        politeness=Politeness(concurrency=opts["concurrency"], per_host=opts["per_host"],
+                              delay=opts["delay"], retries=opts["retries"]),
+        fetch=FetchSettings(user_agent=opts["user_agent"], read_timeout=opts["timeout"],
+                            max_body_bytes=opts["max_body"], verify_tls=opts["verify_tls"],
+                            max_connections=max(opts["concurrency"], 1)),
+        robots=RobotsPolicy(opts["robots"]),
+        warc_size=opts["warc_size"],
+        sitemaps=not opts["no_sitemaps"],
+        extract_workers=opts["parse_workers"],
+        operator=opts["operator"],
+    )
+
+
+def _target_name(value: str | None) -> str | None:
+    """Validate a target name: it becomes a directory name."""
+    if value is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+        raise click.BadParameter("use letters, digits, '.', '_' or '-' (max 100)",
+                                 param_hint="'--target'")
+    return value
+
+
+@cli.command()
+@click.option("--persons", type=int, default=30, show_default=True, callback=_positive,
+              help="Size of the sample site's person index.")
+@crawl_options
+@click.pass_context
+def demo(ctx: click.Context, persons: int, **opts: Any) -> None:
+    """Serve the bundled sample history site on 127.0.0.1 and archive it (no network needed).
+
+    The sample site is local, so unless given, --delay is 0 and --per-host 4 here.
+    """
+    from crawler.sample_site import SampleSite
+
+    def chosen(name: str, demo_default: Any) -> Any:
+        source = ctx.get_parameter_source(name)
+        return demo_default if source is click.core.ParameterSource.DEFAULT else opts[name]
+
+    with SampleSite(persons=persons) as site:
+        settings = CrawlSettings(
+            seeds=(site.url,), output=opts["output"], target="demo",
+            scope=ScopeRules(kind=ScopeKind.HOST, traps=TrapRules(max_query_variants=24)),
+            politeness=Politeness(concurrency=opts["concurrency"],
+                                  per_host=chosen("per_host", 4), delay=chosen("delay", 0.0)),
+            fetch=FetchSettings(user_agent=opts["user_agent"]),
+            robots=RobotsPolicy(opts["robots"]), warc_size=opts["warc_size"],
+        )
+        if not opts["quiet"] and not opts["as_json"]:
+            click.echo(f"Sample site serving at {site.url} (CDN at {site.cdn_url})", err=True)
+        code = _run(settings, quiet=opts["quiet"], as_json=opts["as_json"], replay_help=True)
+    sys.exit(code)
+
+
+def _run(settings: CrawlSettings, *, quiet: bool, as_json: bool,
+         replay_help: bool = False) -> int:
+    """Run a crawl with logging, progress and signals; print the summary; return the code."""
+    console = Console(stderr=True)
+    _setup_logging(console, quiet)
+    try:
+        outcome = asyncio.run(_crawl_with_ui(settings, console,
+                                             show_progress=console.is_terminal and not quiet
+                                             and not as_json))
+    except CrawlerError as exc:
+        click.echo(f"crawler: error: {exc}", err=True)
+        return int(exc.exit_code)
+    if as_json:
+        click.echo(json.dumps(_outcome_json(outcome), indent=2, ensure_ascii=False))
+    elif not quiet:
+        for line in summary_lines(outcome):
+            click.echo(line)
+        if replay_help:
+            click.echo(replay_instructions(outcome))
+    return int(outcome.exit_code)
+
+
+async def _crawl_with_ui(settings: CrawlSettings, console: Console, *,
+                         show_progress: bool) -> CrawlOutcome:
+    """Run the crawl; first SIGINT/SIGTERM stops gracefully, a second exits at once."""
+    loop = asyncio.get_running_loop()
+    box: list[Crawl] = []
+
+    def on_signal(signum: int) -> None:
+        if box and not box[0].stopping:
+            console.print(f"[yellow]{signal.Signals(signum).name}: finishing in-flight requests "
+                          "and closing WARCs (send again to quit at once)[/]")
+            box[0].request_stop()
+        else:
+            console.print("[red]second signal: exiting now[/]")
+            os._exit(int(ExitCode.INTERRUPTED))
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        if show_progress:
+            async with live_progress(console, box):
+                return await run_crawl(settings, on_start=box.append)
+        return await run_crawl(settings, on_start=box.append)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _outcome_json(outcome: CrawlOutcome) -> dict[str, Any]:
+    """Return the --json summary."""
+    return {
+        "crawl_id": outcome.crawl_id,
+        "target": outcome.target,
+        "directory": str(outcome.directory),
+        "exit_status": outcome.exit_code.name.lower(),
+        "exit_code": int(outcome.exit_code),
+        "stop_reason": outcome.stop_reason.value,
+        "warcs": [str(p) for p in outcome.warcs],
+        "index": str(outcome.index),
+        "pages": str(outcome.pages),
+        "stats": outcome.stats,
+    }
+
+
+def replay_instructions(outcome: CrawlOutcome) -> str:
+    """Return how to open a crawl in pywb and ReplayWeb.page."""
+    coll = re.sub(r"[^A-Za-z0-9_-]", "-", outcome.target)
+    return f"""
+How to replay it:
+  ReplayWeb.page: open https://replayweb.page (or the desktop app) and load
+      {outcome.warcs[0] if outcome.warcs else outcome.directory / 'warc'}
+  pywb (in its own virtual environment; it pins old dependencies):
+      python3 -m venv ~/.venvs/pywb && ~/.venvs/pywb/bin/pip install pywb
+      mkdir -p replay && cd replay && ~/.venvs/pywb/bin/wb-manager init {coll}
+      ~/.venvs/pywb/bin/wb-manager add {coll} {outcome.directory.resolve()}/warc/*.warc.gz
+      ~/.venvs/pywb/bin/wayback -p 8080
+      then browse http://localhost:8080/{coll}/*/<original URL>
+"""
+
+
+def _setup_logging(console: Console, quiet: bool) -> None:
+    """Log to stderr through rich, so log lines and the live display do not collide."""
+    handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler],
+                        format="%(message)s", force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def main() -> None:
+    """Entry point of the `crawler` command."""
+    cli(prog_name="crawler")
+
+
+if __name__ == "__main__":
+    main()

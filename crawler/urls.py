@@ -1,0 +1,111 @@
+"""URL normalization, canonical keys (SURT) and host/domain helpers. Pure functions.
+
+Two forms of every URL are kept apart, as Heritrix does:
+
+* the *fetch URL*: the link made safe (IDNA host, percent-encoded non-ASCII, dot segments
+  resolved, fragment and default port dropped) and otherwise left as the site wrote it, because
+  some servers care about parameter order; it is what the request line and WARC-Target-URI carry;
+* the *key*: a SURT of the canonicalized URL (sorted query, lower-cased host), used to fetch each
+  URL once per crawl and to sort the CDXJ index exactly as pywb does.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+import surt
+import tldextract
+from w3lib.url import canonicalize_url, safe_url_string
+
+from crawler.errors import InvalidURL
+
+MAX_URL_LENGTH = 2048
+_SCHEMES = frozenset({"http", "https"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Offline public-suffix list snapshot bundled with tldextract: never fetched over the network.
+_EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+def normalize(url: str, base: str | None = None) -> str:
+    """Return the fetch URL for ``url`` (resolved against ``base``), or raise InvalidURL."""
+    raw = url.strip()
+    if base is not None:
+        try:
+            raw = urljoin(base, raw)
+        except ValueError as exc:
+            raise InvalidURL(f"cannot resolve {url!r}: {exc}") from exc
+    scheme = raw.split(":", 1)[0].lower() if ":" in raw else ""
+    if scheme not in _SCHEMES:
+        raise InvalidURL(f"not an http(s) URL: {url[:200]!r}")
+    try:
+        safe = safe_url_string(raw)
+        parsed = httpx.URL(safe)
+    except (ValueError, UnicodeError, httpx.InvalidURL) as exc:
+        raise InvalidURL(f"malformed URL {url[:200]!r}: {exc}") from exc
+    if not parsed.host:
+        raise InvalidURL(f"URL has no host: {url[:200]!r}")
+    if parsed.port == _DEFAULT_PORTS.get(parsed.scheme):
+        parsed = parsed.copy_with(port=None)
+    result = str(parsed.copy_with(fragment=None))
+    if len(result) > MAX_URL_LENGTH * 4:
+        raise InvalidURL(f"URL longer than {MAX_URL_LENGTH * 4} characters")
+    return result
+
+
+def try_normalize(url: str, base: str | None = None) -> str | None:
+    """Return the fetch URL, or None for links that cannot be crawled (mailto:, garbage...)."""
+    try:
+        return normalize(url, base)
+    except InvalidURL:
+        return None
+
+
+@lru_cache(maxsize=65536)
+def surt_key(url: str) -> str:
+    """Return the SURT key pywb would compute for ``url`` (CDXJ sort key)."""
+    return surt.surt(url)
+
+
+def canonical_key(url: str) -> str:
+    """Return the key that makes two spellings of one URL count as the same URL."""
+    return surt_key(canonicalize_url(url))
+
+
+def host_of(url: str) -> str:
+    """Return 'host[:port]' of a URL, lower-cased: the unit of politeness and host scope."""
+    return urlsplit(url).netloc.lower()
+
+
+def hostname_of(url: str) -> str:
+    """Return the host name of a URL without port or credentials."""
+    return (urlsplit(url).hostname or "").lower()
+
+
+@lru_cache(maxsize=4096)
+def registered_domain(hostname: str) -> str:
+    """Return the registrable domain (memo.ru for lists.memo.ru); IPs and local names as is."""
+    parts = _EXTRACT(hostname)
+    domain = parts.top_domain_under_public_suffix
+    return domain or hostname
+
+
+def directory_prefix(url: str) -> str:
+    """Return the URL up to and including the last '/' of its path (the 'prefix' scope)."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    path = path[: path.rfind("/") + 1]
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def robots_url(url: str) -> str:
+    """Return the robots.txt URL that governs ``url`` (RFC 9309 §2.3)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/robots.txt", "", ""))
+
+
+def origin(url: str) -> str:
+    """Return scheme://host[:port]/ of a URL."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/", "", ""))

@@ -1,0 +1,283 @@
+"""Write WARC/1.1 files: naming, `.open` then rename, rotation, warcinfo, and one record per event.
+
+Conventions (DESIGN.md §4, checked by replaying in pywb): one gzip member per record; response
+then request, the request pointing at the response with WARC-Concurrent-To; the HTTP block keeps
+the headers as received except that de-chunked bodies lose ``Transfer-Encoding`` and
+``Content-Length`` is made truthful (pywb#584, iipc/warc-specifications#22); the status line is
+always ``HTTP/1.1`` with the real protocol in ``WARC-Protocol``. Fetch failures become
+``metadata`` records so the WARC itself is evidence of what the server did.
+
+Not thread-safe: one owner (the crawl's sink thread) calls it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from crawler import __version__, urls
+from crawler.models import FetchResult
+
+OPEN_SUFFIX = ".open"
+_NO_BODY_STATUSES = frozenset({204, 304})
+_HOP_HEADERS = (b"transfer-encoding",)
+
+
+@dataclass(frozen=True, slots=True)
+class WarcSettings:
+    """Where and how WARC files are written."""
+
+    directory: Path
+    prefix: str = "crawler"
+    max_size: int = 1_000_000_000  # rotate once a file reaches this many bytes
+    compress_level: int = 6  # zlib level per record; 9 costs ~2x the CPU for ~3% less space
+    warcinfo: dict[str, str] = field(default_factory=dict)  # extra warcinfo fields
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """Where one replayable record landed: enough for a CDXJ line and for the catalog."""
+
+    url: str
+    timestamp: str  # 14 digits, UTC
+    mime: str
+    status: int
+    digest: str
+    offset: int
+    length: int
+    filename: str
+
+    def cdxj(self) -> str:
+        """Return the CDXJ line pywb reads for this record."""
+        fields = {"url": self.url, "mime": self.mime or "unk", "status": str(self.status),
+                  "digest": self.digest, "length": str(self.length),
+                  "offset": str(self.offset), "filename": self.filename}
+        return f"{urls.surt_key(self.url)} {self.timestamp} {json.dumps(fields)}"
+
+
+class _GzipMemberWriter(io.RawIOBase):
+    """File-like that gzips everything between two flush() calls as one member.
+
+    warcio flushes once at the end of each record, so each record is its own gzip member,
+    which replay tools need for random access by offset.
+    """
+
+    def __init__(self, out: IO[bytes], level: int) -> None:
+        self._out = out
+        self._level = level
+        self._zip = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._out.write(self._zip.compress(data))
+        return len(data)
+
+    def flush(self) -> None:
+        self._out.write(self._zip.flush())
+        self._zip = zlib.compressobj(self._level, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+
+
+class _RawHttpHead(StatusAndHeaders):
+    """HTTP head whose bytes are fixed in advance, so warcio stores them exactly as given."""
+
+    def __init__(self, statusline: str, headers: list[tuple[str, str]], head: bytes) -> None:
+        super().__init__(statusline, headers, protocol="HTTP/1.1")
+        self.headers_buff = head
+
+    def compute_headers_buffer(self, header_filter: object = None) -> None:
+        """Keep the pre-built bytes (warcio would re-encode and %-escape non-ASCII values)."""
+
+
+def warc_date(moment: datetime) -> str:
+    """Return a WARC-Date: UTC with microseconds and a 'Z' (WARC 1.1 §5.4)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def timestamp14(moment: datetime) -> str:
+    """Return the 14-digit timestamp used by CDXJ and replay URLs."""
+    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+
+
+def response_head(result: FetchResult) -> tuple[bytes, list[tuple[str, str]]]:
+    """Return the HTTP head to store for a response, and its headers as text.
+
+    Headers stay as received, in order and spelling, except that ``Transfer-Encoding`` (httpx
+    removed the chunk framing) is renamed ``X-Orig-Transfer-Encoding``, and ``Content-Length``
+    is set to the bytes actually stored; a different declared value is kept as
+    ``X-Orig-Content-Length`` (evidence of truncation or a lying server).
+    """
+    headers: list[tuple[bytes, bytes]] = []
+    declared_length: bytes | None = None
+    for name, value in result.headers:
+        lname = name.lower()
+        if lname in _HOP_HEADERS:
+            headers.append((b"X-Orig-" + name, value))
+        elif lname == b"content-length":
+            declared_length = value
+        else:
+            headers.append((name, value))
+    actual = str(result.body_length).encode()
+    if result.status in _NO_BODY_STATUSES or 100 <= result.status < 200:
+        if declared_length is not None:
+            headers.append((b"Content-Length", declared_length))
+    else:
+        if declared_length is not None and declared_length.strip() != actual:
+            headers.append((b"X-Orig-Content-Length", declared_length))
+        headers.append((b"Content-Length", actual))
+    reason = result.reason or ""
+    status_line = f"HTTP/1.1 {result.status} {reason}".rstrip().encode("latin-1", "replace")
+    head = b"\r\n".join([status_line, *(n + b": " + v for n, v in headers)]) + b"\r\n\r\n"
+    text = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+    return head, text
+
+
+class WarcWriter:
+    """Writes records into rotating WARC files under one directory."""
+
+    def __init__(self, settings: WarcSettings) -> None:
+        self.settings = settings
+        self.hostname = socket.gethostname().split(".")[0] or "localhost"
+        self._serial = 0
+        self._file: IO[bytes] | None = None
+        self._path: Path | None = None
+        self._writer: WARCWriter | None = None
+        self.finished: list[Path] = []
+        self.bytes_written = 0
+        settings.directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def current_name(self) -> str | None:
+        """Return the final name of the file being written (without ``.open``)."""
+        return self._path.name[: -len(OPEN_SUFFIX)] if self._path else None
+
+    def _open(self) -> None:
+        """Start a new file with a warcinfo record."""
+        now = datetime.now(UTC)
+        ts17 = now.strftime("%Y%m%d%H%M%S") + f"{now.microsecond // 1000:03d}"
+        name = f"{self.settings.prefix}-{ts17}-{self._serial:05d}-{self.hostname}.warc.gz"
+        self._serial += 1
+        self._path = self.settings.directory / (name + OPEN_SUFFIX)
+        self._file = open(self._path, "xb")  # noqa: SIM115 - closed in _close_file
+        self._writer = WARCWriter(_GzipMemberWriter(self._file, self.settings.compress_level),
+                                  gzip=False, warc_version="WARC/1.1")
+        self._write_warcinfo(name)
+
+    def _write_warcinfo(self, filename: str) -> None:
+        """Write the warcinfo record that opens every file."""
+        assert self._writer is not None
+        info = {
+            "software": f"crawler/{__version__} (warcio)",
+            "format": "WARC File Format 1.1",
+            "conformsTo": "https://iipc.github.io/warc-specifications/specifications/"
+                          "warc-format/warc-1.1/",
+            "hostname": socket.gethostname(),
+            **self.settings.warcinfo,
+        }
+        record = self._writer.create_warcinfo_record(filename, info)
+        self._writer.write_record(record)
+
+    def _ensure_open(self) -> WARCWriter:
+        """Return the writer of the current file, opening one if needed."""
+        if self._writer is None:
+            self._open()
+        assert self._writer is not None
+        return self._writer
+
+    def _tell(self) -> int:
+        """Return the current offset in the open file."""
+        assert self._file is not None
+        return self._file.tell()
+
+    def write_exchange(self, result: FetchResult, extra: dict[str, str] | None = None,
+                       ) -> IndexEntry | None:
+        """Write a fetch as response + request records, or a failure as a metadata record.
+
+        Returns the index entry of the response (None for failures, which pywb cannot replay).
+        """
+        writer = self._ensure_open()
+        if result.failure is not None:
+            self._write_failure(writer, result)
+            self._maybe_rotate()
+            return None
+        date = warc_date(result.started)
+        head, header_text = response_head(result)
+        http_head = _RawHttpHead(f"{result.status} {result.reason}".rstrip(), header_text, head)
+        warc_headers = {"WARC-Date": date}
+        if result.peer_ip:
+            warc_headers["WARC-IP-Address"] = result.peer_ip
+        warc_headers["WARC-Protocol"] = result.http_version.lower()
+        if result.truncated is not None:
+            warc_headers["WARC-Truncated"] = result.truncated.value
+        if extra:
+            warc_headers.update(extra)
+        body = result.body if result.body is not None else io.BytesIO()
+        body.seek(0)
+        response = writer.create_warc_record(
+            result.url, "response", payload=body, length=result.body_length,
+            http_headers=http_head, warc_headers_dict=warc_headers)
+        offset = self._tell()
+        writer.write_record(response)
+        length = self._tell() - offset
+        response_id = response.rec_headers.get_header("WARC-Record-ID")
+        request = writer.create_warc_record(
+            result.url, "request", payload=io.BytesIO(result.request_head),
+            length=len(result.request_head),
+            warc_headers_dict={"WARC-Date": date, "WARC-Concurrent-To": response_id})
+        writer.write_record(request)
+        entry = IndexEntry(
+            url=result.url, timestamp=timestamp14(result.started),
+            mime=result.content_type, status=result.status,
+            digest=response.rec_headers.get_header("WARC-Payload-Digest"),
+            offset=offset, length=length, filename=self.current_name or "")
+        self._maybe_rotate()
+        return entry
+
+    def _write_failure(self, writer: WARCWriter, result: FetchResult) -> None:
+        """Record a failed fetch as a metadata record naming the failure."""
+        assert result.failure is not None
+        fields = [
+            ("fetch-failure", result.failure.value),
+            ("detail", result.failure_detail.replace("\r", " ").replace("\n", " ")),
+            ("elapsed-seconds", f"{result.elapsed:.3f}"),
+        ]
+        payload = "".join(f"{k}: {v}\r\n" for k, v in fields).encode("utf-8")
+        record = writer.create_warc_record(
+            result.url, "metadata", payload=io.BytesIO(payload), length=len(payload),
+            warc_content_type="application/warc-fields",
+            warc_headers_dict={"WARC-Date": warc_date(result.started)})
+        writer.write_record(record)
+
+    def _maybe_rotate(self) -> None:
+        """Close the current file once it reaches the size limit."""
+        if self._file is not None and self._tell() >= self.settings.max_size:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        """Flush, fsync and rename the open file to its final name."""
+        if self._file is None or self._path is None:
+            return
+        self.bytes_written += self._file.tell()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._path.with_name(self._path.name[: -len(OPEN_SUFFIX)])
+        os.replace(self._path, final)
+        self.finished.append(final)
+        self._file = self._path = self._writer = None
+
+    def close(self) -> list[Path]:
+        """Finish the open file; return all files written."""
+        self._close_file()
+        return list(self.finished)

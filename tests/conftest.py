@@ -1,0 +1,186 @@
+"""Shared fixtures: the sample site on 127.0.0.1, a finished crawl of it, and a real pywb."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from crawler.crawl import CrawlOutcome, CrawlSettings, Politeness, run_crawl
+from crawler.sample_site import SampleSite
+from crawler.scope import ScopeKind, ScopeRules, TrapRules
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fast_settings(seed: str, output: Path, **overrides: object) -> CrawlSettings:
+    """Return settings for crawling a local fixture quickly (no politeness delay)."""
+    base: dict[str, object] = {
+        "seeds": (seed,),
+        "output": output,
+        "target": "test",
+        "scope": ScopeRules(kind=ScopeKind.HOST, traps=TrapRules(max_query_variants=12)),
+        "politeness": Politeness(concurrency=8, per_host=4, delay=0.0, retries=2, backoff=0.2),
+        "extract_workers": 0,
+    }
+    base.update(overrides)
+    return CrawlSettings(**base)  # type: ignore[arg-type]
+
+
+def crawl(settings: CrawlSettings) -> CrawlOutcome:
+    """Run a crawl to completion."""
+    return asyncio.run(run_crawl(settings))
+
+
+@pytest.fixture
+def site() -> Iterator[SampleSite]:
+    """A fresh sample site (30 persons)."""
+    with SampleSite() as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def full_crawl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SampleSite,
+                                                                           CrawlOutcome]]:
+    """One complete crawl of the sample site, shared by read-only assertions.
+
+    Uses the parse process pool, as real crawls do.
+    """
+    out = tmp_path_factory.mktemp("full")
+    with SampleSite() as s:
+        outcome = crawl(fast_settings(s.url, out, extract_workers=1))
+        yield s, outcome
+
+
+# -- pywb ---------------------------------------------------------------------------------------
+
+def pywb_bin() -> Path:
+    """Return the bin/ directory of pywb's own virtual environment, creating it if needed.
+
+    pywb pins old redis/werkzeug/brotlipy, so it never shares the crawler's environment.
+    """
+    venv = Path(os.environ.get("PYWB_VENV", REPO / ".venv-pywb"))
+    wayback = venv / "bin" / "wayback"
+    if not wayback.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "pywb"], check=True)
+    return venv / "bin"
+
+
+def free_port() -> int:
+    """Return a free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Pywb:
+    """A running pywb serving one collection."""
+
+    base: str  # http://127.0.0.1:PORT/COLL/
+    root: Path
+
+    def get(self, timestamp: str, url: str, *, raw: bool, follow: bool = True,
+            mode: str | None = None) -> httpx.Response:
+        """Fetch a capture raw (/coll/tsid_/url) or rewritten (mp_ page, im_ image, ...)."""
+        mode = mode if mode is not None else ("id_" if raw else "mp_")
+        return httpx.get(f"{self.base}{timestamp}{mode}/{url}", follow_redirects=follow,
+                         timeout=30)
+
+
+def start_pywb(root: Path, warcs: list[Path], indexes: list[Path]) -> tuple[Pywb,
+                                                                          subprocess.Popen[bytes]]:
+    """Set up a collection from our WARCs and our own CDXJ indexes, and start wayback."""
+    bindir = pywb_bin()
+    root.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(bindir / "wb-manager"), "init", "coll"], cwd=root, check=True,
+                   capture_output=True)
+    coll = root / "collections" / "coll"
+    for warc in warcs:
+        shutil.copy(warc, coll / "archive" / warc.name)
+    with open(coll / "indexes" / "index.cdxj", "w", encoding="utf-8") as out:
+        lines: list[str] = []
+        for index in indexes:
+            lines.extend(index.read_text("utf-8").splitlines())
+        out.write("\n".join(sorted(lines)) + "\n")
+    port = free_port()
+    proc = subprocess.Popen([str(bindir / "wayback"), "-p", str(port), "-b", "127.0.0.1"],
+                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+            break
+        except httpx.HTTPError as exc:
+            if proc.poll() is not None:
+                raise RuntimeError("pywb exited at start-up") from exc
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise RuntimeError("pywb did not start within 60 s")
+    return Pywb(f"http://127.0.0.1:{port}/coll/", root), proc
+
+
+# -- reading WARCs back ------------------------------------------------------------------------
+
+@dataclass
+class Rec:
+    """One WARC record read back with digests verified."""
+
+    type: str
+    uri: str
+    warc: dict[str, str]
+    http: list[tuple[str, str]] | None
+    status: int | None
+    body: bytes  # raw payload as stored (content-coded)
+    line: str = ""  # HTTP status or request line
+
+    def header(self, name: str) -> str | None:
+        """Return an HTTP header of the record."""
+        for key, value in self.http or []:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+def read_records(warcs: tuple[Path, ...] | list[Path]) -> list[Rec]:
+    """Read every record of the WARCs, raising on any digest mismatch."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    found = []
+    for path in warcs:
+        with open(path, "rb") as fh:
+            for record in ArchiveIterator(fh, check_digests="raise"):
+                http = record.http_headers
+                body = record.raw_stream.read()
+                found.append(Rec(
+                    type=record.rec_type,
+                    uri=record.rec_headers.get_header("WARC-Target-URI") or "",
+                    warc=dict(record.rec_headers.headers),
+                    http=list(http.headers) if http else None,
+                    status=int(http.get_statuscode()) if http and record.rec_type in
+                    ("response", "revisit") else None,
+                    body=body,
+                    line=f"{http.protocol} {http.statusline}" if http else "",
+                ))
+    return found
+
+
+def responses(recs: list[Rec]) -> dict[str, list[Rec]]:
+    """Group response records by target URI."""
+    grouped: dict[str, list[Rec]] = {}
+    for rec in recs:
+        if rec.type == "response":
+            grouped.setdefault(rec.uri, []).append(rec)
+    return grouped

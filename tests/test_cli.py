@@ -1,0 +1,64 @@
+"""The command line, through click's runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from crawler.cli import cli
+from crawler.sample_site import SampleSite
+
+
+def test_archive_json_summary(site: SampleSite, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, [
+        "archive", site.url, "--output", str(tmp_path), "--delay", "0", "--per-host", "4",
+        "--max-pages", "5", "--json", "--target", "sample", "--parse-workers", "0"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["exit_status"] == "ok"
+    assert summary["stop_reason"] == "max-pages"
+    assert summary["stats"]["pages"] == 5
+    assert Path(summary["directory"]).parent == tmp_path / "sample"
+    assert all(Path(w).exists() for w in summary["warcs"])
+
+
+def test_demo_runs_and_explains_replay(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "complete (exit ok)" in result.stdout
+    assert "wb-manager" in result.stdout and "ReplayWeb.page" in result.stdout
+    assert list((tmp_path / "demo").glob("*/warc/*.warc.gz"))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--depth", "-1"], "--depth"),
+    (["--scope", "galaxy"], "--scope"),
+    (["--include", "("], "--include"),
+    (["--warc-size", "lots"], "--warc-size"),
+    (["--max-time", "soon"], "--max-time"),
+    (["--concurrency", "0"], "--concurrency"),
+    (["--robots", "maybe"], "--robots"),
+    (["--target", "../escape"], "--target"),
+])
+def test_bad_arguments_get_one_line_errors(args: list[str], message: str,
+                                           tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["archive", "http://127.0.0.1:9/", "--output",
+                                      str(tmp_path), *args])
+    assert result.exit_code == 2
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and message in error_lines[0]
+
+
+def test_bad_seed_is_named() -> None:
+    result = CliRunner().invoke(cli, ["archive", "ftp://example.org/"])
+    assert result.exit_code == 2
+    assert "not an http(s) URL" in result.output
+
+
+def test_help_lists_commands() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    assert "archive" in result.output and "demo" in result.output

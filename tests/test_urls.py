@@ -1,0 +1,61 @@
+"""URL normalization and keys."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crawler import urls
+from crawler.errors import InvalidURL
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("HTTP://Example.COM:80/a/../b/?q=1#frag", "http://example.com/b/?q=1"),
+    ("https://example.com:443/", "https://example.com/"),
+    ("http://пример.испытание/путь", "http://xn--e1afmkfd.xn--80akhbyknj4f/%D0%BF%D1%83%D1%82%D1%8C"),
+    ("http://example.com/a b", "http://example.com/a%20b"),
+    ("http://example.com/%zz", "http://example.com/%zz"),  # broken escape kept, as browsers do
+    ("http://127.0.0.1:8000/x", "http://127.0.0.1:8000/x"),
+])
+def test_normalize(raw: str, expected: str) -> None:
+    assert urls.normalize(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["javascript:alert(1)", "mailto:a@b", "data:text/html,hi",
+                                 "ftp://example.com/", "http://", "http://host:99999/",
+                                 "http://[::bad/", "tel:+7"])
+def test_normalize_rejects(raw: str) -> None:
+    with pytest.raises(InvalidURL):
+        urls.normalize(raw)
+    assert urls.try_normalize(raw) is None
+
+
+def test_relative_resolution() -> None:
+    assert urls.normalize("../c.html", "http://h.org/a/b/page.html") == "http://h.org/a/c.html"
+    assert urls.normalize("//cdn.org/x.png", "https://h.org/") == "https://cdn.org/x.png"
+
+
+def test_canonical_key_ignores_parameter_order_and_case() -> None:
+    a = urls.canonical_key("http://Example.com/p?b=2&a=1")
+    b = urls.canonical_key("http://example.com/p?a=1&b=2")
+    assert a == b == "com,example)/p?a=1&b=2"
+
+
+def test_hosts_and_domains() -> None:
+    assert urls.host_of("http://Lists.Memo.ru:8080/x") == "lists.memo.ru:8080"
+    assert urls.registered_domain("lists.memo.ru") == "memo.ru"
+    assert urls.registered_domain("www.bbc.co.uk") == "bbc.co.uk"
+    assert urls.directory_prefix("http://h.org/a/b.html?x") == "http://h.org/a/"
+    assert urls.robots_url("https://h.org/a/b?c") == "https://h.org/robots.txt"
+
+
+_paths = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=30)
+
+
+@given(_paths, _paths)
+def test_normalize_is_idempotent(path: str, query: str) -> None:
+    first = urls.try_normalize(f"http://example.com/{path}?{query}")
+    if first is not None:
+        assert urls.normalize(first) == first
+        assert urls.canonical_key(first) == urls.canonical_key(urls.normalize(first))

@@ -1,0 +1,103 @@
+"""WARC writer record-level behaviour, with hand-made fetch results."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+from conftest import read_records
+
+from crawler.models import FailureKind, FetchResult, Truncation
+from crawler.warc import OPEN_SUFFIX, WarcSettings, WarcWriter, response_head
+
+WHEN = datetime(2026, 11, 23, 10, 15, 0, 123456, tzinfo=UTC)
+
+
+def result(body: bytes, headers: list[tuple[bytes, bytes]], status: int = 200,
+           **kw: object) -> FetchResult:
+    r = FetchResult(url="http://h.org/a", started=WHEN, status=status, reason="OK",
+                    headers=headers, body=io.BytesIO(body), body_length=len(body),
+                    peer_ip="10.0.0.1", request_head=b"GET /a HTTP/1.1\r\nHost: h.org\r\n\r\n",
+                    **kw)  # type: ignore[arg-type]
+    return r
+
+
+def test_head_drops_chunking_and_makes_length_truthful() -> None:
+    head, _ = response_head(result(b"hello", [(b"Transfer-Encoding", b"chunked"),
+                                              (b"X-Thing", b"\xe9t\xe9")]))
+    assert head == (b"HTTP/1.1 200 OK\r\nX-Orig-Transfer-Encoding: chunked\r\n"
+                    b"X-Thing: \xe9t\xe9\r\nContent-Length: 5\r\n\r\n")
+    head, _ = response_head(result(b"hel", [(b"Content-Length", b"5")]))
+    assert b"X-Orig-Content-Length: 5\r\nContent-Length: 3\r\n" in head
+    head, _ = response_head(result(b"", [(b"Content-Length", b"999"), (b"ETag", b'"x"')],
+                                   status=304))
+    assert head.endswith(b"Content-Length: 999\r\n\r\n")  # a 304 keeps what it declared
+
+
+def test_http2_is_written_with_an_http11_status_line(tmp_path: Path) -> None:
+    writer = WarcWriter(WarcSettings(directory=tmp_path))
+    writer.write_exchange(result(b"x", [], http_version="HTTP/2"))
+    recs = read_records(writer.close())
+    resp = next(r for r in recs if r.type == "response")
+    assert resp.line == "HTTP/1.1 200 OK"
+    assert resp.warc["WARC-Protocol"] == "http/2"
+
+
+def test_exchange_records_and_index_entry(tmp_path: Path) -> None:
+    writer = WarcWriter(WarcSettings(directory=tmp_path, prefix="t",
+                                     warcinfo={"operator": "tester"}))
+    entry = writer.write_exchange(result(b"<p>hi</p>", [(b"Content-Type", b"text/html")],
+                                         truncated=Truncation.TIME))
+    files = writer.close()
+    assert len(files) == 1 and files[0].name.endswith(".warc.gz")
+    assert not list(tmp_path.glob("*" + OPEN_SUFFIX))
+    recs = read_records(files)
+    assert [r.type for r in recs] == ["warcinfo", "response", "request"]
+    assert b"operator: tester" in recs[0].body
+    resp, req = recs[1], recs[2]
+    assert resp.warc["WARC-Date"] == "2026-11-23T10:15:00.123456Z"
+    assert resp.warc["WARC-Truncated"] == "time"
+    assert resp.warc["WARC-IP-Address"] == "10.0.0.1"
+    assert resp.uri == "http://h.org/a"
+    assert req.warc["WARC-Concurrent-To"] == resp.warc["WARC-Record-ID"]
+    assert entry is not None
+    assert entry.timestamp == "20261123101500" and entry.status == 200
+    assert entry.mime == "text/html" and entry.filename == files[0].name
+    assert entry.digest == resp.warc["WARC-Payload-Digest"]
+    with open(files[0], "rb") as fh:
+        fh.seek(entry.offset)
+        member = gzip.decompress(fh.read(entry.length))
+    assert member.startswith(b"WARC/1.1\r\n") and b"<p>hi</p>" in member
+    line = entry.cdxj()
+    assert line.startswith("org,h)/a 20261123101500 {")
+
+
+def test_failure_becomes_metadata_record(tmp_path: Path) -> None:
+    writer = WarcWriter(WarcSettings(directory=tmp_path))
+    failed = FetchResult(url="http://gone.invalid/", started=WHEN, failure=FailureKind.DNS,
+                         failure_detail="ConnectError: [Errno -2] Name or service not known")
+    assert writer.write_exchange(failed) is None
+    recs = read_records(writer.close())
+    meta = recs[1]
+    assert meta.type == "metadata" and meta.uri == "http://gone.invalid/"
+    assert meta.warc["Content-Type"] == "application/warc-fields"
+    assert b"fetch-failure: dns\r\n" in meta.body
+    assert b"Name or service not known" in meta.body
+
+
+def test_rotation_and_open_suffix(tmp_path: Path) -> None:
+    writer = WarcWriter(WarcSettings(directory=tmp_path, prefix="rot", max_size=2000))
+    body = random.Random(1).randbytes(3000)  # incompressible: each record passes 2000 bytes
+    writer.write_exchange(result(body, []))
+    assert writer.current_name is None  # rotated right after the record
+    writer.write_exchange(result(body, []))
+    writer.write_exchange(result(b"small", []))
+    assert writer.current_name is not None
+    assert len(list(tmp_path.glob("*.warc.gz" + OPEN_SUFFIX))) == 1  # being written
+    files = writer.close()
+    assert [f.name.split("-")[2] for f in files] == ["00000", "00001", "00002"]
+    for path in files:
+        assert read_records([path])[0].type == "warcinfo"
