@@ -325,17 +325,18 @@ class Crawl:
             if item is None:
                 return
             self.stats.in_flight = self.frontier.in_flight
+            state = _Slot()
             try:
-                await self._process(item)
+                await self._process(item, state)
             except Exception:  # a bug must not kill the crawl; the URL is logged as lost
                 log.exception("internal error while processing %s", item.url)
                 self.stats.statuses["internal-error"] += 1
             finally:
-                self.frontier.done(item)
+                self.frontier.done(item, slot_released=state.released)
                 self.stats.queued = self.frontier.queued
                 self.stats.in_flight = self.frontier.in_flight
 
-    async def _process(self, item: CrawlUrl) -> None:
+    async def _process(self, item: CrawlUrl, slot: _Slot) -> None:
         """Fetch one URL, write it, and queue what it links to."""
         host = urls.host_of(item.url)
         rules = await self._robots_for(item.url, host)
@@ -345,6 +346,8 @@ class Crawl:
             self._log_line(item, None, "robots-disallowed")
             return
         result = await self.fetcher.fetch(item.url)
+        self.frontier.release_host(item)
+        slot.released = True
         try:
             await self._handle(item, result)
         finally:
@@ -464,22 +467,24 @@ class Crawl:
 
     def _queue_found(self, item: CrawlUrl, found: Extracted) -> None:
         """Queue links, requisites and sitemaps found in a document."""
+        keys = found.keys
         if item.kind in (UrlKind.SEED, UrlKind.PAGE, UrlKind.SITEMAP):
             for link in found.links:
-                self._offer(link, UrlKind.PAGE, item.depth + 1, via=item.url)
+                self._offer(link, UrlKind.PAGE, item.depth + 1, via=item.url,
+                            key=keys.get(link))
         if item.kind is not UrlKind.SITEMAP:
             for link in found.requisites:
                 self._offer(link, UrlKind.REQUISITE, item.depth, via=item.url,
-                            embeds=item.embeds + 1)
+                            embeds=item.embeds + 1, key=keys.get(link))
         for link in found.sitemaps:
-            self._offer(link, UrlKind.SITEMAP, item.depth, via=item.url)
+            self._offer(link, UrlKind.SITEMAP, item.depth, via=item.url, key=keys.get(link))
 
     def _offer(self, url: str, kind: UrlKind, depth: int, *, via: str | None,
-               redirects: int = 0, embeds: int = 0) -> None:
+               redirects: int = 0, embeds: int = 0, key: str | None = None) -> None:
         """Pass one discovered URL through scope and limits into the frontier."""
         if self.stopping:
             return
-        key = urls.canonical_key(url)
+        key = key or urls.canonical_key(url)
         if self.frontier.seen(key):
             return
         decision = self.scope.decide(url, kind, depth, redirects=redirects, embeds=embeds)
@@ -575,6 +580,13 @@ class Crawl:
         self._log_file.write(
             f"{now}\t{status}\t{size}\t{item.url}\t{item.kind.value}\t{item.depth}\t"
             f"{item.via or '-'}\t{mime}\t{ms}ms\t{note or '-'}\n")
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Whether a worker already gave back the host slot of the URL it is processing."""
+
+    released: bool = False
 
 
 def _jsonable(value: Any) -> Any:

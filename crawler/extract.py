@@ -283,13 +283,12 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
         return Extracted()
     base_url = urls.try_normalize(base, url) if base else None
     base_url = base_url or url
-    return Extracted(
-        links=_resolve(found.links, base_url),
-        requisites=_resolve(found.requisites, base_url),
-        sitemaps=_resolve(found.sitemaps, base_url),
-        title=found.title,
-        charset=found.charset,
-    )
+    links = _resolve(found.links, base_url)
+    requisites = _resolve(found.requisites, base_url)
+    sitemaps = _resolve(found.sitemaps, base_url)
+    keys = {u: urls.canonical_key(u) for group in (links, requisites, sitemaps) for u in group}
+    return Extracted(links=links, requisites=requisites, sitemaps=sitemaps, title=found.title,
+                     charset=found.charset, keys=keys)
 
 
 def _resolve(found: tuple[str, ...], base: str) -> tuple[str, ...]:

@@ -148,9 +148,19 @@ class Frontier:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
 
-    def done(self, item: CrawlUrl) -> None:
-        """Release the host slot taken by ``item``."""
+    def release_host(self, item: CrawlUrl) -> None:
+        """Free the host slot taken by ``item`` once its request is over.
+
+        Called as soon as the response is read: politeness limits requests to a server, not
+        our own writing and parsing, which would otherwise cap throughput per host.
+        """
         slot = self._slot(urls.host_of(item.url))
         slot.active -= 1
+        self._changed.set()
+
+    def done(self, item: CrawlUrl, *, slot_released: bool = False) -> None:
+        """Mark ``item`` finished (its links are queued); free its host slot if still held."""
+        if not slot_released:
+            self.release_host(item)
         self._in_flight -= 1
         self._changed.set()

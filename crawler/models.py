@@ -127,3 +127,5 @@ class Extracted:
     sitemaps: tuple[str, ...] = ()  # child sitemaps (from a sitemap index)
     title: str | None = None
     charset: str | None = None
+    keys: dict[str, str] = field(default_factory=dict)  # url -> canonical key, computed by
+    # the parser process so the event loop does not have to

@@ -11,13 +11,14 @@ Two forms of every URL are kept apart, as Heritrix does:
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 import surt
 import tldextract
-from w3lib.url import canonicalize_url, safe_url_string
+from w3lib.url import safe_url_string
 
 from crawler.errors import InvalidURL
 
@@ -39,19 +40,53 @@ def normalize(url: str, base: str | None = None) -> str:
     scheme = raw.split(":", 1)[0].lower() if ":" in raw else ""
     if scheme not in _SCHEMES:
         raise InvalidURL(f"not an http(s) URL: {url[:200]!r}")
+    return _normalize_plain(raw) or _normalize_full(raw)
+
+
+def _normalize_full(raw: str) -> str:
+    """Return the fetch URL of an absolute http(s) URL via w3lib and httpx (any input)."""
     try:
         safe = safe_url_string(raw)
         parsed = httpx.URL(safe)
     except (ValueError, UnicodeError, httpx.InvalidURL) as exc:
-        raise InvalidURL(f"malformed URL {url[:200]!r}: {exc}") from exc
+        raise InvalidURL(f"malformed URL {raw[:200]!r}: {exc}") from exc
     if not parsed.host:
-        raise InvalidURL(f"URL has no host: {url[:200]!r}")
+        raise InvalidURL(f"URL has no host: {raw[:200]!r}")
     if parsed.port == _DEFAULT_PORTS.get(parsed.scheme):
         parsed = parsed.copy_with(port=None)
+    if not parsed.path:
+        parsed = parsed.copy_with(path="/")
     result = str(parsed.copy_with(fragment=None))
     if len(result) > MAX_URL_LENGTH * 4:
         raise InvalidURL(f"URL longer than {MAX_URL_LENGTH * 4} characters")
     return result
+
+
+# URLs made only of these characters need no escaping or IDNA work (the common case).
+_PLAIN_URL = re.compile(r"https?://([a-z0-9.-]+)(:[0-9]{1,5})?(/[A-Za-z0-9\-._~/?&=;,+!*@$:]*)?",
+                        re.I)
+
+
+def _normalize_plain(raw: str) -> str | None:
+    """Return the fetch URL of a plain ASCII URL cheaply, or None to take the full path.
+
+    Gives exactly what the full path gives (a property test checks it); anything unusual
+    (escapes, dot segments, IDN, brackets, fragments) is left to w3lib and httpx.
+    """
+    match = _PLAIN_URL.fullmatch(raw)
+    if match is None or "/." in raw or ".." in match.group(1) or raw.endswith("?"):
+        return None
+    host, port, path = match.group(1).lower(), match.group(2), match.group(3) or "/"
+    if not host or host.startswith(".") or host.endswith("-"):
+        return None
+    scheme = raw[:5].lower().rstrip(":")
+    if port is not None:
+        number = int(port[1:])
+        if number > 65535 or port[1] == "0":
+            return None
+        if number == _DEFAULT_PORTS[scheme]:
+            port = None
+    return f"{scheme}://{host}{port or ''}{path}"
 
 
 def try_normalize(url: str, base: str | None = None) -> str | None:
@@ -69,8 +104,13 @@ def surt_key(url: str) -> str:
 
 
 def canonical_key(url: str) -> str:
-    """Return the key that makes two spellings of one URL count as the same URL."""
-    return surt_key(canonicalize_url(url))
+    """Return the key that makes two spellings of one URL count as the same URL.
+
+    This is the SURT pywb looks captures up by: host lower-cased and without ``www.``, query
+    arguments sorted, session ids dropped. Two URLs pywb cannot tell apart in replay are one
+    URL to the crawler.
+    """
+    return surt_key(url)
 
 
 def host_of(url: str) -> str:

@@ -59,3 +59,18 @@ def test_normalize_is_idempotent(path: str, query: str) -> None:
     if first is not None:
         assert urls.normalize(first) == first
         assert urls.canonical_key(first) == urls.canonical_key(urls.normalize(first))
+
+
+_plain = st.text(alphabet="abcXYZ019-._~/?&=;,+!*@$:%#[] ", max_size=25)
+
+
+@given(st.sampled_from(["http", "https", "HTTP"]), st.sampled_from(
+    ["example.org", "Example.ORG", "127.0.0.1", "a-b.c"]),
+    st.sampled_from(["", ":80", ":443", ":8080", ":0", ":99999"]), _plain)
+def test_fast_path_agrees_with_full_normalization(scheme: str, host: str, port: str,
+                                                  path: str) -> None:
+    raw = f"{scheme}://{host}{port}/{path}"
+    fast = urls._normalize_plain(raw)
+    if fast is None:
+        return
+    assert urls._normalize_full(raw) == fast

@@ -1,0 +1,109 @@
+"""A generated benchmark site: N linked pages with images, CSS and PDFs, served on 127.0.0.1.
+
+Served by a small asyncio HTTP/1.1 server (keep-alive, pre-rendered responses) in its own
+process, with optional latency per response, so that the crawler and GNU wget hit exactly the
+same site. Run directly to serve: ``python benchmarks/site.py --pages 2000 --port 8000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import zlib
+
+PNG_HEADER = bytes.fromhex("89504e470d0a1a0a")
+
+
+def build_site(pages: int, seed: int = 7) -> dict[str, tuple[str, bytes]]:
+    """Return path -> (content type, body) for a site of ``pages`` HTML pages."""
+    rng = random.Random(seed)
+    site: dict[str, tuple[str, bytes]] = {}
+    site["/robots.txt"] = ("text/plain", b"User-agent: *\nAllow: /\n")
+    site["/style.css"] = ("text/css", b"body{font:16px serif;background:url(/img/bg.png)}\n"
+                                      b".photo{border:1px solid #ccc}\n" * 20)
+    site["/img/bg.png"] = ("image/png", PNG_HEADER + rng.randbytes(600))
+    words = ["память", "архив", "история", "репрессии", "список", "имя", "дело", "год",
+             "город", "лагерь", "memory", "archive", "history", "record", "name", "year"]
+    for i in range(pages):
+        links = {(i + k) % pages for k in (1, 2, 3, 5, 8)} | {rng.randrange(pages)}
+        anchors = "".join(f'<li><a href="/p/{j}.html">Страница {j}</a></li>' for j in links)
+        text = " ".join(rng.choice(words) for _ in range(600))
+        parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Page {i}</title>"
+                 "<link rel='stylesheet' href='/style.css'></head><body>"
+                 f"<h1>Page {i}</h1><p>{text}</p><ul>{anchors}</ul>"]
+        if i % 2 == 0:
+            parts.append(f"<img class='photo' src='/img/{i}.png' alt=''>")
+            site[f"/img/{i}.png"] = ("image/png", PNG_HEADER + rng.randbytes(2000))
+        if i % 10 == 0:
+            parts.append(f"<a href='/doc/{i}.pdf'>PDF</a>")
+            site[f"/doc/{i}.pdf"] = ("application/pdf", b"%PDF-1.4\n" + rng.randbytes(8000))
+        parts.append("</body></html>")
+        site[f"/p/{i}.html"] = ("text/html; charset=utf-8", "".join(parts).encode())
+    index = "".join(f'<a href="/p/{i}.html">{i}</a> ' for i in range(0, pages, max(1, pages // 50)))
+    site["/"] = ("text/html; charset=utf-8",
+                 f"<html><head><title>Bench</title></head><body>{index}</body></html>".encode())
+    return site
+
+
+def render(site: dict[str, tuple[str, bytes]], *, gzip: bool) -> dict[bytes, bytes]:
+    """Pre-render full HTTP responses (gzip for HTML and CSS if asked, as real servers do)."""
+    rendered = {}
+    for path, (ctype, body) in site.items():
+        extra = b""
+        if gzip and ctype.startswith(("text/html", "text/css")):
+            comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+            body = comp.compress(body) + comp.flush()
+            extra = b"Content-Encoding: gzip\r\n"
+        head = (f"HTTP/1.1 200 OK\r\nServer: bench\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\n").encode() + extra + b"\r\n"
+        rendered[path.encode()] = head + body
+    return rendered
+
+
+NOT_FOUND = (b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nContent-Type: text/plain\r\n\r\n"
+             b"not found")
+
+
+async def serve(pages: int, port: int, latency: float, ready: object = None) -> None:
+    """Serve the site forever."""
+    site = build_site(pages)
+    plain, compressed = render(site, gzip=False), render(site, gzip=True)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                target = head.split(b" ", 2)[1]
+                if latency:
+                    await asyncio.sleep(latency)
+                lower = head.lower()
+                responses = compressed if b"accept-encoding: gzip" in lower else plain
+                writer.write(responses.get(target.split(b"?")[0], NOT_FOUND))
+                await writer.drain()
+                if b"connection: close" in lower:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    if ready is not None:
+        ready.send(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+    async with server:
+        await server.serve_forever()
+
+
+def run_server(pages: int, latency: float, conn: object) -> None:
+    """Process entry point: serve and report the port through ``conn``."""
+    asyncio.run(serve(pages, 0, latency, conn))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pages", type=int, default=2000)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    asyncio.run(serve(args.pages, args.port, args.latency_ms / 1000))

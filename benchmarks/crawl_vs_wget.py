@@ -1,0 +1,187 @@
+"""Crawl a generated local site with `crawler archive` and with GNU wget; print both and ratios.
+
+    python benchmarks/crawl_vs_wget.py --pages 2000                       # zero latency
+    python benchmarks/crawl_vs_wget.py --pages 400 --latency-ms 50 --per-host 8
+    python benchmarks/crawl_vs_wget.py --pages 10000 --skip-wget          # peak RSS
+
+Both tools crawl the same site from the same server process (benchsite.py) on 127.0.0.1, one
+after the other, each writing a gzipped WARC. Reported per tool: URLs fetched (response
+records in its WARC), wall seconds, URLs/s, CPU seconds per URL (user+system of the tool and
+all its child processes), and peak RSS (sum over the tool's process tree, sampled every 20 ms).
+Each tool runs --repeat times; the median run is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from warcio.archiveiterator import ArchiveIterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchsite import run_server
+
+
+@dataclass
+class Run:
+    """One measured crawl."""
+
+    urls: int
+    wall: float
+    cpu: float
+    peak_rss_mb: float
+
+    @property
+    def rate(self) -> float:
+        return self.urls / self.wall
+
+    @property
+    def cpu_per_url_ms(self) -> float:
+        return self.cpu / self.urls * 1000
+
+
+def tree_rss_kb(pid: int) -> int:
+    """Return the summed VmRSS of a process and its descendants."""
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+def measure(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
+    """Run ``cmd``; return (wall seconds, CPU seconds incl. children, peak tree RSS in MB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss_kb(proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
+    wall = time.monotonic() - start
+    done.set()
+    sampler.join()
+    if proc.returncode not in (0, 8):  # wget exits 8 when some URL returned an error
+        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {stderr.decode()[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, peak / 1024
+
+
+def count_responses(warcs: list[Path]) -> int:
+    """Return the number of response records in WARC files."""
+    total = 0
+    for path in warcs:
+        with open(path, "rb") as fh:
+            total += sum(1 for r in ArchiveIterator(fh) if r.rec_type == "response")
+    return total
+
+
+def run_crawler(url: str, work: Path, args: argparse.Namespace) -> Run:
+    out = work / "crawler"
+    cmd = [sys.executable, "-m", "crawler.cli", "archive", url, "--scope", "host",
+           "--delay", "0", "--per-host", str(args.per_host), "--concurrency",
+           str(args.concurrency), "--quiet", "--output", str(out), "--target", "bench"]
+    wall, cpu, rss = measure(cmd, work)
+    warcs = sorted(out.glob("bench/*/warc/*.warc.gz"))
+    return Run(count_responses(warcs), wall, cpu, rss)
+
+
+def run_wget(url: str, work: Path) -> Run:
+    out = work / "wget"
+    out.mkdir()
+    cmd = ["wget", "--quiet", "--recursive", "--level=inf", "--page-requisites",
+           "--compression=auto", "--warc-file=bench", "--no-warc-keep-log", url]
+    wall, cpu, rss = measure(cmd, out)
+    return Run(count_responses([out / "bench.warc.gz"]), wall, cpu, rss)
+
+
+def median_run(runs: list[Run]) -> Run:
+    """Return the run with the median wall time."""
+    return sorted(runs, key=lambda r: r.wall)[len(runs) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=2000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--per-host", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-wget", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    args = parser.parse_args()
+    if not args.skip_wget and shutil.which("wget") is None:
+        raise SystemExit("GNU wget is needed: apt-get install wget")
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=run_server, args=(args.pages, args.latency_ms / 1000, child),
+                         daemon=True)
+    server.start()
+    url = f"http://127.0.0.1:{parent.recv()}/"
+    results: dict[str, Run] = {}
+    try:
+        tools = ["crawler"] + ([] if args.skip_wget else ["wget"])
+        runs: dict[str, list[Run]] = {tool: [] for tool in tools}
+        for _ in range(args.repeat):
+            for tool in tools:
+                with tempfile.TemporaryDirectory() as tmp:
+                    work = Path(tmp)
+                    runs[tool].append(run_crawler(url, work, args) if tool == "crawler"
+                                      else run_wget(url, work))
+        results = {tool: median_run(r) for tool, r in runs.items()}
+    finally:
+        server.terminate()
+
+    if args.json:
+        print(json.dumps({k: {**v.__dict__, "rate": v.rate, "cpu_per_url_ms": v.cpu_per_url_ms}
+                          for k, v in results.items()}, indent=2))
+        return
+    print(f"site: {args.pages} pages, latency {args.latency_ms:g} ms, crawler --per-host "
+          f"{args.per_host} --concurrency {args.concurrency}, median of {args.repeat}")
+    print(f"{'tool':8} {'URLs':>6} {'wall s':>7} {'URLs/s':>8} {'CPU ms/URL':>11} "
+          f"{'peak RSS MB':>12}")
+    for tool, r in results.items():
+        print(f"{tool:8} {r.urls:6d} {r.wall:7.2f} {r.rate:8.1f} {r.cpu_per_url_ms:11.2f} "
+              f"{r.peak_rss_mb:12.1f}")
+    if "wget" in results:
+        c, w = results["crawler"], results["wget"]
+        print(f"ratio crawler/wget: URLs/s {c.rate / w.rate:.2f}x, CPU per URL "
+              f"{c.cpu_per_url_ms / w.cpu_per_url_ms:.2f}x, peak RSS "
+              f"{c.peak_rss_mb / w.peak_rss_mb:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
