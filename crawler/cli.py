@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,17 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from crawler import __version__, urls
-from crawler.crawl import Crawl, CrawlOutcome, CrawlSettings, Limits, Politeness, run_crawl
+from crawler.catalog import Catalog, CrawlRow, CrawlStatus
+from crawler.crawl import Crawl, CrawlOutcome, run_crawl, target_is_locked
 from crawler.errors import CrawlerError, ExitCode
 from crawler.fetcher import DEFAULT_USER_AGENT, FetchSettings
 from crawler.progress import live_progress, summary_lines
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
+from crawler.settings import CrawlSettings, Limits, Politeness
+
+FAILURE_CLASSES = ["dns", "refused", "tls", "timeout", "reset", "protocol", "connect", "other",
+                   "too-large", "robots", "out-of-scope"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.I)
@@ -183,9 +190,97 @@ def cli() -> None:
 @click.option("--operator", help="Who runs this crawl (written into warcinfo).")
 @crawl_options
 def archive(seeds: tuple[str, ...], **opts: Any) -> None:
-    """Crawl SEEDS and write WARCs, a CDXJ index and a page list under --output."""
+    """Crawl SEEDS and write WARCs, a CDXJ index and a page list under --output.
+
+    Running it again for the same target is a recrawl that also re-checks every URL earlier
+    crawls captured. If the target's last crawl with the same seeds was interrupted or
+    killed, it is resumed instead.
+    """
     settings = _settings_from_options(seeds, opts)
-    sys.exit(_run(settings, quiet=opts["quiet"], as_json=opts["as_json"]))
+    resume = None
+    with _catalog(settings.output) as catalog:
+        last = catalog.latest_crawl(settings.target_name())
+        if last is not None and last.resumable and tuple(last.settings["seeds"]) == seeds:
+            resume = last
+    sys.exit(_run(settings, quiet=opts["quiet"], as_json=opts["as_json"], resume=resume))
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("archives"), show_default=True, help="Archive root.")
+@click.option("--quiet", "-q", is_flag=True, help="Only print warnings and errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+def resume(target: str | None, output: Path, quiet: bool, as_json: bool) -> None:
+    """Continue an interrupted or killed crawl of TARGET (or the only one there is)."""
+    with _catalog(output) as catalog:
+        latest = {c.target: c for c in catalog.crawls(target)}  # oldest first: last one wins
+        candidates = [c for c in latest.values() if c.resumable]
+    candidates = [c for c in candidates if not target_is_locked(output, c.target)]
+    if not candidates:
+        click.echo(f"crawler: nothing to resume{' for ' + target if target else ''} under "
+                   f"{output}", err=True)
+        sys.exit(int(ExitCode.CONFIG))
+    if len(candidates) > 1:
+        names = ", ".join(sorted(c.target for c in candidates))
+        click.echo(f"crawler: several crawls can be resumed ({names}); name a TARGET", err=True)
+        sys.exit(int(ExitCode.USAGE))
+    row = candidates[0]
+    settings = replace(CrawlSettings.from_json(row.settings), output=output)
+    sys.exit(_run(settings, quiet=quiet, as_json=as_json, resume=row))
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("archives"), show_default=True, help="Archive root.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(target: str | None, output: Path, as_json: bool) -> None:
+    """List targets and their crawls: start, end, pages, bytes, failures, exit status."""
+    with _catalog(output) as catalog:
+        report = crawl_report(catalog, output, target)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    if not report:
+        click.echo(f"No crawls under {output}.")
+    for name, crawls in report.items():
+        click.echo(name)
+        for c in crawls:
+            click.echo(f"  {c['crawl_id']}  {c['state']:<11} started {c['started'][:19]}  "
+                       f"ended {(c['finished'] or '-')[:19]:<19}  pages {c['pages']:>6}  "
+                       f"URLs {c['urls']:>6}  bytes {c['bytes']:>10}  failures "
+                       f"{c['failures']:>4}  {c['stop_reason'] or ''}")
+
+
+@cli.command(name="list")
+@click.argument("target")
+@click.option("--crawl", "crawl_id", help="Crawl id (default: the latest).")
+@click.option("--status", "http_status", type=int, help="Only this HTTP status.")
+@click.option("--failure", type=click.Choice(FAILURE_CLASSES), help="Only this failure class.")
+@click.option("--url", "url_pattern", type=RegexType(), help="Only URLs matching this regex.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("archives"), show_default=True, help="Archive root.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+def list_captures(target: str, crawl_id: str | None, http_status: int | None,
+                  failure: str | None, url_pattern: re.Pattern[str] | None, output: Path,
+                  as_json: bool) -> None:
+    """List the captures of a crawl of TARGET, with filters."""
+    with _catalog(output) as catalog:
+        row = catalog.crawl(target, crawl_id) if crawl_id else catalog.latest_crawl(target)
+        if row is None:
+            click.echo(f"crawler: no crawl {crawl_id or ''} of target {target!r} under "
+                       f"{output}".replace("  ", " "), err=True)
+            sys.exit(int(ExitCode.CONFIG))
+        for cap in catalog.captures(row.pk, status=http_status, failure=failure):
+            if url_pattern is not None and not url_pattern.search(cap.url):
+                continue
+            if as_json:
+                click.echo(json.dumps(asdict(cap), ensure_ascii=False))
+            else:
+                click.echo(f"{cap.fetched_at[:19]}  {cap.status or '-':>3}  "
+                           f"{cap.failure or '':<12} {cap.length or 0:>9}  {cap.kind:<9} "
+                           f"{cap.url}")
 
 
 def _settings_from_options(seeds: tuple[str, ...], opts: dict[str, Any]) -> CrawlSettings:
@@ -255,12 +350,14 @@ def demo(ctx: click.Context, persons: int, **opts: Any) -> None:
 
 
 def _run(settings: CrawlSettings, *, quiet: bool, as_json: bool,
-         replay_help: bool = False) -> int:
+         replay_help: bool = False, resume: CrawlRow | None = None) -> int:
     """Run a crawl with logging, progress and signals; print the summary; return the code."""
     console = Console(stderr=True)
     _setup_logging(console, quiet)
+    if resume is not None and not quiet and not as_json:
+        click.echo(f"Resuming crawl {resume.target}/{resume.crawl_id}", err=True)
     try:
-        outcome = asyncio.run(_crawl_with_ui(settings, console,
+        outcome = asyncio.run(_crawl_with_ui(settings, console, resume=resume,
                                              show_progress=console.is_terminal and not quiet
                                              and not as_json))
     except CrawlerError as exc:
@@ -277,7 +374,7 @@ def _run(settings: CrawlSettings, *, quiet: bool, as_json: bool,
 
 
 async def _crawl_with_ui(settings: CrawlSettings, console: Console, *,
-                         show_progress: bool) -> CrawlOutcome:
+                         show_progress: bool, resume: CrawlRow | None = None) -> CrawlOutcome:
     """Run the crawl; first SIGINT/SIGTERM stops gracefully, a second exits at once."""
     loop = asyncio.get_running_loop()
     box: list[Crawl] = []
@@ -296,8 +393,8 @@ async def _crawl_with_ui(settings: CrawlSettings, console: Console, *,
     try:
         if show_progress:
             async with live_progress(console, box):
-                return await run_crawl(settings, on_start=box.append)
-        return await run_crawl(settings, on_start=box.append)
+                return await run_crawl(settings, resume=resume, on_start=box.append)
+        return await run_crawl(settings, resume=resume, on_start=box.append)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -333,6 +430,37 @@ How to replay it:
       ~/.venvs/pywb/bin/wayback -p 8080
       then browse http://localhost:8080/{coll}/*/<original URL>
 """
+
+
+@contextlib.contextmanager
+def _catalog(output: Path) -> Iterator[Catalog]:
+    """Open the catalog of an archive root, turning errors into a clean exit."""
+    try:
+        catalog = Catalog.open(output)
+    except CrawlerError as exc:
+        click.echo(f"crawler: error: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
+    try:
+        yield catalog
+    finally:
+        catalog.close()
+
+
+def crawl_report(catalog: Catalog, output: Path, target: str | None) -> dict[str, list[dict[
+        str, Any]]]:
+    """Return target -> crawls with their totals and state (for `crawler status`)."""
+    report: dict[str, list[dict[str, Any]]] = {}
+    for row in catalog.crawls(target):
+        state = row.status
+        if row.status == CrawlStatus.RUNNING:
+            state = "running" if target_is_locked(output, row.target) else "killed"
+        report.setdefault(row.target, []).append({
+            "crawl_id": row.crawl_id, "state": state, "started": row.started,
+            "finished": row.finished, "stop_reason": row.stop_reason,
+            "exit_code": row.exit_code, "directory": str(row.directory),
+            "resumable": row.resumable and state != "running",
+            **catalog.crawl_totals(row.pk)})
+    return report
 
 
 def _setup_logging(console: Console, quiet: bool) -> None:

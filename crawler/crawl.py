@@ -1,23 +1,28 @@
-"""One crawl: workers take URLs from the frontier, fetch them, and feed one sink.
+"""One crawl: workers take URLs from the persistent frontier, fetch them, and feed one sink.
 
-Data flow per URL: frontier -> robots check -> fetcher -> (WARC sink thread || link extraction
-in a worker process) -> scope -> frontier. The sink thread is the only writer of WARC files, so
-records never interleave; extraction runs in another process so parsing uses the second core.
+Per URL: frontier -> robots check -> fetcher -> (WARC sink thread || link extraction in a
+parser process) -> one catalog transaction (capture row, URL done, new links queued through
+scope). The sink thread is the only writer of WARC files; the event-loop thread is the only
+user of the catalog connection, and never awaits inside a transaction.
+
+A record is flushed to the OS before its transaction commits, so after a kill the catalog
+never points at a missing record; records written but not committed are found and entered by
+``recovery`` when the crawl resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import random
-import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -26,15 +31,22 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import IO, Any
 
-from crawler import __version__, extract, urls
+from crawler import __version__, extract, failpoints, urls
+from crawler.catalog import CaptureRow, Catalog, CrawlRow, CrawlStatus
+from crawler.crawllog import CrawlLog
 from crawler.errors import ExitCode, OutputError
-from crawler.fetcher import Fetcher, FetchSettings
+from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
-from crawler.models import CrawlUrl, Extracted, FailureKind, FetchResult, UrlKind
+from crawler.models import CrawlUrl, Extracted, FailureKind, FetchResult, Truncation, UrlKind
 from crawler.package import PageEntry, write_cdxj, write_pages
+from crawler.recovery import OrphanRecord, repair_open_warcs
 from crawler.robots import ALLOW_ALL, RobotsPolicy, RobotsRules, rules_from_response
-from crawler.scope import Scope, ScopeRules
-from crawler.warc import IndexEntry, WarcSettings, WarcWriter
+from crawler.scope import Scope
+from crawler.settings import CrawlSettings, Limits, Politeness
+from crawler.warc import IndexEntry, WarcSettings, WarcWriter, warc_date
+
+__all__ = ["Crawl", "CrawlOutcome", "CrawlSettings", "Limits", "Politeness", "StopReason",
+           "run_crawl"]
 
 log = logging.getLogger("crawler.crawl")
 
@@ -44,6 +56,7 @@ _RETRY_FAILURES = frozenset({FailureKind.TIMEOUT, FailureKind.RESET, FailureKind
 _EXTRACT_TYPES = extract.HTML_TYPES | {"text/css"} | extract.SITEMAP_TYPES
 MAX_EXTRACT_BYTES = 32 * 1024 * 1024
 _TRAP_LOG_LIMIT = 20  # log this many hits per trap rule, then only count them
+_PAGE_KINDS = (UrlKind.SEED, UrlKind.PAGE)
 
 
 class StopReason(StrEnum):
@@ -53,76 +66,29 @@ class StopReason(StrEnum):
     MAX_PAGES = "max-pages"
     MAX_BYTES = "max-bytes"
     MAX_TIME = "max-time"
-    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """When to stop a crawl that has not run out of URLs."""
-
-    max_pages: int | None = None  # pages (seeds and links), requisites not counted
-    max_bytes: int | None = None  # body bytes downloaded
-    max_time: float | None = None  # seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Politeness:
-    """How hard the crawl may push each server. Defaults suit small, fragile NGO servers."""
-
-    concurrency: int = 16  # requests in flight across all hosts
-    per_host: int = 2  # requests in flight to one host
-    delay: float = 0.5  # seconds between request starts to one host
-    retries: int = 2  # extra attempts for timeouts, resets, 429 and 5xx
-    backoff: float = 2.0  # first retry waits about this long, doubling each time
-    max_retry_after: float = 300.0  # cap on a server's Retry-After
-
-
-@dataclass(frozen=True, slots=True)
-class CrawlSettings:
-    """Everything one crawl needs; built by the CLI (or, later, from a target config)."""
-
-    seeds: tuple[str, ...]
-    output: Path = Path("archives")
-    target: str | None = None  # defaults to the first seed's host
-    scope: ScopeRules = field(default_factory=ScopeRules)
-    limits: Limits = field(default_factory=Limits)
-    politeness: Politeness = field(default_factory=Politeness)
-    fetch: FetchSettings = field(default_factory=FetchSettings)
-    robots: RobotsPolicy = RobotsPolicy.OBEY
-    warc_size: int = 1_000_000_000
-    warc_prefix: str | None = None  # defaults to the target name
-    sitemaps: bool = True  # read robots.txt Sitemap: lines and /sitemap.xml of seed hosts
-    extract_workers: int = 1  # processes parsing HTML/CSS; 0 parses in the event loop
-    operator: str | None = None  # who ran the crawl, for warcinfo
-
-    def target_name(self) -> str:
-        """Return the target name, derived from the first seed when not given."""
-        if self.target:
-            return self.target
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", urls.host_of(self.seeds[0])).strip("-") or "site"
+    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM; resumable
 
 
 @dataclass(slots=True)
 class CrawlStats:
-    """Live counters, read by the progress display and saved in crawl.json."""
+    """Live counters of this session, read by the progress display."""
 
     fetched: int = 0  # HTTP exchanges completed (any status)
-    pages: int = 0  # seeds and pages fetched with 2xx HTML
+    pages: int = 0  # seeds and pages fetched with 2xx
     failed: int = 0  # network failures after retries
     retries: int = 0
     bytes: int = 0  # body bytes downloaded
     robots_blocked: int = 0
     out_of_scope: int = 0
     truncated: int = 0
-    queued: int = 0
-    in_flight: int = 0
+    recovered: int = 0  # records found in WARCs after a kill and entered in the catalog
     statuses: Counter[str] = field(default_factory=Counter)  # "200", "404", "dns", ...
     traps: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
 
     @property
     def elapsed(self) -> float:
-        """Return seconds since the crawl started."""
+        """Return seconds since this session started."""
         return time.monotonic() - self.started
 
     def as_dict(self) -> dict[str, Any]:
@@ -137,7 +103,7 @@ class CrawlStats:
 
 @dataclass(frozen=True, slots=True)
 class CrawlOutcome:
-    """What a finished crawl produced."""
+    """What a finished (or interrupted) crawl produced."""
 
     crawl_id: str
     target: str
@@ -147,7 +113,11 @@ class CrawlOutcome:
     pages: Path
     stop_reason: StopReason
     exit_code: ExitCode
-    stats: dict[str, Any]
+    stats: dict[str, Any]  # this session's counters plus "totals" over all sessions
+
+
+class CrawlInProgress(OutputError):
+    """Another process is crawling the same target."""
 
 
 def new_crawl_dir(root: Path, target: str) -> tuple[str, Path]:
@@ -166,6 +136,30 @@ def new_crawl_dir(root: Path, target: str) -> tuple[str, Path]:
     raise OutputError(f"too many crawls of {target} in one second under {root}")
 
 
+def lock_target(root: Path, target: str) -> IO[str]:
+    """Take the target's lock (released when the process exits, even by kill -9)."""
+    path = root / target / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the crawl
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise CrawlInProgress(f"a crawl of {target!r} is already running "
+                              f"(lock {path} is held)") from exc
+    return handle
+
+
+def target_is_locked(root: Path, target: str) -> bool:
+    """Return True if some process holds the target's lock (a crawl is running)."""
+    try:
+        handle = lock_target(root, target)
+    except CrawlInProgress:
+        return True
+    handle.close()
+    return False
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """Parse a Retry-After header (seconds or HTTP date) into seconds from now."""
     if not value:
@@ -182,38 +176,55 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-class Crawl:
-    """Runs one crawl to completion; ``request_stop()`` ends it gracefully."""
+def failure_class(result: FetchResult) -> str | None:
+    """Return the catalog's failure class for a fetch result."""
+    if result.failure is not None:
+        return result.failure.value
+    if result.truncated is Truncation.LENGTH:
+        return "too-large"
+    return None
 
-    def __init__(self, settings: CrawlSettings) -> None:
+
+class Crawl:
+    """Runs one crawl (new or resumed) to completion; ``request_stop()`` ends it gracefully."""
+
+    def __init__(self, settings: CrawlSettings, catalog: Catalog, *,
+                 resume: CrawlRow | None = None) -> None:
         if not settings.seeds:
             raise ValueError("a crawl needs at least one seed")
         self.settings = settings
+        self.catalog = catalog
         self.target = settings.target_name()
-        self.crawl_id, self.directory = new_crawl_dir(settings.output, self.target)
+        self._lock = lock_target(settings.output, self.target)
+        self.resumed = resume is not None
+        if resume is not None:
+            self.crawl_id, self.directory, self.pk = resume.crawl_id, resume.directory, resume.pk
+            catalog.set_running(self.pk)
+        else:
+            self.crawl_id, self.directory = new_crawl_dir(settings.output, self.target)
+            self.pk = catalog.add_crawl(self.target, self.crawl_id, self.directory,
+                                        settings.to_json())
+        self.db = catalog.db
         self.stats = CrawlStats()
-        self.scope = Scope(settings.scope, list(settings.seeds))
         pol = settings.politeness
-        self.frontier = Frontier(per_host=pol.per_host, delay=pol.delay)
+        self.frontier = Frontier(self.db, self.pk, per_host=pol.per_host, delay=pol.delay)
+        self.scope = Scope(settings.scope, [*settings.seeds, *self.frontier.seed_urls()],
+                           variants=self.frontier)
         self._stop_reason: StopReason | None = None
         self._limited_by: StopReason | None = None  # a limit that dropped URLs without stopping
         self._robots: dict[str, RobotsRules] = {}
         self._robots_locks: dict[str, asyncio.Lock] = {}
         self._sitemap_hosts: set[str] = set()
         self._seed_hosts = {urls.host_of(s) for s in settings.seeds}
-        self._pages_queued = 0
-        self._index: list[IndexEntry] = []
-        self._pages: list[PageEntry] = []
-        self._seed_keys = {urls.canonical_key(s) for s in settings.seeds}
-        self._seeds_captured = 0
-        self._log_file: IO[str] | None = None
-        self.on_event: Callable[[str], None] | None = None
-        self.warc = WarcWriter(WarcSettings(
-            directory=self.directory / "warc",
-            prefix=settings.warc_prefix or self.target,
-            max_size=settings.warc_size,
-            warcinfo=self._warcinfo_fields(),
-        ))
+        self._pages_queued = self._count_pages_queued()
+        self._log: CrawlLog | None = None
+        self.warc: WarcWriter | None = None
+
+    def _count_pages_queued(self) -> int:
+        """Return how many pages this crawl has queued so far (for --max-pages on resume)."""
+        row = self.db.execute("SELECT count(*) FROM frontier WHERE crawl=? AND kind IN (?, ?)",
+                              (self.pk, UrlKind.SEED.value, UrlKind.PAGE.value)).fetchone()
+        return int(row[0])
 
     def _warcinfo_fields(self) -> dict[str, str]:
         """Return the crawl description written into every warcinfo record."""
@@ -232,7 +243,7 @@ class Crawl:
     # -- control ------------------------------------------------------------------------------
 
     def request_stop(self, reason: StopReason = StopReason.INTERRUPTED) -> None:
-        """Stop taking new URLs; in-flight fetches finish and are written."""
+        """Stop taking new URLs; in-flight fetches finish, are written and committed."""
         if self._stop_reason is None:
             self._stop_reason = reason
             log.info("stopping: %s", reason.value)
@@ -248,11 +259,9 @@ class Crawl:
     async def run(self) -> CrawlOutcome:
         """Crawl until done, a limit, or a stop request; write indexes; return the outcome."""
         s = self.settings
-        for seed in s.seeds:
-            key = urls.canonical_key(seed)
-            if self.frontier.add(CrawlUrl(url=seed, key=key, kind=UrlKind.SEED, depth=0)):
-                self._pages_queued += 1
-        self._log_file = open(self.directory / "crawl.log", "a", encoding="utf-8")  # noqa: SIM115
+        warc_dir = self.directory / "warc"
+        warc_dir.mkdir(parents=True, exist_ok=True)
+        self._log = CrawlLog(self.directory / "crawl.log")
         write_pool = ThreadPoolExecutor(1, thread_name_prefix="warc-sink")
         parse_pool: Executor | None = None
         if s.extract_workers > 0:
@@ -260,45 +269,77 @@ class Crawl:
         self._write_pool, self._parse_pool = write_pool, parse_pool
         timer = None
         try:
+            if self.resumed:
+                self._recover(warc_dir)
+            else:
+                self._queue_start_urls()
+            serial = len(list(warc_dir.glob("*.warc.gz")))
+            self.warc = WarcWriter(WarcSettings(
+                directory=warc_dir, prefix=s.warc_prefix or self.target, max_size=s.warc_size,
+                warcinfo=self._warcinfo_fields()), first_serial=serial)
+            for host, (status, body) in self.frontier.saved_robots().items():
+                self._robots[host] = ALLOW_ALL if status == 0 else rules_from_response(status,
+                                                                                        body)
             async with Fetcher(s.fetch) as fetcher:
                 self.fetcher = fetcher
                 if s.limits.max_time is not None:
                     timer = asyncio.get_running_loop().call_later(
                         s.limits.max_time, self.request_stop, StopReason.MAX_TIME)
-                workers = [asyncio.create_task(self._worker()) for _ in range(
-                    max(1, s.politeness.concurrency))]
+                workers = [asyncio.create_task(self._worker())
+                           for _ in range(max(1, s.politeness.concurrency))]
                 await asyncio.gather(*workers)
         finally:
             if timer is not None:
                 timer.cancel()
-            warcs = await asyncio.get_running_loop().run_in_executor(write_pool, self.warc.close)
+            if self.warc is not None:
+                await asyncio.get_running_loop().run_in_executor(write_pool, self.warc.close)
             write_pool.shutdown()
             if parse_pool is not None:
                 parse_pool.shutdown(cancel_futures=True)
-            self._log_file.close()
-        return self._finish(warcs)
+            self._log.close()
+        try:
+            return self._finish()
+        finally:
+            self._lock.close()
 
-    def _finish(self, warcs: list[Path]) -> CrawlOutcome:
-        """Write the index, page list and crawl.json."""
+    def _queue_start_urls(self) -> None:
+        """Queue the seeds, then every URL earlier crawls of this target captured."""
+        with self.catalog.transaction():
+            for seed in self.settings.seeds:
+                key = urls.canonical_key(seed)
+                if self.frontier.add(CrawlUrl(url=seed, key=key, kind=UrlKind.SEED, depth=0)):
+                    self._pages_queued += 1
+            # A page that vanished from the site's navigation must still be checked.
+            for row in self.catalog.known_urls(self.target, self.pk):
+                kind = UrlKind(row["kind"])
+                kind = UrlKind.PAGE if kind is UrlKind.SEED else kind
+                self._offer(row["url"], kind, row["depth"], via=None, key=row["key"],
+                            record_out_of_scope=True)
+
+    def _finish(self) -> CrawlOutcome:
+        """Record the end in the catalog; write the index, page list and crawl.json."""
         reason = self._stop_reason or self._limited_by or StopReason.COMPLETE
+        totals = self.catalog.crawl_totals(self.pk)
+        seeds_ok = self.db.execute(
+            "SELECT count(*) FROM captures WHERE crawl=? AND kind='seed' AND final=1 "
+            "AND status IS NOT NULL", (self.pk,)).fetchone()[0]
         if reason is StopReason.INTERRUPTED:
-            code = ExitCode.INTERRUPTED
-        elif self._seeds_captured == 0:
-            code = ExitCode.CRAWL_FAILED
+            code, status = ExitCode.INTERRUPTED, CrawlStatus.INTERRUPTED
+        elif seeds_ok == 0:
+            code, status = ExitCode.CRAWL_FAILED, CrawlStatus.FAILED
         else:
-            code = ExitCode.OK
+            code, status = ExitCode.OK, CrawlStatus.COMPLETE
         index = self.directory / "indexes" / "index.cdxj"
         pages = self.directory / "pages" / "pages.jsonl"
-        write_cdxj(self._index, index)
-        write_pages(self._pages, pages)
-        self.stats.queued = self.frontier.queued
-        left = self.frontier.drain()
+        write_cdxj(list(self._index_entries()), index)
+        write_pages(list(self._page_entries()), pages)
+        self.catalog.finish_crawl(self.pk, status, reason.value, int(code))
+        unfetched = self.frontier.queued
+        if status is not CrawlStatus.INTERRUPTED:
+            self.frontier.forget()
+        warcs = tuple(sorted((self.directory / "warc").glob("*.warc.gz")))
         stats = self.stats.as_dict()
-        outcome = CrawlOutcome(
-            crawl_id=self.crawl_id, target=self.target, directory=self.directory,
-            warcs=tuple(warcs), index=index, pages=pages, stop_reason=reason, exit_code=code,
-            stats=stats)
-        s = self.settings
+        stats["totals"] = totals
         snapshot = {
             "software": f"crawler/{__version__}",
             "crawl_id": self.crawl_id,
@@ -307,16 +348,38 @@ class Crawl:
             "exit_code": int(code),
             "stop_reason": reason.value,
             "finished": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "seeds": list(s.seeds),
-            "settings": _jsonable(asdict(s)),
+            "seeds": list(self.settings.seeds),
+            "settings": self.settings.to_json(),
             "stats": stats,
-            "unfetched": len(left),
+            "unfetched": unfetched,
             "warcs": [p.name for p in warcs],
         }
         tmp = self.directory / "crawl.json.tmp"
         tmp.write_text(json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n", "utf-8")
         os.replace(tmp, self.directory / "crawl.json")
-        return outcome
+        return CrawlOutcome(crawl_id=self.crawl_id, target=self.target,
+                            directory=self.directory, warcs=warcs, index=index, pages=pages,
+                            stop_reason=reason, exit_code=code, stats=stats)
+
+    def _index_entries(self) -> Iterator[IndexEntry]:
+        """Yield the replayable records of this crawl from the catalog."""
+        for cap in self.catalog.captures(self.pk, order="key"):
+            if cap.record_type == "response" and cap.warc_file:
+                yield IndexEntry(url=cap.url, timestamp=_ts14(cap.fetched_at),
+                                 mime=cap.mime or "", status=cap.status or 0,
+                                 digest=cap.digest or "", offset=cap.warc_offset or 0,
+                                 length=cap.warc_length or 0, filename=cap.warc_file)
+
+    def _page_entries(self) -> Iterator[PageEntry]:
+        """Yield seeds and HTML pages captured with 2xx, for pages.jsonl."""
+        for cap in self.catalog.captures(self.pk):
+            if cap.kind not in ("seed", "page") or not cap.status or cap.status // 100 != 2:
+                continue
+            if cap.kind == "page" and cap.mime not in extract.HTML_TYPES:
+                continue
+            started = datetime.strptime(cap.fetched_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=UTC)
+            yield PageEntry(cap.url, started, cap.title, cap.status)
 
     async def _worker(self) -> None:
         """Take URLs until the frontier is exhausted or closed."""
@@ -324,26 +387,23 @@ class Crawl:
             item = await self.frontier.get()
             if item is None:
                 return
-            self.stats.in_flight = self.frontier.in_flight
             state = _Slot()
             try:
                 await self._process(item, state)
-            except Exception:  # a bug must not kill the crawl; the URL is logged as lost
+            except Exception:  # a bug must not kill the crawl; the URL stays queued for resume
                 log.exception("internal error while processing %s", item.url)
                 self.stats.statuses["internal-error"] += 1
             finally:
                 self.frontier.done(item, slot_released=state.released)
-                self.stats.queued = self.frontier.queued
-                self.stats.in_flight = self.frontier.in_flight
 
     async def _process(self, item: CrawlUrl, slot: _Slot) -> None:
         """Fetch one URL, write it, and queue what it links to."""
         host = urls.host_of(item.url)
         rules = await self._robots_for(item.url, host)
-        if (self.settings.robots is RobotsPolicy.OBEY and item.kind is not UrlKind.ROBOTS
+        if (self.settings.robots is RobotsPolicy.OBEY
                 and not rules.allowed(item.url, self.settings.fetch.user_agent)):
             self.stats.robots_blocked += 1
-            self._log_line(item, None, "robots-disallowed")
+            self._skip(item, "robots", "disallowed by robots.txt")
             return
         result = await self.fetcher.fetch(item.url)
         self.frontier.release_host(item)
@@ -353,45 +413,60 @@ class Crawl:
         finally:
             result.close()
 
+    def _skip(self, item: CrawlUrl, failure: str, detail: str) -> None:
+        """Record a URL that is deliberately not fetched, and finish it."""
+        with self.catalog.transaction():
+            self.catalog.add_capture(self.pk, CaptureRow(
+                url=item.url, key=item.key, kind=item.kind.value, depth=item.depth,
+                fetched_at=warc_date(datetime.now(UTC)), failure=failure, detail=detail))
+            self.frontier.finish(item)
+        if self._log:
+            self._log.line(item, None, failure)
+
     async def _handle(self, item: CrawlUrl, result: FetchResult) -> None:
-        """Write a fetch result, retry or follow it."""
+        """Write a fetch result, then retry it or commit it and queue its links."""
         self.stats.bytes += result.body_length
         retry_in = self._retry_delay(item, result)
         if retry_in is not None:
-            # The failed attempt is kept in the WARC as evidence but not indexed for replay.
-            await self._write(result, item)
+            # The failed attempt stays in the WARC as evidence but is not indexed for replay.
+            entry = await self._write(result, item)
+            with self.catalog.transaction():
+                self.catalog.add_capture(self.pk, _capture(item, result, entry, None,
+                                                           final=False))
+                self.frontier.retry(item)
             self.stats.retries += 1
-            self._log_line(item, result, f"retry-in-{retry_in:.1f}s")
+            self._line(item, result, f"retry-in-{retry_in:.1f}s")
             self.frontier.back_off(urls.host_of(item.url), retry_in)
-            self.frontier.retry(item)
             return
         media = result.content_type
         raw: bytes | None = None
         if (result.ok and 200 <= result.status < 300 and result.body_length <= MAX_EXTRACT_BYTES
-                and (media in _EXTRACT_TYPES or item.kind is UrlKind.SITEMAP)
-                and item.kind is not UrlKind.ROBOTS):
+                and (media in _EXTRACT_TYPES or item.kind is UrlKind.SITEMAP)):
             raw = result.read_body()
         if raw is not None:
             entry, found = await asyncio.gather(
                 self._write(result, item), self._extract(result, media, raw))
         else:
             entry, found = await self._write(result, item), Extracted()
-        self._count(item, result, entry)
-        self._log_line(item, result, "")
+        failpoints.hit("before-commit")
+        with self.catalog.transaction():
+            self.catalog.add_capture(self.pk, _capture(item, result, entry, found))
+            self._follow(item, result, found)
+            self.frontier.finish(item, failed=not result.ok)
+        self._count(item, result)
+        self._line(item, result, "")
+        limits = self.settings.limits
+        if limits.max_bytes is not None and self.stats.bytes >= limits.max_bytes:
+            self.request_stop(StopReason.MAX_BYTES)
+
+    def _follow(self, item: CrawlUrl, result: FetchResult, found: Extracted) -> None:
+        """Queue a redirect target or the links found (inside the commit transaction)."""
         if not result.ok:
             return
         if result.status in _REDIRECT_STATUSES:
             self._follow_redirect(item, result)
         elif 200 <= result.status < 300:
-            if item.kind in (UrlKind.SEED, UrlKind.PAGE) and media in extract.HTML_TYPES:
-                self._pages.append(PageEntry(item.url, result.started, found.title,
-                                             result.status))
-            elif item.kind is UrlKind.SEED:
-                self._pages.append(PageEntry(item.url, result.started, None, result.status))
             self._queue_found(item, found)
-        limits = self.settings.limits
-        if limits.max_bytes is not None and self.stats.bytes >= limits.max_bytes:
-            self.request_stop(StopReason.MAX_BYTES)
 
     def _retry_delay(self, item: CrawlUrl, result: FetchResult) -> float | None:
         """Return seconds to wait before retrying, or None if this result is final."""
@@ -399,8 +474,7 @@ class Crawl:
         if item.attempt >= pol.retries or self.stopping:
             return None
         transient = (result.failure in _RETRY_FAILURES or result.status in _RETRY_STATUSES
-                     or (result.ok and result.truncated is not None
-                         and result.truncated.value != "length"))
+                     or (result.ok and result.truncated not in (None, Truncation.LENGTH)))
         if not transient:
             return None
         wait = pol.backoff * (2 ** item.attempt) * random.uniform(0.75, 1.25)
@@ -409,8 +483,9 @@ class Crawl:
             wait = max(wait, min(told, pol.max_retry_after))
         return wait
 
-    async def _write(self, result: FetchResult, item: CrawlUrl) -> IndexEntry | None:
-        """Write the result in the sink thread; return its index entry if replayable."""
+    async def _write(self, result: FetchResult, item: CrawlUrl) -> IndexEntry:
+        """Write the result in the sink thread; return where its record landed."""
+        assert self.warc is not None
         extra = {"WARC-Crawler-Kind": item.kind.value}  # why we fetched it (audit trail)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._write_pool, self.warc.write_exchange, result,
@@ -424,29 +499,22 @@ class Crawl:
             try:
                 return await asyncio.get_running_loop().run_in_executor(
                     self._parse_pool, extract.extract, *args)
-            except BrokenProcessPool:
-                log.warning("parser process died; parsing in the main process from now on")
+            except Exception:  # a dead or unstartable pool: parse here from now on
+                log.warning("parser process unavailable; parsing in the main process",
+                            exc_info=True)
                 self._parse_pool = None
-        try:
-            return extract.extract(*args)
-        except Exception:
-            log.exception("could not extract links from %s", result.url)
-            return Extracted()
+        return _extract_safely(*args)
 
-    def _count(self, item: CrawlUrl, result: FetchResult, entry: IndexEntry | None) -> None:
-        """Update counters (and the index) for a final result."""
+    def _count(self, item: CrawlUrl, result: FetchResult) -> None:
+        """Update this session's live counters for a final result."""
         stats = self.stats
         if result.ok:
             stats.fetched += 1
             stats.statuses[str(result.status)] += 1
             if result.truncated is not None:
                 stats.truncated += 1
-            if entry is not None:
-                self._index.append(entry)
-            if item.kind in (UrlKind.SEED, UrlKind.PAGE) and 200 <= result.status < 300:
+            if item.kind in _PAGE_KINDS and 200 <= result.status < 300:
                 stats.pages += 1
-            if item.key in self._seed_keys:
-                self._seeds_captured += 1
         else:
             stats.failed += 1
             stats.statuses[result.failure.value if result.failure else "failed"] += 1
@@ -460,10 +528,9 @@ class Crawl:
         if item.kind is UrlKind.SEED:
             # A seed that redirects (http -> https, bare -> www) carries its scope with it.
             self.scope.add_seed(target)
-            self._seed_keys.add(urls.canonical_key(target))
             self._seed_hosts.add(urls.host_of(target))
         self._offer(target, item.kind, item.depth, via=item.url, redirects=item.redirects + 1,
-                    embeds=item.embeds)
+                    embeds=item.embeds, record_out_of_scope=True)
 
     def _queue_found(self, item: CrawlUrl, found: Extracted) -> None:
         """Queue links, requisites and sitemaps found in a document."""
@@ -480,8 +547,13 @@ class Crawl:
             self._offer(link, UrlKind.SITEMAP, item.depth, via=item.url, key=keys.get(link))
 
     def _offer(self, url: str, kind: UrlKind, depth: int, *, via: str | None,
-               redirects: int = 0, embeds: int = 0, key: str | None = None) -> None:
-        """Pass one discovered URL through scope and limits into the frontier."""
+               redirects: int = 0, embeds: int = 0, key: str | None = None,
+               record_out_of_scope: bool = False) -> None:
+        """Pass one discovered URL through scope and limits into the frontier.
+
+        ``record_out_of_scope`` keeps evidence of URLs a user cares about (redirect targets,
+        URLs known from earlier crawls) when scope rejects them.
+        """
         if self.stopping:
             return
         key = key or urls.canonical_key(url)
@@ -495,8 +567,17 @@ class Crawl:
                     log.info("%s: %s (linked from %s)", decision.reason, url, via)
             else:
                 self.stats.out_of_scope += 1
+            if record_out_of_scope:
+                item = CrawlUrl(url=url, key=key, kind=kind, depth=depth, via=via)
+                if self.frontier.mark_seen(url, key, kind):
+                    self.catalog.add_capture(self.pk, CaptureRow(
+                        url=url, key=key, kind=kind.value, depth=depth,
+                        fetched_at=warc_date(datetime.now(UTC)), failure="out-of-scope",
+                        detail=decision.reason))
+                    if self._log:
+                        self._log.line(item, None, decision.reason)
             return
-        if kind in (UrlKind.PAGE, UrlKind.SEED):
+        if kind in _PAGE_KINDS:
             max_pages = self.settings.limits.max_pages
             if max_pages is not None and self._pages_queued >= max_pages:
                 self._limited_by = StopReason.MAX_PAGES
@@ -521,22 +602,24 @@ class Crawl:
     async def _fetch_robots(self, url: str, host: str) -> RobotsRules:
         """Fetch robots.txt (following up to 5 redirects, each recorded) and parse it."""
         target = urls.robots_url(url)
-        rules = ALLOW_ALL
+        rules, status, body = ALLOW_ALL, 0, None
         for hop in range(6):
             key = urls.canonical_key(target)
-            self.frontier.mark_seen(key)  # robots.txt is fetched here, never from the queue
             item = CrawlUrl(url=target, key=key, kind=UrlKind.ROBOTS, depth=0, redirects=hop)
             result = await self.fetcher.fetch(target)
             try:
                 self.stats.bytes += result.body_length
                 entry = await self._write(result, item)
-                self._count(item, result, entry)
-                self._log_line(item, result, "")
+                with self.catalog.transaction():
+                    self.frontier.mark_seen(target, key, UrlKind.ROBOTS)
+                    self.catalog.add_capture(self.pk, _capture(item, result, entry, None))
+                self._count(item, result)
+                self._line(item, result, "")
                 if not result.ok:
                     # Unreachable host: we still try its URLs so their failures are recorded as
                     # evidence (nothing reaches a server that did not answer). RFC 9309 §2.3.1.3
                     # asks for "complete disallow" here; see docs/crawling.md.
-                    return ALLOW_ALL
+                    break
                 location = result.header("location")
                 if result.status in _REDIRECT_STATUSES and location:
                     nxt = urls.try_normalize(location, target)
@@ -544,42 +627,65 @@ class Crawl:
                         break
                     target = nxt
                     continue
-                rules = rules_from_response(result.status, result.read_body())
+                status, body = result.status, result.read_body()
+                rules = rules_from_response(status, body)
             finally:
                 result.close()
             break
-        if self.settings.robots is RobotsPolicy.OBEY:
-            delay = rules.crawl_delay(self.settings.fetch.user_agent)
-            if delay:
-                self.frontier.set_host_delay(host, delay)
-        if self.settings.sitemaps and host in self._seed_hosts and host not in self._sitemap_hosts:
-            self._sitemap_hosts.add(host)
-            candidates = [*rules.sitemaps(), urls.origin(url) + "sitemap.xml"]
-            for sitemap in candidates:
-                found = urls.try_normalize(sitemap, url)
-                if found is not None:
-                    self._offer(found, UrlKind.SITEMAP, 0, via=target)
+        with self.catalog.transaction():
+            self.frontier.save_robots(host, status, body)
+            if self.settings.robots is RobotsPolicy.OBEY:
+                delay = rules.crawl_delay(self.settings.fetch.user_agent)
+                if delay:
+                    self.frontier.set_host_delay(host, delay)
+            if (self.settings.sitemaps and host in self._seed_hosts
+                    and host not in self._sitemap_hosts):
+                self._sitemap_hosts.add(host)
+                for sitemap in [*rules.sitemaps(), urls.origin(url) + "sitemap.xml"]:
+                    found = urls.try_normalize(sitemap, url)
+                    if found is not None:
+                        self._offer(found, UrlKind.SITEMAP, 0, via=target)
         return rules
 
-    def _log_line(self, item: CrawlUrl, result: FetchResult | None, note: str) -> None:
-        """Append one line per URL to crawl.log (Heritrix-style, tab separated)."""
-        if self._log_file is None:
-            return
-        if result is None:
-            status, size, mime, ms = "-", 0, "-", 0
-        else:
-            status = str(result.status) if result.ok else (
-                result.failure.value if result.failure else "-")
-            size, mime, ms = result.body_length, result.content_type or "-", int(
-                result.elapsed * 1000)
-            if result.truncated is not None:
-                note = (note + " " if note else "") + f"truncated:{result.truncated.value}"
-            if result.failure_detail:
-                note = (note + " " if note else "") + result.failure_detail
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        self._log_file.write(
-            f"{now}\t{status}\t{size}\t{item.url}\t{item.kind.value}\t{item.depth}\t"
-            f"{item.via or '-'}\t{mime}\t{ms}ms\t{note or '-'}\n")
+    def _recover(self, warc_dir: Path) -> None:
+        """Close WARCs a killed session left open and enter records it did not commit."""
+        closed, orphans = repair_open_warcs(warc_dir, self.catalog.has_record_at,
+                                            payload_cap=MAX_EXTRACT_BYTES)
+        for path in closed:
+            log.info("closed %s left open by an interrupted session", path.name)
+        for orphan in orphans:
+            self._import_orphan(orphan)
+        if orphans:
+            log.info("entered %d records written before the interruption", len(orphans))
+
+    def _import_orphan(self, orphan: OrphanRecord) -> None:
+        """Enter one record found in a WARC but not in the catalog, as its crawl would have."""
+        key = urls.canonical_key(orphan.url)
+        item = self.frontier.item(key) or CrawlUrl(url=orphan.url, key=key, kind=UrlKind.PAGE,
+                                                   depth=0)
+        result = _result_from_record(orphan)
+        found = Extracted()
+        media = result.content_type
+        if result.ok and 200 <= result.status < 300 and (
+                media in _EXTRACT_TYPES or item.kind is UrlKind.SITEMAP):
+            found = _extract_safely(result.url, media, orphan.payload,
+                                    result.header("content-type"),
+                                    result.header("content-encoding"))
+        entry = IndexEntry(url=orphan.url, timestamp=_ts14(orphan.date), mime=media,
+                           status=result.status, digest=orphan.headers.get(
+                               "WARC-Payload-Digest", ""), offset=orphan.offset,
+                           length=orphan.length, filename=orphan.warc_file,
+                           record_type=orphan.record_type)
+        with self.catalog.transaction():
+            self.catalog.add_capture(self.pk, _capture(item, result, entry, found))
+            self._follow(item, result, found)
+            self.frontier.finish(item, failed=not result.ok)
+        self.stats.recovered += 1
+
+    def _line(self, item: CrawlUrl, result: FetchResult, note: str) -> None:
+        """Write a crawl.log line."""
+        if self._log is not None:
+            self._log.line(item, result, note)
 
 
 @dataclass(slots=True)
@@ -589,25 +695,87 @@ class _Slot:
     released: bool = False
 
 
-def _jsonable(value: Any) -> Any:
-    """Turn settings (paths, patterns, enums, tuples) into JSON-ready values."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, re.Pattern):
-        return value.pattern
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, StrEnum):
-        return value.value
-    return value
+def _ts14(iso: str) -> str:
+    """Return the 14-digit timestamp of an ISO 8601 date."""
+    digits = "".join(ch for ch in iso if ch.isdigit())
+    return digits[:14]
 
 
-async def run_crawl(settings: CrawlSettings, *,
+def _extract_safely(url: str, media: str, raw: bytes, content_type: str | None,
+                    content_encoding: str | None) -> Extracted:
+    """Run link extraction in this process; a parser bug costs the links, not the crawl."""
+    try:
+        return extract.extract(url, media, raw, content_type, content_encoding)
+    except Exception:
+        log.exception("could not extract links from %s", url)
+        return Extracted()
+
+
+def _capture(item: CrawlUrl, result: FetchResult, entry: IndexEntry, found: Extracted | None,
+             *, final: bool = True) -> CaptureRow:
+    """Return the catalog row for a fetch result written at ``entry``."""
+    return CaptureRow(
+        url=item.url, key=item.key, kind=item.kind.value, depth=item.depth,
+        fetched_at=warc_date(result.started),
+        status=result.status if result.ok else None,
+        mime=result.content_type or None if result.ok else None,
+        location=result.header("location") if result.ok else None,
+        failure=failure_class(result),
+        detail=result.failure_detail or (result.truncated.value if result.truncated else None),
+        peer_ip=result.peer_ip,
+        digest=entry.digest or None,
+        length=result.body_length if result.ok else None,
+        warc_file=entry.filename, warc_offset=entry.offset, warc_length=entry.length,
+        record_type=entry.record_type,
+        title=found.title if found else None,
+        text_hash=found.text_hash if found else None,
+        simhash=found.simhash if found else None,
+        outlinks=len(found.links) if found and result.ok else None,
+        final=final)
+
+
+def _result_from_record(orphan: OrphanRecord) -> FetchResult:
+    """Rebuild enough of a FetchResult from a WARC record to catalog it."""
+    import io
+
+    started = datetime.strptime(orphan.date, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    result = FetchResult(url=orphan.url, started=started,
+                         peer_ip=orphan.headers.get("WARC-IP-Address"))
+    if orphan.record_type == "metadata":
+        fields = dict(line.split(": ", 1) for line in orphan.payload.decode(
+            "utf-8", "replace").splitlines() if ": " in line)
+        try:
+            result.failure = FailureKind(fields.get("fetch-failure", "other"))
+        except ValueError:
+            result.failure = FailureKind.OTHER
+        result.failure_detail = fields.get("detail", "")
+        return result
+    result.status = orphan.status or 0
+    result.headers = [(k.encode("latin-1", "replace"), v.encode("latin-1", "replace"))
+                      for k, v in orphan.http_headers]
+    result.body = io.BytesIO(orphan.payload)
+    result.body_length = len(orphan.payload)
+    truncated = orphan.headers.get("WARC-Truncated")
+    if truncated:
+        with contextlib.suppress(ValueError):
+            result.truncated = Truncation(truncated)
+    return result
+
+
+async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,
+                    resume: CrawlRow | None = None,
                     on_start: Callable[[Crawl], None] | None = None) -> CrawlOutcome:
-    """Run one crawl; ``on_start`` gets the Crawl (for progress display and stop requests)."""
-    crawl = Crawl(settings)
-    if on_start is not None:
-        on_start(crawl)
-    return await crawl.run()
+    """Run one crawl, new or resumed; ``on_start`` gets the Crawl (progress, stop requests).
+
+    Opens the catalog under ``settings.output`` unless one is given.
+    """
+    own = catalog is None
+    catalog = catalog or Catalog.open(settings.output)
+    try:
+        crawl = Crawl(settings, catalog, resume=resume)
+        if on_start is not None:
+            on_start(crawl)
+        return await crawl.run()
+    finally:
+        if own:
+            catalog.close()

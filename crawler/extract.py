@@ -7,9 +7,11 @@ plain picklable data and never touches the network or the disk.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import re
 import warnings
 import zlib
+from collections import Counter
 from typing import Final
 
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWarning
@@ -215,7 +217,44 @@ def extract_from_html(text: str) -> tuple[Extracted, str | None]:
         if style:
             requisites.extend(u for u in map(_clean, css_urls(str(style))) if u)
     title = " ".join(soup.title.get_text(" ").split()) if soup.title else None
-    return Extracted(links=tuple(links), requisites=tuple(requisites), title=title or None), base
+    text = visible_text(soup)
+    return Extracted(links=tuple(links), requisites=tuple(requisites), title=title or None,
+                     text_hash=hashlib.sha1(text.encode("utf-8")).hexdigest(),
+                     simhash=simhash(text)), base
+
+
+def visible_text(soup: BeautifulSoup) -> str:
+    """Return the page's visible text, whitespace-collapsed and case-folded (for diffing).
+
+    Removes script, style, noscript and template elements from ``soup``.
+    """
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    return " ".join(soup.get_text(" ").split()).casefold()
+
+
+def simhash(text: str, width: int = 3) -> int:
+    """Return the 64-bit simhash of word ``width``-shingles: near texts share most bits.
+
+    Bits are counted from per-byte histograms (C-speed Counter) rather than bit by bit per
+    shingle, which was ~3 ms for a 600-word page.
+    """
+    words = text.split()
+    shingles = [" ".join(words[i:i + width]) for i in range(max(1, len(words) - width + 1))]
+    digests = b"".join(hashlib.blake2b(s.encode("utf-8"), digest_size=8).digest()
+                       for s in shingles)
+    half = len(shingles) / 2
+    result = 0
+    for position in range(8):
+        histogram = Counter(digests[position::8])
+        for bit in range(8):
+            ones = sum(histogram[v] for v in _BYTES_WITH_BIT[bit])
+            if ones > half:
+                result |= 1 << ((7 - position) * 8 + bit)
+    return result
+
+
+_BYTES_WITH_BIT = tuple(tuple(v for v in range(256) if v >> bit & 1) for bit in range(8))
 
 
 def _add(target: list[str], value: object) -> None:
@@ -270,7 +309,7 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
         text, charset = decode_text(body, content_type)
         found, base = extract_from_html(text)
         found = Extracted(links=found.links, requisites=found.requisites, title=found.title,
-                          charset=charset)
+                          charset=charset, text_hash=found.text_hash, simhash=found.simhash)
     elif media_type == "text/css":
         text, charset = decode_text(body, content_type, markup=False)
         found = Extracted(requisites=tuple(u for u in map(_clean, css_urls(text)) if u),
@@ -288,7 +327,8 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
     sitemaps = _resolve(found.sitemaps, base_url)
     keys = {u: urls.canonical_key(u) for group in (links, requisites, sitemaps) for u in group}
     return Extracted(links=links, requisites=requisites, sitemaps=sitemaps, title=found.title,
-                     charset=found.charset, keys=keys)
+                     charset=found.charset, keys=keys, text_hash=found.text_hash,
+                     simhash=found.simhash)
 
 
 def _resolve(found: tuple[str, ...], base: str) -> tuple[str, ...]:

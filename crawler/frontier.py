@@ -1,20 +1,40 @@
-"""The crawl queue: each canonical URL once, per-host politeness slots, back-off and retries.
+"""The crawl queue, persistent in the catalog's SQLite file: each canonical URL once per crawl,
+per-host politeness slots, back-off and retries, and resumable after a crash.
 
-In memory for one-off crawls. ``get()`` hands out the next URL whose host has a free slot and
-whose politeness delay has passed; ``done()`` releases the slot. The crawl is over when nothing
-is queued and nothing is in flight (in-flight work may still discover URLs).
+Every URL a crawl has seen is a row of the ``frontier`` table (queued, in flight, done or
+failed), so memory does not grow with the number of URLs: only a bounded buffer of the next
+URLs per host is held in memory. Rows handed to the buffer are marked in flight; on resume
+they go back to queued. Callers group ``add``/``finish``/``retry`` with the capture they belong
+to in one catalog transaction, and never await inside it.
+
+``get()`` hands out the next URL whose host has a free slot and whose politeness delay has
+passed; ``release_host()`` frees the slot when the request is over, ``done()`` when its links
+are queued. The crawl is over when nothing is queued and nothing is in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 from crawler import urls
 from crawler.models import CrawlUrl, UrlKind
+
+BUFFER_PER_HOST = 256  # URLs of one host held in memory; the rest wait in SQLite
+
+
+class UrlState(IntEnum):
+    """State of a frontier row."""
+
+    QUEUED = 0  # waiting in SQLite
+    IN_FLIGHT = 1  # in a host buffer or being fetched (reset to QUEUED on resume)
+    DONE = 2  # captured (any HTTP status), or skipped on purpose (robots, scope)
+    FAILED = 3  # no response after all retries
 
 
 @dataclass(slots=True)
@@ -23,27 +43,51 @@ class HostSlot:
 
     pending: deque[CrawlUrl] = field(default_factory=deque)  # pages, FIFO (breadth first)
     urgent: deque[CrawlUrl] = field(default_factory=deque)  # requisites and retries first
+    in_db: int = 0  # queued rows not yet loaded into the buffers
     active: int = 0  # requests in flight to this host
     next_start: float = 0.0  # monotonic time before which no new request may start
     delay: float = 0.0  # seconds between request starts (max of --delay and Crawl-delay)
 
-    def queued(self) -> int:
-        """Return how many URLs wait for this host."""
+    def buffered(self) -> int:
+        """Return how many URLs of this host are in memory."""
         return len(self.pending) + len(self.urgent)
 
 
-class Frontier:
-    """URLs waiting to be fetched, scheduled politely per host."""
+_COLUMNS = "key, url, host, kind, depth, via, redirects, embeds, attempt"
 
-    def __init__(self, *, per_host: int, delay: float) -> None:
+
+class Frontier:
+    """URLs of one crawl, scheduled politely per host, stored in the catalog database."""
+
+    def __init__(self, db: sqlite3.Connection, crawl_pk: int, *, per_host: int, delay: float,
+                 buffer_per_host: int = BUFFER_PER_HOST) -> None:
+        self.db = db
+        self.crawl = crawl_pk
         self.per_host = per_host
         self.delay = delay
-        self._seen: set[str] = set()
+        self.buffer_per_host = buffer_per_host
         self._hosts: dict[str, HostSlot] = {}
         self._in_flight = 0
         self._queued = 0
         self._changed = asyncio.Event()
         self._closed = False
+        self._load()
+
+    def _load(self) -> None:
+        """Pick up the state a previous session left (resume), or nothing for a new crawl."""
+        self.db.execute("UPDATE frontier SET state=? WHERE crawl=? AND state=?",
+                        (UrlState.QUEUED, self.crawl, UrlState.IN_FLIGHT))
+        row = self.db.execute("SELECT coalesce(max(seq), 0) FROM frontier WHERE crawl=?",
+                              (self.crawl,)).fetchone()
+        self._seq = int(row[0])
+        for host, count in self.db.execute(
+                "SELECT host, count(*) FROM frontier WHERE crawl=? AND state=? GROUP BY host",
+                (self.crawl, UrlState.QUEUED)):
+            self._slot(host).in_db = count
+            self._queued += count
+        for host, delay in self.db.execute("SELECT host, delay FROM hosts WHERE crawl=?",
+                                           (self.crawl,)):
+            self._slot(host).delay = max(self.delay, delay)
 
     @property
     def queued(self) -> int:
@@ -56,25 +100,68 @@ class Frontier:
         return self._in_flight
 
     def seen(self, key: str) -> bool:
-        """Return True if a URL with this canonical key was already queued."""
-        return key in self._seen
+        """Return True if a URL with this canonical key is already in the crawl."""
+        return self.db.execute("SELECT 1 FROM frontier WHERE crawl=? AND key=?",
+                               (self.crawl, key)).fetchone() is not None
 
-    def mark_seen(self, key: str) -> None:
-        """Record a key as fetched outside the queue (robots.txt), so it is not queued."""
-        self._seen.add(key)
+    def mark_seen(self, url: str, key: str, kind: UrlKind) -> bool:
+        """Record a URL fetched outside the queue (robots.txt) as done; False if known."""
+        self._seq += 1
+        cur = self.db.execute(
+            f"INSERT OR IGNORE INTO frontier (crawl, {_COLUMNS}, state, priority, seq) "
+            "VALUES (?, ?, ?, ?, ?, 0, NULL, 0, 0, 0, ?, 0, ?)",
+            (self.crawl, key, url, urls.host_of(url), kind.value, UrlState.DONE, self._seq))
+        return cur.rowcount == 1
 
     def add(self, item: CrawlUrl) -> bool:
-        """Queue ``item`` unless its key was seen; return True if queued."""
-        if item.key in self._seen or self._closed:
+        """Queue ``item`` unless its key was seen in this crawl; return True if queued."""
+        if self._closed:
             return False
-        self._seen.add(item.key)
-        self._push(item, urgent=item.kind is UrlKind.REQUISITE)
+        host = urls.host_of(item.url)
+        slot = self._slot(host)
+        urgent = item.kind is UrlKind.REQUISITE
+        in_memory = slot.in_db == 0 and slot.buffered() < self.buffer_per_host
+        self._seq += 1
+        cur = self.db.execute(
+            f"INSERT OR IGNORE INTO frontier (crawl, {_COLUMNS}, state, priority, seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.crawl, item.key, item.url, host, item.kind.value, item.depth, item.via,
+             item.redirects, item.embeds, item.attempt,
+             UrlState.IN_FLIGHT if in_memory else UrlState.QUEUED, 0 if urgent else 1,
+             self._seq))
+        if cur.rowcount != 1:
+            return False
+        if in_memory:
+            (slot.urgent if urgent else slot.pending).append(item)
+        else:
+            slot.in_db += 1
+        self._queued += 1
+        self._changed.set()
         return True
 
-    def _push(self, item: CrawlUrl, *, urgent: bool) -> None:
-        """Put ``item`` on its host's queue and wake a waiting worker."""
-        slot = self._slot(urls.host_of(item.url))
-        (slot.urgent if urgent else slot.pending).append(item)
+    def item(self, key: str) -> CrawlUrl | None:
+        """Return the frontier entry of a key (to enter a recovered record as its URL)."""
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM frontier WHERE crawl=? AND key=?",
+                              (self.crawl, key)).fetchone()
+        if row is None:
+            return None
+        key, url, _host, kind, depth, via, redirects, embeds, attempt = row
+        return CrawlUrl(url=url, key=key, kind=UrlKind(kind), depth=depth, via=via,
+                        redirects=redirects, embeds=embeds, attempt=attempt)
+
+    def finish(self, item: CrawlUrl, *, failed: bool = False) -> None:
+        """Record that ``item`` needs no more fetching."""
+        self.db.execute("UPDATE frontier SET state=? WHERE crawl=? AND key=?",
+                        (UrlState.FAILED if failed else UrlState.DONE, self.crawl, item.key))
+
+    def retry(self, item: CrawlUrl) -> None:
+        """Queue an in-flight URL again for another attempt, ahead of new pages."""
+        retried = CrawlUrl(url=item.url, key=item.key, kind=item.kind, depth=item.depth,
+                           via=item.via, redirects=item.redirects, embeds=item.embeds,
+                           attempt=item.attempt + 1)
+        self.db.execute("UPDATE frontier SET attempt=?, priority=0 WHERE crawl=? AND key=?",
+                        (retried.attempt, self.crawl, item.key))
+        self._slot(urls.host_of(item.url)).urgent.append(retried)
         self._queued += 1
         self._changed.set()
 
@@ -86,37 +173,41 @@ class Frontier:
         return slot
 
     def set_host_delay(self, host: str, delay: float) -> None:
-        """Raise the delay between requests to ``host`` (e.g. robots.txt Crawl-delay)."""
+        """Raise the delay between requests to ``host`` (robots.txt Crawl-delay), durably."""
         slot = self._slot(host)
         slot.delay = max(slot.delay, delay)
+        self.db.execute("INSERT INTO hosts (crawl, host, delay) VALUES (?, ?, ?) "
+                        "ON CONFLICT (crawl, host) DO UPDATE SET delay=excluded.delay",
+                        (self.crawl, host, slot.delay))
 
     def back_off(self, host: str, seconds: float) -> None:
         """Start no request to ``host`` for ``seconds`` (Retry-After, 429/503)."""
         slot = self._slot(host)
         slot.next_start = max(slot.next_start, time.monotonic() + seconds)
 
-    def retry(self, item: CrawlUrl) -> None:
-        """Requeue a URL that is in flight for another attempt (it keeps its seen key)."""
-        retried = CrawlUrl(url=item.url, key=item.key, kind=item.kind, depth=item.depth,
-                           via=item.via, redirects=item.redirects, embeds=item.embeds,
-                           attempt=item.attempt + 1)
-        self._push(retried, urgent=True)
-
     def close(self) -> None:
         """Stop handing out URLs (graceful stop); waiting workers get None."""
         self._closed = True
         self._changed.set()
 
-    def drain(self) -> list[CrawlUrl]:
-        """Return and forget every queued URL (what a stopped crawl left undone)."""
-        left: list[CrawlUrl] = []
-        for slot in self._hosts.values():
-            left.extend(slot.urgent)
-            left.extend(slot.pending)
-            slot.urgent.clear()
-            slot.pending.clear()
-        self._queued = 0
-        return left
+    def _refill(self, host: str, slot: HostSlot) -> None:
+        """Move the next queued rows of ``host`` from SQLite into its buffers."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS}, priority FROM frontier WHERE crawl=? AND host=? AND state=? "
+            "ORDER BY priority, seq LIMIT ?",
+            (self.crawl, host, UrlState.QUEUED, self.buffer_per_host)).fetchall()
+        if not rows:
+            slot.in_db = 0
+            return
+        with _autocommit_batch(self.db):
+            self.db.executemany(
+                "UPDATE frontier SET state=? WHERE crawl=? AND key=?",
+                [(UrlState.IN_FLIGHT, self.crawl, row[0]) for row in rows])
+        for key, url, _host, kind, depth, via, redirects, embeds, attempt, priority in rows:
+            item = CrawlUrl(url=url, key=key, kind=UrlKind(kind), depth=depth, via=via,
+                            redirects=redirects, embeds=embeds, attempt=attempt)
+            (slot.urgent if priority == 0 else slot.pending).append(item)
+        slot.in_db = max(0, slot.in_db - len(rows))
 
     async def get(self) -> CrawlUrl | None:
         """Return the next URL to fetch, waiting for politeness; None when the crawl is over."""
@@ -126,8 +217,14 @@ class Frontier:
             now = time.monotonic()
             wake_at: float | None = None
             for host, slot in self._hosts.items():
-                if not slot.queued() or slot.active >= self.per_host:
+                if slot.active >= self.per_host:
                     continue
+                if not slot.buffered():
+                    if not slot.in_db:
+                        continue
+                    self._refill(host, slot)
+                    if not slot.buffered():
+                        continue
                 if slot.next_start > now:
                     wake_at = slot.next_start if wake_at is None else min(wake_at, slot.next_start)
                     continue
@@ -159,8 +256,61 @@ class Frontier:
         self._changed.set()
 
     def done(self, item: CrawlUrl, *, slot_released: bool = False) -> None:
-        """Mark ``item`` finished (its links are queued); free its host slot if still held."""
+        """Mark ``item`` handled in memory; free its host slot if still held."""
         if not slot_released:
             self.release_host(item)
         self._in_flight -= 1
         self._changed.set()
+
+    def allow_variant(self, path: str, limit: int) -> bool:
+        """Count one more query variant of ``path`` durably; False once ``limit`` is reached."""
+        row = self.db.execute("SELECT variants FROM query_variants WHERE crawl=? AND path=?",
+                              (self.crawl, path)).fetchone()
+        count = row[0] if row else 0
+        if count >= limit:
+            return False
+        self.db.execute("INSERT INTO query_variants (crawl, path, variants) VALUES (?, ?, 1) "
+                        "ON CONFLICT (crawl, path) DO UPDATE SET variants=variants+1",
+                        (self.crawl, path))
+        return True
+
+    def save_robots(self, host: str, status: int, body: bytes | None) -> None:
+        """Keep a host's robots.txt answer (status 0: unreachable) for resumed sessions."""
+        self.db.execute(
+            "INSERT INTO hosts (crawl, host, robots_status, robots_body) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (crawl, host) DO UPDATE SET robots_status=excluded.robots_status, "
+            "robots_body=excluded.robots_body", (self.crawl, host, status, body))
+
+    def saved_robots(self) -> dict[str, tuple[int, bytes | None]]:
+        """Return the robots.txt answers saved by earlier sessions of this crawl."""
+        return {host: (status, body) for host, status, body in self.db.execute(
+            "SELECT host, robots_status, robots_body FROM hosts "
+            "WHERE crawl=? AND robots_status IS NOT NULL", (self.crawl,))}
+
+    def seed_urls(self) -> list[str]:
+        """Return every URL queued as a seed (redirected seeds included), for scope."""
+        return [row[0] for row in self.db.execute(
+            "SELECT url FROM frontier WHERE crawl=? AND kind=?", (self.crawl, UrlKind.SEED.value))]
+
+    def forget(self) -> None:
+        """Delete this crawl's frontier rows (when the crawl is complete)."""
+        with _autocommit_batch(self.db):
+            self.db.execute("DELETE FROM frontier WHERE crawl=?", (self.crawl,))
+            self.db.execute("DELETE FROM query_variants WHERE crawl=?", (self.crawl,))
+
+
+class _autocommit_batch:
+    """Group statements in one transaction unless the caller already opened one."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._own = False
+
+    def __enter__(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._own = True
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._own:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")

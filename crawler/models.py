@@ -129,3 +129,5 @@ class Extracted:
     charset: str | None = None
     keys: dict[str, str] = field(default_factory=dict)  # url -> canonical key, computed by
     # the parser process so the event loop does not have to
+    text_hash: str | None = None  # SHA-1 of the normalized visible text (HTML only)
+    simhash: int | None = None  # 64-bit simhash of that text

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from crawler import urls
@@ -69,16 +70,43 @@ _DATE_IN_URL = re.compile(r"(?<!\d)(\d{4})[-/_.](0[1-9]|1[0-2])(?!\d)")
 IN_SCOPE = Decision(True, "in-scope")
 
 
-class Scope:
-    """Scope of one crawl: the rules plus the seeds they are anchored to."""
+class VariantCounter(Protocol):
+    """Counts distinct query strings per path (kept in the frontier's database in crawls)."""
 
-    def __init__(self, rules: ScopeRules, seeds: list[str], *, now: datetime | None = None) -> None:
+    def allow_variant(self, path: str, limit: int) -> bool:
+        """Count one more query variant of ``path``; return False once ``limit`` is reached."""
+        ...
+
+
+class MemoryVariants:
+    """VariantCounter kept in memory (for tests and pure use)."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+
+    def allow_variant(self, path: str, limit: int) -> bool:
+        """Count one more variant of ``path`` unless ``limit`` is reached."""
+        if self._counts[path] >= limit:
+            return False
+        self._counts[path] += 1
+        return True
+
+
+class Scope:
+    """Scope of one crawl: the rules plus the seeds they are anchored to.
+
+    ``decide`` is meant for URLs not yet in the crawl: each call with a query string counts
+    as one variant of its path.
+    """
+
+    def __init__(self, rules: ScopeRules, seeds: list[str], *, now: datetime | None = None,
+                 variants: VariantCounter | None = None) -> None:
         self.rules = rules
         self._prefixes: set[str] = set()
         self._hosts: set[str] = set()
         self._domains: set[str] = set()
         self._pages: set[str] = set()
-        self._query_variants: dict[tuple[str, str], set[str]] = {}
+        self._variants = variants if variants is not None else MemoryVariants()
         self._year_limit = (now or datetime.now(UTC)).year + rules.traps.max_future_years
         self.trap_hits: Counter[str] = Counter()
         for seed in seeds:
@@ -146,14 +174,9 @@ class Scope:
         return None
 
     def _note_query_variant(self, url: str) -> bool:
-        """Count distinct query strings per host+path; return False past the cap."""
+        """Count query strings per host+path; return False past the cap."""
         parts = urlsplit(url)
         if not parts.query:
             return True
-        seen = self._query_variants.setdefault((parts.netloc, parts.path), set())
-        if parts.query in seen:
-            return True
-        if len(seen) >= self.rules.traps.max_query_variants:
-            return False
-        seen.add(parts.query)
-        return True
+        return self._variants.allow_variant(parts.netloc + parts.path,
+                                            self.rules.traps.max_query_variants)

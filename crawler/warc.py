@@ -25,7 +25,7 @@ from typing import IO
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from crawler import __version__, urls
+from crawler import __version__, failpoints, urls
 from crawler.models import FetchResult
 
 OPEN_SUFFIX = ".open"
@@ -56,6 +56,7 @@ class IndexEntry:
     offset: int
     length: int
     filename: str
+    record_type: str = "response"  # or "metadata" for a failure (not replayable)
 
     def cdxj(self) -> str:
         """Return the CDXJ line pywb reads for this record."""
@@ -82,6 +83,7 @@ class _GzipMemberWriter(io.RawIOBase):
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
         self._out.write(self._zip.compress(data))
+        failpoints.hit("warc-mid-record")
         return len(data)
 
     def flush(self) -> None:
@@ -146,10 +148,10 @@ def response_head(result: FetchResult) -> tuple[bytes, list[tuple[str, str]]]:
 class WarcWriter:
     """Writes records into rotating WARC files under one directory."""
 
-    def __init__(self, settings: WarcSettings) -> None:
+    def __init__(self, settings: WarcSettings, *, first_serial: int = 0) -> None:
         self.settings = settings
         self.hostname = socket.gethostname().split(".")[0] or "localhost"
-        self._serial = 0
+        self._serial = first_serial  # a resumed crawl continues the numbering
         self._file: IO[bytes] | None = None
         self._path: Path | None = None
         self._writer: WARCWriter | None = None
@@ -201,16 +203,19 @@ class WarcWriter:
         return self._file.tell()
 
     def write_exchange(self, result: FetchResult, extra: dict[str, str] | None = None,
-                       ) -> IndexEntry | None:
+                       ) -> IndexEntry:
         """Write a fetch as response + request records, or a failure as a metadata record.
 
-        Returns the index entry of the response (None for failures, which pywb cannot replay).
+        Returns where the response (or, for a failure, the metadata record) landed.
         """
         writer = self._ensure_open()
         if result.failure is not None:
-            self._write_failure(writer, result)
+            offset, length = self._write_failure(writer, result)
+            entry = IndexEntry(url=result.url, timestamp=timestamp14(result.started), mime="",
+                               status=0, digest="", offset=offset, length=length,
+                               filename=self.current_name or "", record_type="metadata")
             self._maybe_rotate()
-            return None
+            return entry
         date = warc_date(result.started)
         head, header_text = response_head(result)
         http_head = _RawHttpHead(f"{result.status} {result.reason}".rstrip(), header_text, head)
@@ -236,6 +241,8 @@ class WarcWriter:
             length=len(result.request_head),
             warc_headers_dict={"WARC-Date": date, "WARC-Concurrent-To": response_id})
         writer.write_record(request)
+        assert self._file is not None
+        self._file.flush()  # complete records reach the OS: a killed process loses none
         entry = IndexEntry(
             url=result.url, timestamp=timestamp14(result.started),
             mime=result.content_type, status=result.status,
@@ -244,7 +251,7 @@ class WarcWriter:
         self._maybe_rotate()
         return entry
 
-    def _write_failure(self, writer: WARCWriter, result: FetchResult) -> None:
+    def _write_failure(self, writer: WARCWriter, result: FetchResult) -> tuple[int, int]:
         """Record a failed fetch as a metadata record naming the failure."""
         assert result.failure is not None
         fields = [
@@ -257,7 +264,11 @@ class WarcWriter:
             result.url, "metadata", payload=io.BytesIO(payload), length=len(payload),
             warc_content_type="application/warc-fields",
             warc_headers_dict={"WARC-Date": warc_date(result.started)})
+        offset = self._tell()
         writer.write_record(record)
+        assert self._file is not None
+        self._file.flush()
+        return offset, self._tell() - offset
 
     def _maybe_rotate(self) -> None:
         """Close the current file once it reaches the size limit."""
@@ -272,6 +283,7 @@ class WarcWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        failpoints.hit("warc-rotate")
         final = self._path.with_name(self._path.name[: -len(OPEN_SUFFIX)])
         os.replace(self._path, final)
         self.finished.append(final)

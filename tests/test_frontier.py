@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import tempfile
 import time
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crawler.catalog import Catalog
 from crawler.frontier import Frontier
 from crawler.models import CrawlUrl, UrlKind
+
+
+def new_catalog() -> tuple[Catalog, int]:
+    """Return a fresh catalog in a temporary directory and a crawl row in it."""
+    catalog = Catalog.open(Path(tempfile.mkdtemp()))
+    return catalog, catalog.add_crawl("t", "c1", Path("x"), {})
+
+
+def frontier(per_host: int, delay: float, catalog: tuple[Catalog, int] | None = None,
+             buffer: int = 256) -> Frontier:
+    """Return a frontier over a (new) catalog."""
+    cat, pk = catalog or new_catalog()
+    return Frontier(cat.db, pk, per_host=per_host, delay=delay, buffer_per_host=buffer)
 
 
 def item(url: str, kind: UrlKind = UrlKind.PAGE) -> CrawlUrl:
@@ -19,7 +35,7 @@ def item(url: str, kind: UrlKind = UrlKind.PAGE) -> CrawlUrl:
 
 def test_requisites_first_and_round_robin_between_hosts() -> None:
     async def run() -> list[str]:
-        f = Frontier(per_host=10, delay=0)
+        f = frontier(10, 0)
         for u in ("http://a/1", "http://a/2", "http://b/1"):
             f.add(item(u))
         f.add(item("http://a/img.png", UrlKind.REQUISITE))
@@ -36,7 +52,7 @@ def test_requisites_first_and_round_robin_between_hosts() -> None:
 
 def test_per_host_limit_and_delay() -> None:
     async def run() -> tuple[int, list[float]]:
-        f = Frontier(per_host=1, delay=0.1)
+        f = frontier(1, 0.1)
         for n in range(4):
             f.add(item(f"http://a/{n}"))
         starts: list[float] = []
@@ -65,7 +81,7 @@ def test_per_host_limit_and_delay() -> None:
 def test_delay_off_is_fast() -> None:
     """The delay test above must be able to fail: without a delay the gaps vanish."""
     async def run() -> float:
-        f = Frontier(per_host=1, delay=0)
+        f = frontier(1, 0)
         for n in range(4):
             f.add(item(f"http://a/{n}"))
         start = time.monotonic()
@@ -78,7 +94,7 @@ def test_delay_off_is_fast() -> None:
 
 def test_back_off_and_retry_requeue() -> None:
     async def run() -> tuple[list[int], float]:
-        f = Frontier(per_host=2, delay=0)
+        f = frontier(2, 0)
         f.add(item("http://a/x"))
         first = await f.get()
         assert first is not None
@@ -101,7 +117,7 @@ def test_back_off_and_retry_requeue() -> None:
 @given(st.lists(st.sampled_from([f"http://h{n % 3}/{n}" for n in range(12)]), max_size=40))
 def test_never_yields_a_key_twice_and_loses_none(adds: list[str]) -> None:
     async def run() -> list[str]:
-        f = Frontier(per_host=2, delay=0)
+        f = frontier(2, 0)
         out = []
         for u in adds:
             f.add(item(u))
@@ -113,3 +129,67 @@ def test_never_yields_a_key_twice_and_loses_none(adds: list[str]) -> None:
 
     out = asyncio.run(run())
     assert sorted(out) == sorted(set(adds))
+
+
+def test_memory_buffer_is_bounded_and_refilled_from_sqlite() -> None:
+    async def run() -> list[str]:
+        f = frontier(1, 0, buffer=3)
+        for n in range(10):
+            f.add(item(f"http://a/{n}"))
+        assert f._hosts["a"].buffered() == 3 and f._hosts["a"].in_db == 7
+        out = []
+        while (got := await f.get()) is not None:
+            out.append(got.url)
+            f.finish(got)
+            f.done(got)
+        return out
+
+    assert asyncio.run(run()) == [f"http://a/{n}" for n in range(10)]  # order kept
+
+
+def _drain(f: Frontier, limit: int | None = None) -> list[str]:
+    """Take up to ``limit`` URLs, finishing each; return their keys."""
+    async def run() -> list[str]:
+        out: list[str] = []
+        while (limit is None or len(out) < limit) and (got := await f.get()) is not None:
+            out.append(got.key)
+            f.finish(got)
+            f.done(got)
+        return out
+
+    return asyncio.run(run())
+
+
+def test_resume_requeues_in_flight_and_keeps_done() -> None:
+    cat = new_catalog()
+    first = frontier(4, 0, cat, buffer=2)
+    for n in range(6):
+        first.add(item(f"http://h/{n}"))
+    done_before = _drain(first, limit=2)
+    # Crash: two more were handed out (in flight) but never finished.
+    async def take_two() -> None:
+        await first.get()
+        await first.get()
+    asyncio.run(take_two())
+    second = frontier(4, 0, cat, buffer=2)  # a new session on the same database
+    assert second.queued == 4
+    assert not second.add(item("http://h/0"))  # done URLs are still known
+    done_after = _drain(second)
+    assert sorted(done_before + done_after) == [f"http://h/{n}" for n in range(6)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from([f"http://h{n % 3}/{n}" for n in range(15)]), max_size=30),
+       st.integers(min_value=0, max_value=30), st.integers(min_value=1, max_value=4))
+def test_never_yields_twice_nor_loses_across_restarts(adds: list[str], before: int,
+                                                      buffer: int) -> None:
+    cat = new_catalog()
+    first = frontier(2, 0, cat, buffer=buffer)
+    for u in adds:
+        first.add(item(u))
+    taken = _drain(first, limit=before)
+    second = frontier(2, 0, cat, buffer=buffer)
+    for u in adds:  # rediscovery after the restart must not requeue anything
+        second.add(item(u))
+    taken += _drain(second)
+    assert sorted(taken) == sorted(set(adds))

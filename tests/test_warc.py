@@ -79,7 +79,8 @@ def test_failure_becomes_metadata_record(tmp_path: Path) -> None:
     writer = WarcWriter(WarcSettings(directory=tmp_path))
     failed = FetchResult(url="http://gone.invalid/", started=WHEN, failure=FailureKind.DNS,
                          failure_detail="ConnectError: [Errno -2] Name or service not known")
-    assert writer.write_exchange(failed) is None
+    entry = writer.write_exchange(failed)
+    assert entry.record_type == "metadata" and entry.status == 0
     recs = read_records(writer.close())
     meta = recs[1]
     assert meta.type == "metadata" and meta.uri == "http://gone.invalid/"

@@ -1,0 +1,371 @@
+"""The capture catalog: one SQLite file (``archives/catalog.sqlite3``) recording every crawl and
+every capture, so diffs and takedown detection never need to reopen WARCs.
+
+The same file holds each running crawl's frontier (see ``frontier.py``), so that writing a
+capture and marking its URL done is one transaction. WAL mode lets ``crawler status`` read
+while a crawl writes. The schema is versioned with ``PRAGMA user_version`` and upgraded by the
+ordered ``MIGRATIONS``; a file from a newer version is refused rather than damaged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from crawler.errors import OutputError
+
+CATALOG_NAME = "catalog.sqlite3"
+
+# Each entry upgrades the schema from version N to N+1. Never edit a released entry: add one.
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: crawls and captures
+    """
+    CREATE TABLE crawls (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        crawl_id TEXT NOT NULL,
+        directory TEXT NOT NULL,
+        started TEXT NOT NULL,
+        finished TEXT,
+        status TEXT NOT NULL,            -- running | complete | interrupted | failed
+        stop_reason TEXT,
+        exit_code INTEGER,
+        settings TEXT NOT NULL,          -- JSON snapshot, used by `crawler resume`
+        UNIQUE (target, crawl_id)
+    );
+    CREATE TABLE captures (
+        id INTEGER PRIMARY KEY,
+        crawl INTEGER NOT NULL REFERENCES crawls(id),
+        url TEXT NOT NULL,
+        key TEXT NOT NULL,               -- SURT
+        kind TEXT NOT NULL,              -- seed | page | requisite | sitemap | robots
+        depth INTEGER NOT NULL,
+        fetched_at TEXT NOT NULL,        -- ISO 8601 UTC
+        status INTEGER,                  -- HTTP status; NULL when no response
+        mime TEXT,
+        location TEXT,                   -- redirect target as sent
+        failure TEXT,                    -- dns|refused|tls|timeout|reset|protocol|connect|other|
+                                         -- too-large|robots|out-of-scope
+        detail TEXT,
+        peer_ip TEXT,
+        digest TEXT,                     -- WARC-Payload-Digest
+        length INTEGER,                  -- payload bytes stored
+        warc_file TEXT,
+        warc_offset INTEGER,             -- of the response/metadata record
+        warc_length INTEGER,
+        record_type TEXT,                -- response | metadata | NULL (nothing written)
+        title TEXT,
+        text_hash TEXT,                  -- SHA-1 of normalized visible text
+        simhash INTEGER,                 -- 64-bit simhash of visible text (signed storage)
+        outlinks INTEGER,
+        final INTEGER NOT NULL DEFAULT 1 -- 0: an attempt that was retried
+    );
+    CREATE INDEX captures_crawl_key ON captures (crawl, key);
+    CREATE INDEX captures_key ON captures (key);
+    CREATE INDEX captures_warc ON captures (warc_file, warc_offset);
+    """,
+    # 1 -> 2: persistent frontier, per-host state, robots cache and trap counters
+    """
+    CREATE TABLE frontier (
+        crawl INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        url TEXT NOT NULL,
+        host TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        depth INTEGER NOT NULL,
+        via TEXT,
+        redirects INTEGER NOT NULL DEFAULT 0,
+        embeds INTEGER NOT NULL DEFAULT 0,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        state INTEGER NOT NULL,          -- 0 queued, 1 in flight, 2 done, 3 failed
+        priority INTEGER NOT NULL,       -- 0 requisites and retries, 1 pages
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (crawl, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX frontier_ready ON frontier (crawl, host, state, priority, seq);
+    CREATE TABLE hosts (
+        crawl INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        delay REAL NOT NULL DEFAULT 0,
+        robots_status INTEGER,           -- NULL: not fetched yet; 0: unreachable
+        robots_body BLOB,
+        PRIMARY KEY (crawl, host)
+    ) WITHOUT ROWID;
+    CREATE TABLE query_variants (
+        crawl INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        variants INTEGER NOT NULL,
+        PRIMARY KEY (crawl, path)
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class CrawlStatus:
+    """Values of crawls.status."""
+
+    RUNNING = "running"  # being crawled now, or killed (then resumable)
+    COMPLETE = "complete"  # ran out of URLs or stopped by a limit
+    INTERRUPTED = "interrupted"  # stopped by a signal; resumable
+    FAILED = "failed"  # no seed could be captured
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlRow:
+    """One row of the crawls table."""
+
+    pk: int
+    target: str
+    crawl_id: str
+    directory: Path
+    started: str
+    finished: str | None
+    status: str
+    stop_reason: str | None
+    exit_code: int | None
+    settings: dict[str, Any]
+
+    @property
+    def resumable(self) -> bool:
+        """Return True if the crawl did not finish (interrupted, or killed while running)."""
+        return self.status in (CrawlStatus.RUNNING, CrawlStatus.INTERRUPTED)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRow:
+    """Everything the catalog records about one capture (or a URL that was not fetched)."""
+
+    url: str
+    key: str
+    kind: str
+    depth: int
+    fetched_at: str
+    status: int | None = None
+    mime: str | None = None
+    location: str | None = None
+    failure: str | None = None
+    detail: str | None = None
+    peer_ip: str | None = None
+    digest: str | None = None
+    length: int | None = None
+    warc_file: str | None = None
+    warc_offset: int | None = None
+    warc_length: int | None = None
+    record_type: str | None = None
+    title: str | None = None
+    text_hash: str | None = None
+    simhash: int | None = None
+    outlinks: int | None = None
+    final: bool = True
+
+
+_CAPTURE_FIELDS = tuple(CaptureRow.__dataclass_fields__)
+
+
+def now_iso() -> str:
+    """Return the current UTC time in ISO 8601 with a Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _signed64(value: int | None) -> int | None:
+    """Map an unsigned 64-bit value into SQLite's signed INTEGER range."""
+    if value is None:
+        return None
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _unsigned64(value: int | None) -> int | None:
+    """Undo _signed64."""
+    if value is None:
+        return None
+    return value + (1 << 64) if value < 0 else value
+
+
+@dataclass
+class Catalog:
+    """An open catalog; one connection, used from one thread."""
+
+    path: Path
+    db: sqlite3.Connection = field(repr=False)
+
+    @classmethod
+    def open(cls, root: Path) -> Catalog:
+        """Open (creating and migrating as needed) ``root/catalog.sqlite3``."""
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            path = root / CATALOG_NAME
+            db = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise OutputError(f"cannot open catalog under {root}: {exc}") from exc
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        catalog = cls(path, db)
+        catalog.migrate()
+        return catalog
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def migrate(self) -> int:
+        """Bring the schema up to SCHEMA_VERSION; return the version found before."""
+        found = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if found > SCHEMA_VERSION:
+            raise OutputError(f"{self.path} was written by a newer crawler (schema {found}, "
+                              f"this version knows {SCHEMA_VERSION}); upgrade crawler")
+        for version in range(found, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _statements(MIGRATIONS[version]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={version + 1}")
+        return found
+
+    def transaction(self) -> _Transaction:
+        """Return a context manager for one write transaction (BEGIN IMMEDIATE ... COMMIT)."""
+        return _Transaction(self.db)
+
+    # -- crawls ---------------------------------------------------------------------------
+
+    def add_crawl(self, target: str, crawl_id: str, directory: Path,
+                  settings: dict[str, Any]) -> int:
+        """Record a new running crawl; return its row id."""
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT INTO crawls (target, crawl_id, directory, started, status, settings) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (target, crawl_id, str(directory), now_iso(), CrawlStatus.RUNNING,
+                 json.dumps(settings, ensure_ascii=False)))
+        return int(cur.lastrowid or 0)
+
+    def set_running(self, pk: int) -> None:
+        """Mark a crawl running again (resume)."""
+        with self.transaction():
+            self.db.execute("UPDATE crawls SET status=?, finished=NULL WHERE id=?",
+                            (CrawlStatus.RUNNING, pk))
+
+    def finish_crawl(self, pk: int, status: str, stop_reason: str, exit_code: int) -> None:
+        """Record how a crawl ended."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE crawls SET status=?, stop_reason=?, exit_code=?, finished=? WHERE id=?",
+                (status, stop_reason, exit_code, now_iso(), pk))
+
+    def crawls(self, target: str | None = None) -> list[CrawlRow]:
+        """Return crawls (of one target), oldest first."""
+        sql = "SELECT * FROM crawls" + (" WHERE target=?" if target else "") + " ORDER BY id"
+        rows = self.db.execute(sql, (target,) if target else ()).fetchall()
+        return [_crawl_row(r) for r in rows]
+
+    def crawl(self, target: str, crawl_id: str) -> CrawlRow | None:
+        """Return one crawl by target and id."""
+        row = self.db.execute("SELECT * FROM crawls WHERE target=? AND crawl_id=?",
+                              (target, crawl_id)).fetchone()
+        return _crawl_row(row) if row else None
+
+    def latest_crawl(self, target: str) -> CrawlRow | None:
+        """Return the most recent crawl of a target."""
+        row = self.db.execute("SELECT * FROM crawls WHERE target=? ORDER BY id DESC LIMIT 1",
+                              (target,)).fetchone()
+        return _crawl_row(row) if row else None
+
+    def crawl_totals(self, pk: int) -> dict[str, int]:
+        """Return counts for a crawl from its final captures."""
+        row = self.db.execute(
+            "SELECT count(*) AS urls, "
+            "coalesce(sum(CASE WHEN kind IN ('seed','page') AND status BETWEEN 200 AND 299 "
+            "THEN 1 ELSE 0 END), 0) AS pages, "
+            "coalesce(sum(length), 0) AS bytes, "
+            "coalesce(sum(CASE WHEN failure IS NOT NULL AND failure NOT IN "
+            "('robots','out-of-scope') THEN 1 ELSE 0 END), 0) AS failures, "
+            "coalesce(sum(CASE WHEN failure='robots' THEN 1 ELSE 0 END), 0) AS robots "
+            "FROM captures WHERE crawl=? AND final=1", (pk,)).fetchone()
+        return {k: int(v) for k, v in dict(row).items()}
+
+    # -- captures -------------------------------------------------------------------------
+
+    def add_capture(self, crawl_pk: int, capture: CaptureRow) -> None:
+        """Insert a capture row (inside the caller's transaction)."""
+        values = [getattr(capture, f) for f in _CAPTURE_FIELDS]
+        values[_CAPTURE_FIELDS.index("simhash")] = _signed64(capture.simhash)
+        values[_CAPTURE_FIELDS.index("final")] = int(capture.final)
+        self.db.execute(
+            f"INSERT INTO captures (crawl, {', '.join(_CAPTURE_FIELDS)}) "
+            f"VALUES (?{', ?' * len(_CAPTURE_FIELDS)})", (crawl_pk, *values))
+
+    def captures(self, crawl_pk: int, *, final_only: bool = True, status: int | None = None,
+                 failure: str | None = None, url_like: str | None = None,
+                 order: str = "id") -> Iterator[CaptureRow]:
+        """Yield captures of a crawl, filtered."""
+        sql = "SELECT * FROM captures WHERE crawl=?"
+        args: list[Any] = [crawl_pk]
+        if final_only:
+            sql += " AND final=1"
+        if status is not None:
+            sql += " AND status=?"
+            args.append(status)
+        if failure is not None:
+            sql += " AND failure=?"
+            args.append(failure)
+        if url_like is not None:
+            sql += " AND url LIKE ?"
+            args.append(url_like)
+        sql += " ORDER BY " + {"id": "id", "key": "key, fetched_at"}[order]
+        for row in self.db.execute(sql, args):
+            yield _capture_row(row)
+
+    def has_record_at(self, warc_file: str, offset: int) -> bool:
+        """Return True if a capture points at this WARC record."""
+        return self.db.execute("SELECT 1 FROM captures WHERE warc_file=? AND warc_offset=?",
+                               (warc_file, offset)).fetchone() is not None
+
+    def known_urls(self, target: str, before_pk: int) -> Iterator[sqlite3.Row]:
+        """Yield (url, key, kind, depth) of every URL captured in earlier crawls of a target."""
+        yield from self.db.execute(
+            "SELECT url, key, min(kind) AS kind, min(depth) AS depth FROM captures "
+            "WHERE crawl IN (SELECT id FROM crawls WHERE target=? AND id<?) "
+            "AND kind != 'robots' AND failure IS NOT 'out-of-scope' GROUP BY key",
+            (target, before_pk))
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (no semicolons inside our DDL)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _crawl_row(row: sqlite3.Row) -> CrawlRow:
+    return CrawlRow(pk=row["id"], target=row["target"], crawl_id=row["crawl_id"],
+                    directory=Path(row["directory"]), started=row["started"],
+                    finished=row["finished"], status=row["status"],
+                    stop_reason=row["stop_reason"], exit_code=row["exit_code"],
+                    settings=json.loads(row["settings"]))
+
+
+def _capture_row(row: sqlite3.Row) -> CaptureRow:
+    values = {f: row[f] for f in _CAPTURE_FIELDS}
+    values["simhash"] = _unsigned64(values["simhash"])
+    values["final"] = bool(values["final"])
+    return CaptureRow(**values)

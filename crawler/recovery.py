@@ -1,0 +1,140 @@
+"""Repair what a killed crawl left behind: cut `.open` WARCs back to their last complete record,
+and find the records that were written but never entered in the catalog.
+
+A crawl writes a record, flushes it to the OS, and only then commits the catalog transaction
+that marks its URL done. A kill between the two leaves complete records the catalog does not
+know; they are returned here so the resumed crawl can enter them instead of fetching again
+("no URL whose record was written is fetched again"). A kill in the middle of a record leaves
+an unfinished gzip member at the end of the file, which is cut off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from warcio.archiveiterator import ArchiveIterator
+
+from crawler.warc import OPEN_SUFFIX
+
+log = logging.getLogger("crawler.recovery")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanRecord:
+    """A complete response or metadata record that the catalog does not know."""
+
+    warc_file: str  # final name (without .open)
+    offset: int
+    length: int
+    record_type: str
+    url: str
+    date: str  # WARC-Date
+    headers: dict[str, str]  # WARC headers
+    status: int | None
+    http_headers: list[tuple[str, str]]
+    payload: bytes  # raw payload (capped)
+
+
+def complete_members_end(path: Path) -> int:
+    """Return the offset just past the last complete gzip member of ``path``."""
+    end = 0
+    pos = 0
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            data = chunk
+            while data:
+                try:
+                    inflater.decompress(data, _CHUNK)
+                    while inflater.unconsumed_tail and not inflater.eof:
+                        inflater.decompress(inflater.unconsumed_tail, _CHUNK)
+                except zlib.error:
+                    return end
+                if inflater.eof:
+                    used = len(data) - len(inflater.unused_data)
+                    pos += used
+                    end = pos
+                    data = inflater.unused_data
+                    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                else:
+                    pos += len(data)
+                    data = b""
+    return end
+
+
+def repair_open_warcs(warc_dir: Path, known: Callable[[str, int], bool], *,
+                      payload_cap: int) -> tuple[list[Path], list[OrphanRecord]]:
+    """Truncate and close every ``*.open`` WARC in ``warc_dir``.
+
+    ``known(file, offset)`` tells whether the catalog has a capture for a record. Returns the
+    closed files and the complete records the catalog did not know.
+    """
+    closed: list[Path] = []
+    orphans: list[OrphanRecord] = []
+    for path in sorted(warc_dir.glob("*" + OPEN_SUFFIX)):
+        size = path.stat().st_size
+        end = complete_members_end(path)
+        if end < size:
+            log.warning("%s: cutting an unfinished record (%d of %d bytes kept)", path.name,
+                        end, size)
+            os.truncate(path, end)
+        final = path.with_name(path.name[: -len(OPEN_SUFFIX)])
+        orphans.extend(_unknown_records(path, final.name, known, payload_cap))
+        with open(path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(path, final)
+        closed.append(final)
+    return closed, orphans
+
+
+def _unknown_records(path: Path, name: str, known: Callable[[str, int], bool],
+                     payload_cap: int) -> list[OrphanRecord]:
+    """Return response/metadata records of ``path`` that ``known`` does not know."""
+    found: list[OrphanRecord] = []
+    with open(path, "rb") as fh:
+        records = ArchiveIterator(fh)
+        for record in records:
+            if record.rec_type not in ("response", "metadata"):
+                continue
+            offset = records.get_record_offset()
+            if known(name, offset):
+                continue
+            payload = record.raw_stream.read(payload_cap)
+            http = record.http_headers
+            found.append(OrphanRecord(
+                warc_file=name, offset=offset, length=0, record_type=record.rec_type,
+                url=record.rec_headers.get_header("WARC-Target-URI") or "",
+                date=record.rec_headers.get_header("WARC-Date") or "",
+                headers=dict(record.rec_headers.headers),
+                status=int(http.get_statuscode()) if http and record.rec_type == "response"
+                else None,
+                http_headers=list(http.headers) if http else [],
+                payload=payload))
+    # Lengths are known only once the iterator moved past each record: read them again.
+    lengths = _record_lengths(path)
+    return [_with_length(orphan, lengths) for orphan in found]
+
+
+def _with_length(record: OrphanRecord, lengths: dict[int, int]) -> OrphanRecord:
+    """Return ``record`` with its compressed length filled in."""
+    fields = {f: getattr(record, f) for f in OrphanRecord.__dataclass_fields__}
+    fields["length"] = lengths.get(record.offset, 0)
+    return OrphanRecord(**fields)
+
+
+def _record_lengths(path: Path) -> dict[int, int]:
+    """Return offset -> compressed length of every record in a WARC."""
+    lengths: dict[int, int] = {}
+    with open(path, "rb") as fh:
+        records = ArchiveIterator(fh)
+        for _record in records:
+            offset = records.get_record_offset()
+            records.read_to_end()
+            lengths[offset] = records.get_record_length()
+    return lengths

@@ -1,0 +1,96 @@
+"""Settings of one crawl as frozen dataclasses, and their JSON form (kept in the catalog so
+``crawler resume`` can continue a crawl with exactly the settings it started with)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from crawler import urls
+from crawler.fetcher import FetchSettings
+from crawler.robots import RobotsPolicy
+from crawler.scope import ScopeKind, ScopeRules, TrapRules
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """When to stop a crawl that has not run out of URLs."""
+
+    max_pages: int | None = None  # pages (seeds and links), requisites not counted
+    max_bytes: int | None = None  # body bytes downloaded
+    max_time: float | None = None  # seconds (per session: a resumed crawl starts again)
+
+
+@dataclass(frozen=True, slots=True)
+class Politeness:
+    """How hard the crawl may push each server. Defaults suit small, fragile NGO servers."""
+
+    concurrency: int = 16  # requests in flight across all hosts
+    per_host: int = 2  # requests in flight to one host
+    delay: float = 0.5  # seconds between request starts to one host
+    retries: int = 2  # extra attempts for timeouts, resets, 429 and 5xx
+    backoff: float = 2.0  # first retry waits about this long, doubling each time
+    max_retry_after: float = 300.0  # cap on a server's Retry-After
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlSettings:
+    """Everything one crawl needs; built by the CLI (or, later, from a target config)."""
+
+    seeds: tuple[str, ...]
+    output: Path = Path("archives")
+    target: str | None = None  # defaults to the first seed's host
+    scope: ScopeRules = field(default_factory=ScopeRules)
+    limits: Limits = field(default_factory=Limits)
+    politeness: Politeness = field(default_factory=Politeness)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    robots: RobotsPolicy = RobotsPolicy.OBEY
+    warc_size: int = 1_000_000_000
+    warc_prefix: str | None = None  # defaults to the target name
+    sitemaps: bool = True  # read robots.txt Sitemap: lines and /sitemap.xml of seed hosts
+    extract_workers: int = 1  # processes parsing HTML/CSS; 0 parses in the event loop
+    operator: str | None = None  # who ran the crawl, for warcinfo
+
+    def target_name(self) -> str:
+        """Return the target name, derived from the first seed when not given."""
+        if self.target:
+            return self.target
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", urls.host_of(self.seeds[0])).strip("-") or "site"
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the settings as JSON-ready data (crawl.json, the catalog)."""
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CrawlSettings:
+        """Rebuild settings saved by ``to_json``."""
+        scope = dict(data["scope"])
+        scope["kind"] = ScopeKind(scope["kind"])
+        scope["include"] = tuple(re.compile(p) for p in scope["include"])
+        scope["exclude"] = tuple(re.compile(p) for p in scope["exclude"])
+        scope["traps"] = TrapRules(**scope["traps"])
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values.update(
+            seeds=tuple(data["seeds"]), output=Path(data["output"]),
+            scope=ScopeRules(**scope), limits=Limits(**data["limits"]),
+            politeness=Politeness(**data["politeness"]), fetch=FetchSettings(**data["fetch"]),
+            robots=RobotsPolicy(data["robots"]))
+        return cls(**values)
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn settings (paths, patterns, enums, tuples) into JSON-ready values."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, re.Pattern):
+        return value.pattern
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
