@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from crawler.errors import OutputError
+from crawler.models import CrawlUrl, Extracted, FetchResult, Truncation
+from crawler.warc import IndexEntry, warc_date
 
 CATALOG_NAME = "catalog.sqlite3"
 
@@ -67,7 +70,6 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX captures_crawl_key ON captures (crawl, key);
     CREATE INDEX captures_key ON captures (key);
-    CREATE INDEX captures_warc ON captures (warc_file, warc_offset);
     """,
     # 1 -> 2: persistent frontier, per-host state, robots cache and trap counters
     """
@@ -87,7 +89,9 @@ MIGRATIONS: tuple[str, ...] = (
         seq INTEGER NOT NULL,
         PRIMARY KEY (crawl, key)
     ) WITHOUT ROWID;
-    CREATE INDEX frontier_ready ON frontier (crawl, host, state, priority, seq);
+    -- Only queued rows are indexed: a row leaves the index when it is claimed, so marking
+    -- fetched URLs done costs no index update.
+    CREATE INDEX frontier_queued ON frontier (crawl, host, priority, seq) WHERE state = 0;
     CREATE TABLE hosts (
         crawl INTEGER NOT NULL,
         host TEXT NOT NULL,
@@ -193,6 +197,7 @@ class Catalog:
 
     path: Path
     db: sqlite3.Connection = field(repr=False)
+    _batch_started: float = field(default=0.0, repr=False)
 
     @classmethod
     def open(cls, root: Path) -> Catalog:
@@ -230,8 +235,33 @@ class Catalog:
         return found
 
     def transaction(self) -> _Transaction:
-        """Return a context manager for one write transaction (BEGIN IMMEDIATE ... COMMIT)."""
+        """Return a context manager for one atomic group of writes.
+
+        Outside a batch it is its own transaction (BEGIN IMMEDIATE ... COMMIT); inside a batch
+        (see ``begin_batch``) it is a savepoint, committed with the batch.
+        """
         return _Transaction(self.db)
+
+    def begin_batch(self) -> None:
+        """Open a long transaction that ``commit_if_due`` commits every ``interval`` seconds.
+
+        A crawl commits in batches because one commit per URL cost more than the fetch; this
+        is safe because records written but not committed are recovered from the WARC.
+        """
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+        self._batch_started = time.monotonic()
+
+    def commit_if_due(self, interval: float = 0.5) -> None:
+        """Commit the batch if it is older than ``interval`` seconds, and start a new one."""
+        if self.db.in_transaction and time.monotonic() - self._batch_started >= interval:
+            self.db.execute("COMMIT")
+            self.begin_batch()
+
+    def end_batch(self) -> None:
+        """Commit the batch and return to one transaction per group."""
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
 
     # -- crawls ---------------------------------------------------------------------------
 
@@ -322,10 +352,11 @@ class Catalog:
         for row in self.db.execute(sql, args):
             yield _capture_row(row)
 
-    def has_record_at(self, warc_file: str, offset: int) -> bool:
-        """Return True if a capture points at this WARC record."""
-        return self.db.execute("SELECT 1 FROM captures WHERE warc_file=? AND warc_offset=?",
-                               (warc_file, offset)).fetchone() is not None
+    def record_offsets(self, crawl_pk: int, warc_file: str) -> set[int]:
+        """Return the offsets of the records of a WARC file that captures point at."""
+        return {row[0] for row in self.db.execute(
+            "SELECT warc_offset FROM captures WHERE crawl=? AND warc_file=?",
+            (crawl_pk, warc_file))}
 
     def known_urls(self, target: str, before_pk: int) -> Iterator[sqlite3.Row]:
         """Yield (url, key, kind, depth) of every URL captured in earlier crawls of a target."""
@@ -337,17 +368,24 @@ class Catalog:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""
+    """BEGIN IMMEDIATE ... COMMIT (or a savepoint inside a batch); rolled back on error."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._nested = False
 
     def __enter__(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._nested = self._db.in_transaction
+        self._db.execute("SAVEPOINT grp" if self._nested else "BEGIN IMMEDIATE")
         return self._db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if self._nested:
+            if exc_type:
+                self._db.execute("ROLLBACK TO grp")
+            self._db.execute("RELEASE grp")
+        else:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _statements(script: str) -> list[str]:
@@ -369,3 +407,35 @@ def _capture_row(row: sqlite3.Row) -> CaptureRow:
     values["simhash"] = _unsigned64(values["simhash"])
     values["final"] = bool(values["final"])
     return CaptureRow(**values)
+
+
+def failure_class(result: FetchResult) -> str | None:
+    """Return the catalog's failure class for a fetch result."""
+    if result.failure is not None:
+        return result.failure.value
+    if result.truncated is Truncation.LENGTH:
+        return "too-large"
+    return None
+
+
+def capture_row(item: CrawlUrl, result: FetchResult, entry: IndexEntry,
+                found: Extracted | None, *, final: bool = True) -> CaptureRow:
+    """Return the catalog row for a fetch result written at ``entry``."""
+    return CaptureRow(
+        url=item.url, key=item.key, kind=item.kind.value, depth=item.depth,
+        fetched_at=warc_date(result.started),
+        status=result.status if result.ok else None,
+        mime=result.content_type or None if result.ok else None,
+        location=result.header("location") if result.ok else None,
+        failure=failure_class(result),
+        detail=result.failure_detail or (result.truncated.value if result.truncated else None),
+        peer_ip=result.peer_ip,
+        digest=entry.digest or None,
+        length=result.body_length if result.ok else None,
+        warc_file=entry.filename, warc_offset=entry.offset, warc_length=entry.length,
+        record_type=entry.record_type,
+        title=found.title if found else None,
+        text_hash=found.text_hash if found else None,
+        simhash=found.simhash if found else None,
+        outlinks=len(found.links) if found and result.ok else None,
+        final=final)

@@ -24,14 +24,16 @@ from rich.logging import RichHandler
 
 from crawler import __version__, urls
 from crawler.catalog import Catalog, CrawlRow, CrawlStatus
-from crawler.crawl import Crawl, CrawlOutcome, run_crawl, target_is_locked
+from crawler.crawl import Crawl, CrawlOutcome, run_crawl
 from crawler.errors import CrawlerError, ExitCode
 from crawler.fetcher import DEFAULT_USER_AGENT, FetchSettings
+from crawler.layout import target_is_locked
 from crawler.progress import live_progress, summary_lines
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 from crawler.settings import CrawlSettings, Limits, Politeness
 
+DEMO_PORT = 8737  # fixed, so that running the demo again is a recrawl of the same URLs
 FAILURE_CLASSES = ["dns", "refused", "tls", "timeout", "reset", "protocol", "connect", "other",
                    "too-large", "robots", "out-of-scope"]
 
@@ -334,7 +336,7 @@ def demo(ctx: click.Context, persons: int, **opts: Any) -> None:
         source = ctx.get_parameter_source(name)
         return demo_default if source is click.core.ParameterSource.DEFAULT else opts[name]
 
-    with SampleSite(persons=persons) as site:
+    with SampleSite(persons=persons, port=DEMO_PORT, cdn_port=DEMO_PORT + 1) as site:
         settings = CrawlSettings(
             seeds=(site.url,), output=opts["output"], target="demo",
             scope=ScopeRules(kind=ScopeKind.HOST, traps=TrapRules(max_query_variants=24)),

@@ -13,8 +13,6 @@ never points at a missing record; records written but not committed are found an
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -29,17 +27,18 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from multiprocessing import get_context
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from crawler import __version__, extract, failpoints, urls
-from crawler.catalog import CaptureRow, Catalog, CrawlRow, CrawlStatus
+from crawler.catalog import CaptureRow, Catalog, CrawlRow, CrawlStatus, capture_row
 from crawler.crawllog import CrawlLog
-from crawler.errors import ExitCode, OutputError
+from crawler.errors import ExitCode
 from crawler.fetcher import Fetcher
 from crawler.frontier import Frontier
+from crawler.layout import lock_target, new_crawl_dir
 from crawler.models import CrawlUrl, Extracted, FailureKind, FetchResult, Truncation, UrlKind
 from crawler.package import PageEntry, write_cdxj, write_pages
-from crawler.recovery import OrphanRecord, repair_open_warcs
+from crawler.recovery import OrphanRecord, repair_open_warcs, result_from_record
 from crawler.robots import ALLOW_ALL, RobotsPolicy, RobotsRules, rules_from_response
 from crawler.scope import Scope
 from crawler.settings import CrawlSettings, Limits, Politeness
@@ -116,50 +115,6 @@ class CrawlOutcome:
     stats: dict[str, Any]  # this session's counters plus "totals" over all sessions
 
 
-class CrawlInProgress(OutputError):
-    """Another process is crawling the same target."""
-
-
-def new_crawl_dir(root: Path, target: str) -> tuple[str, Path]:
-    """Create and return (crawl id, directory) for a new crawl of ``target``."""
-    base = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for n in range(1000):
-        crawl_id = base if n == 0 else f"{base}-{n}"
-        path = root / target / crawl_id
-        try:
-            path.mkdir(parents=True, exist_ok=False)
-            return crawl_id, path
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise OutputError(f"cannot create {path}: {exc}") from exc
-    raise OutputError(f"too many crawls of {target} in one second under {root}")
-
-
-def lock_target(root: Path, target: str) -> IO[str]:
-    """Take the target's lock (released when the process exits, even by kill -9)."""
-    path = root / target / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the crawl
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        handle.close()
-        raise CrawlInProgress(f"a crawl of {target!r} is already running "
-                              f"(lock {path} is held)") from exc
-    return handle
-
-
-def target_is_locked(root: Path, target: str) -> bool:
-    """Return True if some process holds the target's lock (a crawl is running)."""
-    try:
-        handle = lock_target(root, target)
-    except CrawlInProgress:
-        return True
-    handle.close()
-    return False
-
-
 def retry_after_seconds(value: str | None) -> float | None:
     """Parse a Retry-After header (seconds or HTTP date) into seconds from now."""
     if not value:
@@ -174,15 +129,6 @@ def retry_after_seconds(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def failure_class(result: FetchResult) -> str | None:
-    """Return the catalog's failure class for a fetch result."""
-    if result.failure is not None:
-        return result.failure.value
-    if result.truncated is Truncation.LENGTH:
-        return "too-large"
-    return None
 
 
 class Crawl:
@@ -280,6 +226,7 @@ class Crawl:
             for host, (status, body) in self.frontier.saved_robots().items():
                 self._robots[host] = ALLOW_ALL if status == 0 else rules_from_response(status,
                                                                                         body)
+            self.catalog.begin_batch()
             async with Fetcher(s.fetch) as fetcher:
                 self.fetcher = fetcher
                 if s.limits.max_time is not None:
@@ -293,6 +240,7 @@ class Crawl:
                 timer.cancel()
             if self.warc is not None:
                 await asyncio.get_running_loop().run_in_executor(write_pool, self.warc.close)
+            self.catalog.end_batch()
             write_pool.shutdown()
             if parse_pool is not None:
                 parse_pool.shutdown(cancel_futures=True)
@@ -331,8 +279,8 @@ class Crawl:
             code, status = ExitCode.OK, CrawlStatus.COMPLETE
         index = self.directory / "indexes" / "index.cdxj"
         pages = self.directory / "pages" / "pages.jsonl"
-        write_cdxj(list(self._index_entries()), index)
-        write_pages(list(self._page_entries()), pages)
+        write_cdxj(self._index_entries(), index)
+        write_pages(self._page_entries(), pages)
         self.catalog.finish_crawl(self.pk, status, reason.value, int(code))
         unfetched = self.frontier.queued
         if status is not CrawlStatus.INTERRUPTED:
@@ -395,6 +343,7 @@ class Crawl:
                 self.stats.statuses["internal-error"] += 1
             finally:
                 self.frontier.done(item, slot_released=state.released)
+                self.catalog.commit_if_due()
 
     async def _process(self, item: CrawlUrl, slot: _Slot) -> None:
         """Fetch one URL, write it, and queue what it links to."""
@@ -431,8 +380,8 @@ class Crawl:
             # The failed attempt stays in the WARC as evidence but is not indexed for replay.
             entry = await self._write(result, item)
             with self.catalog.transaction():
-                self.catalog.add_capture(self.pk, _capture(item, result, entry, None,
-                                                           final=False))
+                self.catalog.add_capture(self.pk, capture_row(item, result, entry, None,
+                                                              final=False))
                 self.frontier.retry(item)
             self.stats.retries += 1
             self._line(item, result, f"retry-in-{retry_in:.1f}s")
@@ -450,7 +399,7 @@ class Crawl:
             entry, found = await self._write(result, item), Extracted()
         failpoints.hit("before-commit")
         with self.catalog.transaction():
-            self.catalog.add_capture(self.pk, _capture(item, result, entry, found))
+            self.catalog.add_capture(self.pk, capture_row(item, result, entry, found))
             self._follow(item, result, found)
             self.frontier.finish(item, failed=not result.ok)
         self._count(item, result)
@@ -612,7 +561,7 @@ class Crawl:
                 entry = await self._write(result, item)
                 with self.catalog.transaction():
                     self.frontier.mark_seen(target, key, UrlKind.ROBOTS)
-                    self.catalog.add_capture(self.pk, _capture(item, result, entry, None))
+                    self.catalog.add_capture(self.pk, capture_row(item, result, entry, None))
                 self._count(item, result)
                 self._line(item, result, "")
                 if not result.ok:
@@ -627,7 +576,7 @@ class Crawl:
                         break
                     target = nxt
                     continue
-                status, body = result.status, result.read_body()
+                status, body = result.status, _robots_body(result, result.read_body())
                 rules = rules_from_response(status, body)
             finally:
                 result.close()
@@ -649,8 +598,14 @@ class Crawl:
 
     def _recover(self, warc_dir: Path) -> None:
         """Close WARCs a killed session left open and enter records it did not commit."""
-        closed, orphans = repair_open_warcs(warc_dir, self.catalog.has_record_at,
-                                            payload_cap=MAX_EXTRACT_BYTES)
+        offsets: dict[str, set[int]] = {}
+
+        def known(warc_file: str, offset: int) -> bool:
+            if warc_file not in offsets:
+                offsets[warc_file] = self.catalog.record_offsets(self.pk, warc_file)
+            return offset in offsets[warc_file]
+
+        closed, orphans = repair_open_warcs(warc_dir, known, payload_cap=MAX_EXTRACT_BYTES)
         for path in closed:
             log.info("closed %s left open by an interrupted session", path.name)
         for orphan in orphans:
@@ -661,13 +616,15 @@ class Crawl:
     def _import_orphan(self, orphan: OrphanRecord) -> None:
         """Enter one record found in a WARC but not in the catalog, as its crawl would have."""
         key = urls.canonical_key(orphan.url)
-        item = self.frontier.item(key) or CrawlUrl(url=orphan.url, key=key, kind=UrlKind.PAGE,
-                                                   depth=0)
-        result = _result_from_record(orphan)
+        known = self.frontier.item(key)
+        kind_name = orphan.headers.get("WARC-Crawler-Kind", UrlKind.PAGE.value)
+        kind = UrlKind(kind_name) if kind_name in UrlKind.__members__.values() else UrlKind.PAGE
+        item = known or CrawlUrl(url=orphan.url, key=key, kind=kind, depth=0)
+        result = result_from_record(orphan)
         found = Extracted()
         media = result.content_type
-        if result.ok and 200 <= result.status < 300 and (
-                media in _EXTRACT_TYPES or item.kind is UrlKind.SITEMAP):
+        if (result.ok and 200 <= result.status < 300 and item.kind is not UrlKind.ROBOTS
+                and (media in _EXTRACT_TYPES or item.kind is UrlKind.SITEMAP)):
             found = _extract_safely(result.url, media, orphan.payload,
                                     result.header("content-type"),
                                     result.header("content-encoding"))
@@ -677,9 +634,18 @@ class Crawl:
                            length=orphan.length, filename=orphan.warc_file,
                            record_type=orphan.record_type)
         with self.catalog.transaction():
-            self.catalog.add_capture(self.pk, _capture(item, result, entry, found))
-            self._follow(item, result, found)
-            self.frontier.finish(item, failed=not result.ok)
+            if known is None:  # its frontier row was in the lost transaction too
+                self.frontier.mark_seen(orphan.url, key, item.kind)
+            self.catalog.add_capture(self.pk, capture_row(item, result, entry, found))
+            if item.kind is UrlKind.ROBOTS:
+                if not result.ok:  # unreachable: its URLs are tried (see _fetch_robots)
+                    self.frontier.save_robots(urls.host_of(orphan.url), 0, None)
+                elif result.status not in _REDIRECT_STATUSES:
+                    self.frontier.save_robots(urls.host_of(orphan.url), result.status,
+                                              _robots_body(result, orphan.payload))
+            else:
+                self._follow(item, result, found)
+            self.frontier.finish_unfetched(item, failed=not result.ok)
         self.stats.recovered += 1
 
     def _line(self, item: CrawlUrl, result: FetchResult, note: str) -> None:
@@ -693,6 +659,12 @@ class _Slot:
     """Whether a worker already gave back the host slot of the URL it is processing."""
 
     released: bool = False
+
+
+def _robots_body(result: FetchResult, raw: bytes) -> bytes:
+    """Return a robots.txt body without its Content-Encoding (servers do gzip it)."""
+    return extract.decode_content(raw, result.header("content-encoding"),
+                                  limit=2 * 1024 * 1024)
 
 
 def _ts14(iso: str) -> str:
@@ -709,57 +681,6 @@ def _extract_safely(url: str, media: str, raw: bytes, content_type: str | None,
     except Exception:
         log.exception("could not extract links from %s", url)
         return Extracted()
-
-
-def _capture(item: CrawlUrl, result: FetchResult, entry: IndexEntry, found: Extracted | None,
-             *, final: bool = True) -> CaptureRow:
-    """Return the catalog row for a fetch result written at ``entry``."""
-    return CaptureRow(
-        url=item.url, key=item.key, kind=item.kind.value, depth=item.depth,
-        fetched_at=warc_date(result.started),
-        status=result.status if result.ok else None,
-        mime=result.content_type or None if result.ok else None,
-        location=result.header("location") if result.ok else None,
-        failure=failure_class(result),
-        detail=result.failure_detail or (result.truncated.value if result.truncated else None),
-        peer_ip=result.peer_ip,
-        digest=entry.digest or None,
-        length=result.body_length if result.ok else None,
-        warc_file=entry.filename, warc_offset=entry.offset, warc_length=entry.length,
-        record_type=entry.record_type,
-        title=found.title if found else None,
-        text_hash=found.text_hash if found else None,
-        simhash=found.simhash if found else None,
-        outlinks=len(found.links) if found and result.ok else None,
-        final=final)
-
-
-def _result_from_record(orphan: OrphanRecord) -> FetchResult:
-    """Rebuild enough of a FetchResult from a WARC record to catalog it."""
-    import io
-
-    started = datetime.strptime(orphan.date, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    result = FetchResult(url=orphan.url, started=started,
-                         peer_ip=orphan.headers.get("WARC-IP-Address"))
-    if orphan.record_type == "metadata":
-        fields = dict(line.split(": ", 1) for line in orphan.payload.decode(
-            "utf-8", "replace").splitlines() if ": " in line)
-        try:
-            result.failure = FailureKind(fields.get("fetch-failure", "other"))
-        except ValueError:
-            result.failure = FailureKind.OTHER
-        result.failure_detail = fields.get("detail", "")
-        return result
-    result.status = orphan.status or 0
-    result.headers = [(k.encode("latin-1", "replace"), v.encode("latin-1", "replace"))
-                      for k, v in orphan.http_headers]
-    result.body = io.BytesIO(orphan.payload)
-    result.body_length = len(orphan.payload)
-    truncated = orphan.headers.get("WARC-Truncated")
-    if truncated:
-        with contextlib.suppress(ValueError):
-            result.truncated = Truncation(truncated)
-    return result
 
 
 async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,

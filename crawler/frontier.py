@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -26,6 +26,7 @@ from crawler import urls
 from crawler.models import CrawlUrl, UrlKind
 
 BUFFER_PER_HOST = 256  # URLs of one host held in memory; the rest wait in SQLite
+RECENT_KEYS = 20_000  # recently seen keys answered without a query (about 2 MB)
 
 
 class UrlState(IntEnum):
@@ -71,6 +72,7 @@ class Frontier:
         self._queued = 0
         self._changed = asyncio.Event()
         self._closed = False
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self._load()
 
     def _load(self) -> None:
@@ -100,9 +102,25 @@ class Frontier:
         return self._in_flight
 
     def seen(self, key: str) -> bool:
-        """Return True if a URL with this canonical key is already in the crawl."""
-        return self.db.execute("SELECT 1 FROM frontier WHERE crawl=? AND key=?",
-                               (self.crawl, key)).fetchone() is not None
+        """Return True if a URL with this canonical key is already in the crawl.
+
+        Recently seen keys are answered from a bounded in-memory cache: most links on a page
+        (navigation, style sheets, logos) were seen moments ago.
+        """
+        if key in self._recent:
+            self._recent.move_to_end(key)
+            return True
+        found = self.db.execute("SELECT 1 FROM frontier WHERE crawl=? AND key=?",
+                                (self.crawl, key)).fetchone() is not None
+        if found:
+            self._remember(key)
+        return found
+
+    def _remember(self, key: str) -> None:
+        """Add a key to the bounded cache of recently seen keys."""
+        self._recent[key] = None
+        if len(self._recent) > RECENT_KEYS:
+            self._recent.popitem(last=False)
 
     def mark_seen(self, url: str, key: str, kind: UrlKind) -> bool:
         """Record a URL fetched outside the queue (robots.txt) as done; False if known."""
@@ -111,6 +129,7 @@ class Frontier:
             f"INSERT OR IGNORE INTO frontier (crawl, {_COLUMNS}, state, priority, seq) "
             "VALUES (?, ?, ?, ?, ?, 0, NULL, 0, 0, 0, ?, 0, ?)",
             (self.crawl, key, url, urls.host_of(url), kind.value, UrlState.DONE, self._seq))
+        self._remember(key)
         return cur.rowcount == 1
 
     def add(self, item: CrawlUrl) -> bool:
@@ -129,6 +148,7 @@ class Frontier:
              item.redirects, item.embeds, item.attempt,
              UrlState.IN_FLIGHT if in_memory else UrlState.QUEUED, 0 if urgent else 1,
              self._seq))
+        self._remember(item.key)
         if cur.rowcount != 1:
             return False
         if in_memory:
@@ -153,6 +173,17 @@ class Frontier:
         """Record that ``item`` needs no more fetching."""
         self.db.execute("UPDATE frontier SET state=? WHERE crawl=? AND key=?",
                         (UrlState.FAILED if failed else UrlState.DONE, self.crawl, item.key))
+
+    def finish_unfetched(self, item: CrawlUrl, *, failed: bool = False) -> None:
+        """Finish a URL that is queued but must not be fetched (its record was recovered)."""
+        self.finish(item, failed=failed)
+        slot = self._slot(urls.host_of(item.url))
+        for buffer in (slot.urgent, slot.pending):
+            for queued in buffer:
+                if queued.key == item.key:
+                    buffer.remove(queued)
+                    self._queued -= 1
+                    return
 
     def retry(self, item: CrawlUrl) -> None:
         """Queue an in-flight URL again for another attempt, ahead of new pages."""
@@ -196,8 +227,12 @@ class Frontier:
             f"SELECT {_COLUMNS}, priority FROM frontier WHERE crawl=? AND host=? AND state=? "
             "ORDER BY priority, seq LIMIT ?",
             (self.crawl, host, UrlState.QUEUED, self.buffer_per_host)).fetchall()
+        if len(rows) < self.buffer_per_host:
+            # Everything left is loaded now. Rows finished while still queued (records
+            # entered by recovery) were counted but will never be handed out: drop them.
+            self._queued -= slot.in_db - len(rows)
+            slot.in_db = len(rows)
         if not rows:
-            slot.in_db = 0
             return
         with _autocommit_batch(self.db):
             self.db.executemany(

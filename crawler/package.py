@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,20 +15,30 @@ from crawler.warc import IndexEntry
 PAGES_HEADER = {"format": "json-pages-1.0", "id": "pages", "title": "All Pages"}
 
 
-def write_cdxj(entries: list[IndexEntry], path: Path) -> int:
-    """Write a sorted CDXJ index (what ``wb-manager``/pywb expect); return the line count.
+def write_cdxj(entries: Iterable[IndexEntry], path: Path) -> int:
+    """Write a CDXJ index (what ``wb-manager``/pywb expect); return the line count.
 
-    Written to a temporary name and renamed, so a reader never sees half an index.
+    ``entries`` must come sorted by SURT key and timestamp (the catalog's ORDER BY key,
+    fetched_at gives exactly the CDXJ line order, since SURT keys hold no spaces), so the index
+    is streamed: memory does not grow with the size of the crawl. An entry out of order raises
+    ValueError rather than writing an index pywb would misread. Written to a temporary name
+    and renamed, so a reader never sees half an index.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = sorted(entry.cdxj() for entry in entries)
     tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    previous = ""
     with open(tmp, "w", encoding="utf-8") as out:
-        for line in lines:
+        for entry in entries:
+            line = entry.cdxj()
+            if line < previous:
+                raise ValueError(f"CDXJ entries out of order at {entry.url}")
+            previous = line
             out.write(line)
             out.write("\n")
+            count += 1
     os.replace(tmp, path)
-    return len(lines)
+    return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +63,15 @@ class PageEntry:
         return json.dumps(record, ensure_ascii=False)
 
 
-def write_pages(pages: list[PageEntry], path: Path) -> int:
-    """Write pages.jsonl with its header line first; return the number of pages."""
+def write_pages(pages: Iterable[PageEntry], path: Path) -> int:
+    """Write pages.jsonl (streamed) with its header line first; return the number of pages."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    count = 0
     with open(tmp, "w", encoding="utf-8") as out:
         out.write(json.dumps(PAGES_HEADER) + "\n")
         for page in pages:
             out.write(page.to_json() + "\n")
+            count += 1
     os.replace(tmp, path)
-    return len(pages)
+    return count

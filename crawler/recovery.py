@@ -10,15 +10,19 @@ an unfinished gzip member at the end of the file, which is cut off.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from warcio.archiveiterator import ArchiveIterator
 
+from crawler.models import FailureKind, FetchResult, Truncation
 from crawler.warc import OPEN_SUFFIX
 
 log = logging.getLogger("crawler.recovery")
@@ -102,10 +106,10 @@ def _unknown_records(path: Path, name: str, known: Callable[[str, int], bool],
         for record in records:
             if record.rec_type not in ("response", "metadata"):
                 continue
-            offset = records.get_record_offset()
+            payload = record.raw_stream.read(payload_cap)  # before asking the offset, which
+            offset = records.get_record_offset()  # makes warcio skip to the record's end
             if known(name, offset):
                 continue
-            payload = record.raw_stream.read(payload_cap)
             http = record.http_headers
             found.append(OrphanRecord(
                 warc_file=name, offset=offset, length=0, record_type=record.rec_type,
@@ -138,3 +142,29 @@ def _record_lengths(path: Path) -> dict[int, int]:
             records.read_to_end()
             lengths[offset] = records.get_record_length()
     return lengths
+
+
+def result_from_record(orphan: OrphanRecord) -> FetchResult:
+    """Rebuild enough of a FetchResult from a recovered record to catalog it."""
+    started = datetime.strptime(orphan.date, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    result = FetchResult(url=orphan.url, started=started,
+                         peer_ip=orphan.headers.get("WARC-IP-Address"))
+    if orphan.record_type == "metadata":
+        fields = dict(line.split(": ", 1) for line in orphan.payload.decode(
+            "utf-8", "replace").splitlines() if ": " in line)
+        try:
+            result.failure = FailureKind(fields.get("fetch-failure", "other"))
+        except ValueError:
+            result.failure = FailureKind.OTHER
+        result.failure_detail = fields.get("detail", "")
+        return result
+    result.status = orphan.status or 0
+    result.headers = [(k.encode("latin-1", "replace"), v.encode("latin-1", "replace"))
+                      for k, v in orphan.http_headers]
+    result.body = io.BytesIO(orphan.payload)
+    result.body_length = len(orphan.payload)
+    truncated = orphan.headers.get("WARC-Truncated")
+    if truncated:
+        with contextlib.suppress(ValueError):
+            result.truncated = Truncation(truncated)
+    return result

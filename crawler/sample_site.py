@@ -72,6 +72,8 @@ class SampleSiteContent:
     cdn: str = ""  # "http://127.0.0.1:PORT" of the CDN server
     bad: bool = False
     stall_seconds: float = 5.0
+    latency: float = 0.0  # seconds each response is delayed (slow-server tests)
+    delisted: set[int] = field(default_factory=set)  # persons served but no longer linked
     hits: Counter[str] = field(default_factory=Counter)
 
     def name(self, n: int) -> str:
@@ -204,7 +206,7 @@ class SampleSiteContent:
         first = (page - 1) * self.per_page + 1
         last = min(self.persons, page * self.per_page)
         rows = "".join(f'<tr><td><a href="/persons/{n}.html">{self.name(n)}</a></td></tr>'
-                       for n in range(first, last + 1))
+                       for n in range(first, last + 1) if n not in self.delisted)
         nav = " ".join(f'<a href="/persons/?page={p}">{p}</a>' for p in range(1, self.pages + 1))
         return Reply(200, _page(f"Список имён, страница {page}",
                                 f"<h1>Список имён</h1><table>{rows}</table><p>{nav}</p>"))
@@ -292,6 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
             content.hits[key] += 1
             self.server.requests.append(self.path)  # type: ignore[attr-defined]
         reply = content.respond(self.path)
+        if content.latency:
+            time.sleep(content.latency)
         if reply.mode == "garbage":
             self.wfile.write(reply.body)
             self.close_connection = True
@@ -336,14 +340,29 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def _bind(port: int, handler: type[BaseHTTPRequestHandler]) -> _Server:
+    """Return a server on 127.0.0.1:port, or on a free port if that one is taken."""
+    try:
+        return _Server(("127.0.0.1", port), handler)
+    except OSError:
+        if port == 0:
+            raise
+        return _Server(("127.0.0.1", 0), handler)
+
+
 class SampleSite:
     """The sample site and its CDN, each on its own 127.0.0.1 port; a context manager."""
 
     def __init__(self, *, persons: int = 30, bad: bool = False, stall_seconds: float = 5.0,
-                 port: int = 0) -> None:
-        self.content = SampleSiteContent(persons=persons, bad=bad, stall_seconds=stall_seconds)
-        self._main = _Server(("127.0.0.1", port), _Handler)
-        self._cdn = _Server(("127.0.0.1", 0), _CdnHandler)
+                 latency: float = 0.0, port: int = 0, cdn_port: int = 0) -> None:
+        """Serve on ``port`` and ``cdn_port`` (0: any free port; a busy port falls back to 0).
+
+        The demo asks for fixed ports so that its recrawls find the same URLs again.
+        """
+        self.content = SampleSiteContent(persons=persons, bad=bad, stall_seconds=stall_seconds,
+                                         latency=latency)
+        self._main = _bind(port, _Handler)
+        self._cdn = _bind(cdn_port, _CdnHandler)
         self.lock = threading.Lock()
         for server in (self._main, self._cdn):
             server.content = self.content  # type: ignore[attr-defined]

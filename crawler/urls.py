@@ -97,7 +97,7 @@ def try_normalize(url: str, base: str | None = None) -> str | None:
         return None
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=8192)
 def surt_key(url: str) -> str:
     """Return the SURT key pywb would compute for ``url`` (CDXJ sort key)."""
     return surt.surt(url)

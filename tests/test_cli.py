@@ -62,3 +62,37 @@ def test_help_lists_commands() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     assert "archive" in result.output and "demo" in result.output
+
+
+def test_status_and_list_after_two_crawls(site: SampleSite, tmp_path: Path) -> None:
+    args = ["archive", site.url, "--output", str(tmp_path), "--delay", "0", "--per-host", "4",
+            "--target", "memo", "--parse-workers", "0", "--quiet", "--exclude", "calendar"]
+    runner = CliRunner()
+    assert runner.invoke(cli, args).exit_code == 0
+    assert runner.invoke(cli, args).exit_code == 0  # a recrawl: a second crawl of the target
+    result = runner.invoke(cli, ["status", "--output", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    crawls = report["memo"]
+    assert len(crawls) == 2
+    assert all(c["state"] == "complete" and c["exit_code"] == 0 for c in crawls)
+    assert crawls[0]["pages"] == crawls[1]["pages"] > 40
+    assert crawls[0]["robots"] == 1
+    text = runner.invoke(cli, ["status", "memo", "--output", str(tmp_path)])
+    assert "memo" in text.stdout and "complete" in text.stdout
+    listed = runner.invoke(cli, ["list", "memo", "--output", str(tmp_path), "--status", "404",
+                                 "--json"])
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["url"] for r in rows] == [site.url + "missing.html"]
+    robots = runner.invoke(cli, ["list", "memo", "--output", str(tmp_path), "--failure",
+                                 "robots"])
+    assert "/private/archive.html" in robots.stdout
+    persons = runner.invoke(cli, ["list", "memo", "--output", str(tmp_path), "--url",
+                                  r"/persons/\d+\.html$"])
+    assert len(persons.stdout.splitlines()) == 30
+
+
+def test_resume_with_nothing_to_resume(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["resume", "--output", str(tmp_path)])
+    assert result.exit_code == 3
+    assert "nothing to resume" in result.output

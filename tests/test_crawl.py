@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from conftest import crawl, fast_settings, read_records, responses
 
+from crawler.catalog import Catalog
 from crawler.crawl import CrawlOutcome, Limits, StopReason
 from crawler.errors import ExitCode
 from crawler.models import UrlKind
@@ -233,3 +234,42 @@ def test_warc_rotation_keeps_index_consistent(site: SampleSite, tmp_path: Path) 
     for line in outcome.index.read_text("utf-8").splitlines():
         fields = json.loads(line.split(" ", 2)[2])
         assert (outcome.directory / "warc" / fields["filename"]).exists()
+
+
+def test_recrawl_checks_pages_that_left_the_navigation(site: SampleSite, tmp_path: Path) -> None:
+    first = crawl(fast_settings(site.url, tmp_path, sitemaps=False))
+    assert site.url + "persons/5.html" in responses(read_records(first.warcs))
+    site.content.delisted = {5}  # still served, no longer linked from the index
+    before = len(site.requests)
+    second = crawl(fast_settings(site.url, tmp_path, sitemaps=False))
+    assert second.directory != first.directory and second.directory.parent == first.directory.parent
+    got = responses(read_records(second.warcs))
+    assert site.url + "persons/5.html" in got  # queued from the first crawl's captures
+    assert "/persons/5.html" in site.requests[before:]
+    rec = got[site.url + "persons/5.html"][0]
+    assert rec.warc["WARC-Crawler-Kind"] == "page"
+
+
+def test_catalog_rows_describe_each_capture(full_crawl: tuple[SampleSite,
+                                                               CrawlOutcome]) -> None:
+    site, outcome = full_crawl
+    catalog = Catalog.open(outcome.directory.parent.parent)
+    try:
+        (crawl_row,) = catalog.crawls("test")
+        assert crawl_row.status == "complete" and crawl_row.exit_code == 0
+        rows = {c.url: c for c in catalog.captures(crawl_row.pk)}
+        page = rows[site.url + "persons/1.html"]
+        assert page.status == 200 and page.mime == "text/html" and page.kind == "page"
+        assert page.title == "Иванов Иван Петрович" and page.outlinks == 5
+        assert page.text_hash and len(page.text_hash) == 40 and page.simhash is not None
+        assert page.peer_ip == "127.0.0.1" and page.digest.startswith("sha1:")
+        assert page.warc_file in {p.name for p in outcome.warcs}
+        assert page.record_type == "response" and page.warc_length > 0
+        hop = rows[site.url + "old-address.html"]
+        assert hop.status == 301 and hop.location == "/about.html"
+        assert rows[site.url + "private/archive.html"].failure == "robots"
+        assert rows[site.url + "private/archive.html"].record_type is None
+        # Different people, different visible text.
+        assert rows[site.url + "persons/13.html"].text_hash != page.text_hash
+    finally:
+        catalog.close()

@@ -1,0 +1,55 @@
+"""Where crawls live on disk (``archives/<target>/<crawl-id>/``) and the per-target lock that
+keeps two crawls of one target from running at once."""
+
+from __future__ import annotations
+
+import fcntl
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from crawler.errors import OutputError
+
+
+class CrawlInProgress(OutputError):
+    """Another process is crawling the same target."""
+
+
+def new_crawl_dir(root: Path, target: str) -> tuple[str, Path]:
+    """Create and return (crawl id, directory) for a new crawl of ``target``."""
+    base = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1000):
+        crawl_id = base if n == 0 else f"{base}-{n}"
+        path = root / target / crawl_id
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return crawl_id, path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot create {path}: {exc}") from exc
+    raise OutputError(f"too many crawls of {target} in one second under {root}")
+
+
+def lock_target(root: Path, target: str) -> IO[str]:
+    """Take the target's lock (released when the process exits, even by kill -9)."""
+    path = root / target / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the crawl
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise CrawlInProgress(f"a crawl of {target!r} is already running "
+                              f"(lock {path} is held)") from exc
+    return handle
+
+
+def target_is_locked(root: Path, target: str) -> bool:
+    """Return True if some process holds the target's lock (a crawl is running)."""
+    try:
+        handle = lock_target(root, target)
+    except CrawlInProgress:
+        return True
+    handle.close()
+    return False

@@ -1,0 +1,84 @@
+"""The catalog: migrations, capture rows, and the WARC repair used on resume."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import read_records
+
+from crawler.catalog import MIGRATIONS, SCHEMA_VERSION, CaptureRow, Catalog
+from crawler.errors import OutputError
+from crawler.models import FetchResult
+from crawler.recovery import complete_members_end, repair_open_warcs
+from crawler.warc import OPEN_SUFFIX, WarcSettings, WarcWriter
+
+
+def test_migrates_an_older_schema_and_keeps_its_data(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "catalog.sqlite3")
+    db.executescript(MIGRATIONS[0])  # a catalog written by schema version 1
+    db.execute("PRAGMA user_version=1")
+    db.execute("INSERT INTO crawls (target, crawl_id, directory, started, status, settings) "
+               "VALUES ('memo', 'c1', '/x', '2026-01-01T00:00:00Z', 'complete', '{}')")
+    db.execute("INSERT INTO captures (crawl, url, key, kind, depth, fetched_at, status) "
+               "VALUES (1, 'http://memo.ru/', 'ru,memo)/', 'seed', 0, '2026', 200)")
+    db.commit()
+    db.close()
+    catalog = Catalog.open(tmp_path)
+    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert catalog.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    (crawl,) = catalog.crawls("memo")
+    assert [c.url for c in catalog.captures(crawl.pk)] == ["http://memo.ru/"]
+    catalog.db.execute("SELECT count(*) FROM frontier").fetchone()  # the new table exists
+    catalog.close()
+
+
+def test_refuses_a_newer_schema(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "catalog.sqlite3")
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(OutputError, match="newer crawler"):
+        Catalog.open(tmp_path)
+
+
+def test_capture_round_trip_with_a_full_64_bit_simhash(tmp_path: Path) -> None:
+    catalog = Catalog.open(tmp_path)
+    pk = catalog.add_crawl("t", "c", tmp_path, {"seeds": []})
+    row = CaptureRow(url="http://h/", key="h)/", kind="page", depth=1,
+                     fetched_at="2026-11-23T10:00:00.000000Z", status=200, mime="text/html",
+                     simhash=(1 << 64) - 1, title="Заголовок", outlinks=3)
+    with catalog.transaction():
+        catalog.add_capture(pk, row)
+    assert list(catalog.captures(pk)) == [row]
+    assert catalog.crawl_totals(pk)["pages"] == 1
+
+
+def _exchange(n: int) -> FetchResult:
+    body = f"<a href='/next{n}'>next</a>".encode()
+    return FetchResult(url=f"http://h/{n}", started=datetime.now(UTC), status=200, reason="OK",
+                       headers=[(b"Content-Type", b"text/html")], body=io.BytesIO(body),
+                       body_length=len(body), request_head=b"GET / HTTP/1.1\r\n\r\n")
+
+
+def test_repair_cuts_a_partial_record_and_returns_uncommitted_ones(tmp_path: Path) -> None:
+    writer = WarcWriter(WarcSettings(directory=tmp_path))
+    first = writer.write_exchange(_exchange(1))
+    writer.write_exchange(_exchange(2))
+    assert writer._file is not None
+    path = Path(writer._file.name)
+    complete = path.stat().st_size
+    writer._file.write(b"\x1f\x8b\x08\x00partial gzip member")  # a kill mid-record
+    writer._file.close()  # the process is gone; nothing renames the file
+    assert path.name.endswith(OPEN_SUFFIX)
+    assert complete_members_end(path) == complete
+    closed, orphans = repair_open_warcs(
+        tmp_path, lambda name, offset: offset == first.offset, payload_cap=1 << 20)
+    assert [p.name for p in closed] == [first.filename]
+    assert closed[0].stat().st_size == complete
+    assert [(o.url, o.status, o.payload) for o in orphans] == [
+        ("http://h/2", 200, b"<a href='/next2'>next</a>")]
+    assert orphans[0].length > 0
+    read_records(closed)  # valid, digests verify
