@@ -17,32 +17,28 @@ import json
 import logging
 import os
 import random
-import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
 from crawler import __version__, extract, failpoints, urls
 from crawler.catalog import CaptureRow, Catalog, CrawlRow, CrawlStatus, capture_row
 from crawler.crawllog import CrawlLog
 from crawler.errors import ExitCode
-from crawler.fetcher import Fetcher
+from crawler.fetcher import Fetcher, retry_after_seconds
 from crawler.frontier import Frontier
 from crawler.layout import lock_target, new_crawl_dir
 from crawler.models import CrawlUrl, Extracted, FailureKind, FetchResult, Truncation, UrlKind
+from crawler.outcome import CrawlOutcome, CrawlStats, StopReason
 from crawler.package import PageEntry, write_cdxj, write_pages
 from crawler.recovery import OrphanRecord, repair_open_warcs, result_from_record
-from crawler.robots import ALLOW_ALL, RobotsPolicy, RobotsRules, rules_from_response
+from crawler.robots import ALLOW_ALL, RobotsPolicy, RobotsRules, robots_body, rules_from_response
 from crawler.scope import Scope
 from crawler.settings import CrawlSettings, Limits, Politeness
-from crawler.warc import IndexEntry, WarcSettings, WarcWriter, warc_date
+from crawler.warc import IndexEntry, WarcSettings, WarcWriter, timestamp14_of, warc_date
 
 __all__ = ["Crawl", "CrawlOutcome", "CrawlSettings", "Limits", "Politeness", "StopReason",
            "run_crawl"]
@@ -56,79 +52,6 @@ _EXTRACT_TYPES = extract.HTML_TYPES | {"text/css"} | extract.SITEMAP_TYPES
 MAX_EXTRACT_BYTES = 32 * 1024 * 1024
 _TRAP_LOG_LIMIT = 20  # log this many hits per trap rule, then only count them
 _PAGE_KINDS = (UrlKind.SEED, UrlKind.PAGE)
-
-
-class StopReason(StrEnum):
-    """Why a crawl ended."""
-
-    COMPLETE = "complete"  # nothing left in scope
-    MAX_PAGES = "max-pages"
-    MAX_BYTES = "max-bytes"
-    MAX_TIME = "max-time"
-    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM; resumable
-
-
-@dataclass(slots=True)
-class CrawlStats:
-    """Live counters of this session, read by the progress display."""
-
-    fetched: int = 0  # HTTP exchanges completed (any status)
-    pages: int = 0  # seeds and pages fetched with 2xx
-    failed: int = 0  # network failures after retries
-    retries: int = 0
-    bytes: int = 0  # body bytes downloaded
-    robots_blocked: int = 0
-    out_of_scope: int = 0
-    truncated: int = 0
-    recovered: int = 0  # records found in WARCs after a kill and entered in the catalog
-    statuses: Counter[str] = field(default_factory=Counter)  # "200", "404", "dns", ...
-    traps: Counter[str] = field(default_factory=Counter)
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def elapsed(self) -> float:
-        """Return seconds since this session started."""
-        return time.monotonic() - self.started
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the counters as JSON-ready data."""
-        data = asdict(self)
-        data.pop("started")
-        data["elapsed_seconds"] = round(self.elapsed, 3)
-        data["statuses"] = dict(self.statuses)
-        data["traps"] = dict(self.traps)
-        return data
-
-
-@dataclass(frozen=True, slots=True)
-class CrawlOutcome:
-    """What a finished (or interrupted) crawl produced."""
-
-    crawl_id: str
-    target: str
-    directory: Path
-    warcs: tuple[Path, ...]
-    index: Path
-    pages: Path
-    stop_reason: StopReason
-    exit_code: ExitCode
-    stats: dict[str, Any]  # this session's counters plus "totals" over all sessions
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Parse a Retry-After header (seconds or HTTP date) into seconds from now."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class Crawl:
@@ -313,7 +236,7 @@ class Crawl:
         """Yield the replayable records of this crawl from the catalog."""
         for cap in self.catalog.captures(self.pk, order="key"):
             if cap.record_type == "response" and cap.warc_file:
-                yield IndexEntry(url=cap.url, timestamp=_ts14(cap.fetched_at),
+                yield IndexEntry(url=cap.url, timestamp=timestamp14_of(cap.fetched_at),
                                  mime=cap.mime or "", status=cap.status or 0,
                                  digest=cap.digest or "", offset=cap.warc_offset or 0,
                                  length=cap.warc_length or 0, filename=cap.warc_file)
@@ -576,7 +499,8 @@ class Crawl:
                         break
                     target = nxt
                     continue
-                status, body = result.status, _robots_body(result, result.read_body())
+                status = result.status
+                body = robots_body(result.read_body(), result.header("content-encoding"))
                 rules = rules_from_response(status, body)
             finally:
                 result.close()
@@ -628,7 +552,7 @@ class Crawl:
             found = _extract_safely(result.url, media, orphan.payload,
                                     result.header("content-type"),
                                     result.header("content-encoding"))
-        entry = IndexEntry(url=orphan.url, timestamp=_ts14(orphan.date), mime=media,
+        entry = IndexEntry(url=orphan.url, timestamp=timestamp14_of(orphan.date), mime=media,
                            status=result.status, digest=orphan.headers.get(
                                "WARC-Payload-Digest", ""), offset=orphan.offset,
                            length=orphan.length, filename=orphan.warc_file,
@@ -641,8 +565,8 @@ class Crawl:
                 if not result.ok:  # unreachable: its URLs are tried (see _fetch_robots)
                     self.frontier.save_robots(urls.host_of(orphan.url), 0, None)
                 elif result.status not in _REDIRECT_STATUSES:
-                    self.frontier.save_robots(urls.host_of(orphan.url), result.status,
-                                              _robots_body(result, orphan.payload))
+                    body = robots_body(orphan.payload, result.header("content-encoding"))
+                    self.frontier.save_robots(urls.host_of(orphan.url), result.status, body)
             else:
                 self._follow(item, result, found)
             self.frontier.finish_unfetched(item, failed=not result.ok)
@@ -659,18 +583,6 @@ class _Slot:
     """Whether a worker already gave back the host slot of the URL it is processing."""
 
     released: bool = False
-
-
-def _robots_body(result: FetchResult, raw: bytes) -> bytes:
-    """Return a robots.txt body without its Content-Encoding (servers do gzip it)."""
-    return extract.decode_content(raw, result.header("content-encoding"),
-                                  limit=2 * 1024 * 1024)
-
-
-def _ts14(iso: str) -> str:
-    """Return the 14-digit timestamp of an ISO 8601 date."""
-    digits = "".join(ch for ch in iso if ch.isdigit())
-    return digits[:14]
 
 
 def _extract_safely(url: str, media: str, raw: bytes, content_type: str | None,

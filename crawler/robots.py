@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from protego import Protego
 
+from crawler.extract import decode_content
+
 MAX_ROBOTS_BYTES = 500 * 1024  # RFC 9309 §2.5: parse at least the first 500 KiB
 MAX_CRAWL_DELAY = 30.0  # honour Crawl-delay, but never let one line stall a rescue for hours
 
@@ -64,3 +66,8 @@ def rules_from_response(status: int, body: bytes | None) -> RobotsRules:
 
 
 ALLOW_ALL = RobotsRules(None, allow_all=True)
+
+
+def robots_body(raw: bytes, content_encoding: str | None) -> bytes:
+    """Return a robots.txt body without its Content-Encoding (servers do gzip it)."""
+    return decode_content(raw, content_encoding, limit=2 * 1024 * 1024)

@@ -145,6 +145,12 @@ def response_head(result: FetchResult) -> tuple[bytes, list[tuple[str, str]]]:
     return head, text
 
 
+def timestamp14_of(iso: str) -> str:
+    """Return the 14-digit timestamp of an ISO 8601 date."""
+    digits = "".join(ch for ch in iso if ch.isdigit())
+    return digits[:14]
+
+
 class WarcWriter:
     """Writes records into rotating WARC files under one directory."""
 
