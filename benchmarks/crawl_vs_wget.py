@@ -83,7 +83,7 @@ def measure(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
         nonlocal peak
         while not done.is_set():
             peak = max(peak, tree_rss_kb(proc.pid))
-            time.sleep(0.02)
+            time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -108,7 +108,8 @@ def count_responses(warcs: list[Path]) -> int:
 
 
 def run_crawler(url: str, work: Path, args: argparse.Namespace) -> Run:
-    out = work / "crawler"
+    out = work / "crawl-output"  # not "crawler": a folder of that name in the working
+    # directory would shadow an editable install of the package in the parser process
     cmd = [sys.executable, "-m", "crawler.cli", "archive", url, "--scope", "host",
            "--delay", "0", "--per-host", str(args.per_host), "--concurrency",
            str(args.concurrency), "--quiet", "--output", str(out), "--target", "bench"]
