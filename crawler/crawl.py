@@ -17,6 +17,8 @@ import json
 import logging
 import os
 import random
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -134,7 +136,9 @@ class Crawl:
         write_pool = ThreadPoolExecutor(1, thread_name_prefix="warc-sink")
         parse_pool: Executor | None = None
         if s.extract_workers > 0:
-            parse_pool = ProcessPoolExecutor(s.extract_workers, mp_context=get_context("spawn"))
+            parse_pool = ProcessPoolExecutor(s.extract_workers, mp_context=get_context("spawn"),
+                                             initializer=_exit_with_parent,
+                                             initargs=(os.getpid(),))
         self._write_pool, self._parse_pool = write_pool, parse_pool
         timer = None
         try:
@@ -583,6 +587,20 @@ class _Slot:
     """Whether a worker already gave back the host slot of the URL it is processing."""
 
     released: bool = False
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Parser-process initializer: exit when the crawl process is gone (even after kill -9).
+
+    Otherwise an orphaned parser keeps the dead crawl's stdout and stderr open, and whoever
+    waits for them (a shell pipeline, a supervisor) waits forever.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _extract_safely(url: str, media: str, raw: bytes, content_type: str | None,

@@ -13,7 +13,8 @@ class CrawlLog:
     """Appends to a crawl's log file (a resumed crawl appends to the same file)."""
 
     def __init__(self, path: Path) -> None:
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # Line-buffered: after a kill the log still has every line written so far.
+        self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
     def line(self, item: CrawlUrl, result: FetchResult | None, note: str = "") -> None:
         """Write: time, status, size, URL, kind, depth, via, type, duration, notes."""

@@ -68,6 +68,13 @@ def summary_lines(outcome: CrawlOutcome) -> list[str]:
         f"{_fmt_bytes(st['bytes'])} in {st['elapsed_seconds']:.1f}s",
         f"  statuses: {statuses or 'none'}",
     ]
+    totals = st.get("totals")
+    if totals and totals["urls"] != st["fetched"] + st["failed"] + st["robots_blocked"]:
+        lines.append(f"  whole crawl, all sessions: {totals['urls']} URLs, {totals['pages']} "
+                     f"pages, {totals['failures']} failures, {_fmt_bytes(totals['bytes'])}")
+    if st.get("recovered"):
+        lines.append(f"  {st['recovered']} records written before an interruption were "
+                     "entered from the WARCs")
     if st["robots_blocked"] or st["traps"]:
         traps = ", ".join(f"{k}: {v}" for k, v in st["traps"].items()) or "none"
         lines.append(f"  robots.txt blocked: {st['robots_blocked']}; traps avoided: {traps}")

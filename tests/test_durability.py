@@ -25,8 +25,7 @@ def archive_cmd(site: SampleSite, out: Path, *extra: str) -> list[str]:
     """Return a deterministic crawl command for the sample site (the calendar trap excluded,
     since which months a trap cap lets through depends on timing)."""
     return [*CLI, "archive", site.url, "--target", "t", "--output", str(out), "--scope", "host",
-            "--delay", "0", "--per-host", "2", "--parse-workers", "0", "--exclude", "calendar",
-            "--quiet", *extra]
+            "--delay", "0", "--per-host", "2", "--exclude", "calendar", "--quiet", *extra]
 
 
 def run(cmd: list[str], *, failpoint: str | None = None, timeout: float = 120) -> int:
@@ -102,7 +101,10 @@ def test_kill_at_failpoint_then_resume(failpoint: str, clean: set[str], tmp_path
     out = tmp_path / "out"
     with SampleSite() as site:
         extra = ["--warc-size", "30000"] if failpoint.startswith("warc-rotate") else []
-        assert run(archive_cmd(site, out, *extra), failpoint=failpoint) == -signal.SIGKILL
+        # The killed crawl's parser process must exit too: it holds the crawl's stdout and
+        # stderr, so run() (which reads them to the end) would hang until the timeout.
+        assert run(archive_cmd(site, out, *extra), failpoint=failpoint,
+                   timeout=30) == -signal.SIGKILL
         assert crawl_state(out) == "running"  # killed mid-crawl
         assert run([*CLI, "resume", "t", "--output", str(out), "--quiet"]) == 0
         assert crawl_state(out) == "complete"
