@@ -36,7 +36,7 @@ from crawler.layout import lock_target, new_crawl_dir
 from crawler.models import CrawlUrl, Extracted, FailureKind, FetchResult, Truncation, UrlKind
 from crawler.outcome import CrawlOutcome, CrawlStats, StopReason
 from crawler.package import PageEntry, write_cdxj, write_pages
-from crawler.recovery import OrphanRecord, repair_open_warcs, result_from_record
+from crawler.recovery import OrphanRecord, recover_warcs, result_from_record
 from crawler.robots import ALLOW_ALL, RobotsPolicy, RobotsRules, robots_body, rules_from_response
 from crawler.scope import Scope
 from crawler.settings import CrawlSettings, Limits, Politeness
@@ -165,9 +165,9 @@ class Crawl:
         finally:
             if timer is not None:
                 timer.cancel()
+            self.catalog.end_batch()  # commit before closing the WARC: see recover_warcs
             if self.warc is not None:
                 await asyncio.get_running_loop().run_in_executor(write_pool, self.warc.close)
-            self.catalog.end_batch()
             write_pool.shutdown()
             if parse_pool is not None:
                 parse_pool.shutdown(cancel_futures=True)
@@ -526,14 +526,9 @@ class Crawl:
 
     def _recover(self, warc_dir: Path) -> None:
         """Close WARCs a killed session left open and enter records it did not commit."""
-        offsets: dict[str, set[int]] = {}
-
-        def known(warc_file: str, offset: int) -> bool:
-            if warc_file not in offsets:
-                offsets[warc_file] = self.catalog.record_offsets(self.pk, warc_file)
-            return offset in offsets[warc_file]
-
-        closed, orphans = repair_open_warcs(warc_dir, known, payload_cap=MAX_EXTRACT_BYTES)
+        closed, orphans = recover_warcs(
+            warc_dir, lambda name: self.catalog.record_offsets(self.pk, name),
+            payload_cap=MAX_EXTRACT_BYTES)
         for path in closed:
             log.info("closed %s left open by an interrupted session", path.name)
         for orphan in orphans:

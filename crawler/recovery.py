@@ -72,47 +72,60 @@ def complete_members_end(path: Path) -> int:
     return end
 
 
-def repair_open_warcs(warc_dir: Path, known: Callable[[str, int], bool], *,
-                      payload_cap: int) -> tuple[list[Path], list[OrphanRecord]]:
-    """Truncate and close every ``*.open`` WARC in ``warc_dir``.
+def recover_warcs(warc_dir: Path, known_offsets: Callable[[str], set[int]], *,
+                  payload_cap: int) -> tuple[list[Path], list[OrphanRecord]]:
+    """Close every ``*.open`` WARC in ``warc_dir`` and find records the catalog lacks.
 
-    ``known(file, offset)`` tells whether the catalog has a capture for a record. Returns the
-    closed files and the complete records the catalog did not know.
+    ``known_offsets(file)`` returns the offsets of the records the catalog points at. Open
+    files are truncated after their last complete record and renamed. Every file, closed ones
+    included, is read from its last known record on: a file can be closed by rotation before
+    the transaction that enters its last records commits. Returns the files closed here and
+    the complete records the catalog did not know, in file and offset order.
     """
     closed: list[Path] = []
     orphans: list[OrphanRecord] = []
-    for path in sorted(warc_dir.glob("*" + OPEN_SUFFIX)):
-        size = path.stat().st_size
-        end = complete_members_end(path)
-        if end < size:
-            log.warning("%s: cutting an unfinished record (%d of %d bytes kept)", path.name,
-                        end, size)
-            os.truncate(path, end)
-        final = path.with_name(path.name[: -len(OPEN_SUFFIX)])
-        orphans.extend(_unknown_records(path, final.name, known, payload_cap))
-        with open(path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(path, final)
-        closed.append(final)
+    for path in sorted(warc_dir.glob("*.warc.gz*")):
+        if path.name.endswith(OPEN_SUFFIX):
+            size = path.stat().st_size
+            end = complete_members_end(path)
+            if end < size:
+                log.warning("%s: cutting an unfinished record (%d of %d bytes kept)",
+                            path.name, end, size)
+                os.truncate(path, end)
+            final = path.with_name(path.name[: -len(OPEN_SUFFIX)])
+            orphans.extend(_unknown_records(path, final.name, known_offsets(final.name),
+                                            payload_cap))
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(path, final)
+            closed.append(final)
+        elif path.name.endswith(".warc.gz"):
+            orphans.extend(_unknown_records(path, path.name, known_offsets(path.name),
+                                            payload_cap))
     return closed, orphans
 
 
-def _unknown_records(path: Path, name: str, known: Callable[[str, int], bool],
+def _unknown_records(path: Path, name: str, known: set[int],
                      payload_cap: int) -> list[OrphanRecord]:
-    """Return response/metadata records of ``path`` that ``known`` does not know."""
+    """Return response/metadata records of ``path`` after its last known one, not in ``known``.
+
+    Records before the last known one were entered in order, so reading starts there.
+    """
     found: list[OrphanRecord] = []
     with open(path, "rb") as fh:
-        records = ArchiveIterator(fh)
+        fh.seek(max(known, default=0))
+        records = ArchiveIterator(fh)  # offsets count from the seek position: absolute
         for record in records:
             if record.rec_type not in ("response", "metadata"):
                 continue
-            payload = record.raw_stream.read(payload_cap)  # before asking the offset, which
-            offset = records.get_record_offset()  # makes warcio skip to the record's end
-            if known(name, offset):
+            payload = record.raw_stream.read(payload_cap)
+            records.read_to_end()  # warcio knows offset and length only past the record
+            offset, length = records.get_record_offset(), records.get_record_length()
+            if offset in known:
                 continue
             http = record.http_headers
             found.append(OrphanRecord(
-                warc_file=name, offset=offset, length=0, record_type=record.rec_type,
+                warc_file=name, offset=offset, length=length, record_type=record.rec_type,
                 url=record.rec_headers.get_header("WARC-Target-URI") or "",
                 date=record.rec_headers.get_header("WARC-Date") or "",
                 headers=dict(record.rec_headers.headers),
@@ -120,28 +133,7 @@ def _unknown_records(path: Path, name: str, known: Callable[[str, int], bool],
                 else None,
                 http_headers=list(http.headers) if http else [],
                 payload=payload))
-    # Lengths are known only once the iterator moved past each record: read them again.
-    lengths = _record_lengths(path)
-    return [_with_length(orphan, lengths) for orphan in found]
-
-
-def _with_length(record: OrphanRecord, lengths: dict[int, int]) -> OrphanRecord:
-    """Return ``record`` with its compressed length filled in."""
-    fields = {f: getattr(record, f) for f in OrphanRecord.__dataclass_fields__}
-    fields["length"] = lengths.get(record.offset, 0)
-    return OrphanRecord(**fields)
-
-
-def _record_lengths(path: Path) -> dict[int, int]:
-    """Return offset -> compressed length of every record in a WARC."""
-    lengths: dict[int, int] = {}
-    with open(path, "rb") as fh:
-        records = ArchiveIterator(fh)
-        for _record in records:
-            offset = records.get_record_offset()
-            records.read_to_end()
-            lengths[offset] = records.get_record_length()
-    return lengths
+    return found
 
 
 def result_from_record(orphan: OrphanRecord) -> FetchResult:

@@ -292,6 +292,7 @@ class WarcWriter:
         failpoints.hit("warc-rotate")
         final = self._path.with_name(self._path.name[: -len(OPEN_SUFFIX)])
         os.replace(self._path, final)
+        failpoints.hit("warc-rotated")
         self.finished.append(final)
         self._file = self._path = self._writer = None
 

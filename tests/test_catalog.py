@@ -13,7 +13,7 @@ from conftest import read_records
 from crawler.catalog import MIGRATIONS, SCHEMA_VERSION, CaptureRow, Catalog
 from crawler.errors import OutputError
 from crawler.models import FetchResult
-from crawler.recovery import complete_members_end, repair_open_warcs
+from crawler.recovery import complete_members_end, recover_warcs
 from crawler.warc import OPEN_SUFFIX, WarcSettings, WarcWriter
 
 
@@ -74,8 +74,8 @@ def test_repair_cuts_a_partial_record_and_returns_uncommitted_ones(tmp_path: Pat
     writer._file.close()  # the process is gone; nothing renames the file
     assert path.name.endswith(OPEN_SUFFIX)
     assert complete_members_end(path) == complete
-    closed, orphans = repair_open_warcs(
-        tmp_path, lambda name, offset: offset == first.offset, payload_cap=1 << 20)
+    closed, orphans = recover_warcs(tmp_path, lambda name: {first.offset},
+                                    payload_cap=1 << 20)
     assert [p.name for p in closed] == [first.filename]
     assert closed[0].stat().st_size == complete
     assert [(o.url, o.status, o.payload) for o in orphans] == [

@@ -96,6 +96,7 @@ def check_after_resume(site: SampleSite, out: Path, clean: set[str], tmp: Path) 
     "warc-mid-record:150",  # inside a gzip member: the partial record must be cut off
     "before-commit:25",  # record complete, catalog not told: must be entered, not refetched
     "warc-rotate:2",  # a full file fsynced but not yet renamed
+    "warc-rotated:2",  # a file closed by rotation whose last records are not committed yet
 ])
 def test_kill_at_failpoint_then_resume(failpoint: str, clean: set[str], tmp_path: Path) -> None:
     out = tmp_path / "out"
