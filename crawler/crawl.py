@@ -347,7 +347,7 @@ class Crawl:
     def _retry_delay(self, item: CrawlUrl, result: FetchResult) -> float | None:
         """Return seconds to wait before retrying, or None if this result is final."""
         pol = self.settings.politeness
-        if item.attempt >= pol.retries or self.stopping:
+        if item.attempt >= pol.retries:  # (when stopping, a retry waits for the resume)
             return None
         transient = (result.failure in _RETRY_FAILURES or result.status in _RETRY_STATUSES
                      or (result.ok and result.truncated not in (None, Truncation.LENGTH)))
@@ -428,10 +428,9 @@ class Crawl:
         """Pass one discovered URL through scope and limits into the frontier.
 
         ``record_out_of_scope`` keeps evidence of URLs a user cares about (redirect targets,
-        URLs known from earlier crawls) when scope rejects them.
+        URLs known from earlier crawls) when scope rejects them. Links found while the crawl
+        is stopping are still queued: they wait in the catalog for the resume.
         """
-        if self.stopping:
-            return
         key = key or urls.canonical_key(url)
         if self.frontier.seen(key):
             return

@@ -133,9 +133,10 @@ class Frontier:
         return cur.rowcount == 1
 
     def add(self, item: CrawlUrl) -> bool:
-        """Queue ``item`` unless its key was seen in this crawl; return True if queued."""
-        if self._closed:
-            return False
+        """Queue ``item`` unless its key was seen in this crawl; return True if queued.
+
+        A closed frontier still accepts URLs (they wait in SQLite for a resume).
+        """
         host = urls.host_of(item.url)
         slot = self._slot(host)
         urgent = item.kind is UrlKind.REQUISITE
