@@ -77,10 +77,10 @@ def recover_warcs(warc_dir: Path, known_offsets: Callable[[str], set[int]], *,
     """Close every ``*.open`` WARC in ``warc_dir`` and find records the catalog lacks.
 
     ``known_offsets(file)`` returns the offsets of the records the catalog points at. Open
-    files are truncated after their last complete record and renamed. Every file, closed ones
-    included, is read from its last known record on: a file can be closed by rotation before
-    the transaction that enters its last records commits. Returns the files closed here and
-    the complete records the catalog did not know, in file and offset order.
+    files are truncated after their last complete record and renamed. Closed files are read
+    too: a file can be closed by rotation before the transaction that enters its last records
+    commits. Returns the files closed here and the complete records the catalog did not know,
+    in file and offset order.
     """
     closed: list[Path] = []
     orphans: list[OrphanRecord] = []
@@ -107,14 +107,16 @@ def recover_warcs(warc_dir: Path, known_offsets: Callable[[str], set[int]], *,
 
 def _unknown_records(path: Path, name: str, known: set[int],
                      payload_cap: int) -> list[OrphanRecord]:
-    """Return response/metadata records of ``path`` after its last known one, not in ``known``.
+    """Return the response/metadata records of ``path`` whose offsets are not in ``known``.
 
-    Records before the last known one were entered in order, so reading starts there.
+    The whole file is read: records are entered in the order their transactions run, not the
+    order they were written (a page waits for its parser while others are written after it),
+    so an unknown record can sit before known ones. Reading every file makes a resume cost
+    time in proportion to the crawl's WARCs (see docs/architecture.md).
     """
     found: list[OrphanRecord] = []
     with open(path, "rb") as fh:
-        fh.seek(max(known, default=0))
-        records = ArchiveIterator(fh)  # offsets count from the seek position: absolute
+        records = ArchiveIterator(fh)
         for record in records:
             if record.rec_type not in ("response", "metadata"):
                 continue
