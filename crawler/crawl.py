@@ -17,8 +17,6 @@ import json
 import logging
 import os
 import random
-import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -137,7 +135,7 @@ class Crawl:
         parse_pool: Executor | None = None
         if s.extract_workers > 0:
             parse_pool = ProcessPoolExecutor(s.extract_workers, mp_context=get_context("spawn"),
-                                             initializer=_exit_with_parent,
+                                             initializer=extract.exit_with_parent,
                                              initargs=(os.getpid(),))
         self._write_pool, self._parse_pool = write_pool, parse_pool
         timer = None
@@ -290,14 +288,18 @@ class Crawl:
             result.close()
 
     def _skip(self, item: CrawlUrl, failure: str, detail: str) -> None:
-        """Record a URL that is deliberately not fetched, and finish it."""
+        """Record a queued URL that is deliberately not fetched, and finish it."""
         with self.catalog.transaction():
-            self.catalog.add_capture(self.pk, CaptureRow(
-                url=item.url, key=item.key, kind=item.kind.value, depth=item.depth,
-                fetched_at=warc_date(datetime.now(UTC)), failure=failure, detail=detail))
+            self._record_unfetched(item, failure, detail)
             self.frontier.finish(item)
+
+    def _record_unfetched(self, item: CrawlUrl, failure: str, detail: str) -> None:
+        """Add a catalog row (and a crawl.log line) for a URL that was not fetched."""
+        self.catalog.add_capture(self.pk, CaptureRow(
+            url=item.url, key=item.key, kind=item.kind.value, depth=item.depth,
+            fetched_at=warc_date(datetime.now(UTC)), failure=failure, detail=detail))
         if self._log:
-            self._log.line(item, None, failure)
+            self._log.line(item, None, failure if failure != "out-of-scope" else detail)
 
     async def _handle(self, item: CrawlUrl, result: FetchResult) -> None:
         """Write a fetch result, then retry it or commit it and queue its links."""
@@ -379,7 +381,7 @@ class Crawl:
                 log.warning("parser process unavailable; parsing in the main process",
                             exc_info=True)
                 self._parse_pool = None
-        return _extract_safely(*args)
+        return extract.extract_safely(*args)
 
     def _count(self, item: CrawlUrl, result: FetchResult) -> None:
         """Update this session's live counters for a final result."""
@@ -442,15 +444,9 @@ class Crawl:
                     log.info("%s: %s (linked from %s)", decision.reason, url, via)
             else:
                 self.stats.out_of_scope += 1
-            if record_out_of_scope:
-                item = CrawlUrl(url=url, key=key, kind=kind, depth=depth, via=via)
-                if self.frontier.mark_seen(url, key, kind):
-                    self.catalog.add_capture(self.pk, CaptureRow(
-                        url=url, key=key, kind=kind.value, depth=depth,
-                        fetched_at=warc_date(datetime.now(UTC)), failure="out-of-scope",
-                        detail=decision.reason))
-                    if self._log:
-                        self._log.line(item, None, decision.reason)
+            if record_out_of_scope and self.frontier.mark_seen(url, key, kind):
+                self._record_unfetched(CrawlUrl(url=url, key=key, kind=kind, depth=depth,
+                                                via=via), "out-of-scope", decision.reason)
             return
         if kind in _PAGE_KINDS:
             max_pages = self.settings.limits.max_pages
@@ -547,7 +543,7 @@ class Crawl:
         media = result.content_type
         if (result.ok and 200 <= result.status < 300 and item.kind is not UrlKind.ROBOTS
                 and (media in _EXTRACT_TYPES or item.kind is UrlKind.SITEMAP)):
-            found = _extract_safely(result.url, media, orphan.payload,
+            found = extract.extract_safely(result.url, media, orphan.payload,
                                     result.header("content-type"),
                                     result.header("content-encoding"))
         entry = IndexEntry(url=orphan.url, timestamp=timestamp14_of(orphan.date), mime=media,
@@ -581,30 +577,6 @@ class _Slot:
     """Whether a worker already gave back the host slot of the URL it is processing."""
 
     released: bool = False
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Parser-process initializer: exit when the crawl process is gone (even after kill -9).
-
-    Otherwise an orphaned parser keeps the dead crawl's stdout and stderr open, and whoever
-    waits for them (a shell pipeline, a supervisor) waits forever.
-    """
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def _extract_safely(url: str, media: str, raw: bytes, content_type: str | None,
-                    content_encoding: str | None) -> Extracted:
-    """Run link extraction in this process; a parser bug costs the links, not the crawl."""
-    try:
-        return extract.extract(url, media, raw, content_type, content_encoding)
-    except Exception:
-        log.exception("could not extract links from %s", url)
-        return Extracted()
 
 
 async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,

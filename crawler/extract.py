@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import logging
+import os
 import re
+import threading
+import time
 import warnings
 import zlib
 from collections import Counter
@@ -21,6 +25,7 @@ from lxml import etree
 from crawler import urls
 from crawler.models import Extracted
 
+log = logging.getLogger("crawler.extract")
 MAX_DECODED_BYTES: Final = 32 * 1024 * 1024  # cap on inflated bodies: gzip bombs stop here
 _META_SNIFF_BYTES: Final = 4096
 
@@ -339,3 +344,27 @@ def _resolve(found: tuple[str, ...], base: str) -> tuple[str, ...]:
         if resolved is not None:
             seen.setdefault(resolved, None)
     return tuple(seen)
+
+
+def extract_safely(url: str, media_type: str, raw_body: bytes, content_type: str | None,
+                   content_encoding: str | None) -> Extracted:
+    """Run :func:`extract` in this process; a parser bug costs the links, not the crawl."""
+    try:
+        return extract(url, media_type, raw_body, content_type, content_encoding)
+    except Exception:
+        log.exception("could not extract links from %s", url)
+        return Extracted()
+
+
+def exit_with_parent(parent: int) -> None:
+    """Parser-process initializer: exit when the crawl process is gone (even after kill -9).
+
+    Otherwise an orphaned parser keeps the dead crawl's stdout and stderr open, and whoever
+    waits for them (a shell pipeline, a supervisor) waits forever.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
