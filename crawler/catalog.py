@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from crawler.errors import OutputError
-from crawler.models import CrawlUrl, Extracted, FetchResult, Truncation
-from crawler.warc import IndexEntry, warc_date
 
 CATALOG_NAME = "catalog.sqlite3"
 
@@ -107,6 +105,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (crawl, path)
     ) WITHOUT ROWID;
     """,
+    # 2 -> 3: revisits (deduplication) and conditional-request validators
+    """
+    ALTER TABLE captures ADD COLUMN record_id TEXT;      -- WARC-Record-ID of the record
+    ALTER TABLE captures ADD COLUMN refers_to INTEGER;   -- revisit: capture holding the payload
+    ALTER TABLE captures ADD COLUMN etag TEXT;           -- validators for the next crawl's
+    ALTER TABLE captures ADD COLUMN last_modified TEXT;  -- conditional request
+    CREATE INDEX captures_digest ON captures (digest) WHERE record_type = 'response';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -167,9 +173,49 @@ class CaptureRow:
     simhash: int | None = None
     outlinks: int | None = None
     final: bool = True
+    record_id: str | None = None
+    refers_to: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 _CAPTURE_FIELDS = tuple(CaptureRow.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """Where an archived response (or revisit) record is, and what it says about itself."""
+
+    capture: int  # captures.id
+    url: str
+    date: str  # its WARC-Date
+    record_id: str | None
+    digest: str
+    status: int
+    mime: str | None
+    path: Path  # the WARC file (final name; ``.open`` while its crawl writes it)
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """The last good capture of a URL: what a conditional request needs to turn a 304 into a
+    replayable revisit."""
+
+    etag: str | None
+    last_modified: str | None
+    head: StoredRecord  # the record whose HTTP status line and headers the revisit carries
+    payload: StoredRecord  # the response record that holds the payload
+
+
+# A response may serve as a dedup original only if it is a complete, final 2xx (not partial).
+_ORIGINAL_SQL = (
+    "SELECT c.*, k.directory FROM captures c JOIN crawls k ON k.id = c.crawl "
+    "WHERE c.digest = ? AND c.record_type = 'response' AND k.target = ? "
+    "AND (c.crawl = ? OR k.status = 'complete') AND c.final = 1 "
+    "AND c.status BETWEEN 200 AND 299 AND c.status != 206 AND c.detail IS NULL "
+    "ORDER BY c.id LIMIT 1")
 
 
 def now_iso() -> str:
@@ -367,6 +413,47 @@ class Catalog:
             (target, before_pk))
 
 
+    def dedup_original(self, target: str, crawl_pk: int, digest: str) -> StoredRecord | None:
+        """Return the first archived response of ``target`` with this payload digest.
+
+        Only this crawl's records and those of complete crawls count: a revisit must never
+        depend on a crawl that did not finish (its files may be cut short or never indexed).
+        """
+        row = self.db.execute(_ORIGINAL_SQL, (digest, target, crawl_pk)).fetchone()
+        return _stored(row) if row else None
+
+    def original_record(self, target: str, digest: str, url: str,
+                        date: str) -> StoredRecord | None:
+        """Return the response a recovered revisit refers to (its Refers-To URI and date)."""
+        row = self.db.execute(
+            "SELECT c.*, k.directory FROM captures c JOIN crawls k ON k.id = c.crawl "
+            "WHERE c.digest = ? AND c.record_type = 'response' AND c.url = ? "
+            "AND c.fetched_at = ? AND k.target = ? LIMIT 1",
+            (digest, url, date, target)).fetchone()
+        return _stored(row) if row else None
+
+    def prior(self, target: str, key: str) -> Prior | None:
+        """Return the validators and records of a URL's latest capture in a complete crawl, if
+        that capture was a good 200 (or a 304 revisit of one) with an ETag or Last-Modified."""
+        row = self.db.execute(
+            "SELECT c.*, k.directory FROM captures c JOIN crawls k ON k.id = c.crawl "
+            "WHERE c.key = ? AND k.target = ? AND k.status = 'complete' AND c.final = 1 "
+            "AND c.kind != 'robots' ORDER BY c.id DESC LIMIT 1", (key, target)).fetchone()
+        if (row is None or not (row["etag"] or row["last_modified"])
+                or row["status"] not in (200, 304) or row["detail"] is not None
+                or row["record_type"] not in ("response", "revisit") or not row["warc_file"]):
+            return None
+        head = _stored(row)
+        if row["record_type"] == "response":
+            return Prior(row["etag"], row["last_modified"], head, head)
+        original = self.db.execute(
+            "SELECT c.*, k.directory FROM captures c JOIN crawls k ON k.id = c.crawl "
+            "WHERE c.id = ? AND c.record_type = 'response'", (row["refers_to"],)).fetchone()
+        if original is None:
+            return None
+        return Prior(row["etag"], row["last_modified"], head, _stored(original))
+
+
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT (or a savepoint inside a batch); rolled back on error."""
 
@@ -402,40 +489,16 @@ def _crawl_row(row: sqlite3.Row) -> CrawlRow:
                     settings=json.loads(row["settings"]))
 
 
+def _stored(row: sqlite3.Row) -> StoredRecord:
+    return StoredRecord(capture=row["id"], url=row["url"], date=row["fetched_at"],
+                        record_id=row["record_id"], digest=row["digest"] or "",
+                        status=row["status"] or 0, mime=row["mime"],
+                        path=Path(row["directory"]) / "warc" / row["warc_file"],
+                        offset=row["warc_offset"] or 0, length=row["warc_length"] or 0)
+
+
 def _capture_row(row: sqlite3.Row) -> CaptureRow:
     values = {f: row[f] for f in _CAPTURE_FIELDS}
     values["simhash"] = _unsigned64(values["simhash"])
     values["final"] = bool(values["final"])
     return CaptureRow(**values)
-
-
-def failure_class(result: FetchResult) -> str | None:
-    """Return the catalog's failure class for a fetch result."""
-    if result.failure is not None:
-        return result.failure.value
-    if result.truncated is Truncation.LENGTH:
-        return "too-large"
-    return None
-
-
-def capture_row(item: CrawlUrl, result: FetchResult, entry: IndexEntry,
-                found: Extracted | None, *, final: bool = True) -> CaptureRow:
-    """Return the catalog row for a fetch result written at ``entry``."""
-    return CaptureRow(
-        url=item.url, key=item.key, kind=item.kind.value, depth=item.depth,
-        fetched_at=warc_date(result.started),
-        status=result.status if result.ok else None,
-        mime=result.content_type or None if result.ok else None,
-        location=result.header("location") if result.ok else None,
-        failure=failure_class(result),
-        detail=result.failure_detail or (result.truncated.value if result.truncated else None),
-        peer_ip=result.peer_ip,
-        digest=entry.digest or None,
-        length=result.body_length if result.ok else None,
-        warc_file=entry.filename, warc_offset=entry.offset, warc_length=entry.length,
-        record_type=entry.record_type,
-        title=found.title if found else None,
-        text_hash=found.text_hash if found else None,
-        simhash=found.simhash if found else None,
-        outlinks=len(found.links) if found and result.ok else None,
-        final=final)

@@ -13,19 +13,20 @@ never points at a missing record; records written but not committed are found an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import random
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 
 from crawler import __version__, extract, failpoints, urls
-from crawler.catalog import CaptureRow, Catalog, CrawlRow, CrawlStatus, capture_row
+from crawler.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.crawllog import CrawlLog
 from crawler.errors import ExitCode
 from crawler.fetcher import Fetcher, retry_after_seconds
@@ -33,12 +34,13 @@ from crawler.frontier import Frontier
 from crawler.layout import lock_target, new_crawl_dir
 from crawler.models import CrawlUrl, Extracted, FailureKind, FetchResult, Truncation, UrlKind
 from crawler.outcome import CrawlOutcome, CrawlStats, StopReason
-from crawler.package import PageEntry, write_cdxj, write_pages
+from crawler.package import index_entries, page_entries, write_cdxj, write_pages
 from crawler.recovery import OrphanRecord, recover_warcs, result_from_record
 from crawler.robots import ALLOW_ALL, RobotsPolicy, RobotsRules, robots_body, rules_from_response
 from crawler.scope import Scope
 from crawler.settings import CrawlSettings, Limits, Politeness
-from crawler.warc import IndexEntry, WarcSettings, WarcWriter, timestamp14_of, warc_date
+from crawler.store import Conditional, Store, Stored, capture_row, stored_from_record, unfetched_row
+from crawler.warc import SERVER_NOT_MODIFIED, WarcSettings, WarcWriter
 
 __all__ = ["Crawl", "CrawlOutcome", "CrawlSettings", "Limits", "Politeness", "StopReason",
            "run_crawl"]
@@ -87,7 +89,7 @@ class Crawl:
         self._seed_hosts = {urls.host_of(s) for s in settings.seeds}
         self._pages_queued = self._count_pages_queued()
         self._log: CrawlLog | None = None
-        self.warc: WarcWriter | None = None
+        self.store: Store | None = None
 
     def _count_pages_queued(self) -> int:
         """Return how many pages this crawl has queued so far (for --max-pages on resume)."""
@@ -131,13 +133,12 @@ class Crawl:
         warc_dir = self.directory / "warc"
         warc_dir.mkdir(parents=True, exist_ok=True)
         self._log = CrawlLog(self.directory / "crawl.log")
-        write_pool = ThreadPoolExecutor(1, thread_name_prefix="warc-sink")
         parse_pool: Executor | None = None
         if s.extract_workers > 0:
             parse_pool = ProcessPoolExecutor(s.extract_workers, mp_context=get_context("spawn"),
                                              initializer=extract.exit_with_parent,
                                              initargs=(os.getpid(),))
-        self._write_pool, self._parse_pool = write_pool, parse_pool
+        self._parse_pool = parse_pool
         timer = None
         try:
             if self.resumed:
@@ -145,9 +146,11 @@ class Crawl:
             else:
                 self._queue_start_urls()
             serial = len(list(warc_dir.glob("*.warc.gz")))
-            self.warc = WarcWriter(WarcSettings(
+            warc = WarcWriter(WarcSettings(
                 directory=warc_dir, prefix=s.warc_prefix or self.target, max_size=s.warc_size,
                 warcinfo=self._warcinfo_fields()), first_serial=serial)
+            self.store = Store(warc, self.catalog, target=self.target, crawl_pk=self.pk,
+                               settings=s.dedup)
             for host, (status, body) in self.frontier.saved_robots().items():
                 self._robots[host] = ALLOW_ALL if status == 0 else rules_from_response(status,
                                                                                         body)
@@ -164,9 +167,8 @@ class Crawl:
             if timer is not None:
                 timer.cancel()
             self.catalog.end_batch()  # commit before closing the WARC: see recover_warcs
-            if self.warc is not None:
-                await asyncio.get_running_loop().run_in_executor(write_pool, self.warc.close)
-            write_pool.shutdown()
+            if self.store is not None:
+                await self.store.close()
             if parse_pool is not None:
                 parse_pool.shutdown(cancel_futures=True)
             self._log.close()
@@ -204,8 +206,8 @@ class Crawl:
             code, status = ExitCode.OK, CrawlStatus.COMPLETE
         index = self.directory / "indexes" / "index.cdxj"
         pages = self.directory / "pages" / "pages.jsonl"
-        write_cdxj(self._index_entries(), index)
-        write_pages(self._page_entries(), pages)
+        write_cdxj(index_entries(self.catalog, self.pk), index)
+        write_pages(page_entries(self.catalog, self.pk), pages)
         self.catalog.finish_crawl(self.pk, status, reason.value, int(code))
         unfetched = self.frontier.queued
         if status is not CrawlStatus.INTERRUPTED:
@@ -234,26 +236,6 @@ class Crawl:
                             directory=self.directory, warcs=warcs, index=index, pages=pages,
                             stop_reason=reason, exit_code=code, stats=stats)
 
-    def _index_entries(self) -> Iterator[IndexEntry]:
-        """Yield the replayable records of this crawl from the catalog."""
-        for cap in self.catalog.captures(self.pk, order="key"):
-            if cap.record_type == "response" and cap.warc_file:
-                yield IndexEntry(url=cap.url, timestamp=timestamp14_of(cap.fetched_at),
-                                 mime=cap.mime or "", status=cap.status or 0,
-                                 digest=cap.digest or "", offset=cap.warc_offset or 0,
-                                 length=cap.warc_length or 0, filename=cap.warc_file)
-
-    def _page_entries(self) -> Iterator[PageEntry]:
-        """Yield seeds and HTML pages captured with 2xx, for pages.jsonl."""
-        for cap in self.catalog.captures(self.pk):
-            if cap.kind not in ("seed", "page") or not cap.status or cap.status // 100 != 2:
-                continue
-            if cap.kind == "page" and cap.mime not in extract.HTML_TYPES:
-                continue
-            started = datetime.strptime(cap.fetched_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-                tzinfo=UTC)
-            yield PageEntry(cap.url, started, cap.title, cap.status)
-
     async def _worker(self) -> None:
         """Take URLs until the frontier is exhausted or closed."""
         while True:
@@ -279,11 +261,13 @@ class Crawl:
             self.stats.robots_blocked += 1
             self._skip(item, "robots", "disallowed by robots.txt")
             return
-        result = await self.fetcher.fetch(item.url)
+        assert self.store is not None
+        conditional = await self.store.conditional(item)
+        result = await self.fetcher.fetch(item.url, conditional.headers if conditional else None)
         self.frontier.release_host(item)
         slot.released = True
         try:
-            await self._handle(item, result)
+            await self._handle(item, result, conditional)
         finally:
             result.close()
 
@@ -295,44 +279,51 @@ class Crawl:
 
     def _record_unfetched(self, item: CrawlUrl, failure: str, detail: str) -> None:
         """Add a catalog row (and a crawl.log line) for a URL that was not fetched."""
-        self.catalog.add_capture(self.pk, CaptureRow(
-            url=item.url, key=item.key, kind=item.kind.value, depth=item.depth,
-            fetched_at=warc_date(datetime.now(UTC)), failure=failure, detail=detail))
+        self.catalog.add_capture(self.pk, unfetched_row(item, failure, detail))
         if self._log:
             self._log.line(item, None, failure if failure != "out-of-scope" else detail)
 
-    async def _handle(self, item: CrawlUrl, result: FetchResult) -> None:
+    async def _handle(self, item: CrawlUrl, result: FetchResult,
+                      conditional: Conditional | None) -> None:
         """Write a fetch result, then retry it or commit it and queue its links."""
+        assert self.store is not None
         self.stats.bytes += result.body_length
         retry_in = self._retry_delay(item, result)
         if retry_in is not None:
             # The failed attempt stays in the WARC as evidence but is not indexed for replay.
-            entry = await self._write(result, item)
+            stored = await self.store.write(result, item)
             with self.catalog.transaction():
-                self.catalog.add_capture(self.pk, capture_row(item, result, entry, None,
+                self.catalog.add_capture(self.pk, capture_row(item, result, stored, None,
                                                               final=False))
                 self.frontier.retry(item)
             self.stats.retries += 1
             self._line(item, result, f"retry-in-{retry_in:.1f}s")
             self.frontier.back_off(urls.host_of(item.url), retry_in)
             return
-        media = result.content_type
-        raw: bytes | None = None
-        if (result.ok and 200 <= result.status < 300 and result.body_length <= MAX_EXTRACT_BYTES
-                and (media in _EXTRACT_TYPES or item.kind is UrlKind.SITEMAP)):
-            raw = result.read_body()
-        if raw is not None:
-            entry, found = await asyncio.gather(
-                self._write(result, item), self._extract(result, media, raw))
+        content = result  # what the URL serves; after a 304, the archived original
+        found = Extracted()
+        if result.ok and result.status == 304 and conditional is not None:
+            stored = await self.store.write(result, item, conditional)
+            if _extractable(item, 200, stored.mime or "", conditional.prior.payload.length):
+                # Unchanged: its links are the archived original's, extracted again.
+                content = await self.store.original_content(result, conditional)
+                found = await self._extract(content, stored.mime or "", content.read_body())
+        elif _extractable(item, result.status if result.ok else 0, result.content_type,
+                          result.body_length):
+            stored, found = await asyncio.gather(
+                self.store.write(result, item),
+                self._extract(result, result.content_type, result.read_body()))
         else:
-            entry, found = await self._write(result, item), Extracted()
+            stored = await self.store.write(result, item)
         failpoints.hit("before-commit")
         with self.catalog.transaction():
-            self.catalog.add_capture(self.pk, capture_row(item, result, entry, found))
-            self._follow(item, result, found)
+            self.catalog.add_capture(self.pk, capture_row(item, result, stored, found))
+            self._follow(item, content, found)
             self.frontier.finish(item, failed=not result.ok)
-        self._count(item, result)
-        self._line(item, result, "")
+        self.stats.count(result, page=item.kind in _PAGE_KINDS,
+                         revisit=stored.entry.record_type == "revisit",
+                         not_modified=stored.mime is not None)
+        self._line(item, result, _annotation(result, stored))
         limits = self.settings.limits
         if limits.max_bytes is not None and self.stats.bytes >= limits.max_bytes:
             self.request_stop(StopReason.MAX_BYTES)
@@ -361,14 +352,6 @@ class Crawl:
             wait = max(wait, min(told, pol.max_retry_after))
         return wait
 
-    async def _write(self, result: FetchResult, item: CrawlUrl) -> IndexEntry:
-        """Write the result in the sink thread; return where its record landed."""
-        assert self.warc is not None
-        extra = {"WARC-Crawler-Kind": item.kind.value}  # why we fetched it (audit trail)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._write_pool, self.warc.write_exchange, result,
-                                          extra)
-
     async def _extract(self, result: FetchResult, media: str, raw: bytes) -> Extracted:
         """Find links in a body, in the parse process when there is one."""
         args = (result.url, media, raw, result.header("content-type"),
@@ -382,20 +365,6 @@ class Crawl:
                             exc_info=True)
                 self._parse_pool = None
         return extract.extract_safely(*args)
-
-    def _count(self, item: CrawlUrl, result: FetchResult) -> None:
-        """Update this session's live counters for a final result."""
-        stats = self.stats
-        if result.ok:
-            stats.fetched += 1
-            stats.statuses[str(result.status)] += 1
-            if result.truncated is not None:
-                stats.truncated += 1
-            if item.kind in _PAGE_KINDS and 200 <= result.status < 300:
-                stats.pages += 1
-        else:
-            stats.failed += 1
-            stats.statuses[result.failure.value if result.failure else "failed"] += 1
 
     def _follow_redirect(self, item: CrawlUrl, result: FetchResult) -> None:
         """Queue the target of a redirect as its own capture, through scope."""
@@ -480,11 +449,13 @@ class Crawl:
             result = await self.fetcher.fetch(target)
             try:
                 self.stats.bytes += result.body_length
-                entry = await self._write(result, item)
+                assert self.store is not None
+                stored = await self.store.write(result, item)
                 with self.catalog.transaction():
                     self.frontier.mark_seen(target, key, UrlKind.ROBOTS)
-                    self.catalog.add_capture(self.pk, capture_row(item, result, entry, None))
-                self._count(item, result)
+                    self.catalog.add_capture(self.pk, capture_row(item, result, stored, None))
+                self.stats.count(result, page=False,
+                                 revisit=stored.entry.record_type == "revisit")
                 self._line(item, result, "")
                 if not result.ok:
                     # Unreachable host: we still try its URLs so their failures are recorded as
@@ -539,27 +510,26 @@ class Crawl:
         kind = UrlKind(kind_name) if kind_name in UrlKind.__members__.values() else UrlKind.PAGE
         item = known or CrawlUrl(url=orphan.url, key=key, kind=kind, depth=0)
         result = result_from_record(orphan)
+        stored, payload = stored_from_record(self.catalog, self.target, orphan, result)
         found = Extracted()
         media = result.content_type
-        if (result.ok and 200 <= result.status < 300 and item.kind is not UrlKind.ROBOTS
-                and (media in _EXTRACT_TYPES or item.kind is UrlKind.SITEMAP)):
-            found = extract.extract_safely(result.url, media, orphan.payload,
-                                    result.header("content-type"),
-                                    result.header("content-encoding"))
-        entry = IndexEntry(url=orphan.url, timestamp=timestamp14_of(orphan.date), mime=media,
-                           status=result.status, digest=orphan.headers.get(
-                               "WARC-Payload-Digest", ""), offset=orphan.offset,
-                           length=orphan.length, filename=orphan.warc_file,
-                           record_type=orphan.record_type)
+        if item.kind is not UrlKind.ROBOTS and _extractable(item, result.status, media,
+                                                            len(payload)):
+            found = extract.extract_safely(result.url, media, payload,
+                                           result.header("content-type"),
+                                           result.header("content-encoding"))
+        row = capture_row(item, result, stored, found)
+        if orphan.headers.get("WARC-Profile") == SERVER_NOT_MODIFIED:
+            row = dataclasses.replace(row, status=304)  # the revisit carries the original's
         with self.catalog.transaction():
             if known is None:  # its frontier row was in the lost transaction too
                 self.frontier.mark_seen(orphan.url, key, item.kind)
-            self.catalog.add_capture(self.pk, capture_row(item, result, entry, found))
+            self.catalog.add_capture(self.pk, row)
             if item.kind is UrlKind.ROBOTS:
                 if not result.ok:  # unreachable: its URLs are tried (see _fetch_robots)
                     self.frontier.save_robots(urls.host_of(orphan.url), 0, None)
                 elif result.status not in _REDIRECT_STATUSES:
-                    body = robots_body(orphan.payload, result.header("content-encoding"))
+                    body = robots_body(payload, result.header("content-encoding"))
                     self.frontier.save_robots(urls.host_of(orphan.url), result.status, body)
             else:
                 self._follow(item, result, found)
@@ -596,3 +566,16 @@ async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,
     finally:
         if own:
             catalog.close()
+
+
+def _extractable(item: CrawlUrl, status: int, media: str, length: int) -> bool:
+    """Return True if a body with this status and media type is parsed for links."""
+    return (200 <= status < 300 and length <= MAX_EXTRACT_BYTES
+            and (media in _EXTRACT_TYPES or item.kind is UrlKind.SITEMAP))
+
+
+def _annotation(result: FetchResult, stored: Stored) -> str:
+    """Return the crawl.log annotation for how a result was stored."""
+    if stored.entry.record_type != "revisit":
+        return ""
+    return "not-modified" if result.status == 304 else "duplicate:digest"

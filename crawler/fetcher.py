@@ -7,7 +7,9 @@ Redirects are never followed here: each hop is its own capture. Failures are ret
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
+import hashlib
 import socket
 import ssl
 import time
@@ -123,17 +125,27 @@ class Fetcher:
         cap = self.settings.max_body_bytes
         body = new_body_buffer()
         result.body = body
+        sha1 = hashlib.sha1()  # the payload digest, known before writing: dedup looks it up
         size = 0
-        async for chunk in response.aiter_raw():
-            if size + len(chunk) > cap:
-                body.write(chunk[: cap - size])
-                size = cap
-                result.truncated = Truncation.LENGTH
-                break
-            body.write(chunk)
-            size += len(chunk)
+        try:
+            async for chunk in response.aiter_raw():
+                if size + len(chunk) > cap:
+                    chunk = chunk[: cap - size]
+                    result.truncated = Truncation.LENGTH
+                body.write(chunk)
+                sha1.update(chunk)
+                size += len(chunk)
+                result.body_length = size
+                if result.truncated is not None:
+                    break
+        finally:
             result.body_length = size
-        result.body_length = size
+            result.payload_digest = payload_digest(sha1)
+
+
+def payload_digest(sha1: hashlib._Hash) -> str:
+    """Return a SHA-1 as WARC spells it (warcio: ``sha1:`` and upper-case base32)."""
+    return "sha1:" + base64.b32encode(sha1.digest()).decode("ascii")
 
 
 def _request_head(request: httpx.Request) -> bytes:

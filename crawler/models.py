@@ -79,6 +79,7 @@ class FetchResult:
     failure: FailureKind | None = None
     failure_detail: str = ""
     truncated: Truncation | None = None
+    payload_digest: str = ""  # "sha1:BASE32" of the stored body, spelled as WARC-Payload-Digest
 
     @property
     def ok(self) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.errors import ExitCode
+from crawler.models import FetchResult
 
 
 class StopReason(StrEnum):
@@ -35,6 +36,8 @@ class CrawlStats:
     out_of_scope: int = 0
     truncated: int = 0
     recovered: int = 0  # records found in WARCs after a kill and entered in the catalog
+    revisits: int = 0  # stored as revisits of payloads archived before (incl. 304s)
+    not_modified: int = 0  # 304 answers to conditional requests
     statuses: Counter[str] = field(default_factory=Counter)  # "200", "404", "dns", ...
     traps: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
@@ -43,6 +46,24 @@ class CrawlStats:
     def elapsed(self) -> float:
         """Return seconds since this session started."""
         return time.monotonic() - self.started
+
+    def count(self, result: FetchResult, *, page: bool, revisit: bool = False,
+              not_modified: bool = False) -> None:
+        """Count a final result; ``page`` for seeds and links, ``not_modified`` for a 304 that
+        became a revisit (an unchanged page, so still a page captured)."""
+        if revisit:
+            self.revisits += 1
+            self.not_modified += not_modified
+        if not result.ok:
+            self.failed += 1
+            self.statuses[result.failure.value if result.failure else "failed"] += 1
+            return
+        self.fetched += 1
+        self.statuses[str(result.status)] += 1
+        if result.truncated is not None:
+            self.truncated += 1
+        if page and (200 <= result.status < 300 or not_modified):
+            self.pages += 1
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters as JSON-ready data."""

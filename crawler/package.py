@@ -1,16 +1,19 @@
-"""Per-crawl replay files: the CDXJ index pywb reads and the WACZ-style pages.jsonl."""
+"""Per-crawl replay files: the CDXJ index pywb reads and the WACZ-style pages.jsonl, both
+streamed from the catalog."""
 
 from __future__ import annotations
 
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crawler.warc import IndexEntry
+from crawler.catalog import CaptureRow, Catalog
+from crawler.extract import HTML_TYPES
+from crawler.warc import IndexEntry, timestamp14_of
 
 PAGES_HEADER = {"format": "json-pages-1.0", "id": "pages", "title": "All Pages"}
 
@@ -75,3 +78,34 @@ def write_pages(pages: Iterable[PageEntry], path: Path) -> int:
             count += 1
     os.replace(tmp, path)
     return count
+
+
+def replay_status(cap: CaptureRow) -> int:
+    """Return the status a capture replays with: a 304 revisit replays the original's 200."""
+    if cap.record_type == "revisit" and cap.status == 304:
+        return 200
+    return cap.status or 0
+
+
+def index_entries(catalog: Catalog, crawl_pk: int) -> Iterator[IndexEntry]:
+    """Yield the replayable records (responses and revisits) of a crawl in CDXJ order."""
+    for cap in catalog.captures(crawl_pk, order="key"):
+        if cap.record_type in ("response", "revisit") and cap.warc_file:
+            yield IndexEntry(url=cap.url, timestamp=timestamp14_of(cap.fetched_at),
+                             mime=cap.mime or "", status=replay_status(cap),
+                             digest=cap.digest or "", offset=cap.warc_offset or 0,
+                             length=cap.warc_length or 0, filename=cap.warc_file,
+                             record_type=cap.record_type, record_id=cap.record_id or "")
+
+
+def page_entries(catalog: Catalog, crawl_pk: int) -> Iterator[PageEntry]:
+    """Yield seeds and HTML pages that replay with a 2xx, for pages.jsonl."""
+    for cap in catalog.captures(crawl_pk):
+        status = replay_status(cap)
+        if cap.kind not in ("seed", "page") or status // 100 != 2:
+            continue
+        if cap.kind == "page" and cap.mime not in HTML_TYPES:
+            continue
+        started = datetime.strptime(cap.fetched_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=UTC)
+        yield PageEntry(cap.url, started, cap.title, status)

@@ -31,7 +31,7 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class OrphanRecord:
-    """A complete response or metadata record that the catalog does not know."""
+    """A complete response, revisit or metadata record that the catalog does not know."""
 
     warc_file: str  # final name (without .open)
     offset: int
@@ -107,7 +107,7 @@ def recover_warcs(warc_dir: Path, known_offsets: Callable[[str], set[int]], *,
 
 def _unknown_records(path: Path, name: str, known: set[int],
                      payload_cap: int) -> list[OrphanRecord]:
-    """Return the response/metadata records of ``path`` whose offsets are not in ``known``.
+    """Return the response/revisit/failure records of ``path`` not at an offset in ``known``.
 
     The whole file is read: records are entered in the order their transactions run, not the
     order they were written (a page waits for its parser while others are written after it),
@@ -118,8 +118,10 @@ def _unknown_records(path: Path, name: str, known: set[int],
     with open(path, "rb") as fh:
         records = ArchiveIterator(fh)
         for record in records:
-            if record.rec_type not in ("response", "metadata"):
+            if record.rec_type not in ("response", "revisit", "metadata"):
                 continue
+            if record.rec_headers.get_header("WARC-Concurrent-To"):
+                continue  # evidence attached to another record (a 304's own head)
             payload = record.raw_stream.read(payload_cap)
             records.read_to_end()  # warcio knows offset and length only past the record
             offset, length = records.get_record_offset(), records.get_record_length()
@@ -131,7 +133,7 @@ def _unknown_records(path: Path, name: str, known: set[int],
                 url=record.rec_headers.get_header("WARC-Target-URI") or "",
                 date=record.rec_headers.get_header("WARC-Date") or "",
                 headers=dict(record.rec_headers.headers),
-                status=int(http.get_statuscode()) if http and record.rec_type == "response"
+                status=int(http.get_statuscode()) if http and record.rec_type != "metadata"
                 else None,
                 http_headers=list(http.headers) if http else [],
                 payload=payload))

@@ -37,6 +37,17 @@ class Politeness:
 
 
 @dataclass(frozen=True, slots=True)
+class DedupSettings:
+    """Storing only what changed since earlier crawls of the target (see store.py)."""
+
+    dedup: bool = True  # write revisits for payloads already archived
+    # Payloads smaller than this are stored in full: a revisit record is about as large as a
+    # small response, and a full record replays without another crawl's files.
+    min_size: int = 256
+    conditional: bool = True  # send If-None-Match / If-Modified-Since from the last capture
+
+
+@dataclass(frozen=True, slots=True)
 class CrawlSettings:
     """Everything one crawl needs; built by the CLI (or, later, from a target config)."""
 
@@ -53,6 +64,8 @@ class CrawlSettings:
     sitemaps: bool = True  # read robots.txt Sitemap: lines and /sitemap.xml of seed hosts
     extract_workers: int = 1  # processes parsing HTML/CSS; 0 parses in the event loop
     operator: str | None = None  # who ran the crawl, for warcinfo
+    dedup: DedupSettings = field(default_factory=DedupSettings)
+    wacz: bool = False  # package the crawl as <target>-<crawl-id>.wacz when it completes
 
     def target_name(self) -> str:
         """Return the target name, derived from the first seed when not given."""
@@ -77,7 +90,7 @@ class CrawlSettings:
             seeds=tuple(data["seeds"]), output=Path(data["output"]),
             scope=ScopeRules(**scope), limits=Limits(**data["limits"]),
             politeness=Politeness(**data["politeness"]), fetch=FetchSettings(**data["fetch"]),
-            robots=RobotsPolicy(data["robots"]))
+            robots=RobotsPolicy(data["robots"]), dedup=DedupSettings(**data.get("dedup", {})))
         return cls(**values)
 
 

@@ -29,6 +29,9 @@ from crawler import __version__, failpoints, urls
 from crawler.models import FetchResult
 
 OPEN_SUFFIX = ".open"
+REVISIT_MIME = "warc/revisit"
+IDENTICAL_PAYLOAD = "http://netpreserve.org/warc/1.1/revisit/identical-payload-digest"
+SERVER_NOT_MODIFIED = "http://netpreserve.org/warc/1.1/revisit/server-not-modified"
 _NO_BODY_STATUSES = frozenset({204, 304})
 _HOP_HEADERS = (b"transfer-encoding",)
 
@@ -45,6 +48,16 @@ class WarcSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Original:
+    """The archived response a revisit refers to."""
+
+    url: str
+    date: str  # its WARC-Date, spelled as in the record
+    record_id: str | None
+    digest: str  # its WARC-Payload-Digest, copied into the revisit unchanged
+
+
+@dataclass(frozen=True, slots=True)
 class IndexEntry:
     """Where one replayable record landed: enough for a CDXJ line and for the catalog."""
 
@@ -56,11 +69,13 @@ class IndexEntry:
     offset: int
     length: int
     filename: str
-    record_type: str = "response"  # or "metadata" for a failure (not replayable)
+    record_type: str = "response"  # "revisit", or "metadata" for a failure (not replayable)
+    record_id: str = ""  # WARC-Record-ID, for WARC-Refers-To of later revisits
 
     def cdxj(self) -> str:
-        """Return the CDXJ line pywb reads for this record."""
-        fields = {"url": self.url, "mime": self.mime or "unk", "status": str(self.status),
+        """Return the CDXJ line pywb reads for this record (revisits: mime warc/revisit)."""
+        mime = REVISIT_MIME if self.record_type == "revisit" else self.mime or "unk"
+        fields = {"url": self.url, "mime": mime, "status": str(self.status),
                   "digest": self.digest, "length": str(self.length),
                   "offset": str(self.offset), "filename": self.filename}
         return f"{urls.surt_key(self.url)} {self.timestamp} {json.dumps(fields)}"
@@ -143,6 +158,15 @@ def response_head(result: FetchResult) -> tuple[bytes, list[tuple[str, str]]]:
     head = b"\r\n".join([status_line, *(n + b": " + v for n, v in headers)]) + b"\r\n\r\n"
     text = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
     return head, text
+
+
+def _split_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
+    """Return the status ("200 OK") and headers of a stored HTTP response head."""
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split(" ", 1)[1] if " " in lines[0] else ""
+    headers = [(n.strip(), v.strip()) for n, _, v in
+               (line.partition(":") for line in lines[1:] if line)]
+    return status, headers
 
 
 def timestamp14_of(iso: str) -> str:
@@ -231,6 +255,8 @@ class WarcWriter:
         warc_headers["WARC-Protocol"] = result.http_version.lower()
         if result.truncated is not None:
             warc_headers["WARC-Truncated"] = result.truncated.value
+        if result.payload_digest:  # computed while the body streamed in: not hashed twice
+            warc_headers["WARC-Payload-Digest"] = result.payload_digest
         if extra:
             warc_headers.update(extra)
         body = result.body if result.body is not None else io.BytesIO()
@@ -242,20 +268,87 @@ class WarcWriter:
         writer.write_record(response)
         length = self._tell() - offset
         response_id = response.rec_headers.get_header("WARC-Record-ID")
-        request = writer.create_warc_record(
-            result.url, "request", payload=io.BytesIO(result.request_head),
-            length=len(result.request_head),
-            warc_headers_dict={"WARC-Date": date, "WARC-Concurrent-To": response_id})
-        writer.write_record(request)
-        assert self._file is not None
-        self._file.flush()  # complete records reach the OS: a killed process loses none
+        self._write_request(writer, result, date, response_id)
         entry = IndexEntry(
             url=result.url, timestamp=timestamp14(result.started),
             mime=result.content_type, status=result.status,
             digest=response.rec_headers.get_header("WARC-Payload-Digest"),
-            offset=offset, length=length, filename=self.current_name or "")
+            offset=offset, length=length, filename=self.current_name or "",
+            record_id=response_id)
         self._maybe_rotate()
         return entry
+
+    def write_revisit(self, result: FetchResult, original: Original,
+                      extra: dict[str, str] | None = None, *,
+                      carried_head: bytes | None = None) -> IndexEntry:
+        """Write a revisit + request instead of a response whose payload is archived already.
+
+        Without ``carried_head``: the profile is identical-payload-digest and the revisit
+        keeps the HTTP head as received. With it (the server answered 304 to a conditional
+        request): the profile is server-not-modified and the revisit carries the original's
+        status line and headers, because pywb and ReplayWeb.page replay only that shape
+        (DESIGN.md §4); the 304 head the server actually sent follows in a metadata record
+        (``application/http``, WARC-Concurrent-To the revisit) as evidence.
+        """
+        writer = self._ensure_open()
+        date = warc_date(result.started)
+        received, header_text = response_head(result)
+        head = carried_head if carried_head is not None else received
+        status_line, headers = _split_head(head) if carried_head is not None else (
+            f"{result.status} {result.reason}".rstrip(), header_text)
+        warc_headers = {
+            "WARC-Date": date,
+            "WARC-Profile": SERVER_NOT_MODIFIED if carried_head is not None
+            else IDENTICAL_PAYLOAD,
+            "WARC-Refers-To-Target-URI": original.url,
+            "WARC-Refers-To-Date": original.date,
+            "WARC-Payload-Digest": original.digest,
+        }
+        if original.record_id:
+            warc_headers["WARC-Refers-To"] = original.record_id
+        if result.peer_ip:
+            warc_headers["WARC-IP-Address"] = result.peer_ip
+        warc_headers["WARC-Protocol"] = result.http_version.lower()
+        if extra:
+            warc_headers.update(extra)
+        revisit = writer.create_warc_record(
+            result.url, "revisit", payload=io.BytesIO(), length=0,
+            http_headers=_RawHttpHead(status_line, headers, head),
+            warc_headers_dict=warc_headers)
+        offset = self._tell()
+        writer.write_record(revisit)
+        length = self._tell() - offset
+        revisit_id = revisit.rec_headers.get_header("WARC-Record-ID")
+        self._write_request(writer, result, date, revisit_id)
+        if carried_head is not None:
+            evidence = writer.create_warc_record(
+                result.url, "metadata", payload=io.BytesIO(received), length=len(received),
+                warc_content_type="application/http; msgtype=response",
+                warc_headers_dict={"WARC-Date": date, "WARC-Concurrent-To": revisit_id})
+            writer.write_record(evidence)
+        assert self._file is not None
+        self._file.flush()
+        status = int(status_line.split(" ", 1)[0] or 0)
+        entry = IndexEntry(
+            url=result.url, timestamp=timestamp14(result.started), mime=REVISIT_MIME,
+            status=status, digest=original.digest, offset=offset, length=length,
+            filename=self.current_name or "", record_type="revisit", record_id=revisit_id)
+        self._maybe_rotate()
+        return entry
+
+    def _write_request(self, writer: WARCWriter, result: FetchResult, date: str,
+                       concurrent_to: str) -> None:
+        """Write the request record of an exchange and flush the file.
+
+        Flushing here means complete records reach the OS: a killed process loses none.
+        """
+        request = writer.create_warc_record(
+            result.url, "request", payload=io.BytesIO(result.request_head),
+            length=len(result.request_head),
+            warc_headers_dict={"WARC-Date": date, "WARC-Concurrent-To": concurrent_to})
+        writer.write_record(request)
+        assert self._file is not None
+        self._file.flush()
 
     def _write_failure(self, writer: WARCWriter, result: FetchResult) -> tuple[int, int]:
         """Record a failed fetch as a metadata record naming the failure."""

@@ -177,10 +177,10 @@ def read_records(warcs: tuple[Path, ...] | list[Path]) -> list[Rec]:
     return found
 
 
-def responses(recs: list[Rec]) -> dict[str, list[Rec]]:
-    """Group response records by target URI."""
+def responses(recs: list[Rec], types: tuple[str, ...] = ("response",)) -> dict[str, list[Rec]]:
+    """Group response records (or other ``types``, e.g. revisits too) by target URI."""
     grouped: dict[str, list[Rec]] = {}
     for rec in recs:
-        if rec.type == "response":
+        if rec.type in types:
             grouped.setdefault(rec.uri, []).append(rec)
     return grouped

@@ -28,11 +28,13 @@ def test_migrates_an_older_schema_and_keeps_its_data(tmp_path: Path) -> None:
     db.commit()
     db.close()
     catalog = Catalog.open(tmp_path)
-    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert catalog.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     (crawl,) = catalog.crawls("memo")
-    assert [c.url for c in catalog.captures(crawl.pk)] == ["http://memo.ru/"]
-    catalog.db.execute("SELECT count(*) FROM frontier").fetchone()  # the new table exists
+    (capture,) = catalog.captures(crawl.pk)
+    assert capture.url == "http://memo.ru/"
+    assert capture.record_id is None and capture.refers_to is None  # columns added by v3
+    catalog.db.execute("SELECT count(*) FROM frontier").fetchone()  # the v2 table exists
     catalog.close()
 
 

@@ -243,7 +243,7 @@ def test_recrawl_checks_pages_that_left_the_navigation(site: SampleSite, tmp_pat
     before = len(site.requests)
     second = crawl(fast_settings(site.url, tmp_path, sitemaps=False))
     assert second.directory != first.directory and second.directory.parent == first.directory.parent
-    got = responses(read_records(second.warcs))
+    got = responses(read_records(second.warcs), ("response", "revisit"))
     assert site.url + "persons/5.html" in got  # queued from the first crawl's captures
     assert "/persons/5.html" in site.requests[before:]
     rec = got[site.url + "persons/5.html"][0]
