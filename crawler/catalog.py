@@ -357,8 +357,9 @@ class Catalog:
         """Return counts for a crawl from its final captures."""
         row = self.db.execute(
             "SELECT count(*) AS urls, "
-            "coalesce(sum(CASE WHEN kind IN ('seed','page') AND status BETWEEN 200 AND 299 "
-            "THEN 1 ELSE 0 END), 0) AS pages, "
+            "coalesce(sum(CASE WHEN kind IN ('seed','page') AND (status BETWEEN 200 AND 299 "
+            "OR (status = 304 AND record_type = 'revisit')) THEN 1 ELSE 0 END), 0) AS pages, "
+            "coalesce(sum(CASE WHEN record_type = 'revisit' THEN 1 ELSE 0 END), 0) AS revisits, "
             "coalesce(sum(length), 0) AS bytes, "
             "coalesce(sum(CASE WHEN failure IS NOT NULL AND failure NOT IN "
             "('robots','out-of-scope') THEN 1 ELSE 0 END), 0) AS failures, "

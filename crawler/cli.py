@@ -31,7 +31,7 @@ from crawler.layout import target_is_locked
 from crawler.progress import live_progress, summary_lines
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
-from crawler.settings import CrawlSettings, Limits, Politeness
+from crawler.settings import CrawlSettings, DedupSettings, Limits, Politeness
 
 DEMO_PORT = 8737  # fixed, so that running the demo again is a recrawl of the same URLs
 FAILURE_CLASSES = ["dns", "refused", "tls", "timeout", "reset", "protocol", "connect", "other",
@@ -136,6 +136,15 @@ def crawl_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="User-Agent header."),
         click.option("--warc-size", type=SizeType(), default="1G", show_default=True,
                      callback=_positive, help="Start a new WARC file past this size."),
+        click.option("--no-dedup", is_flag=True,
+                     help="Store every payload in full, even one archived before."),
+        click.option("--dedup-min-size", type=SizeType(), default="256", show_default=True,
+                     callback=_non_negative,
+                     help="Payloads smaller than this are stored in full, not as revisits."),
+        click.option("--no-conditional", is_flag=True,
+                     help="Do not send If-None-Match/If-Modified-Since from earlier crawls."),
+        click.option("--wacz", is_flag=True,
+                     help="Also package the finished crawl as OUTPUT/TARGET/TARGET-ID.wacz."),
         click.option("--quiet", "-q", is_flag=True, help="Only print warnings and errors."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print a machine-readable summary on stdout."),
@@ -251,7 +260,8 @@ def status(target: str | None, output: Path, as_json: bool) -> None:
         for c in crawls:
             click.echo(f"  {c['crawl_id']}  {c['state']:<11} started {c['started'][:19]}  "
                        f"ended {(c['finished'] or '-')[:19]:<19}  pages {c['pages']:>6}  "
-                       f"URLs {c['urls']:>6}  bytes {c['bytes']:>10}  failures "
+                       f"URLs {c['urls']:>6}  revisits {c['revisits']:>6}  "
+                       f"bytes {c['bytes']:>10}  failures "
                        f"{c['failures']:>4}  {c['stop_reason'] or ''}")
 
 
@@ -307,7 +317,15 @@ def _settings_from_options(seeds: tuple[str, ...], opts: dict[str, Any]) -> Craw
         sitemaps=not opts["no_sitemaps"],
         extract_workers=opts["parse_workers"],
         operator=opts["operator"],
+        dedup=_dedup_settings(opts),
+        wacz=opts["wacz"],
     )
+
+
+def _dedup_settings(opts: dict[str, Any]) -> DedupSettings:
+    """Build the store-only-what-changed settings from parsed options."""
+    return DedupSettings(dedup=not opts["no_dedup"], min_size=opts["dedup_min_size"],
+                         conditional=not opts["no_conditional"])
 
 
 def _target_name(value: str | None) -> str | None:
@@ -344,6 +362,7 @@ def demo(ctx: click.Context, persons: int, **opts: Any) -> None:
                                   per_host=chosen("per_host", 4), delay=chosen("delay", 0.0)),
             fetch=FetchSettings(user_agent=opts["user_agent"]),
             robots=RobotsPolicy(opts["robots"]), warc_size=opts["warc_size"],
+            dedup=_dedup_settings(opts), wacz=True,  # the demo always shows the WACZ
         )
         if not opts["quiet"] and not opts["as_json"]:
             click.echo(f"Sample site serving at {site.url} (CDN at {site.cdn_url})", err=True)
@@ -414,23 +433,23 @@ def _outcome_json(outcome: CrawlOutcome) -> dict[str, Any]:
         "warcs": [str(p) for p in outcome.warcs],
         "index": str(outcome.index),
         "pages": str(outcome.pages),
+        "wacz": str(outcome.wacz) if outcome.wacz else None,
         "stats": outcome.stats,
     }
 
 
 def replay_instructions(outcome: CrawlOutcome) -> str:
     """Return how to open a crawl in pywb and ReplayWeb.page."""
-    coll = re.sub(r"[^A-Za-z0-9_-]", "-", outcome.target)
+    root = outcome.directory.parent.parent
+    opt = "" if root == Path("archives") else f" --output {root}"
+    wacz = outcome.wacz or f"(first: crawler wacz {outcome.target} --crawl {outcome.crawl_id}{opt})"
     return f"""
 How to replay it:
-  ReplayWeb.page: open https://replayweb.page (or the desktop app) and load
-      {outcome.warcs[0] if outcome.warcs else outcome.directory / 'warc'}
-  pywb (in its own virtual environment; it pins old dependencies):
-      python3 -m venv ~/.venvs/pywb && ~/.venvs/pywb/bin/pip install pywb
-      mkdir -p replay && cd replay && ~/.venvs/pywb/bin/wb-manager init {coll}
-      ~/.venvs/pywb/bin/wb-manager add {coll} {outcome.directory.resolve()}/warc/*.warc.gz
-      ~/.venvs/pywb/bin/wayback -p 8080
-      then browse http://localhost:8080/{coll}/*/<original URL>
+  pywb, every crawl of the target:   crawler replay {outcome.target}{opt}
+      (serves on http://127.0.0.1:8080/{outcome.target}/ and installs pywb in its own
+      virtual environment on first use)
+  ReplayWeb.page (https://replayweb.page or the desktop app): open the WACZ
+      {wacz}
 """
 
 
@@ -472,6 +491,72 @@ def _setup_logging(console: Console, quiet: bool) -> None:
                         format="%(message)s", force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--crawl", "crawl_id", help="Package only this crawl (default: every crawl).")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("archives"), show_default=True, help="Archive root.")
+@click.option("--file", "dest", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the WACZ (default: OUTPUT/TARGET/TARGET-….wacz).")
+def wacz(target: str, crawl_id: str | None, output: Path, dest: Path | None) -> None:
+    """Package TARGET's crawls (or one) as a WACZ 1.1.1 file for ReplayWeb.page and pywb.
+
+    A crawl whose revisits refer to earlier crawls gets copies of those original records,
+    so the package replays on its own.
+    """
+    from crawler.wacz import packable, wacz_path, write_wacz
+
+    with _catalog(output) as catalog:
+        crawls = catalog.crawls(target)
+        if crawl_id is not None:
+            crawls = [c for c in crawls if c.crawl_id == crawl_id]
+        else:
+            crawls = [c for c in crawls if packable(c)]
+        if not crawls:
+            click.echo(f"crawler: no {'crawl ' + crawl_id if crawl_id else 'finished crawl'} "
+                       f"of {target} under {output}", err=True)
+            sys.exit(int(ExitCode.CONFIG))
+        try:
+            path = write_wacz(catalog, crawls, dest or wacz_path(
+                output, target, crawls, whole=crawl_id is None))
+        except CrawlerError as exc:
+            click.echo(f"crawler: error: {exc}", err=True)
+            sys.exit(int(exc.exit_code))
+    click.echo(str(path))
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("archives"), show_default=True, help="Archive root.")
+@click.option("--port", type=int, default=8080, show_default=True, callback=_positive)
+def replay(target: str | None, output: Path, port: int) -> None:
+    """Serve TARGET's crawls (or every target's) through pywb on 127.0.0.1 until Ctrl-C.
+
+    pywb runs from its own virtual environment: $PYWB_VENV, ./.venv-pywb or
+    ~/.local/share/crawler/pywb-venv, created there on first use.
+    """
+    from crawler.replay import build_collections, pywb_bin, start_wayback
+
+    try:
+        with _catalog(output) as catalog:
+            targets = [target] if target else sorted({c.target for c in catalog.crawls()})
+            root = build_collections(catalog, output, targets)
+        proc = start_wayback(root, port, pywb_bin(log=lambda m: click.echo(m, err=True)))
+    except CrawlerError as exc:
+        click.echo(f"crawler: error: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
+    for name in targets:
+        click.echo(f"Replaying {name}: http://127.0.0.1:{port}/{name}/  "
+                   f"(a page: http://127.0.0.1:{port}/{name}/*/<original URL>)")
+    click.echo("Press Ctrl-C to stop.", err=True)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(10)
 
 
 def main() -> None:

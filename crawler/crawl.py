@@ -40,6 +40,7 @@ from crawler.robots import ALLOW_ALL, RobotsPolicy, RobotsRules, robots_body, ru
 from crawler.scope import Scope
 from crawler.settings import CrawlSettings, Limits, Politeness
 from crawler.store import Conditional, Store, Stored, capture_row, stored_from_record, unfetched_row
+from crawler.wacz import wacz_path, write_wacz
 from crawler.warc import SERVER_NOT_MODIFIED, WarcSettings, WarcWriter
 
 __all__ = ["Crawl", "CrawlOutcome", "CrawlSettings", "Limits", "Politeness", "StopReason",
@@ -562,7 +563,12 @@ async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,
         crawl = Crawl(settings, catalog, resume=resume)
         if on_start is not None:
             on_start(crawl)
-        return await crawl.run()
+        outcome = await crawl.run()
+        row = catalog.crawl(outcome.target, outcome.crawl_id)
+        if settings.wacz and row is not None and row.status == CrawlStatus.COMPLETE:
+            path = wacz_path(settings.output, outcome.target, [row], whole=False)
+            outcome = dataclasses.replace(outcome, wacz=write_wacz(catalog, [row], path))
+        return outcome
     finally:
         if own:
             catalog.close()

@@ -88,3 +88,4 @@ class CrawlOutcome:
     stop_reason: StopReason
     exit_code: ExitCode
     stats: dict[str, Any]  # this session's counters plus "totals" over all sessions
+    wacz: Path | None = None  # the package written when the crawl asked for one

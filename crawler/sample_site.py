@@ -7,16 +7,25 @@ responses, redirects and a redirect chain, a 404, a robots.txt Disallow, a gzipp
 a sitemap index, a calendar trap and a "CDN" on a second port. With ``bad=True`` it also serves
 misbehaving responses (truncated bodies, stalls, a gzip bomb, endless redirects, non-HTTP
 garbage, resets, a flaky 503) for robustness tests.
+
+Like a real CMS, static files and articles carry an ETag and Last-Modified and answer
+conditional requests with 304, while the person pages are generated without validators.
+Switches change the site between crawls: ``clock`` stamps articles with the time of each
+request (bytes change, the ETag does not), ``edited`` changes person pages, ``moved`` serves a
+page's bytes under a new address and redirects the old one there, ``validators`` turns
+conditional-request support off.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -47,6 +56,22 @@ class Reply:
     content_type: str | None = "text/html; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
     mode: str = "plain"  # plain | gzip | chunked | truncate | stall | garbage | reset
+    etag: str | None = None  # validators: the handler answers a matching condition with 304
+    last_modified: str | None = None
+
+
+LAST_MODIFIED = "Mon, 02 Nov 2026 10:00:00 GMT"
+
+
+def _static(reply: Reply) -> Reply:
+    """Give a reply the validators a web server sends for a static file."""
+    etag = '"' + hashlib.sha1(reply.body).hexdigest()[:16] + '"'
+    return replace(reply, etag=etag, last_modified=LAST_MODIFIED)
+
+
+def _image(path: str) -> bytes:
+    """Return a deterministic ~2 KB "image": real images are far above the dedup threshold."""
+    return PNG_1PX + hashlib.sha256(path.encode()).digest() * 64
 
 
 def _page(title: str, body: str, *, extra_head: str = "") -> bytes:
@@ -74,6 +99,10 @@ class SampleSiteContent:
     stall_seconds: float = 5.0
     latency: float = 0.0  # seconds each response is delayed (slow-server tests)
     delisted: set[int] = field(default_factory=set)  # persons served but no longer linked
+    edited: set[int] = field(default_factory=set)  # persons whose page text changed
+    moved: dict[str, str] = field(default_factory=dict)  # old path -> new path (301)
+    clock: bool = False  # articles show the time of each request
+    validators: bool = True  # send ETag/Last-Modified and answer conditions with 304
     hits: Counter[str] = field(default_factory=Counter)
 
     def name(self, n: int) -> str:
@@ -105,39 +134,54 @@ class SampleSiteContent:
     def respond(self, target: str) -> Reply:
         """Return the reply for a request target (path and query)."""
         parts = urlsplit(target)
-        path, query = unquote(parts.path), parse_qs(parts.query)
+        path = unquote(parts.path)
+        if path in self.moved:
+            return Reply(301, b"", None, (("Location", quote(self.moved[path])),))
+        source = next((old for old, new in self.moved.items() if new == path), path)
+        reply = self._route(source, parse_qs(parts.query))
+        if not self.validators:
+            reply = replace(reply, etag=None, last_modified=None)
+        return reply
+
+    def _route(self, path: str, query: dict[str, list[str]]) -> Reply:
+        """Return the reply for a path, before the moved-pages and validators switches."""
         if path == "/robots.txt":
             return Reply(200, b"User-agent: *\nDisallow: /private/\n"
                               b"Sitemap: /sitemap.xml\n", "text/plain")
         if path == "/":
             return Reply(200, self._home())
         if path == "/style.css":
-            return Reply(200, b'@import url("/print.css");\n'
+            return _static(Reply(200, b'@import url("/print.css");\n'
                               b"body { background: #fdfaf3 url('/img/bg.png') repeat-x; }\n"
                               b'@font-face { font-family: Archive; src: url("' +
                               f"{self.cdn}/lib/archive.woff2".encode() +
-                              b'") format("woff2"); }\n', "text/css")
+                              b'") format("woff2"); }\n', "text/css"))
         if path == "/print.css":
-            return Reply(200, b"@media print { nav { display: none } }\n", "text/css")
+            return _static(Reply(200, b"@media print { nav { display: none } }\n", "text/css"))
         if path == "/favicon.ico":
-            return Reply(200, PNG_1PX, "image/x-icon")
+            return _static(Reply(200, PNG_1PX, "image/x-icon"))
         if path.startswith("/img/") and path.endswith(".png"):
-            return Reply(200, PNG_1PX + path.encode(), "image/png")
+            return _static(Reply(200, _image(path), "image/png"))
         if path == "/about.html":
-            return Reply(200, _page("О проекте", "<h1>О проекте</h1><p>Архив памяти жертв "
-                                    "политического террора.</p>"))
+            return _static(Reply(200, _page("О проекте", "<h1>О проекте</h1><p>Архив памяти "
+                                            "жертв политического террора.</p>")))
         if path == "/articles/":
             items = "".join(f'<li><a href="{n}.html">Статья {n}</a></li>' for n in (1, 2, 3))
             return Reply(200, _page("Статьи", f"<h1>Статьи</h1><ul>{items}</ul>"))
         if path.startswith("/articles/") and path[10:-5] in ("1", "2", "3"):
             n = path[10:-5]
-            return Reply(200, _page(f"Статья {n}", f"<h1>Статья {n}</h1>"
-                                    f'<img src="/img/photo-320.png" srcset="/img/photo-320.png 1x,'
-                                    f' /img/photo-640.png 2x" alt="">'
-                                    f"<p>Текст статьи номер {n} о репрессиях 1937 года.</p>"
-                                    f'<p><a href="/docs/report.pdf">Доклад (PDF)</a></p>'))
+            article = _static(Reply(200, _page(
+                f"Статья {n}", f"<h1>Статья {n}</h1>"
+                f'<img src="/img/photo-320.png" srcset="/img/photo-320.png 1x,'
+                f' /img/photo-640.png 2x" alt="">'
+                f"<p>Текст статьи номер {n} о репрессиях 1937 года.</p>"
+                f'<p><a href="/docs/report.pdf">Доклад (PDF)</a></p>')))
+            if self.clock:  # a CMS footer: new bytes on every request, same ETag
+                stamp = f" · {datetime.now(UTC).isoformat()}</footer>".encode()
+                article = replace(article, body=article.body.replace(b"</footer>", stamp))
+            return article
         if path == "/docs/report.pdf":
-            return Reply(200, PDF_DOC, "application/pdf")
+            return _static(Reply(200, PDF_DOC, "application/pdf"))
         if path == "/persons/":
             return self._person_index(int((query.get("page") or ["1"])[0] or 1))
         if path.startswith("/persons/") and path.endswith(".html"):
@@ -147,7 +191,7 @@ class SampleSiteContent:
                     'charset=windows-1251"><title>Книга памяти</title></head><body>'
                     '<h1>Книга памяти</h1><p><a href="/поиск/Иванов.html">Поиск: Иванов</a>'
                     "</p></body></html>")
-            return Reply(200, html.encode("cp1251"), "text/html")
+            return _static(Reply(200, html.encode("cp1251"), "text/html"))
         if path == "/поиск/Иванов.html":
             return Reply(200, _page("Поиск", "<h1>Иванов</h1><p>Найдено: 1</p>"))
         if path == "/gzip.html":
@@ -216,9 +260,11 @@ class SampleSiteContent:
         if not ident.isdigit() or not 1 <= int(ident) <= self.persons:
             return Reply(404, _page("Не найдено", "<p>Нет такого человека.</p>"))
         n = int(ident)
+        fate = "Арестован в 1937 году." + (" Реабилитирован в 1989 году." if n in self.edited
+                                           else "")
         return Reply(200, _page(self.name(n), f"<h1>{self.name(n)}</h1>"
                                 f'<img src="/img/persons/{n}.png" alt="Портрет">'
-                                f"<p>Родился в 1900 году. Арестован в 1937 году.</p>"
+                                f"<p>Родился в 1900 году. {fate}</p>"
                                 f'<p><a href="/persons/?page={(n - 1) // self.per_page + 1}">'
                                 f"К списку</a></p>"))
 
@@ -296,6 +342,9 @@ class _Handler(BaseHTTPRequestHandler):
         reply = content.respond(self.path)
         if content.latency:
             time.sleep(content.latency)
+        if _not_modified(reply, self.headers.get("If-None-Match"),
+                         self.headers.get("If-Modified-Since")):
+            reply = replace(reply, status=304, body=b"", content_type=None, mode="plain")
         if reply.mode == "garbage":
             self.wfile.write(reply.body)
             self.close_connection = True
@@ -311,6 +360,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", reply.content_type)
         for name, value in reply.headers:
             self.send_header(name, value)
+        if reply.etag:
+            self.send_header("ETag", reply.etag)
+        if reply.last_modified:
+            self.send_header("Last-Modified", reply.last_modified)
+        if reply.status == 304:
+            self.end_headers()
+            return
         if reply.mode == "gzip":
             self.send_header("Content-Encoding", "gzip")
         if reply.mode == "chunked":
@@ -333,6 +389,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def _not_modified(reply: Reply, if_none_match: str | None, if_modified_since: str | None) -> bool:
+    """Return True if a conditional request matches the reply's validators (RFC 9110 §13.2)."""
+    if reply.status != 200:
+        return False
+    if if_none_match is not None:
+        return reply.etag is not None and reply.etag in {t.strip() for t in
+                                                          if_none_match.split(",")}
+    return reply.last_modified is not None and if_modified_since == reply.last_modified
 
 
 class _Server(ThreadingHTTPServer):

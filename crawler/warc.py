@@ -12,11 +12,13 @@ Not thread-safe: one owner (the crawl's sink thread) calls it.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 import socket
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -287,8 +289,10 @@ class WarcWriter:
         keeps the HTTP head as received. With it (the server answered 304 to a conditional
         request): the profile is server-not-modified and the revisit carries the original's
         status line and headers, because pywb and ReplayWeb.page replay only that shape
-        (DESIGN.md §4); the 304 head the server actually sent follows in a metadata record
-        (``application/http``, WARC-Concurrent-To the revisit) as evidence.
+        (DESIGN.md §4); the 304 head the server actually sent follows as evidence in a
+        metadata record (WARC-Concurrent-To the revisit) of ``application/warc-fields``
+        (``http-status-line:`` and one ``http-header:`` per header line): as warc-fields it is
+        never indexed for replay by pywb or cdxj-indexer, so it cannot shadow the revisit.
         """
         writer = self._ensure_open()
         date = warc_date(result.started)
@@ -321,9 +325,12 @@ class WarcWriter:
         revisit_id = revisit.rec_headers.get_header("WARC-Record-ID")
         self._write_request(writer, result, date, revisit_id)
         if carried_head is not None:
+            lines = received.decode("latin-1").rstrip("\r\n").split("\r\n")
+            fields = [f"http-status-line: {lines[0]}", *(f"http-header: {h}" for h in lines[1:])]
+            block = ("\r\n".join(fields) + "\r\n").encode("latin-1")
             evidence = writer.create_warc_record(
-                result.url, "metadata", payload=io.BytesIO(received), length=len(received),
-                warc_content_type="application/http; msgtype=response",
+                result.url, "metadata", payload=io.BytesIO(block), length=len(block),
+                warc_content_type="application/warc-fields",
                 warc_headers_dict={"WARC-Date": date, "WARC-Concurrent-To": revisit_id})
             writer.write_record(evidence)
         assert self._file is not None
@@ -349,6 +356,19 @@ class WarcWriter:
         writer.write_record(request)
         assert self._file is not None
         self._file.flush()
+
+    def append_members(self, members: Iterable[tuple[IndexEntry, bytes]]) -> list[IndexEntry]:
+        """Copy complete records (gzip members read from other WARCs) unchanged into the
+        current file; return their entries with this file's name and their new offsets."""
+        self._ensure_open()
+        assert self._file is not None
+        placed = []
+        for entry, member in members:
+            placed.append(dataclasses.replace(entry, offset=self._tell(),
+                                              filename=self.current_name or ""))
+            self._file.write(member)
+        self._file.flush()
+        return placed
 
     def _write_failure(self, writer: WARCWriter, result: FetchResult) -> tuple[int, int]:
         """Record a failed fetch as a metadata record naming the failure."""

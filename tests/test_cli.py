@@ -29,7 +29,9 @@ def test_demo_runs_and_explains_replay(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["demo", "--output", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "complete (exit ok)" in result.stdout
-    assert "wb-manager" in result.stdout and "ReplayWeb.page" in result.stdout
+    assert f"crawler replay demo --output {tmp_path}" in result.stdout
+    (wacz,) = (tmp_path / "demo").glob("demo-*.wacz")
+    assert "ReplayWeb.page" in result.stdout and str(wacz) in result.stdout
     assert list((tmp_path / "demo").glob("*/warc/*.warc.gz"))
 
 

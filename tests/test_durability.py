@@ -155,3 +155,38 @@ def test_second_signal_exits_at_once_and_state_is_consistent(clean: set[str],
         site.content.latency = 0
         assert run([*CLI, "resume", "t", "--output", str(out), "--quiet"]) == 0
         check_after_resume(site, out, clean, tmp_path)
+
+
+def test_recrawl_killed_before_commit_resumes_with_its_revisits(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with SampleSite() as site:
+        assert run(archive_cmd(site, out)) == 0
+        time.sleep(1.1)  # the recrawl's timestamps differ from the first crawl's
+        assert run(archive_cmd(site, out), failpoint="before-commit:25",
+                   timeout=30) == -signal.SIGKILL
+        assert run([*CLI, "resume", "t", "--output", str(out), "--quiet"]) == 0
+        db = sqlite3.connect(out / "catalog.sqlite3")
+        try:
+            (second,) = db.execute("SELECT id FROM crawls ORDER BY id DESC LIMIT 1").fetchone()
+            rows = db.execute("SELECT url, record_type, refers_to, status FROM captures "
+                              "WHERE crawl=? AND final=1 AND record_type IS NOT NULL",
+                              (second,)).fetchall()
+        finally:
+            db.close()
+        assert len(rows) == len({r[0] for r in rows})  # each URL once
+        revisits = [r for r in rows if r[1] == "revisit"]
+        assert len(revisits) > 40 and all(r[2] is not None for r in revisits)
+        crawl_dirs = sorted((out / "t").glob("2*"))
+        records = read_records(sorted((crawl_dirs[1] / "warc").glob("*.warc.gz")))
+        assert Counter(r.type for r in records)["revisit"] == len(revisits)
+        warcs = [w for d in crawl_dirs for w in sorted((d / "warc").glob("*.warc.gz"))]
+        server, proc = start_pywb(tmp_path / "pywb", warcs,
+                                  [d / "indexes" / "index.cdxj" for d in crawl_dirs])
+        try:
+            for path in site.content.page_paths()[:12] + site.content.image_paths()[:6]:
+                got = server.get("2100", site.url.rstrip("/") + path, raw=True)  # the latest
+                assert got.status_code == 200, f"{path} does not replay"
+                assert got.content == site.content.respond(path).body
+        finally:
+            proc.terminate()
+            proc.wait(10)
