@@ -108,6 +108,17 @@ class _GzipMemberWriter(io.RawIOBase):
         self._zip = zlib.compressobj(self._level, zlib.DEFLATED, zlib.MAX_WBITS | 16)
 
 
+class _Writer(WARCWriter):
+    """warcio's writer, computing a payload digest only where it identifies content.
+
+    Responses get one (and dedup looks it up); a revisit copies its original's. A request's
+    payload is empty for a GET and a metadata record's is its whole block, so a payload digest
+    there says nothing the block digest does not, and costs ~50 bytes per record.
+    """
+
+    NO_PAYLOAD_DIGEST_TYPES = ("warcinfo", "revisit", "request", "metadata")
+
+
 class _RawHttpHead(StatusAndHeaders):
     """HTTP head whose bytes are fixed in advance, so warcio stores them exactly as given."""
 
@@ -204,8 +215,8 @@ class WarcWriter:
         self._serial += 1
         self._path = self.settings.directory / (name + OPEN_SUFFIX)
         self._file = open(self._path, "xb")  # noqa: SIM115 - closed in _close_file
-        self._writer = WARCWriter(_GzipMemberWriter(self._file, self.settings.compress_level),
-                                  gzip=False, warc_version="WARC/1.1")
+        self._writer = _Writer(_GzipMemberWriter(self._file, self.settings.compress_level),
+                               gzip=False, warc_version="WARC/1.1")
         self._write_warcinfo(name)
 
     def _write_warcinfo(self, filename: str) -> None:
