@@ -72,6 +72,9 @@ def summary_lines(outcome: CrawlOutcome) -> list[str]:
     if totals and totals["urls"] != st["fetched"] + st["failed"] + st["robots_blocked"]:
         lines.append(f"  whole crawl, all sessions: {totals['urls']} URLs, {totals['pages']} "
                      f"pages, {totals['failures']} failures, {_fmt_bytes(totals['bytes'])}")
+    if st.get("revisits"):
+        lines.append(f"  {st['revisits']} unchanged, stored as revisits of earlier records "
+                     f"({st['not_modified']} answered 304 Not Modified)")
     if st.get("recovered"):
         lines.append(f"  {st['recovered']} records written before an interruption were "
                      "entered from the WARCs")
@@ -81,4 +84,6 @@ def summary_lines(outcome: CrawlOutcome) -> list[str]:
     lines.append(f"  WARCs:  {outcome.directory / 'warc'} ({len(outcome.warcs)} file(s))")
     lines.append(f"  index:  {outcome.index}")
     lines.append(f"  pages:  {outcome.pages}")
+    if outcome.wacz:
+        lines.append(f"  WACZ:   {outcome.wacz}")
     return lines
