@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,6 +112,45 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE captures ADD COLUMN etag TEXT;           -- validators for the next crawl's
     ALTER TABLE captures ADD COLUMN last_modified TEXT;  -- conditional request
     CREATE INDEX captures_digest ON captures (digest) WHERE record_type = 'response';
+    """,
+    # 3 -> 4: takedown detection (see detect.py and diff.py)
+    """
+    ALTER TABLE captures ADD COLUMN class TEXT;          -- what happened to the URL (diff)
+    CREATE TABLE linked (                                -- keys linked from this crawl's pages
+        crawl INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        PRIMARY KEY (crawl, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE url_states (                            -- open negative states per URL
+        target TEXT NOT NULL,
+        key TEXT NOT NULL,
+        url TEXT NOT NULL,
+        class TEXT NOT NULL,
+        state TEXT NOT NULL,                             -- suspected | provisional | confirmed
+        since_crawl INTEGER NOT NULL,
+        since TEXT NOT NULL,
+        streak INTEGER NOT NULL,                         -- consecutive crawls in this class
+        PRIMARY KEY (target, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (                                -- state transitions, for reports
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        crawl INTEGER NOT NULL,
+        key TEXT NOT NULL,                               -- a URL key, or "host:<host>"
+        url TEXT NOT NULL,
+        class TEXT NOT NULL,
+        state TEXT NOT NULL,                             -- suspected|provisional|confirmed|
+                                                         -- recovered
+        at TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX events_target ON events (target, crawl);
+    CREATE TABLE crawl_classes (                         -- per crawl: URLs per class
+        crawl INTEGER NOT NULL,
+        class TEXT NOT NULL,
+        urls INTEGER NOT NULL,
+        PRIMARY KEY (crawl, class)
+    ) WITHOUT ROWID;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -413,6 +452,11 @@ class Catalog:
             "AND kind != 'robots' AND failure IS NOT 'out-of-scope' GROUP BY key",
             (target, before_pk))
 
+
+    def add_linked(self, crawl_pk: int, keys: Iterable[str]) -> None:
+        """Record that pages of this crawl link to ``keys`` (inside the caller's transaction)."""
+        self.db.executemany("INSERT OR IGNORE INTO linked (crawl, key) VALUES (?, ?)",
+                            ((crawl_pk, k) for k in keys))
 
     def dedup_original(self, target: str, crawl_pk: int, digest: str) -> StoredRecord | None:
         """Return the first archived response of ``target`` with this payload digest.

@@ -89,6 +89,7 @@ class Crawl:
         self._sitemap_hosts: set[str] = set()
         self._seed_hosts = {urls.host_of(s) for s in settings.seeds}
         self._pages_queued = self._count_pages_queued()
+        self._linked: set[str] = set()  # keys linked from this crawl's pages, recorded once
         self._log: CrawlLog | None = None
         self.store: Store | None = None
 
@@ -377,16 +378,25 @@ class Crawl:
             # A seed that redirects (http -> https, bare -> www) carries its scope with it.
             self.scope.add_seed(target)
             self._seed_hosts.add(urls.host_of(target))
-        self._offer(target, item.kind, item.depth, via=item.url, redirects=item.redirects + 1,
+        kind = item.kind
+        if kind is UrlKind.PAGE and not (self.scope.in_seed_scope(target) or any(
+                p.search(target) for p in self.settings.scope.include)):
+            kind = UrlKind.REQUISITE  # where a page now leads is evidence: fetch, crawl no further
+        self._offer(target, kind, item.depth, via=item.url, redirects=item.redirects + 1,
                     embeds=item.embeds, record_out_of_scope=True)
 
     def _queue_found(self, item: CrawlUrl, found: Extracted) -> None:
         """Queue links, requisites and sitemaps found in a document."""
         keys = found.keys
         if item.kind in (UrlKind.SEED, UrlKind.PAGE, UrlKind.SITEMAP):
+            linked = []
             for link in found.links:
-                self._offer(link, UrlKind.PAGE, item.depth + 1, via=item.url,
-                            key=keys.get(link))
+                key = keys.get(link) or urls.canonical_key(link)
+                self._offer(link, UrlKind.PAGE, item.depth + 1, via=item.url, key=key)
+                if item.kind is not UrlKind.SITEMAP and key not in self._linked:
+                    self._linked.add(key)  # for "delisted": still served, no longer linked
+                    linked.append(key)
+            self.catalog.add_linked(self.pk, linked)
         if item.kind is not UrlKind.SITEMAP:
             for link in found.requisites:
                 self._offer(link, UrlKind.REQUISITE, item.depth, via=item.url,

@@ -22,7 +22,7 @@ from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWar
 from charset_normalizer import from_bytes
 from lxml import etree
 
-from crawler import urls
+from crawler import pagetext, urls
 from crawler.models import Extracted
 
 log = logging.getLogger("crawler.extract")
@@ -222,20 +222,10 @@ def extract_from_html(text: str) -> tuple[Extracted, str | None]:
         if style:
             requisites.extend(u for u in map(_clean, css_urls(str(style))) if u)
     title = " ".join(soup.title.get_text(" ").split()) if soup.title else None
-    text = visible_text(soup)
+    lines = pagetext.page_lines(soup)  # main content without noise: see pagetext.py
     return Extracted(links=tuple(links), requisites=tuple(requisites), title=title or None,
-                     text_hash=hashlib.sha1(text.encode("utf-8")).hexdigest(),
-                     simhash=simhash(text)), base
-
-
-def visible_text(soup: BeautifulSoup) -> str:
-    """Return the page's visible text, whitespace-collapsed and case-folded (for diffing).
-
-    Removes script, style, noscript and template elements from ``soup``.
-    """
-    for tag in soup(["script", "style", "noscript", "template"]):
-        tag.decompose()
-    return " ".join(soup.get_text(" ").split()).casefold()
+                     text_hash=pagetext.text_hash(lines),
+                     simhash=simhash(" ".join(lines))), base
 
 
 def simhash(text: str, width: int = 3) -> int:

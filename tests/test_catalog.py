@@ -28,7 +28,7 @@ def test_migrates_an_older_schema_and_keeps_its_data(tmp_path: Path) -> None:
     db.commit()
     db.close()
     catalog = Catalog.open(tmp_path)
-    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert catalog.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     (crawl,) = catalog.crawls("memo")
     (capture,) = catalog.captures(crawl.pk)
