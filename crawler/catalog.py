@@ -403,7 +403,8 @@ class Catalog:
             "coalesce(sum(CASE WHEN failure IS NOT NULL AND failure NOT IN "
             "('robots','out-of-scope') THEN 1 ELSE 0 END), 0) AS failures, "
             "coalesce(sum(CASE WHEN failure='robots' THEN 1 ELSE 0 END), 0) AS robots "
-            "FROM captures WHERE crawl=? AND final=1", (pk,)).fetchone()
+            "FROM captures WHERE crawl=? AND final=1 AND kind IN "
+            "('seed', 'page', 'requisite', 'sitemap', 'robots')", (pk,)).fetchone()
         return {k: int(v) for k, v in dict(row).items()}
 
     # -- captures -------------------------------------------------------------------------
@@ -449,7 +450,8 @@ class Catalog:
         yield from self.db.execute(
             "SELECT url, key, min(kind) AS kind, min(depth) AS depth FROM captures "
             "WHERE crawl IN (SELECT id FROM crawls WHERE target=? AND id<?) "
-            "AND kind != 'robots' AND failure IS NOT 'out-of-scope' GROUP BY key",
+            "AND kind IN ('seed', 'page', 'requisite', 'sitemap') "
+            "AND failure IS NOT 'out-of-scope' GROUP BY key",
             (target, before_pk))
 
 

@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -22,16 +21,20 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from crawler import __version__, urls
+from crawler import __version__, cli_tools, urls
 from crawler.catalog import Catalog, CrawlRow, CrawlStatus
-from crawler.crawl import Crawl, CrawlOutcome, run_crawl
+from crawler.cli_tools import open_catalog as _catalog
+from crawler.crawl import Crawl, CrawlOutcome
 from crawler.errors import CrawlerError, ExitCode
 from crawler.fetcher import DEFAULT_USER_AGENT, FetchSettings
 from crawler.layout import target_is_locked
+from crawler.pagetext import TextRules
+from crawler.pipeline import TargetRun, run_target
 from crawler.progress import live_progress, summary_lines
+from crawler.report import summary_lines as report_lines
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
-from crawler.settings import CrawlSettings, DedupSettings, Limits, Politeness
+from crawler.settings import CrawlSettings, DedupSettings, DetectSettings, Limits, Politeness
 
 DEMO_PORT = 8737  # fixed, so that running the demo again is a recrawl of the same URLs
 FAILURE_CLASSES = ["dns", "refused", "tls", "timeout", "reset", "protocol", "connect", "other",
@@ -113,6 +116,16 @@ def _non_negative(ctx: click.Context, param: click.Parameter, value: Any) -> Any
     if value is not None and value < 0:
         raise click.BadParameter(f"must not be negative, not {value}")
     return value
+
+
+def _host_ip(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    pairs = []
+    for item in value:
+        host, sep, ip = item.rpartition(":")
+        if not sep or not host or not ip:
+            raise click.BadParameter(f"{item!r}: use HOST:IP")
+        pairs.append((host.strip("[]").lower(), ip.strip("[]")))
+    return tuple(pairs)
 
 
 def crawl_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -199,6 +212,22 @@ def cli() -> None:
               callback=_non_negative,
               help="Processes that parse HTML/CSS (0: parse in the main process).")
 @click.option("--operator", help="Who runs this crawl (written into warcinfo).")
+@click.option("--resolve", "resolve", multiple=True, metavar="HOST:IP", callback=_host_ip,
+              help="Connect to HOST at IP instead of asking DNS (repeatable), like curl's "
+                   "--resolve: for a site whose domain was seized or is blocked by DNS.")
+@click.option("--notify", "notify_urls", multiple=True, metavar="APPRISE_URL",
+              help="Tell this Apprise URL about takedown state changes (repeatable), e.g. "
+                   "mailtos://…, json://host/path, tgram://…")
+@click.option("--control-url", help="A URL outside the target, fetched when fetches fail: if it "
+              "fails too, our own network is down and the failures are not evidence.")
+@click.option("--ignore-text", type=RegexType(), multiple=True,
+              help="Regex removed from page text before comparing crawls (repeatable).")
+@click.option("--ignore-selector", multiple=True, metavar="CSS",
+              help="Elements removed before comparing crawls, e.g. '.banner' (repeatable).")
+@click.option("--recheck", type=int, default=2, show_default=True, callback=_non_negative,
+              help="Fetch each suspected takedown again this many times to confirm it.")
+@click.option("--recheck-spacing", type=DurationType(), default="2", show_default=True,
+              help="Time between those fetches.")
 @crawl_options
 def archive(seeds: tuple[str, ...], **opts: Any) -> None:
     """Crawl SEEDS and write WARCs, a CDXJ index and a page list under --output.
@@ -311,7 +340,8 @@ def _settings_from_options(seeds: tuple[str, ...], opts: dict[str, Any]) -> Craw
                               delay=opts["delay"], retries=opts["retries"]),
         fetch=FetchSettings(user_agent=opts["user_agent"], read_timeout=opts["timeout"],
                             max_body_bytes=opts["max_body"], verify_tls=opts["verify_tls"],
-                            max_connections=max(opts["concurrency"], 1)),
+                            max_connections=max(opts["concurrency"], 1),
+                            resolve=opts["resolve"]),
         robots=RobotsPolicy(opts["robots"]),
         warc_size=opts["warc_size"],
         sitemaps=not opts["no_sitemaps"],
@@ -319,6 +349,11 @@ def _settings_from_options(seeds: tuple[str, ...], opts: dict[str, Any]) -> Craw
         operator=opts["operator"],
         dedup=_dedup_settings(opts),
         wacz=opts["wacz"],
+        detect=DetectSettings(
+            rules=TextRules(ignore_selectors=tuple(opts["ignore_selector"]),
+                            ignore_patterns=tuple(opts["ignore_text"])),
+            recheck_probes=opts["recheck"], recheck_spacing=opts["recheck_spacing"],
+            control_url=opts["control_url"], notify=tuple(opts["notify_urls"])),
     )
 
 
@@ -378,24 +413,35 @@ def _run(settings: CrawlSettings, *, quiet: bool, as_json: bool,
     if resume is not None and not quiet and not as_json:
         click.echo(f"Resuming crawl {resume.target}/{resume.crawl_id}", err=True)
     try:
-        outcome = asyncio.run(_crawl_with_ui(settings, console, resume=resume,
-                                             show_progress=console.is_terminal and not quiet
-                                             and not as_json))
+        run = asyncio.run(_crawl_with_ui(settings, console, resume=resume,
+                                         show_progress=console.is_terminal and not quiet
+                                         and not as_json))
     except CrawlerError as exc:
         click.echo(f"crawler: error: {exc}", err=True)
         return int(exc.exit_code)
+    outcome = run.outcome
     if as_json:
-        click.echo(json.dumps(_outcome_json(outcome), indent=2, ensure_ascii=False))
+        data = _outcome_json(outcome)
+        data["exit_status"], data["exit_code"] = run.exit_code.name.lower(), int(run.exit_code)
+        if run.report is not None and run.report_paths is not None:
+            data["takedown"] = {"report": str(run.report_paths[0]),
+                                "html": str(run.report_paths[1]),
+                                "summary": run.report["summary"], "events": run.report["events"]}
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     elif not quiet:
         for line in summary_lines(outcome):
             click.echo(line)
+        if run.report is not None and run.report_paths is not None:
+            for line in report_lines(run.report):
+                click.echo(line)
+            click.echo(f"  report: {run.report_paths[1]}")
         if replay_help:
             click.echo(replay_instructions(outcome))
-    return int(outcome.exit_code)
+    return int(run.exit_code)
 
 
 async def _crawl_with_ui(settings: CrawlSettings, console: Console, *,
-                         show_progress: bool, resume: CrawlRow | None = None) -> CrawlOutcome:
+                         show_progress: bool, resume: CrawlRow | None = None) -> TargetRun:
     """Run the crawl; first SIGINT/SIGTERM stops gracefully, a second exits at once."""
     loop = asyncio.get_running_loop()
     box: list[Crawl] = []
@@ -414,8 +460,8 @@ async def _crawl_with_ui(settings: CrawlSettings, console: Console, *,
     try:
         if show_progress:
             async with live_progress(console, box):
-                return await run_crawl(settings, resume=resume, on_start=box.append)
-        return await run_crawl(settings, resume=resume, on_start=box.append)
+                return await run_target(settings, resume=resume, on_start=box.append)
+        return await run_target(settings, resume=resume, on_start=box.append)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -453,20 +499,6 @@ How to replay it:
 """
 
 
-@contextlib.contextmanager
-def _catalog(output: Path) -> Iterator[Catalog]:
-    """Open the catalog of an archive root, turning errors into a clean exit."""
-    try:
-        catalog = Catalog.open(output)
-    except CrawlerError as exc:
-        click.echo(f"crawler: error: {exc}", err=True)
-        sys.exit(int(exc.exit_code))
-    try:
-        yield catalog
-    finally:
-        catalog.close()
-
-
 def crawl_report(catalog: Catalog, output: Path, target: str | None) -> dict[str, list[dict[
         str, Any]]]:
     """Return target -> crawls with their totals and state (for `crawler status`)."""
@@ -493,70 +525,8 @@ def _setup_logging(console: Console, quiet: bool) -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-@cli.command()
-@click.argument("target")
-@click.option("--crawl", "crawl_id", help="Package only this crawl (default: every crawl).")
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("archives"), show_default=True, help="Archive root.")
-@click.option("--file", "dest", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the WACZ (default: OUTPUT/TARGET/TARGET-….wacz).")
-def wacz(target: str, crawl_id: str | None, output: Path, dest: Path | None) -> None:
-    """Package TARGET's crawls (or one) as a WACZ 1.1.1 file for ReplayWeb.page and pywb.
-
-    A crawl whose revisits refer to earlier crawls gets copies of those original records,
-    so the package replays on its own.
-    """
-    from crawler.wacz import packable, wacz_path, write_wacz
-
-    with _catalog(output) as catalog:
-        crawls = catalog.crawls(target)
-        if crawl_id is not None:
-            crawls = [c for c in crawls if c.crawl_id == crawl_id]
-        else:
-            crawls = [c for c in crawls if packable(c)]
-        if not crawls:
-            click.echo(f"crawler: no {'crawl ' + crawl_id if crawl_id else 'finished crawl'} "
-                       f"of {target} under {output}", err=True)
-            sys.exit(int(ExitCode.CONFIG))
-        try:
-            path = write_wacz(catalog, crawls, dest or wacz_path(
-                output, target, crawls, whole=crawl_id is None))
-        except CrawlerError as exc:
-            click.echo(f"crawler: error: {exc}", err=True)
-            sys.exit(int(exc.exit_code))
-    click.echo(str(path))
-
-
-@cli.command()
-@click.argument("target", required=False)
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("archives"), show_default=True, help="Archive root.")
-@click.option("--port", type=int, default=8080, show_default=True, callback=_positive)
-def replay(target: str | None, output: Path, port: int) -> None:
-    """Serve TARGET's crawls (or every target's) through pywb on 127.0.0.1 until Ctrl-C.
-
-    pywb runs from its own virtual environment: $PYWB_VENV, ./.venv-pywb or
-    ~/.local/share/crawler/pywb-venv, created there on first use.
-    """
-    from crawler.replay import build_collections, pywb_bin, start_wayback
-
-    try:
-        with _catalog(output) as catalog:
-            targets = [target] if target else sorted({c.target for c in catalog.crawls()})
-            root = build_collections(catalog, output, targets)
-        proc = start_wayback(root, port, pywb_bin(log=lambda m: click.echo(m, err=True)))
-    except CrawlerError as exc:
-        click.echo(f"crawler: error: {exc}", err=True)
-        sys.exit(int(exc.exit_code))
-    for name in targets:
-        click.echo(f"Replaying {name}: http://127.0.0.1:{port}/{name}/  "
-                   f"(a page: http://127.0.0.1:{port}/{name}/*/<original URL>)")
-    click.echo("Press Ctrl-C to stop.", err=True)
-    try:
-        proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(10)
+for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -17,6 +17,10 @@ class UrlKind(StrEnum):
     REQUISITE = "requisite"  # image, CSS, script, font, iframe... needed to render a page
     SITEMAP = "sitemap"  # sitemap or sitemap index
     ROBOTS = "robots"  # robots.txt
+    # Fetched after the crawl by takedown detection (evidence, never crawled from):
+    PROBE = "probe"  # a random URL beside changed pages: what the site's not-found looks like
+    RECHECK = "recheck"  # a suspected URL fetched again to confirm what happened to it
+    CONTROL = "control"  # the control URL: is our own network down?
 
 
 class FailureKind(StrEnum):

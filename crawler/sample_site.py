@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from crawler.takedown_sim import BLOCK_TEXT, Takedown
+
 PERSON_NAMES = [
     "Иванов Иван Петрович", "Смирнова Анна Сергеевна", "Кузнецов Павел Ильич",
     "Попова Мария Андреевна", "Соколов Николай Фёдорович", "Лебедева Ольга Ивановна",
@@ -103,6 +105,7 @@ class SampleSiteContent:
     moved: dict[str, str] = field(default_factory=dict)  # old path -> new path (301)
     clock: bool = False  # articles show the time of each request
     validators: bool = True  # send ETag/Last-Modified and answer conditions with 304
+    takedown: Takedown = field(default_factory=Takedown)  # scenario switches (takedown_sim)
     hits: Counter[str] = field(default_factory=Counter)
 
     def name(self, n: int) -> str:
@@ -141,7 +144,7 @@ class SampleSiteContent:
         reply = self._route(source, parse_qs(parts.query))
         if not self.validators:
             reply = replace(reply, etag=None, last_modified=None)
-        return reply
+        return self.takedown.apply(path, reply, _page)
 
     def _route(self, path: str, query: dict[str, list[str]]) -> Reply:
         """Return the reply for a path, before the moved-pages and validators switches."""
@@ -482,6 +485,8 @@ class _CdnHandler(_Handler):
             self.server.requests.append(self.path)  # type: ignore[attr-defined]
         if path == "/robots.txt":
             body, ctype, status = b"User-agent: *\nAllow: /\n", "text/plain", 200
+        elif path == "/blocked.html":  # where a blocked site's URLs may be redirected
+            body, ctype, status = _page("Доступ ограничен", BLOCK_TEXT), "text/html", 200
         elif path in ("/lib/banner.png", "/lib/archive.woff2"):
             body = PNG_1PX if path.endswith(".png") else b"wOF2fakefont"
             ctype = "image/png" if path.endswith(".png") else "font/woff2"

@@ -11,6 +11,7 @@ from typing import Any
 
 from crawler import urls
 from crawler.fetcher import FetchSettings
+from crawler.pagetext import DEFAULT_RULES, TextRules
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 
@@ -48,6 +49,19 @@ class DedupSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DetectSettings:
+    """How a target's crawls are compared and when a change becomes an alert (diff.py)."""
+
+    rules: TextRules = DEFAULT_RULES  # what of a page's text is noise
+    recheck_probes: int = 2  # fetch a suspected URL again this many times after the crawl
+    recheck_spacing: float = 2.0  # seconds between those fetches
+    confirm_runs: int = 2  # or: consecutive crawls in one class that confirm it
+    control_url: str | None = None  # fetched when fetches failed: is our own network down?
+    max_probe_dirs: int = 50  # soft-404 probes (random URLs beside changed pages) per crawl
+    notify: tuple[str, ...] = ()  # Apprise URLs told about state changes
+
+
+@dataclass(frozen=True, slots=True)
 class CrawlSettings:
     """Everything one crawl needs; built by the CLI (or, later, from a target config)."""
 
@@ -66,6 +80,7 @@ class CrawlSettings:
     operator: str | None = None  # who ran the crawl, for warcinfo
     dedup: DedupSettings = field(default_factory=DedupSettings)
     wacz: bool = False  # package the crawl as <target>-<crawl-id>.wacz when it completes
+    detect: DetectSettings = field(default_factory=DetectSettings)
 
     def target_name(self) -> str:
         """Return the target name, derived from the first seed when not given."""
@@ -89,9 +104,24 @@ class CrawlSettings:
         values.update(
             seeds=tuple(data["seeds"]), output=Path(data["output"]),
             scope=ScopeRules(**scope), limits=Limits(**data["limits"]),
-            politeness=Politeness(**data["politeness"]), fetch=FetchSettings(**data["fetch"]),
-            robots=RobotsPolicy(data["robots"]), dedup=DedupSettings(**data.get("dedup", {})))
+            politeness=Politeness(**data["politeness"]),
+            fetch=FetchSettings(**{**data["fetch"], "resolve": tuple(
+                tuple(pair) for pair in data["fetch"].get("resolve", ()))}),
+            robots=RobotsPolicy(data["robots"]), dedup=DedupSettings(**data.get("dedup", {})),
+            detect=_detect_from_json(data.get("detect")))
         return cls(**values)
+
+
+def _detect_from_json(data: dict[str, Any] | None) -> DetectSettings:
+    """Rebuild detection settings saved by ``to_json`` (absent in crawls of older versions)."""
+    if not data:
+        return DetectSettings()
+    rules = data.get("rules") or {}
+    return DetectSettings(
+        rules=TextRules(ignore_selectors=tuple(rules.get("ignore_selectors", ())),
+                        ignore_patterns=tuple(re.compile(p) for p in
+                                              rules.get("ignore_patterns", ()))),
+        **{k: tuple(v) if k == "notify" else v for k, v in data.items() if k != "rules"})
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,140 @@
+"""The commands that work on what is archived: `crawler wacz`, `replay` and `diff`.
+
+Registered on the main group by ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crawler.catalog import Catalog
+from crawler.errors import CrawlerError, ExitCode
+
+
+@contextlib.contextmanager
+def open_catalog(output: Path) -> Iterator[Catalog]:
+    """Open the catalog of an archive root, turning errors into a clean exit."""
+    try:
+        catalog = Catalog.open(output)
+    except CrawlerError as exc:
+        click.echo(f"crawler: error: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
+    try:
+        yield catalog
+    finally:
+        catalog.close()
+
+
+def _port(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if not 0 < value < 65536:
+        raise click.BadParameter("must be a TCP port (1-65535)")
+    return value
+
+
+@click.command()
+@click.argument("target")
+@click.option("--crawl", "crawl_id", help="Package only this crawl (default: every crawl).")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("archives"), show_default=True, help="Archive root.")
+@click.option("--file", "dest", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the WACZ (default: OUTPUT/TARGET/TARGET-….wacz).")
+def wacz(target: str, crawl_id: str | None, output: Path, dest: Path | None) -> None:
+    """Package TARGET's crawls (or one) as a WACZ 1.1.1 file for ReplayWeb.page and pywb.
+
+    A crawl whose revisits refer to earlier crawls gets copies of those original records,
+    so the package replays on its own.
+    """
+    from crawler.wacz import packable, wacz_path, write_wacz
+
+    with open_catalog(output) as catalog:
+        crawls = catalog.crawls(target)
+        if crawl_id is not None:
+            crawls = [c for c in crawls if c.crawl_id == crawl_id]
+        else:
+            crawls = [c for c in crawls if packable(c)]
+        if not crawls:
+            click.echo(f"crawler: no {'crawl ' + crawl_id if crawl_id else 'finished crawl'} "
+                       f"of {target} under {output}", err=True)
+            sys.exit(int(ExitCode.CONFIG))
+        try:
+            path = write_wacz(catalog, crawls, dest or wacz_path(
+                output, target, crawls, whole=crawl_id is None))
+        except CrawlerError as exc:
+            click.echo(f"crawler: error: {exc}", err=True)
+            sys.exit(int(exc.exit_code))
+    click.echo(str(path))
+
+
+@click.command()
+@click.argument("target", required=False)
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("archives"), show_default=True, help="Archive root.")
+@click.option("--port", type=int, default=8080, show_default=True, callback=_port)
+def replay(target: str | None, output: Path, port: int) -> None:
+    """Serve TARGET's crawls (or every target's) through pywb on 127.0.0.1 until Ctrl-C.
+
+    pywb runs from its own virtual environment: $PYWB_VENV, ./.venv-pywb or
+    ~/.local/share/crawler/pywb-venv, created there on first use.
+    """
+    from crawler.replay import build_collections, pywb_bin, start_wayback
+
+    try:
+        with open_catalog(output) as catalog:
+            targets = [target] if target else sorted({c.target for c in catalog.crawls()})
+            root = build_collections(catalog, output, targets)
+        proc = start_wayback(root, port, pywb_bin(log=lambda m: click.echo(m, err=True)))
+    except CrawlerError as exc:
+        click.echo(f"crawler: error: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
+    for name in targets:
+        click.echo(f"Replaying {name}: http://127.0.0.1:{port}/{name}/  "
+                   f"(a page: http://127.0.0.1:{port}/{name}/*/<original URL>)")
+    click.echo("Press Ctrl-C to stop.", err=True)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(10)
+
+
+@click.command()
+@click.argument("target")
+@click.option("--from", "from_id", help="Compare with this crawl (default: the one before).")
+@click.option("--to", "to_id", help="The crawl to check (default: the latest).")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("archives"), show_default=True, help="Archive root.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def diff(target: str, from_id: str | None, to_id: str | None, output: Path,
+         as_json: bool) -> None:
+    """Compare two crawls of TARGET from the catalog: what happened to every URL.
+
+    Offline: nothing is fetched and no state changes; the probes and rechecks of the crawl
+    (if it ran them) are used. Each URL is compared with its last good capture.
+    """
+    from crawler import report
+    from crawler.diff import compare
+
+    with open_catalog(output) as catalog:
+        crawls = catalog.crawls(target)
+        after = next((c for c in crawls if c.crawl_id == to_id), None) if to_id else (
+            crawls[-1] if crawls else None)
+        before = next((c for c in crawls if c.crawl_id == from_id), None) if from_id else None
+        if after is None or (from_id and before is None):
+            click.echo(f"crawler: no such crawl of {target} under {output}", err=True)
+            sys.exit(int(ExitCode.CONFIG))
+        comparison = compare(catalog, after, before=before)
+        data = report.build(catalog, comparison, [])
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    for line in report.summary_lines(data)[:1]:
+        click.echo(line)
+    for finding in data["findings"]:
+        click.echo(f"  {finding['class']:22} {finding['url']}  {finding['detail']}")

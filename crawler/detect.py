@@ -1,0 +1,313 @@
+"""What happened to a URL between its last good capture and now: one class, with evidence.
+
+The taxonomy of DESIGN.md §5. ``classify`` is pure: everything it needs about the crawl as a
+whole (the text of pages, redirect landings, soft-404 probes, URLs collapsing onto one body,
+links, whether our own network was down) comes in through ``Context``, which ``diff.py``
+builds from the catalog and the WARCs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import urljoin, urlsplit
+
+from crawler import urls
+
+
+class Cls(StrEnum):
+    """The classes, from harmless to takedown."""
+
+    UNCHANGED = "unchanged"
+    NOT_MODIFIED = "not-modified"
+    SEMANTIC = "semantically-unchanged"
+    EDITED = "edited"
+    NEW = "new"
+    MOVED = "moved"
+    NOT_CHECKED = "not-checked"  # not fetched this time (robots, scope, a limit)
+    FORBIDDEN = "forbidden"
+    BOT_WALL = "bot-wall"
+    RATE_LIMITED = "rate-limited"
+    NETWORK_DOWN = "own-network-down"
+    PARTIAL = "partial-removal"
+    REPLACED = "replaced"
+    DELISTED = "delisted"
+    REMOVED = "removed"
+    SOFT_404 = "soft-404"
+    REDIRECT_HOME = "redirect-home"
+    REDIRECT_AWAY = "redirect-away"
+    LEGAL = "legal-block"
+    BLOCK_PAGE = "block-page"
+    SERVER_ERROR = "server-error"
+    DNS = "unreachable-dns"
+    REFUSED = "unreachable-refused"
+    TLS = "unreachable-tls"
+    TIMEOUT = "unreachable-timeout"
+    UNREACHABLE = "unreachable-other"
+
+
+# Classes that may mean a takedown: tracked per URL, confirmed, alerted on.
+NEGATIVE = frozenset({Cls.PARTIAL, Cls.REPLACED, Cls.DELISTED, Cls.REMOVED, Cls.SOFT_404,
+                      Cls.REDIRECT_HOME, Cls.REDIRECT_AWAY, Cls.LEGAL, Cls.BLOCK_PAGE,
+                      Cls.SERVER_ERROR, Cls.DNS, Cls.REFUSED, Cls.TLS, Cls.TIMEOUT,
+                      Cls.UNREACHABLE})
+# Classes that say nothing about the page (not evidence): an open state neither advances nor
+# recovers on them.
+NEUTRAL = frozenset({Cls.NOT_CHECKED, Cls.NETWORK_DOWN, Cls.FORBIDDEN, Cls.BOT_WALL,
+                     Cls.RATE_LIMITED})
+_NETWORK = {"dns": Cls.DNS, "refused": Cls.REFUSED, "tls": Cls.TLS, "timeout": Cls.TIMEOUT,
+            "reset": Cls.UNREACHABLE, "protocol": Cls.UNREACHABLE, "connect": Cls.UNREACHABLE,
+            "other": Cls.UNREACHABLE}
+
+BLOCK_MARKERS = (
+    "доступ ограничен", "доступ к ресурсу ограничен", "доступ к информационному ресурсу",
+    "ресурс заблокирован", "сайт заблокирован", "страница заблокирована",
+    "заблокирован по решению", "заблокирован на основании", "роскомнадзор", "реестр запрещ",
+    "eais.rkn.gov.ru", "blocklist.rkn.gov.ru", "access to this resource has been restricted",
+    "access to this website has been restricted", "this site has been blocked",
+    "this website has been blocked", "this page has been blocked", "blocked by court order",
+    "blocked by order of", "unavailable for legal reasons", "this domain has been seized",
+)
+BOT_MARKERS = ("just a moment", "checking your browser", "cf-chl", "captcha",
+               "verify you are human", "ddos-guard", "attention required",
+               "проверка браузера", "вы не робот")
+
+
+@dataclass(frozen=True, slots=True)
+class Snap:
+    """One capture as the diff sees it (a row of the catalog)."""
+
+    capture: int
+    crawl: int
+    url: str
+    key: str
+    kind: str
+    fetched_at: str
+    status: int | None
+    failure: str | None
+    mime: str | None
+    location: str | None
+    digest: str | None
+    text_hash: str | None
+    record_type: str | None
+    record_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """The class of one URL and the evidence for it."""
+
+    url: str
+    key: str
+    cls: Cls
+    before: Snap | None
+    after: Snap | None
+    detail: str = ""
+    removed: tuple[str, ...] = ()  # lines (names, rows, links) gone from the page
+    added: tuple[str, ...] = ()
+    strong: bool = False  # a single capture is enough to alert (451, 410, block page)
+
+
+@dataclass
+class Context:
+    """What classification needs to know beyond two captures (see ``diff.py``)."""
+
+    lines: Callable[[Snap], list[str] | None]  # normalized text of an HTML capture
+    landing: Callable[[Snap], Snap | None]  # where a redirect (chain) ends, in this crawl
+    blocked_by: Callable[[Snap], str | None] = lambda snap: None  # 451 Link rel=blocked-by
+    soft_404: Callable[[Snap], bool] = lambda snap: False  # body equals a probe's not-found
+    collapsed: frozenset[str] = frozenset()  # text hashes many formerly distinct URLs share
+    linked_before: frozenset[str] = frozenset()
+    linked_now: frozenset[str] = frozenset()
+    network_down: bool = False
+    seeds: frozenset[str] = field(default_factory=frozenset)
+
+
+def classify(before: Snap | None, after: Snap | None, ctx: Context) -> Finding:
+    """Return what happened to a URL from ``before`` (last good capture) to ``after``."""
+    if after is None:
+        assert before is not None
+        return Finding(before.url, before.key, Cls.NOT_CHECKED, before, None, "not fetched")
+    if before is None:
+        return Finding(after.url, after.key, Cls.NEW, None, after)
+    found = _classify(before, after, ctx)
+    if found.cls in (Cls.UNCHANGED, Cls.NOT_MODIFIED, Cls.SEMANTIC, Cls.EDITED) and \
+            before.key in ctx.linked_before and before.key not in ctx.linked_now and \
+            before.key not in ctx.seeds and after.kind == "page":
+        return Finding(after.url, after.key, Cls.DELISTED, before, after,
+                       f"still served ({found.cls.value}), no longer linked from the site")
+    return found
+
+
+def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
+    def result(cls: Cls, detail: str = "", **extra: object) -> Finding:
+        return Finding(after.url, after.key, cls, before, after, detail, **extra)  # type: ignore[arg-type]
+
+    if after.failure in ("robots", "out-of-scope"):
+        return result(Cls.NOT_CHECKED, after.failure)
+    status = after.status or 0
+    if not _good(before):  # it never served content: did it at least stay the same?
+        if (before.status, before.location, before.failure) == (
+                after.status, after.location, after.failure):
+            return result(Cls.UNCHANGED, f"still {status or after.failure}")
+        if 200 <= status < 300:
+            return result(Cls.NEW, f"now served (was {before.status or before.failure})")
+    if after.failure in _NETWORK and after.status is None:
+        if ctx.network_down:
+            return result(Cls.NETWORK_DOWN, "the control URL failed too: not evidence")
+        return result(_NETWORK[after.failure], after.failure)
+    if status == 451:
+        blocker = ctx.blocked_by(after)
+        return result(Cls.LEGAL, f"451, blocked by {blocker}" if blocker else "451",
+                      strong=True)
+    if status in (404, 410):
+        return result(Cls.REMOVED, str(status), strong=status == 410)
+    if status == 429:
+        return result(Cls.RATE_LIMITED, "429")
+    if status == 403:
+        lines = ctx.lines(after) or []
+        bot = any(m in line for line in lines for m in BOT_MARKERS)
+        return result(Cls.BOT_WALL if bot else Cls.FORBIDDEN, "403")
+    if status >= 500:
+        return result(Cls.SERVER_ERROR, str(status))
+    if status == 304 and after.record_type == "revisit":
+        return result(Cls.NOT_MODIFIED)
+    if 300 <= status < 400:
+        return _redirect(before, after, ctx, result)
+    if not 200 <= status < 300:
+        return result(Cls.EDITED, f"status {before.status} -> {status}")
+    if after.digest and after.digest == before.digest:
+        return result(Cls.UNCHANGED)
+    return _content(before, after, ctx, result)
+
+
+def _good(snap: Snap) -> bool:
+    """Return True if a capture served content (2xx, or a 304 revisit of it)."""
+    status = snap.status or 0
+    return 200 <= status < 300 or (status == 304 and snap.record_type == "revisit")
+
+
+def _redirect(before: Snap, after: Snap, ctx: Context, result: Callable[..., Finding],
+              ) -> Finding:
+    """Classify a redirect by where it leads and what is there."""
+    target = urljoin(after.url, after.location or "")
+    landing = ctx.landing(after)
+    landing_lines = ctx.lines(landing) if landing is not None else None
+    if landing_lines and _blocked(landing_lines):
+        return result(Cls.BLOCK_PAGE, f"redirects to a block page at {target}", strong=True)
+    if _away(after.url, target):
+        return result(Cls.REDIRECT_AWAY, f"redirects to {target}")
+    path = urlsplit(target).path or "/"
+    section = urlsplit(after.url).path.rsplit("/", 1)[0] + "/"
+    if path == "/" or (path == section and section != urlsplit(after.url).path):
+        return result(Cls.REDIRECT_HOME, f"redirects to {target}")
+    if landing is not None and landing.status and 200 <= landing.status < 300:
+        same = (landing.digest and landing.digest == before.digest) or (
+            landing.text_hash and landing.text_hash == before.text_hash)
+        old = ctx.lines(before)
+        if same or (old is not None and landing_lines is not None
+                    and _similarity(old, landing_lines) >= 0.8):
+            return result(Cls.MOVED, f"moved to {target}")
+        return result(Cls.REPLACED, f"redirects to different content at {target}")
+    return result(Cls.MOVED, f"redirects to {target} (not captured)")
+
+
+def _content(before: Snap, after: Snap, ctx: Context, result: Callable[..., Finding],
+             ) -> Finding:
+    """Classify a 200 whose bytes changed."""
+    new = ctx.lines(after)
+    if new is None:  # not HTML: bytes changed, nothing more to say
+        return result(Cls.EDITED, "content changed")
+    if _blocked(new):
+        return result(Cls.BLOCK_PAGE, "block page text", strong=True)
+    if ctx.soft_404(after):
+        return result(Cls.SOFT_404, "same page as a random URL beside it")
+    if after.text_hash and after.text_hash in ctx.collapsed:
+        return result(Cls.BLOCK_PAGE, "many pages now serve one identical body")
+    old = ctx.lines(before) or []
+    if old == new:
+        return result(Cls.SEMANTIC)
+    removed, added = _line_changes(old, new)
+    old_chars = sum(map(len, old)) or 1
+    new_chars = sum(map(len, new))
+    gone, came = sum(map(len, removed)), sum(map(len, added))
+    if new_chars < 0.3 * old_chars and _similarity(old, new) < 0.5:
+        return result(Cls.REPLACED, f"text shrank from {old_chars} to {new_chars} characters",
+                      removed=tuple(removed[:200]), added=tuple(added[:50]))
+    if gone and gone >= 2 * came and gone >= 0.05 * old_chars:
+        return result(Cls.PARTIAL, f"{len(removed)} lines removed, {len(added)} added",
+                      removed=tuple(removed[:200]), added=tuple(added[:50]))
+    return result(Cls.EDITED, f"{len(removed)} lines removed, {len(added)} added",
+                  removed=tuple(removed[:200]), added=tuple(added[:50]))
+
+
+def _line_changes(old: list[str], new: list[str]) -> tuple[list[str], list[str]]:
+    """Return the lines only in ``old`` and only in ``new``, in order."""
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    removed: list[str] = []
+    added: list[str] = []
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op in ("delete", "replace"):
+            removed.extend(old[i1:i2])
+        if op in ("insert", "replace"):
+            added.extend(new[j1:j2])
+    return removed, added
+
+
+def _similarity(old: list[str], new: list[str]) -> float:
+    return difflib.SequenceMatcher(None, old, new, autojunk=False).ratio()
+
+
+def _blocked(lines: list[str]) -> bool:
+    """Return True if a page's text carries a known block-page phrase."""
+    text = " ".join(lines)
+    return any(marker in text for marker in BLOCK_MARKERS)
+
+
+def _away(url: str, target: str) -> bool:
+    """Return True if a redirect leaves the site (another registrable domain; for IP hosts
+    and single-label names, another host or port)."""
+    a, b = urlsplit(url), urlsplit(target)
+    if not b.netloc or a.netloc == b.netloc:
+        return False
+    dom_a, dom_b = urls.registered_domain(a.hostname or ""), urls.registered_domain(
+        b.hostname or "")
+    if dom_a and dom_b and "." in dom_a and not dom_a.replace(".", "").isdigit():
+        return dom_a != dom_b
+    return (a.hostname, a.port) != (b.hostname, b.port)
+
+
+@dataclass(frozen=True, slots=True)
+class HostEvent:
+    """Most URLs of one host share one negative class: reported as one event."""
+
+    host: str
+    cls: Cls
+    urls: int
+    of: int
+    since: str
+
+
+def roll_up(findings: list[Finding], *, share: float = 0.6, minimum: int = 3,
+            ) -> list[HostEvent]:
+    """Return host-level events: a host where ``share`` of its compared URLs have one
+    negative class."""
+    by_host: dict[str, list[Finding]] = {}
+    for f in findings:
+        if f.cls not in (Cls.NEW, Cls.NOT_CHECKED):
+            by_host.setdefault(urls.host_of(f.url), []).append(f)
+    events = []
+    for host, group in sorted(by_host.items()):
+        counts: dict[Cls, int] = {}
+        for f in group:
+            if f.cls in NEGATIVE or f.cls is Cls.NETWORK_DOWN:
+                counts[f.cls] = counts.get(f.cls, 0) + 1
+        if not counts:
+            continue
+        cls, n = max(counts.items(), key=lambda kv: kv[1])
+        if n >= minimum and n >= share * len(group):
+            since = min((f.after.fetched_at for f in group if f.after), default="")
+            events.append(HostEvent(host, cls, n, len(group), since))
+    return events

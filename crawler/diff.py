@@ -1,0 +1,436 @@
+"""Compare a crawl of a target with its earlier crawls and classify every URL (DESIGN.md §6).
+
+Three steps, so that ``crawler diff`` can redo the comparison offline at any time:
+
+1. ``probe`` (after a crawl, needs the network): fetch a random URL beside changed pages
+   (soft-404), the control URL when fetches failed (is our own network down?), and every
+   suspected URL again ``recheck_probes`` times (confirmation within the run). Each fetch is
+   archived as evidence and entered as a capture of kind probe / control / recheck.
+2. ``compare`` (offline): load the latest good capture of every URL before the crawl and the
+   crawl's own captures from the catalog, re-read payloads from the WARCs only where text
+   hashes differ, and classify with ``detect.classify``.
+3. ``apply_states`` (after a crawl): advance each URL's state (suspected, provisional,
+   confirmed, recovered) in the catalog and return the transitions, which are what is
+   reported and notified.
+
+Before-captures are the last *good* ones: 2xx (or a 304 revisit) whose own class was not a
+takedown class, so a page compared after a failed crawl is compared with what it used to be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from crawler import extract, pagetext, urls
+from crawler.catalog import Catalog, CrawlRow, now_iso
+from crawler.detect import (
+    NEGATIVE,
+    NEUTRAL,
+    Cls,
+    Context,
+    Finding,
+    HostEvent,
+    Snap,
+    classify,
+    roll_up,
+)
+from crawler.fetcher import Fetcher, FetchSettings
+from crawler.models import CrawlUrl, UrlKind
+from crawler.settings import DetectSettings
+from crawler.store import Stored, capture_row
+from crawler.warc import WarcSettings, WarcWriter
+from crawler.warcread import RecordUnreadable, read_record
+
+log = logging.getLogger("crawler.diff")
+
+_COMPARED_KINDS = ("seed", "page", "requisite")
+_SNAP_COLUMNS = ("c.id, c.crawl, c.url, c.key, c.kind, c.fetched_at, c.status, c.failure, "
+                 "c.mime, c.location, c.digest, c.text_hash, c.record_type, c.record_id")
+_GOOD = "(c.status BETWEEN 200 AND 299 OR (c.status = 304 AND c.record_type = 'revisit'))"
+STRONG_CONFIRM = frozenset({Cls.LEGAL, Cls.BLOCK_PAGE})
+_NOT_RECHECKED = frozenset({Cls.DELISTED, Cls.PARTIAL})  # judged from the whole crawl
+
+
+@dataclass
+class Comparison:
+    """A crawl compared with the target's earlier crawls."""
+
+    target: str
+    after: CrawlRow
+    before: CrawlRow | None  # the previous crawl (for links and the report)
+    findings: list[Finding]
+    hosts: list[HostEvent]
+    confirmed: set[str] = field(default_factory=set)  # keys whose rechecks all reproduced
+
+    def counts(self) -> dict[str, int]:
+        """Return URLs per class."""
+        return dict(Counter(f.cls.value for f in self.findings).most_common())
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A state transition of a URL (or of a whole host: key ``host:<name>``)."""
+
+    key: str
+    url: str
+    cls: str
+    state: str  # suspected | provisional | confirmed | recovered
+    since: str
+    detail: str = ""
+
+
+class _Rows:
+    """Catalog access for one comparison, with payload re-reads cached."""
+
+    def __init__(self, catalog: Catalog, rules: pagetext.TextRules) -> None:
+        self.catalog = catalog
+        self.db = catalog.db
+        self.rules = rules
+        self._dirs = {r["id"]: Path(r["directory"]) for r in
+                      self.db.execute("SELECT id, directory FROM crawls")}
+        self._lines: dict[int, list[str] | None] = {}
+
+    def snaps(self, sql: str, args: Iterable[object]) -> list[Snap]:
+        return [Snap(*row) for row in self.db.execute(sql, tuple(args))]
+
+    def record(self, capture: int) -> tuple[bytes, bytes] | None:
+        """Return (HTTP head, payload) of a capture, a revisit's payload from its original."""
+        row = self.db.execute("SELECT crawl, warc_file, warc_offset, warc_length, refers_to, "
+                              "record_type FROM captures WHERE id=?", (capture,)).fetchone()
+        if row is None or not row["warc_file"]:
+            return None
+        try:
+            rec = read_record(self._dirs[row["crawl"]] / "warc" / row["warc_file"],
+                              row["warc_offset"], row["warc_length"])
+            payload = rec.payload
+            if row["record_type"] == "revisit" and row["refers_to"]:
+                original = self.record(row["refers_to"])
+                payload = original[1] if original else b""
+        except (RecordUnreadable, OSError, KeyError) as exc:
+            log.warning("cannot re-read capture %s: %s", capture, exc)
+            return None
+        return rec.http_head, payload
+
+    def lines(self, snap: Snap) -> list[str] | None:
+        """Return the normalized text of an HTML capture (None for other types)."""
+        if snap.mime not in extract.HTML_TYPES:
+            return None
+        if snap.capture not in self._lines:
+            found = self.record(snap.capture)
+            self._lines[snap.capture] = _text_lines(*found, self.rules) if found else None
+        return self._lines[snap.capture]
+
+    def header(self, snap: Snap, name: str) -> list[str]:
+        """Return the values of a response header of a capture."""
+        found = self.record(snap.capture)
+        return _headers(found[0], name) if found else []
+
+
+def _headers(head: bytes, name: str) -> list[str]:
+    prefix = name.lower() + ":"
+    return [line.split(":", 1)[1].strip() for line in head.decode("latin-1").split("\r\n")
+            if line.lower().startswith(prefix)]
+
+
+def _text_lines(head: bytes, payload: bytes, rules: pagetext.TextRules) -> list[str]:
+    content_type = next(iter(_headers(head, "content-type")), None)
+    encoding = next(iter(_headers(head, "content-encoding")), None)
+    body = extract.decode_content(payload, encoding)
+    text, _ = extract.decode_text(body, content_type)
+    return pagetext.html_lines(text, rules)
+
+
+def _blocked_by(rows: _Rows, snap: Snap) -> str | None:
+    """Return the blocking entity a 451 names in ``Link: <...>; rel="blocked-by"``."""
+    for value in rows.header(snap, "link"):
+        for part in value.split(","):
+            if re.search(r'rel\s*=\s*"?blocked-by"?', part, re.I):
+                match = re.search(r"<([^>]*)>", part)
+                if match:
+                    return match.group(1)
+    return None
+
+
+def previous_crawl(catalog: Catalog, after: CrawlRow) -> CrawlRow | None:
+    """Return the target's latest crawl before ``after`` that got anywhere."""
+    earlier = [c for c in catalog.crawls(after.target)
+               if c.pk < after.pk and c.status in ("complete", "interrupted")]
+    return earlier[-1] if earlier else None
+
+
+def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None,
+            rules: pagetext.TextRules = pagetext.DEFAULT_RULES) -> Comparison:
+    """Classify every URL of ``after`` against its last good capture up to ``before``."""
+    rows = _Rows(catalog, rules)
+    before = before or previous_crawl(catalog, after)
+    limit = before.pk if before else after.pk - 1
+    negative = ",".join(f"'{c.value}'" for c in NEGATIVE)
+    last_good = rows.snaps(
+        f"SELECT {_SNAP_COLUMNS} FROM captures c JOIN (SELECT max(c.id) AS id FROM captures c "
+        f"JOIN crawls k ON k.id = c.crawl WHERE k.target = ? AND c.crawl <= ? AND c.final = 1 "
+        f"AND c.kind IN ('seed', 'page', 'requisite') AND {_GOOD} "
+        f"AND (c.class IS NULL OR c.class NOT IN ({negative})) GROUP BY c.key) g ON g.id = c.id",
+        (after.target, limit))
+    now = rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? AND c.final = 1 "
+                     "AND c.kind IN ('seed', 'page', 'requisite')", (after.pk,))
+    extra = rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
+                       "AND c.kind IN ('probe', 'control', 'recheck') ORDER BY c.id",
+                       (after.pk,))
+    latest = rows.snaps(  # for URLs that never served content: what they did last time
+        f"SELECT {_SNAP_COLUMNS} FROM captures c JOIN (SELECT max(c.id) AS id FROM captures c "
+        f"JOIN crawls k ON k.id = c.crawl WHERE k.target = ? AND c.crawl <= ? AND c.final = 1 "
+        f"AND c.kind IN ('seed', 'page', 'requisite') GROUP BY c.key) g ON g.id = c.id",
+        (after.target, limit))
+    old = {s.key: s for s in latest}
+    old.update((s.key, s) for s in last_good)
+    new = {s.key: s for s in now}
+    ctx = _context(rows, old, new, extra, after, before)
+    keys = sorted(set(new) | {k for k in old if old[k].kind != "requisite"})
+    findings = [classify(old.get(k), new.get(k), ctx) for k in keys]
+    confirmed = _reproduced(rows, findings, extra)
+    return Comparison(after.target, after, before, findings, roll_up(findings), confirmed)
+
+
+def _context(rows: _Rows, old: dict[str, Snap], new: dict[str, Snap], extra: list[Snap],
+             after: CrawlRow, before: CrawlRow | None) -> Context:
+    """Gather what classification needs to know about the crawl as a whole."""
+    def linked(crawl: CrawlRow | None) -> frozenset[str]:
+        if crawl is None:
+            return frozenset()
+        return frozenset(r[0] for r in rows.db.execute(
+            "SELECT key FROM linked WHERE crawl=?", (crawl.pk,)))
+
+    def landing(snap: Snap) -> Snap | None:
+        current: Snap | None = snap
+        for _ in range(6):
+            if current is None or not current.status or not 300 <= current.status < 400:
+                return current
+            target = urls.try_normalize(current.location or "", current.url)
+            current = by_url.get(urls.canonical_key(target)) if target else None
+        return current
+
+    by_url = dict(new)
+    probes = [s for s in extra if s.kind == "probe" and s.status and 200 <= s.status < 300]
+
+    def soft_404(snap: Snap) -> bool:
+        mine = rows.lines(snap)
+        if not mine:
+            return False
+        host = urls.host_of(snap.url)
+        return any(urls.host_of(p.url) == host and rows.lines(p) == mine for p in probes)
+
+    controls = [s for s in extra if s.kind == "control"]
+    return Context(
+        lines=rows.lines, landing=landing, blocked_by=lambda s: _blocked_by(rows, s),
+        soft_404=soft_404, collapsed=_collapsed(old, new),
+        linked_before=linked(before), linked_now=linked(after),
+        network_down=bool(controls) and controls[-1].status is None,
+        seeds=frozenset(urls.canonical_key(s) for s in after.settings.get("seeds", [])))
+
+
+def _collapsed(old: dict[str, Snap], new: dict[str, Snap], minimum: int = 3) -> frozenset[str]:
+    """Return text hashes that several formerly different pages now all have."""
+    groups: dict[str, set[str | None]] = {}
+    for key, snap in new.items():
+        prev = old.get(key)
+        if (prev is not None and snap.text_hash and snap.status == 200
+                and snap.text_hash != prev.text_hash):
+            groups.setdefault(snap.text_hash, set()).add(prev.text_hash)
+    return frozenset(h for h, before in groups.items() if len(before) >= minimum)
+
+
+def _reproduced(rows: _Rows, findings: list[Finding], extra: list[Snap]) -> set[str]:
+    """Return keys whose rechecks all showed the same thing as the crawl."""
+    rechecks: dict[str, list[Snap]] = {}
+    for snap in extra:
+        if snap.kind == "recheck":
+            rechecks.setdefault(snap.key, []).append(snap)
+    confirmed = set()
+    for f in findings:
+        probes = rechecks.get(f.key)
+        if f.after is None or not probes:
+            continue
+        if all(_same(f.after, p) for p in probes):
+            confirmed.add(f.key)
+    return confirmed
+
+
+def _same(a: Snap, b: Snap) -> bool:
+    """Return True if a recheck shows what the crawl saw."""
+    if a.failure in ("robots", "out-of-scope"):
+        return False
+    if a.status != b.status or (a.status is None and a.failure != b.failure):
+        return False
+    if a.status and 200 <= a.status < 300:
+        return a.text_hash == b.text_hash if a.text_hash else a.digest == b.digest
+    return True
+
+
+# -- network phase --------------------------------------------------------------------------
+
+async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
+                fetch: FetchSettings) -> None:
+    """Fetch soft-404 probes, the control URL and rechecks; archive and enter each."""
+    first = compare(catalog, after, rules=settings.rules)
+    warc_dir = after.directory / "warc"
+    writer = WarcWriter(WarcSettings(directory=warc_dir, prefix=f"{after.target}-detect",
+                                     warcinfo={"isPartOf": f"{after.target}/{after.crawl_id}",
+                                               "description": "takedown detection probes"}),
+                        first_serial=len(list(warc_dir.glob("*.warc.gz"))))
+    async with Fetcher(fetch) as fetcher:
+        async def take(url: str, kind: UrlKind, key: str | None = None) -> None:
+            result = await fetcher.fetch(url)
+            try:
+                entry = await asyncio.to_thread(writer.write_exchange, result,
+                                                {"WARC-Crawler-Kind": kind.value})
+                found = None
+                if result.ok and result.content_type in extract.HTML_TYPES:
+                    found = extract.extract_safely(url, result.content_type, result.read_body(),
+                                                   result.header("content-type"),
+                                                   result.header("content-encoding"))
+                item = CrawlUrl(url=url, key=key or urls.canonical_key(url), kind=kind, depth=0)
+                with catalog.transaction():
+                    catalog.add_capture(after.pk, capture_row(item, result, Stored(entry), found))
+            finally:
+                result.close()
+
+        for url in _probe_urls(first, settings.max_probe_dirs):
+            await take(url, UrlKind.PROBE)
+        network = [f for f in first.findings if f.cls in (Cls.DNS, Cls.REFUSED, Cls.TLS,
+                                                           Cls.TIMEOUT, Cls.UNREACHABLE)]
+        if network and settings.control_url:
+            await take(settings.control_url, UrlKind.CONTROL)
+        suspects = [f for f in compare(catalog, after, rules=settings.rules).findings
+                    if f.cls in NEGATIVE and f.cls not in _NOT_RECHECKED]
+        for n in range(settings.recheck_probes if suspects else 0):
+            await asyncio.sleep(settings.recheck_spacing if n else 0)
+            for f in suspects:
+                await take(f.url, UrlKind.RECHECK, f.key)
+    writer.close()
+
+
+def _probe_urls(comparison: Comparison, limit: int) -> list[str]:
+    """Return a random URL beside each directory holding pages whose text changed."""
+    dirs: list[str] = []
+    for f in comparison.findings:
+        if (f.after is not None and f.before is not None and f.after.status == 200
+                and f.after.text_hash and f.after.text_hash != f.before.text_hash):
+            base = f.after.url.split("?", 1)[0].rsplit("/", 1)[0] + "/"
+            if base not in dirs:
+                dirs.append(base)
+    return [d + f"crawler-probe-{secrets.token_hex(6)}.html" for d in dirs[:limit]]
+
+
+# -- states ---------------------------------------------------------------------------------
+
+def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSettings,
+                 ) -> list[Event]:
+    """Record each URL's class, advance its state, and return the transitions."""
+    db, target, pk = catalog.db, comparison.target, comparison.after.pk
+    now = now_iso()
+    states = {r["key"]: r for r in db.execute("SELECT * FROM url_states WHERE target=?",
+                                               (target,))}
+    events: list[Event] = []
+    with catalog.transaction():
+        db.executemany("UPDATE captures SET class=? WHERE id=?",
+                       [(f.cls.value, f.after.capture) for f in comparison.findings if f.after])
+        db.execute("DELETE FROM crawl_classes WHERE crawl=?", (pk,))
+        db.executemany("INSERT INTO crawl_classes VALUES (?, ?, ?)",
+                       [(pk, c, n) for c, n in comparison.counts().items()])
+        for f in comparison.findings:
+            event = _advance(db, target, pk, f, states.get(f.key), now, settings,
+                             f.key in comparison.confirmed)
+            if event is not None:
+                events.append(event)
+        for host in comparison.hosts:  # a whole host as one event, with the same states
+            key = f"host:{host.host}"
+            members = [f for f in comparison.findings
+                       if urls.host_of(f.url) == host.host and f.cls is host.cls]
+            reproduced = sum(f.key in comparison.confirmed for f in members) * 2 >= len(members)
+            summary = Finding(host.host, key, host.cls, None, None,
+                              f"{host.urls} of {host.of} URLs since {host.since}",
+                              strong=any(f.strong for f in members))
+            event = _advance(db, target, pk, summary, states.get(key), host.since or now,
+                             settings, reproduced)
+            if event is not None:
+                events.append(event)
+        hosts_now = {f"host:{h.host}" for h in comparison.hosts}
+        for key, state in states.items():
+            if key.startswith("host:") and key not in hosts_now:
+                db.execute("DELETE FROM url_states WHERE target=? AND key=?", (target, key))
+                events.append(Event(key, state["url"], state["class"], "recovered",
+                                    state["since"]))
+        db.executemany(
+            "INSERT INTO events (target, crawl, key, url, class, state, at, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(target, pk, e.key, e.url, e.cls, e.state, now, e.detail) for e in events])
+    return events
+
+
+def _advance(db: sqlite3.Connection, target: str, pk: int, f: Finding,
+             state: sqlite3.Row | None, now: str, settings: DetectSettings,
+             reproduced: bool) -> Event | None:
+    """Move one URL's state on; return the transition, if any."""
+    if f.cls in NEGATIVE:
+        since = f.after.fetched_at if f.after else now
+        if state is not None and state["class"] == f.cls.value:
+            streak = state["streak"] + 1
+            confirm = reproduced or streak >= settings.confirm_runs
+            if state["state"] != "confirmed" and confirm:
+                _set_state(db, target, f.key, f.url, f.cls.value, "confirmed",
+                           state["since_crawl"], state["since"], streak)
+                return Event(f.key, f.url, f.cls.value, "confirmed", state["since"], f.detail)
+            db.execute("UPDATE url_states SET streak=? WHERE target=? AND key=?",
+                       (streak, target, f.key))
+            return None
+        level = ("confirmed" if reproduced else
+                 "provisional" if f.strong or f.cls in STRONG_CONFIRM else "suspected")
+        _set_state(db, target, f.key, f.url, f.cls.value, level, pk, since, 1)
+        return Event(f.key, f.url, f.cls.value, level, since, f.detail)
+    if state is not None and f.cls not in NEUTRAL:
+        db.execute("DELETE FROM url_states WHERE target=? AND key=?", (target, f.key))
+        return Event(f.key, f.url, state["class"], "recovered", state["since"],
+                     f"now {f.cls.value}")
+    return None
+
+
+def _set_state(db: sqlite3.Connection, target: str, key: str, url: str, cls: str, state: str,
+               since_crawl: int, since: str, streak: int) -> None:
+    db.execute("INSERT OR REPLACE INTO url_states VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (target, key, url, cls, state, since_crawl, since, streak))
+
+
+def open_states(catalog: Catalog, target: str) -> list[sqlite3.Row]:
+    """Return the target's open negative states."""
+    return catalog.db.execute("SELECT * FROM url_states WHERE target=? ORDER BY key",
+                              (target,)).fetchall()
+
+
+async def detect_after_crawl(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
+                             fetch: FetchSettings) -> tuple[Comparison, list[Event]] | None:
+    """Probe, compare and advance states after a crawl; None for a target's first crawl."""
+    if previous_crawl(catalog, after) is None:
+        return None
+    started = time.monotonic()
+    await probe(catalog, after, settings, fetch)
+    comparison = compare(catalog, after, rules=settings.rules)
+    events = apply_states(catalog, comparison, settings)
+    log.info("compared %d URLs in %.1fs: %d transitions", len(comparison.findings),
+             time.monotonic() - started, len(events))
+    return comparison, events
+
+
+def fetch_settings(fetch: FetchSettings) -> FetchSettings:
+    """Return fetch settings for probes: the crawl's, with a short total timeout."""
+    return replace(fetch, total_timeout=min(fetch.total_timeout, 60.0))
+
+

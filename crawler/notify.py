@@ -1,0 +1,68 @@
+"""Deliver takedown alerts through Apprise (email, JSON webhooks, Telegram, Matrix, ...).
+
+Only state transitions are sent (a new suspected, provisional or confirmed event, and
+recoveries), never a repeat of a known state. Delivery failures are logged and retried with
+back-off; they never fail the crawl.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import apprise
+
+from crawler.diff import Event
+
+log = logging.getLogger("crawler.notify")
+
+
+def message(target: str, crawl_id: str, events: Sequence[Event],
+            report: Path | None) -> tuple[str, str]:
+    """Return (title, body) for a set of transitions."""
+    alerts = [e for e in events if e.state in ("confirmed", "provisional")]
+    kind = "TAKEDOWN" if alerts else "change"
+    title = f"[crawler] {target}: {len(events)} {kind} event(s) in crawl {crawl_id}"
+    lines = [f"{e.state.upper()} {e.cls}: {e.url}" + (f" ({e.detail})" if e.detail else "")
+             for e in events[:50]]
+    if len(events) > 50:
+        lines.append(f"... and {len(events) - 50} more")
+    if report is not None:
+        lines.append(f"Report: {report}")
+    return title, "\n".join(lines)
+
+
+def send(urls: Sequence[str], title: str, body: str, *, attempts: int = 3,
+         backoff: float = 2.0) -> bool:
+    """Send one notification to every URL; return True if all were delivered."""
+    delivered = True
+    for url in urls:
+        for attempt in range(1, attempts + 1):
+            try:
+                service = apprise.Apprise()
+                if not service.add(url):
+                    log.error("notification URL not understood by Apprise: %s", _redact(url))
+                    delivered = False
+                    break
+                if service.notify(title=title, body=body):
+                    break
+                log.warning("notification to %s failed (attempt %d of %d)", _redact(url),
+                            attempt, attempts)
+            except Exception:  # a notifier must never take the crawl down
+                log.exception("notification to %s raised (attempt %d of %d)", _redact(url),
+                              attempt, attempts)
+            if attempt == attempts:
+                delivered = False
+            else:
+                time.sleep(backoff * attempt)
+    return delivered
+
+
+def _redact(url: str) -> str:
+    """Hide credentials of a notification URL in logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest

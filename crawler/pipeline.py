@@ -1,0 +1,73 @@
+"""One run of a target: crawl, then compare with earlier crawls, report, and notify.
+
+The CLI (and the daemon) call ``run_target``; it owns the catalog for the run. Detection
+runs only after a crawl that ended on its own (complete or stopped by a limit): an interrupted
+crawl is compared when its resume finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from crawler import notify, report
+from crawler.catalog import Catalog, CrawlRow, CrawlStatus
+from crawler.crawl import Crawl, run_crawl
+from crawler.diff import Event, detect_after_crawl
+from crawler.errors import ExitCode
+from crawler.outcome import CrawlOutcome
+from crawler.settings import CrawlSettings
+
+log = logging.getLogger("crawler.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRun:
+    """What one run of a target produced."""
+
+    outcome: CrawlOutcome
+    report: dict[str, Any] | None = None  # None for a first crawl (nothing to compare)
+    report_paths: tuple[Path, Path] | None = None
+    events: tuple[Event, ...] = ()
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """Return the crawl's code, or TAKEDOWN when the run raised a new alert."""
+        if self.outcome.exit_code is ExitCode.OK and any(
+                e.state in ("confirmed", "provisional") for e in self.events):
+            return ExitCode.TAKEDOWN
+        return self.outcome.exit_code
+
+
+async def run_target(settings: CrawlSettings, *, resume: CrawlRow | None = None,
+                     on_start: Callable[[Crawl], None] | None = None) -> TargetRun:
+    """Crawl a target, then detect, report and notify."""
+    catalog = Catalog.open(settings.output)
+    try:
+        outcome = await run_crawl(settings, catalog=catalog, resume=resume, on_start=on_start)
+        row = catalog.crawl(outcome.target, outcome.crawl_id)
+        if row is None or row.status != CrawlStatus.COMPLETE:
+            return TargetRun(outcome)
+        return await detect_and_report(catalog, row, settings, outcome)
+    finally:
+        catalog.close()
+
+
+async def detect_and_report(catalog: Catalog, row: CrawlRow, settings: CrawlSettings,
+                            outcome: CrawlOutcome) -> TargetRun:
+    """Compare a finished crawl with the target's earlier ones; write and send the report."""
+    fetch = replace(settings.fetch, total_timeout=min(settings.fetch.total_timeout, 60.0))
+    result = await detect_after_crawl(catalog, row, settings.detect, fetch)
+    if result is None:
+        return TargetRun(outcome)
+    comparison, events = result
+    data = report.build(catalog, comparison, events)
+    paths = report.write(data, row.directory)
+    if events and settings.detect.notify:
+        title, body = notify.message(row.target, row.crawl_id, events, paths[1])
+        await asyncio.to_thread(notify.send, settings.detect.notify, title, body)
+    return TargetRun(outcome, data, paths, tuple(events))

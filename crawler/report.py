@@ -1,0 +1,213 @@
+"""Takedown reports: ``report.json`` (schema in docs/detection.md), a self-contained
+``report.html``, and the terminal summary.
+
+The HTML has no external resources (archivists open it offline and attach it to mails): a
+summary, the state transitions, one table per class with inline text diffs (removed lines
+highlighted) and links to the before/after captures in ``crawler replay``, and an inline SVG
+timeline of page classes across the target's crawls.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from crawler import __version__
+from crawler.catalog import Catalog, now_iso
+from crawler.detect import NEGATIVE, Cls, Finding, Snap
+from crawler.diff import Comparison, Event
+from crawler.warc import timestamp14_of
+
+SCHEMA = "crawler-report/1"
+QUIET = frozenset({Cls.UNCHANGED, Cls.NOT_MODIFIED, Cls.SEMANTIC})  # counted, not listed
+REPLAY_BASE = "http://127.0.0.1:8080"  # `crawler replay`'s default address
+_COLOURS = {"unchanged": "#b7d7b0", "not-modified": "#9cc995", "semantically-unchanged": "#cfe6c9",
+            "edited": "#f3e2a9", "new": "#a9c8f3", "moved": "#d6c8f0"}
+
+
+def _replay(target: str, snap: Snap | None) -> str | None:
+    if snap is None or snap.record_type not in ("response", "revisit"):
+        return None
+    return f"{REPLAY_BASE}/{target}/{timestamp14_of(snap.fetched_at)}/{snap.url}"
+
+
+def _snap(target: str, snap: Snap | None) -> dict[str, Any] | None:
+    if snap is None:
+        return None
+    return {"capture": snap.capture, "fetched_at": snap.fetched_at, "status": snap.status,
+            "failure": snap.failure, "digest": snap.digest, "record_id": snap.record_id,
+            "record_type": snap.record_type, "replay": _replay(target, snap)}
+
+
+def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict[str, Any]:
+    """Return the report as JSON-ready data."""
+    target = comparison.target
+    states = {r["key"]: r["state"] for r in catalog.db.execute(
+        "SELECT key, state FROM url_states WHERE target=?", (target,))}
+    findings = [f for f in comparison.findings if f.cls not in QUIET]
+    new_alerts = [e for e in events if e.state in ("confirmed", "provisional")]
+    before = comparison.before
+    return {
+        "schema": SCHEMA,
+        "software": f"crawler/{__version__}",
+        "generated": now_iso(),
+        "target": target,
+        "crawl": {"crawl_id": comparison.after.crawl_id, "started": comparison.after.started,
+                  "finished": comparison.after.finished},
+        "compared_with": ({"crawl_id": before.crawl_id, "started": before.started}
+                          if before else None),
+        "summary": {"urls": len(comparison.findings), "classes": comparison.counts(),
+                    "transitions": len(events), "new_alerts": len(new_alerts),
+                    "open_states": len(states)},
+        "hosts": [{"host": h.host, "class": h.cls.value, "urls": h.urls, "of": h.of,
+                   "since": h.since} for h in comparison.hosts],
+        "events": [{"key": e.key, "url": e.url, "class": e.cls, "state": e.state,
+                    "since": e.since, "detail": e.detail} for e in events],
+        "findings": [{"url": f.url, "key": f.key, "class": f.cls.value, "detail": f.detail,
+                      "takedown": f.cls in NEGATIVE, "state": states.get(f.key),
+                      "confirmed_by_recheck": f.key in comparison.confirmed,
+                      "before": _snap(target, f.before), "after": _snap(target, f.after),
+                      "removed": list(f.removed), "added": list(f.added)} for f in findings],
+        "timeline": timeline(catalog, target),
+    }
+
+
+def timeline(catalog: Catalog, target: str) -> list[dict[str, Any]]:
+    """Return URLs per class for every compared crawl of the target, oldest first."""
+    rows = catalog.db.execute(
+        "SELECT k.crawl_id, k.started, c.class, c.urls FROM crawl_classes c "
+        "JOIN crawls k ON k.id = c.crawl WHERE k.target=? ORDER BY k.id", (target,))
+    found: dict[str, dict[str, Any]] = {}
+    for crawl_id, started, cls, n in rows:
+        found.setdefault(crawl_id, {"crawl_id": crawl_id, "started": started,
+                                    "classes": {}})["classes"][cls] = n
+    return list(found.values())
+
+
+def write(report: dict[str, Any], directory: Path) -> tuple[Path, Path]:
+    """Write report.json and report.html into a crawl directory (atomically)."""
+    paths = (directory / "report.json", directory / "report.html")
+    texts = (json.dumps(report, indent=2, ensure_ascii=False) + "\n", render_html(report))
+    for path, text in zip(paths, texts, strict=True):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, "utf-8")
+        os.replace(tmp, path)
+    return paths
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """Return the terminal summary of a report."""
+    s = report["summary"]
+    against = report["compared_with"]["crawl_id"] if report["compared_with"] else "nothing"
+    classes = ", ".join(f"{k}: {v}" for k, v in s["classes"].items())
+    lines = [f"Takedown check of {report['target']} {report['crawl']['crawl_id']} "
+             f"against {against}: {s['urls']} URLs ({classes})"]
+    for host in report["hosts"]:
+        lines.append(f"  HOST {host['host']}: {host['class']} ({host['urls']} of "
+                     f"{host['of']} URLs) since {host['since'][:19]}")
+    for event in report["events"][:30]:
+        lines.append(f"  {event['state'].upper():11} {event['class']:22} {event['url']}"
+                     + (f"  ({event['detail']})" if event["detail"] else ""))
+    if len(report["events"]) > 30:
+        lines.append(f"  … and {len(report['events']) - 30} more transitions")
+    if not report["events"]:
+        lines.append("  no state changes")
+    return lines
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _colour(cls: str) -> str:
+    if cls in _COLOURS:
+        return _COLOURS[cls]
+    return "#e8868a" if cls in {c.value for c in NEGATIVE} else "#cccccc"
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """Return the self-contained HTML report."""
+    s = report["summary"]
+    parts = [f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+<title>Takedown report: {_e(report['target'])} {_e(report['crawl']['crawl_id'])}</title>
+<style>body{{font:15px/1.4 system-ui,sans-serif;margin:2em;max-width:80em}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 6px;
+vertical-align:top;text-align:left}}del{{background:#f6c5c5}}ins{{background:#c9ecc4;
+text-decoration:none}}.t{{color:#b00;font-weight:bold}}code{{font-size:90%}}</style></head><body>
+<h1>Takedown report: {_e(report['target'])}</h1>
+<p>Crawl <b>{_e(report['crawl']['crawl_id'])}</b> compared with
+<b>{_e((report['compared_with'] or {}).get('crawl_id', 'nothing'))}</b> (last good capture of
+each URL). {s['urls']} URLs; {s['transitions']} state changes, {s['new_alerts']} new alerts,
+{s['open_states']} open states. Generated {_e(report['generated'])} by
+{_e(report['software'])}.</p>""", _svg(report["timeline"]), "<h2>Summary</h2><table>"]
+    parts += [f"<tr><td style='background:{_colour(c)}'>{_e(c)}</td><td>{n}</td></tr>"
+              for c, n in s["classes"].items()]
+    parts.append("</table>")
+    if report["hosts"]:
+        parts.append("<h2>Whole hosts</h2><table><tr><th>host</th><th>class</th><th>URLs</th>"
+                     "<th>since</th></tr>")
+        parts += [f"<tr><td>{_e(h['host'])}</td><td class=t>{_e(h['class'])}</td>"
+                  f"<td>{h['urls']} of {h['of']}</td><td>{_e(h['since'])}</td></tr>"
+                  for h in report["hosts"]]
+        parts.append("</table>")
+    parts.append("<h2>State changes</h2><table><tr><th>state</th><th>class</th><th>URL</th>"
+                 "<th>since</th><th>detail</th></tr>")
+    parts += [f"<tr><td>{_e(e['state'])}</td><td>{_e(e['class'])}</td><td>{_e(e['url'])}</td>"
+              f"<td>{_e(e['since'])}</td><td>{_e(e['detail'])}</td></tr>"
+              for e in report["events"]]
+    parts.append("</table>")
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for f in report["findings"]:
+        by_class.setdefault(f["class"], []).append(f)
+    for cls, items in by_class.items():
+        parts.append(f"<h2 id='{_e(cls)}'>{_e(cls)} ({len(items)})</h2><table><tr><th>URL</th>"
+                     "<th>detail</th><th>state</th><th>before / after</th><th>changes</th></tr>")
+        parts += [_finding_row(f) for f in items[:500]]
+        parts.append("</table>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _finding_row(f: dict[str, Any]) -> str:
+    links = []
+    for label in ("before", "after"):
+        snap = f[label]
+        if snap and snap["replay"]:
+            links.append(f"<a href='{_e(snap['replay'])}'>{label}</a>")
+        elif snap:
+            links.append(f"{label}: {_e(snap['status'] or snap['failure'])}")
+    changes = "".join(f"<del>{_e(line)}</del><br>" for line in f["removed"][:40])
+    changes += "".join(f"<ins>{_e(line)}</ins><br>" for line in f["added"][:20])
+    return (f"<tr><td><code>{_e(f['url'])}</code></td><td>{_e(f['detail'])}</td>"
+            f"<td>{_e(f['state'] or '')}</td><td>{' · '.join(links)}</td><td>{changes}</td></tr>")
+
+
+def _svg(points: list[dict[str, Any]]) -> str:
+    """Return an inline SVG of URLs per class for each crawl (stacked bars)."""
+    if not points:
+        return ""
+    width, height, bar = 60 * len(points) + 40, 180, 40
+    most = max(sum(p["classes"].values()) for p in points) or 1
+    shapes = []
+    for i, point in enumerate(points):
+        y = height - 30
+        for cls, n in sorted(point["classes"].items()):
+            h = (height - 50) * n / most
+            y -= h
+            shapes.append(f"<rect x='{20 + 60 * i}' y='{y:.1f}' width='{bar}' height='{h:.1f}' "
+                          f"fill='{_colour(cls)}'><title>{_e(point['crawl_id'])}: {_e(cls)} "
+                          f"{n}</title></rect>")
+        shapes.append(f"<text x='{20 + 60 * i}' y='{height - 12}' font-size='9'>"
+                      f"{_e(point['crawl_id'][:8])}</text>")
+    return (f"<h2>Timeline</h2><svg xmlns='http://www.w3.org/2000/svg' width='{width}' "
+            f"height='{height}' role='img' aria-label='URL classes per crawl'>"
+            + "".join(shapes) + "</svg>")
+
+
+def finding_json(f: Finding) -> str:
+    """Return one finding as a JSON line (``crawler diff --json`` streams these)."""
+    return json.dumps({"url": f.url, "class": f.cls.value, "detail": f.detail,
+                       "removed": list(f.removed)}, ensure_ascii=False)

@@ -1,0 +1,84 @@
+"""Switches that make the sample site suffer what at-risk sites suffer, between two crawls.
+
+Used by the takedown tests, the scoring benchmark and the guided demo: each switch turns the
+sample site into one scenario of DESIGN.md §5 (pages removed, a legal block, a block page,
+soft-404s, redirects home, noise that must not alarm, a flaky server...).
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crawler.sample_site import Reply
+
+BLOCK_TEXT = ("<h1>Доступ ограничен</h1><p>Доступ к информационному ресурсу ограничен на "
+              "основании Федерального закона от 27.07.2006 № 149-ФЗ «Об информации, "
+              "информационных технологиях и о защите информации».</p>")
+NOT_FOUND_TEXT = "<h1>Страница не найдена</h1><p>Запрошенная страница не существует.</p>"
+BLOCKED_BY = "https://rkn.example/registry"
+
+
+@dataclass
+class Takedown:
+    """What is done to the site now; everything off by default."""
+
+    removed: dict[str, int] = field(default_factory=dict)  # path -> 404 or 410
+    legal: set[str] = field(default_factory=set)  # paths answered 451 (Link: rel=blocked-by)
+    block_all: bool = False  # every HTML page becomes the same block page (200)
+    block_redirect: str | None = None  # every URL redirects (302) here
+    soft404: set[str] = field(default_factory=set)  # these paths serve a 200 "not found"...
+    soft404_all: bool = False  # ...and so does every unknown path (instead of 404)
+    home: set[str] = field(default_factory=set)  # paths redirected (301) to the home page
+    noise: bool = False  # counters, timestamps, tokens and a rotating banner on every page
+    flaky_every: int = 0  # every N-th request gets a 503
+    _requests: itertools.count[int] = field(default_factory=itertools.count, repr=False)
+
+    def apply(self, path: str, reply: Reply, page: object) -> Reply:
+        """Return what the site serves for ``path`` instead of ``reply``.
+
+        ``page(title, body)`` renders a page in the site's layout.
+        """
+        if path == "/robots.txt":
+            return reply
+        if self.flaky_every and next(self._requests) % self.flaky_every == self.flaky_every - 1:
+            return replace(reply, status=503, body=b"busy", content_type="text/plain",
+                           etag=None, last_modified=None, mode="plain")
+        if self.block_redirect:
+            return _redirect(reply, 302, self.block_redirect)
+        if path in self.removed:
+            return _page_reply(reply, page("Не найдено", NOT_FOUND_TEXT), self.removed[path])
+        if path in self.legal:
+            legal = page("Недоступно", "<h1>Недоступно по юридическим причинам</h1>")
+            return replace(_page_reply(reply, legal, 451), headers=(
+                ("Link", f'<{BLOCKED_BY}>; rel="blocked-by"'),))
+        if path in self.home:
+            return _redirect(reply, 301, "/")
+        html = (reply.content_type or "").startswith("text/html")
+        if self.block_all and html and reply.status == 200:
+            return _page_reply(reply, page("Доступ ограничен", BLOCK_TEXT), 200)
+        if path in self.soft404 or (self.soft404_all and reply.status == 404):
+            return _page_reply(reply, page("Не найдено", NOT_FOUND_TEXT), 200)
+        if self.noise and html and reply.status == 200 and reply.mode == "plain":
+            stamp = datetime.now(UTC).isoformat()
+            extra = (f"<p>Просмотров: {secrets.randbelow(90000) + 1000}. Страница "
+                     f"сгенерирована {stamp}. Сессия {secrets.token_hex(16)}</p></main>"
+                     f"<aside>Баннер: {secrets.token_hex(4)}</aside>").encode()
+            return replace(reply, body=reply.body.replace(b"</main>", extra, 1), etag=None,
+                           last_modified=None)
+        return reply
+
+
+def _page_reply(reply: Reply, body: bytes, status: int) -> Reply:
+    return replace(reply, status=status, body=body, content_type="text/html; charset=utf-8",
+                   headers=(), mode="plain", etag=None, last_modified=None)
+
+
+def _redirect(reply: Reply, status: int, location: str) -> Reply:
+    return replace(reply, status=status, body=b"", content_type=None,
+                   headers=(("Location", location),), mode="plain", etag=None,
+                   last_modified=None)
