@@ -292,11 +292,12 @@ class HostEvent:
 
 def roll_up(findings: list[Finding], *, share: float = 0.6, minimum: int = 3,
             ) -> list[HostEvent]:
-    """Return host-level events: a host where ``share`` of its compared URLs have one
-    negative class."""
+    """Return host-level events: a host where ``share`` of its compared pages (images and
+    other requisites do not count) have one negative class."""
     by_host: dict[str, list[Finding]] = {}
     for f in findings:
-        if f.cls not in (Cls.NEW, Cls.NOT_CHECKED):
+        snap = f.after or f.before
+        if f.cls not in (Cls.NEW, Cls.NOT_CHECKED) and snap and snap.kind in ("seed", "page"):
             by_host.setdefault(urls.host_of(f.url), []).append(f)
     events = []
     for host, group in sorted(by_host.items()):

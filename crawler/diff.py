@@ -27,6 +27,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -286,36 +287,47 @@ async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
                                      warcinfo={"isPartOf": f"{after.target}/{after.crawl_id}",
                                                "description": "takedown detection probes"}),
                         first_serial=len(list(warc_dir.glob("*.warc.gz"))))
-    async with Fetcher(fetch) as fetcher:
-        async def take(url: str, kind: UrlKind, key: str | None = None) -> None:
-            result = await fetcher.fetch(url)
-            try:
-                entry = await asyncio.to_thread(writer.write_exchange, result,
-                                                {"WARC-Crawler-Kind": kind.value})
-                found = None
-                if result.ok and result.content_type in extract.HTML_TYPES:
-                    found = extract.extract_safely(url, result.content_type, result.read_body(),
-                                                   result.header("content-type"),
-                                                   result.header("content-encoding"))
-                item = CrawlUrl(url=url, key=key or urls.canonical_key(url), kind=kind, depth=0)
-                with catalog.transaction():
-                    catalog.add_capture(after.pk, capture_row(item, result, Stored(entry), found))
-            finally:
-                result.close()
+    sink = ThreadPoolExecutor(1, thread_name_prefix="probe-sink")  # one writer of the WARC
 
-        for url in _probe_urls(first, settings.max_probe_dirs):
-            await take(url, UrlKind.PROBE)
-        network = [f for f in first.findings if f.cls in (Cls.DNS, Cls.REFUSED, Cls.TLS,
-                                                           Cls.TIMEOUT, Cls.UNREACHABLE)]
-        if network and settings.control_url:
-            await take(settings.control_url, UrlKind.CONTROL)
+    async def take(fetcher: Fetcher, url: str, kind: UrlKind, key: str | None = None) -> None:
+        result = await fetcher.fetch(url)
+        try:
+            entry = await asyncio.get_running_loop().run_in_executor(
+                sink, writer.write_exchange, result, {"WARC-Crawler-Kind": kind.value})
+            found = None
+            if result.ok and result.content_type in extract.HTML_TYPES:
+                found = extract.extract_safely(url, result.content_type, result.read_body(),
+                                               result.header("content-type"),
+                                               result.header("content-encoding"))
+            item = CrawlUrl(url=url, key=key or urls.canonical_key(url), kind=kind, depth=0)
+            with catalog.transaction():
+                catalog.add_capture(after.pk, capture_row(item, result, Stored(entry), found))
+        finally:
+            result.close()
+
+    try:
+        async with Fetcher(fetch) as fetcher:
+            for url in _probe_urls(first, settings.max_probe_dirs):
+                await take(fetcher, url, UrlKind.PROBE)
+            network = [f for f in first.findings if f.cls in (Cls.DNS, Cls.REFUSED, Cls.TLS,
+                                                               Cls.TIMEOUT, Cls.UNREACHABLE)]
+            if network and settings.control_url:
+                await take(fetcher, settings.control_url, UrlKind.CONTROL)
         suspects = [f for f in compare(catalog, after, rules=settings.rules).findings
                     if f.cls in NEGATIVE and f.cls not in _NOT_RECHECKED]
+        gate = asyncio.Semaphore(4)  # gentle: a struggling server is being asked again
         for n in range(settings.recheck_probes if suspects else 0):
             await asyncio.sleep(settings.recheck_spacing if n else 0)
-            for f in suspects:
-                await take(f.url, UrlKind.RECHECK, f.key)
-    writer.close()
+            # A new client per round: no connection, and no remembered DNS failure, is reused.
+            async with Fetcher(fetch) as fetcher:
+                async def recheck(f: Finding, fetcher: Fetcher = fetcher) -> None:
+                    async with gate:
+                        await take(fetcher, f.url, UrlKind.RECHECK, f.key)
+
+                await asyncio.gather(*(recheck(f) for f in suspects))
+    finally:
+        sink.shutdown()
+        writer.close()
 
 
 def _probe_urls(comparison: Comparison, limit: int) -> list[str]:

@@ -13,17 +13,14 @@ import hashlib
 import socket
 import ssl
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any
 
-import httpcore
 import httpx
 
-from crawler import __version__
+from crawler import __version__, resolver
 from crawler.models import FailureKind, FetchResult, Truncation, new_body_buffer
 
 DEFAULT_USER_AGENT = (
@@ -72,7 +69,9 @@ class Fetcher:
                                   write=settings.read_timeout, pool=None),
             limits=httpx.Limits(max_connections=settings.max_connections,
                                 max_keepalive_connections=settings.max_connections),
-            transport=transport or _resolving_transport(settings),
+            transport=transport or resolver.transport(
+                dict(settings.resolve), verify=settings.verify_tls,
+                max_connections=settings.max_connections),
         )
 
     async def __aenter__(self) -> Fetcher:
@@ -152,48 +151,6 @@ class Fetcher:
 def payload_digest(sha1: hashlib._Hash) -> str:
     """Return a SHA-1 as WARC spells it (warcio: ``sha1:`` and upper-case base32)."""
     return "sha1:" + base64.b32encode(sha1.digest()).decode("ascii")
-
-
-class _ResolvingBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend with a fixed host -> address table in front of DNS.
-
-    TLS still uses the URL's host name (SNI and certificate), as with curl's --resolve.
-    """
-
-    def __init__(self, table: dict[str, str]) -> None:
-        self._table = {host.lower(): ip for host, ip in table.items()}
-        self._backend = httpcore.AnyIOBackend()
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None,
-                          ) -> httpcore.AsyncNetworkStream:
-        return await self._backend.connect_tcp(self._table.get(host.lower(), host), port,
-                                               timeout, local_address, socket_options)
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None,
-                                  ) -> httpcore.AsyncNetworkStream:
-        return await self._backend.connect_unix_socket(path, timeout, socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
-
-
-def _resolving_transport(settings: FetchSettings) -> httpx.AsyncHTTPTransport | None:
-    """Return a transport that connects through ``settings.resolve`` (None if empty).
-
-    httpx has no public hook for the network backend, so the transport's connection pool is
-    rebuilt with the same settings plus the backend (httpx is pinned below 1.0).
-    """
-    if not settings.resolve:
-        return None
-    transport = httpx.AsyncHTTPTransport(verify=settings.verify_tls, trust_env=False)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=transport._pool._ssl_context, max_connections=settings.max_connections,
-        max_keepalive_connections=settings.max_connections, keepalive_expiry=5.0,
-        network_backend=_ResolvingBackend(dict(settings.resolve)))
-    return transport
 
 
 def _request_head(request: httpx.Request) -> bytes:

@@ -1,8 +1,9 @@
 """One run of a target: crawl, then compare with earlier crawls, report, and notify.
 
 The CLI (and the daemon) call ``run_target``; it owns the catalog for the run. Detection
-runs only after a crawl that ended on its own (complete or stopped by a limit): an interrupted
-crawl is compared when its resume finishes.
+runs after a crawl that ended on its own (complete, stopped by a limit, or failed because no
+seed could be fetched, which is when it matters most); an interrupted crawl is compared when
+its resume finishes.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class TargetRun:
 
     @property
     def exit_code(self) -> ExitCode:
-        """Return the crawl's code, or TAKEDOWN when the run raised a new alert."""
-        if self.outcome.exit_code is ExitCode.OK and any(
+        """Return the crawl's code, or TAKEDOWN when the run raised a new alert (also when
+        no seed could be fetched: an unreachable site is the alert)."""
+        if self.outcome.exit_code in (ExitCode.OK, ExitCode.CRAWL_FAILED) and any(
                 e.state in ("confirmed", "provisional") for e in self.events):
             return ExitCode.TAKEDOWN
         return self.outcome.exit_code
@@ -50,8 +52,8 @@ async def run_target(settings: CrawlSettings, *, resume: CrawlRow | None = None,
     try:
         outcome = await run_crawl(settings, catalog=catalog, resume=resume, on_start=on_start)
         row = catalog.crawl(outcome.target, outcome.crawl_id)
-        if row is None or row.status != CrawlStatus.COMPLETE:
-            return TargetRun(outcome)
+        if row is None or row.status not in (CrawlStatus.COMPLETE, CrawlStatus.FAILED):
+            return TargetRun(outcome)  # interrupted: compared when its resume finishes
         return await detect_and_report(catalog, row, settings, outcome)
     finally:
         catalog.close()

@@ -36,6 +36,7 @@ class Takedown:
     home: set[str] = field(default_factory=set)  # paths redirected (301) to the home page
     noise: bool = False  # counters, timestamps, tokens and a rotating banner on every page
     flaky_every: int = 0  # every N-th request gets a 503
+    rewrite: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # path -> (old, new)
     _requests: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def apply(self, path: str, reply: Reply, page: object) -> Reply:
@@ -58,6 +59,10 @@ class Takedown:
                 ("Link", f'<{BLOCKED_BY}>; rel="blocked-by"'),))
         if path in self.home:
             return _redirect(reply, 301, "/")
+        if path in self.rewrite:
+            old, new = self.rewrite[path]
+            reply = replace(reply, body=reply.body.replace(old, new), etag=None,
+                            last_modified=None)
         html = (reply.content_type or "").startswith("text/html")
         if self.block_all and html and reply.status == 200:
             return _page_reply(reply, page("Доступ ограничен", BLOCK_TEXT), 200)

@@ -1,0 +1,288 @@
+"""Takedown detection, scenario by scenario: the sample site is crawled, something happens to
+it (takedown_sim switches), it is crawled again, and every URL's class is checked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from click.testing import CliRunner
+from conftest import fast_settings, free_port
+
+from crawler.catalog import Catalog
+from crawler.cli import cli
+from crawler.diff import open_states
+from crawler.fetcher import FetchSettings
+from crawler.pipeline import TargetRun, run_target
+from crawler.sample_site import SampleSite
+from crawler.scope import ScopeKind, ScopeRules, TrapRules
+from crawler.settings import CrawlSettings, DetectSettings, Limits
+from crawler.takedown_sim import BLOCKED_BY
+
+DETECT = DetectSettings(recheck_probes=2, recheck_spacing=0.05)
+PERSONS = [f"/persons/{n}.html" for n in range(1, 31)]
+
+
+def settings_for(site: SampleSite, out: Path, **overrides: Any) -> CrawlSettings:
+    """Fast settings for one target, without the calendar trap (timing dependent)."""
+    base: dict[str, Any] = {
+        "sitemaps": False, "detect": DETECT,
+        "scope": ScopeRules(kind=ScopeKind.HOST, exclude=(re.compile("calendar"),),
+                            traps=TrapRules(max_query_variants=12))}
+    base.update(overrides)
+    return fast_settings(base.pop("seed", site.url), out, **base)
+
+
+def scenario(tmp_path: Path, change: Callable[[SampleSite], None], *,
+             setup: Callable[[SampleSite], None] | None = None,
+             after: dict[str, Any] | None = None, before: dict[str, Any] | None = None,
+             ) -> tuple[SampleSite, TargetRun]:
+    """Crawl the sample site, apply ``change``, crawl again; return the second run."""
+    with SampleSite() as site:
+        if setup is not None:
+            setup(site)
+        first = asyncio.run(run_target(settings_for(site, tmp_path, **(before or {}))))
+        assert first.report is None  # nothing to compare a first crawl with
+        change(site)
+        second = asyncio.run(run_target(settings_for(site, tmp_path, **(after or before or {}))))
+    assert second.report is not None
+    return site, second
+
+
+def classes(run: TargetRun, site: SampleSite) -> dict[str, str]:
+    """Return path -> class for every listed finding (quiet classes are not listed)."""
+    assert run.report is not None
+    return {f["url"].replace(site.url, "/", 1): f["class"] for f in run.report["findings"]}
+
+
+def alerts(run: TargetRun) -> list[dict[str, Any]]:
+    assert run.report is not None
+    return [e for e in run.report["events"] if e["state"] in ("confirmed", "provisional")]
+
+
+def test_unchanged_site_raises_nothing(tmp_path: Path) -> None:
+    _site, run = scenario(tmp_path, lambda s: None)
+    assert run.report is not None
+    assert set(run.report["summary"]["classes"]) <= {
+        "unchanged", "not-modified", "semantically-unchanged", "not-checked"}
+    assert run.report["events"] == [] and run.exit_code == 0
+
+
+def test_noise_only_is_semantically_unchanged(tmp_path: Path) -> None:
+    def noisy(site: SampleSite) -> None:
+        site.content.takedown.noise = True  # counters, timestamps, tokens, banner
+
+    site, run = scenario(tmp_path, lambda s: None, setup=noisy)
+    assert run.report is not None
+    found = classes(run, site)
+    assert not any(p in found for p in PERSONS)  # all quiet
+    assert run.report["summary"]["classes"]["semantically-unchanged"] >= 30
+    assert alerts(run) == [] and run.report["events"] == []
+
+
+def test_edited_paragraph(tmp_path: Path) -> None:
+    site, run = scenario(tmp_path, lambda s: setattr(s.content, "edited", {3}))
+    assert classes(run, site)["/persons/3.html"] == "edited"
+    (finding,) = [f for f in run.report["findings"] if f["url"].endswith("/persons/3.html")]
+    assert any("реабилитирован в 1989 году" in line for line in finding["added"])
+    assert alerts(run) == []
+
+
+def test_names_removed_from_the_index_are_a_partial_removal_and_delisted(
+        tmp_path: Path) -> None:
+    site, run = scenario(tmp_path, lambda s: setattr(s.content, "delisted", {7, 8}))
+    found = classes(run, site)
+    assert found["/persons/?page=1"] == "partial-removal"
+    (index,) = [f for f in run.report["findings"] if f["url"].endswith("?page=1")]
+    assert index["removed"] == ["козлов дмитрий алексеевич", "новикова елена борисовна"]
+    assert found["/persons/7.html"] == found["/persons/8.html"] == "delisted"
+
+
+def test_removed_pages_404_and_410(tmp_path: Path) -> None:
+    def remove(site: SampleSite) -> None:
+        site.content.takedown.removed = {"/persons/3.html": 404, "/persons/4.html": 410}
+
+    site, run = scenario(tmp_path, remove)
+    found = classes(run, site)
+    assert found["/persons/3.html"] == found["/persons/4.html"] == "removed"
+    states = {e["url"].replace(site.url, "/"): e["state"] for e in alerts(run)}
+    assert states == {"/persons/3.html": "confirmed", "/persons/4.html": "confirmed"}
+    assert run.exit_code == 6  # takedown detected
+
+
+def test_legal_block_451_names_who_blocked(tmp_path: Path) -> None:
+    _site, run = scenario(tmp_path, lambda s: s.content.takedown.legal.add("/articles/2.html"))
+    (finding,) = [f for f in run.report["findings"] if f["url"].endswith("/articles/2.html")]
+    assert finding["class"] == "legal-block" and BLOCKED_BY in finding["detail"]
+    assert finding["after"]["record_id"]  # the WARC record that proves it
+
+
+def test_whole_site_block_page(tmp_path: Path) -> None:
+    site, run = scenario(tmp_path, lambda s: setattr(s.content.takedown, "block_all", True))
+    found = classes(run, site)
+    assert all(found[p] == "block-page" for p in PERSONS)
+    host = site.url.split("//")[1].rstrip("/")
+    assert [(h["host"], h["class"]) for h in run.report["hosts"]] == [(host, "block-page")]
+
+
+def test_block_page_by_redirect_to_another_host(tmp_path: Path) -> None:
+    def redirect(site: SampleSite) -> None:
+        site.content.takedown.block_redirect = site.cdn_url + "blocked.html"
+
+    site, run = scenario(tmp_path, redirect)
+    found = classes(run, site)
+    assert all(found[p] == "block-page" for p in PERSONS)
+
+
+def test_soft_404_found_by_probing_a_random_url(tmp_path: Path) -> None:
+    def soft(site: SampleSite) -> None:
+        site.content.takedown.soft404 = {"/persons/5.html"}
+        site.content.takedown.soft404_all = True  # unknown URLs: 200 "not found" as well
+
+    site, run = scenario(tmp_path, soft)
+    assert classes(run, site)["/persons/5.html"] == "soft-404"
+
+
+def test_redirect_to_home(tmp_path: Path) -> None:
+    site, run = scenario(tmp_path, lambda s: s.content.takedown.home.add("/about.html"))
+    assert classes(run, site)["/about.html"] == "redirect-home"
+
+
+def test_connection_refused_rolls_up_to_the_host(tmp_path: Path) -> None:
+    site, run = scenario(tmp_path, lambda s: s.stop())
+    found = classes(run, site)
+    assert all(found[p] == "unreachable-refused" for p in PERSONS)
+    assert {h["class"] for h in run.report["hosts"]} == {"unreachable-refused"}
+
+
+def test_own_network_down_is_not_evidence(tmp_path: Path) -> None:
+    control = f"http://127.0.0.1:{free_port()}/"  # nothing listens: "the internet is down"
+    site, run = scenario(tmp_path, lambda s: s.stop(),
+                         after={"detect": replace(DETECT, control_url=control)})
+    found = classes(run, site)
+    assert all(found.get(p, "quiet") == "own-network-down" for p in PERSONS)
+    assert alerts(run) == [] and run.exit_code == 4  # the crawl failed; no takedown alarm
+
+
+def test_hanging_server_times_out(tmp_path: Path) -> None:
+    site, run = scenario(
+        tmp_path, lambda s: setattr(s.content, "latency", 3.0),
+        after={"fetch": FetchSettings(read_timeout=0.5, total_timeout=1.0),
+               "limits": Limits(max_pages=6),
+               "politeness": replace(fast_settings("http://x/", tmp_path).politeness,
+                                     retries=0, concurrency=16, per_host=8)})
+    found = classes(run, site)
+    assert found["/"] == "unreachable-timeout"
+
+
+def test_unresolvable_host_name(tmp_path: Path) -> None:
+    with SampleSite() as site:
+        port = site.url.rsplit(":", 1)[1].strip("/")
+        seed = f"http://memorial.invalid:{port}/"
+        mapped = FetchSettings(resolve=(("memorial.invalid", "127.0.0.1"),))
+        first = asyncio.run(run_target(settings_for(site, tmp_path, seed=seed, fetch=mapped)))
+        assert first.outcome.stats["pages"] > 40  # reached through --resolve
+        run = asyncio.run(run_target(settings_for(site, tmp_path, seed=seed)))
+    assert run.report is not None
+    found = {f["url"]: f["class"] for f in run.report["findings"]}
+    assert found[seed] == "unreachable-dns"
+    assert [h["class"] for h in run.report["hosts"]] == ["unreachable-dns"]
+
+
+def test_transient_503s_never_confirm_a_takedown(tmp_path: Path) -> None:
+    _site, run = scenario(tmp_path, lambda s: setattr(s.content.takedown, "flaky_every", 5))
+    assert [e for e in alerts(run) if e["state"] == "confirmed"] == []
+    assert run.exit_code == 0
+
+
+def test_windows_1251_page_partial_removal(tmp_path: Path) -> None:
+    line = "<p><a href=\"/поиск/Иванов.html\">Поиск: Иванов</a></p>".encode("cp1251")
+
+    def gut(site: SampleSite) -> None:
+        site.content.takedown.rewrite["/cp1251.html"] = (line, b"")
+
+    _site, run = scenario(tmp_path, gut)
+    (finding,) = [f for f in run.report["findings"] if f["url"].endswith("/cp1251.html")]
+    assert finding["class"] == "partial-removal" and finding["removed"] == ["поиск: иванов"]
+
+
+def test_confirmation_across_scheduled_runs_and_recovery(tmp_path: Path) -> None:
+    scheduled = replace(DETECT, recheck_probes=0, confirm_runs=2)  # the daemon's way
+    with SampleSite() as site:
+        settings = settings_for(site, tmp_path, detect=scheduled)
+        asyncio.run(run_target(settings))
+        site.content.takedown.removed = {"/persons/3.html": 404}
+        states = []
+        for _ in range(2):
+            run = asyncio.run(run_target(settings))
+            states.append([(e["class"], e["state"]) for e in run.report["events"]])
+        site.content.takedown.removed = {}
+        recovered = asyncio.run(run_target(settings))
+    assert states == [[("removed", "suspected")], [("removed", "confirmed")]]
+    assert [(e["class"], e["state"]) for e in recovered.report["events"]] == [
+        ("removed", "recovered")]
+    catalog = Catalog.open(tmp_path)
+    try:
+        assert open_states(catalog, "test") == []
+        history = catalog.db.execute("SELECT state FROM events ORDER BY id").fetchall()
+        assert [r[0] for r in history] == ["suspected", "confirmed", "recovered"]
+    finally:
+        catalog.close()
+
+
+def test_reports_and_the_diff_command(tmp_path: Path) -> None:
+    _site, run = scenario(tmp_path, lambda s: setattr(s.content, "delisted", {7}))
+    assert run.report_paths is not None
+    data = json.loads(run.report_paths[0].read_text("utf-8"))
+    assert data["schema"] == "crawler-report/1" and data["timeline"]
+    page = run.report_paths[1].read_text("utf-8")
+    assert "<svg" in page and "<del>козлов дмитрий алексеевич</del>" in page
+    assert "http://127.0.0.1:8080/test/" in page  # replay links to before and after
+    result = CliRunner().invoke(cli, ["diff", "test", "--output", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    offline = json.loads(result.stdout)
+    assert offline["summary"]["classes"] == data["summary"]["classes"]
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+def test_notifications_go_to_a_webhook_and_a_dead_one_does_not_break_the_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Hook.received.clear()
+    hook = f"json://127.0.0.1:{server.server_address[1]}/hook"
+    dead = f"json://127.0.0.1:{free_port()}/nobody"
+    try:
+        detect = replace(DETECT, notify=(hook, dead))
+        _site, run = scenario(
+            tmp_path, lambda s: s.content.takedown.removed.update({"/persons/3.html": 410}),
+            before={"detect": detect})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.exit_code == 6
+    (message,) = _Hook.received
+    assert "TAKEDOWN" in message["title"] and "/persons/3.html" in message["message"]
+    assert "report.html" in message["message"]
