@@ -152,6 +152,9 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
         if (before.status, before.location, before.failure) == (
                 after.status, after.location, after.failure):
             return result(Cls.UNCHANGED, f"still {status or after.failure}")
+        if 200 <= status < 300 and ctx.soft_404(after):
+            return result(Cls.UNCHANGED, f"still not found (was {before.status}, now a "
+                                         "200 not-found page)")
         if 200 <= status < 300:
             return result(Cls.NEW, f"now served (was {before.status or before.failure})")
     if after.failure in _NETWORK and after.status is None:
@@ -217,6 +220,10 @@ def _redirect(before: Snap, after: Snap, ctx: Context, result: Callable[..., Fin
 def _content(before: Snap, after: Snap, ctx: Context, result: Callable[..., Finding],
              ) -> Finding:
     """Classify a 200 whose bytes changed."""
+    if after.text_hash and after.text_hash == before.text_hash and \
+            after.text_hash not in ctx.collapsed:
+        # Same normalized text (the crawl hashed it): more ignore rules cannot make it differ.
+        return result(Cls.SEMANTIC)
     new = ctx.lines(after)
     if new is None:  # not HTML: bytes changed, nothing more to say
         return result(Cls.EDITED, "content changed")

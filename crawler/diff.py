@@ -58,7 +58,7 @@ _SNAP_COLUMNS = ("c.id, c.crawl, c.url, c.key, c.kind, c.fetched_at, c.status, c
                  "c.mime, c.location, c.digest, c.text_hash, c.record_type, c.record_id")
 _GOOD = "(c.status BETWEEN 200 AND 299 OR (c.status = 304 AND c.record_type = 'revisit'))"
 STRONG_CONFIRM = frozenset({Cls.LEGAL, Cls.BLOCK_PAGE})
-_NOT_RECHECKED = frozenset({Cls.DELISTED, Cls.PARTIAL})  # judged from the whole crawl
+_NOT_RECHECKED = frozenset({Cls.DELISTED})  # judged from the link graph of the whole crawl
 
 
 @dataclass
@@ -230,12 +230,31 @@ def _context(rows: _Rows, old: dict[str, Snap], new: dict[str, Snap], extra: lis
         return any(urls.host_of(p.url) == host and rows.lines(p) == mine for p in probes)
 
     controls = [s for s in extra if s.kind == "control"]
+    linked_before, linked_now = linked(before), linked(after)
     return Context(
         lines=rows.lines, landing=landing, blocked_by=lambda s: _blocked_by(rows, s),
         soft_404=soft_404, collapsed=_collapsed(old, new),
-        linked_before=linked(before), linked_now=linked(after),
+        linked_before=_trusted_links(linked_before, linked_now, old), linked_now=linked_now,
         network_down=bool(controls) and controls[-1].status is None,
         seeds=frozenset(urls.canonical_key(s) for s in after.settings.get("seeds", [])))
+
+
+def _trusted_links(before: frozenset[str], now: frozenset[str], old: dict[str, Snap],
+                   ) -> frozenset[str]:
+    """Return the links of the earlier crawl on hosts whose link graph still stands.
+
+    When a host's pages link to less than half of what they linked to before (the site is
+    blocked, down, or replaced), a page no longer linked says nothing about that page: it is
+    not called delisted.
+    """
+    def host(key: str) -> str:
+        snap = old.get(key)
+        return urls.host_of(snap.url) if snap is not None else ""
+
+    counts_before = Counter(host(k) for k in before)
+    counts_now = Counter(host(k) for k in now if k in old)
+    standing = {h for h, n in counts_before.items() if counts_now[h] >= 0.5 * n}
+    return frozenset(k for k in before if host(k) in standing)
 
 
 def _collapsed(old: dict[str, Snap], new: dict[str, Snap], minimum: int = 3) -> frozenset[str]:
