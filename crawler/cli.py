@@ -21,7 +21,7 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from crawler import __version__, cli_tools, urls
+from crawler import __version__, cli_daemon, cli_tools, urls
 from crawler.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.cli_tools import open_catalog as _catalog
 from crawler.crawl import Crawl, CrawlOutcome
@@ -275,8 +275,14 @@ def resume(target: str | None, output: Path, quiet: bool, as_json: bool) -> None
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=Path("archives"), show_default=True, help="Archive root.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(target: str | None, output: Path, as_json: bool) -> None:
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Show the configured targets instead: last crawl, result, open takedown "
+                   "events and next run.")
+def status(target: str | None, output: Path, as_json: bool, config_path: Path | None) -> None:
     """List targets and their crawls: start, end, pages, bytes, failures, exit status."""
+    if config_path is not None:
+        cli_daemon.config_status(config_path, as_json)
+        return
     with _catalog(output) as catalog:
         report = crawl_report(catalog, output, target)
     if as_json:
@@ -379,15 +385,24 @@ def _target_name(value: str | None) -> str | None:
 @crawl_options
 @click.pass_context
 def demo(ctx: click.Context, persons: int, **opts: Any) -> None:
-    """Serve the bundled sample history site on 127.0.0.1 and archive it (no network needed).
+    """A guided tour on a bundled sample history site (127.0.0.1, no network needed).
 
-    The sample site is local, so unless given, --delay is 0 and --per-host 4 here.
+    It archives the site, simulates a takedown (pages removed, one blocked by a 451, part of
+    the person index gutted), archives it again, prints the takedown report, and shows how to
+    open both crawls in pywb or ReplayWeb.page. The site is local, so unless given, --delay
+    is 0 and --per-host 4 here.
     """
     from crawler.sample_site import SampleSite
 
     def chosen(name: str, demo_default: Any) -> Any:
         source = ctx.get_parameter_source(name)
         return demo_default if source is click.core.ParameterSource.DEFAULT else opts[name]
+
+    quiet, as_json = opts["quiet"], opts["as_json"]
+
+    def say(text: str) -> None:
+        if not quiet and not as_json:
+            click.echo(text)
 
     with SampleSite(persons=persons, port=DEMO_PORT, cdn_port=DEMO_PORT + 1) as site:
         settings = CrawlSettings(
@@ -398,11 +413,19 @@ def demo(ctx: click.Context, persons: int, **opts: Any) -> None:
             fetch=FetchSettings(user_agent=opts["user_agent"]),
             robots=RobotsPolicy(opts["robots"]), warc_size=opts["warc_size"],
             dedup=_dedup_settings(opts), wacz=True,  # the demo always shows the WACZ
-        )
-        if not opts["quiet"] and not opts["as_json"]:
-            click.echo(f"Sample site serving at {site.url} (CDN at {site.cdn_url})", err=True)
-        code = _run(settings, quiet=opts["quiet"], as_json=opts["as_json"], replay_help=True)
-    sys.exit(code)
+            detect=DetectSettings(recheck_spacing=0.5))
+        say(f"1/3  Archiving the sample history site at {site.url} (CDN at {site.cdn_url})")
+        _run(settings, quiet=quiet, as_json=as_json)
+        takedown = site.content.takedown
+        takedown.removed = {"/persons/3.html": 404, "/persons/4.html": 410}
+        takedown.legal = {"/articles/2.html"}
+        site.content.delisted = {7, 8}
+        say("\n2/3  Simulating a takedown: persons 3 and 4 removed (404, 410), article 2 "
+            "blocked (451),\n     persons 7 and 8 cut from the name index (their pages are "
+            "still served)")
+        say("\n3/3  Archiving it again and comparing the two crawls")
+        code = _run(settings, quiet=quiet, as_json=as_json, replay_help=True)
+    sys.exit(0 if code in (ExitCode.OK, ExitCode.TAKEDOWN) else code)
 
 
 def _run(settings: CrawlSettings, *, quiet: bool, as_json: bool,
@@ -525,7 +548,8 @@ def _setup_logging(console: Console, quiet: bool) -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff):
+for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff, cli_daemon.daemon,
+                 cli_daemon.run_command, cli_daemon.config_group):
     cli.add_command(_command)
 
 

@@ -447,12 +447,11 @@ def open_states(catalog: Catalog, target: str) -> list[sqlite3.Row]:
 
 
 async def detect_after_crawl(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
-                             fetch: FetchSettings) -> tuple[Comparison, list[Event]] | None:
-    """Probe, compare and advance states after a crawl; None for a target's first crawl."""
-    if previous_crawl(catalog, after) is None:
-        return None
+                             fetch: FetchSettings) -> tuple[Comparison, list[Event]]:
+    """Probe, compare and advance states after a crawl (a first crawl: all URLs new)."""
     started = time.monotonic()
-    await probe(catalog, after, settings, fetch)
+    if previous_crawl(catalog, after) is not None:
+        await probe(catalog, after, settings, fetch)
     comparison = compare(catalog, after, rules=settings.rules)
     events = apply_states(catalog, comparison, settings)
     log.info("compared %d URLs in %.1fs: %d transitions", len(comparison.findings),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,8 +42,12 @@ def send(urls: Sequence[str], title: str, body: str, *, attempts: int = 3,
     for url in urls:
         for attempt in range(1, attempts + 1):
             try:
-                service = apprise.Apprise()
-                if not service.add(url):
+                with warnings.catch_warnings():
+                    # apprise's plugins import modules Python deprecates (imghdr): theirs to fix
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    service = apprise.Apprise()
+                    added = service.add(url)
+                if not added:
                     log.error("notification URL not understood by Apprise: %s", _redact(url))
                     delivered = False
                     break

@@ -31,7 +31,7 @@ class TargetRun:
     """What one run of a target produced."""
 
     outcome: CrawlOutcome
-    report: dict[str, Any] | None = None  # None for a first crawl (nothing to compare)
+    report: dict[str, Any] | None = None  # None if the crawl was interrupted
     report_paths: tuple[Path, Path] | None = None
     events: tuple[Event, ...] = ()
 
@@ -63,10 +63,7 @@ async def detect_and_report(catalog: Catalog, row: CrawlRow, settings: CrawlSett
                             outcome: CrawlOutcome) -> TargetRun:
     """Compare a finished crawl with the target's earlier ones; write and send the report."""
     fetch = replace(settings.fetch, total_timeout=min(settings.fetch.total_timeout, 60.0))
-    result = await detect_after_crawl(catalog, row, settings.detect, fetch)
-    if result is None:
-        return TargetRun(outcome)
-    comparison, events = result
+    comparison, events = await detect_after_crawl(catalog, row, settings.detect, fetch)
     data = report.build(catalog, comparison, events)
     paths = report.write(data, row.directory)
     if events and settings.detect.notify:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -25,12 +26,20 @@ def test_archive_json_summary(site: SampleSite, tmp_path: Path) -> None:
     assert all(Path(w).exists() for w in summary["warcs"])
 
 
-def test_demo_runs_and_explains_replay(tmp_path: Path) -> None:
+def test_demo_is_a_guided_tour_of_a_takedown(tmp_path: Path) -> None:
+    started = time.monotonic()
     result = CliRunner().invoke(cli, ["demo", "--output", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < 60
     assert "complete (exit ok)" in result.stdout
+    out = " ".join(result.stdout.split())
+    for line in ("CONFIRMED legal-block", "CONFIRMED removed", "/persons/3.html (404)",
+                 "/persons/4.html (410)", "CONFIRMED partial-removal",
+                 "SUSPECTED delisted"):
+        assert line in out, line
+    assert len(list((tmp_path / "demo").glob("*/report.html"))) == 2
     assert f"crawler replay demo --output {tmp_path}" in result.stdout
-    (wacz,) = (tmp_path / "demo").glob("demo-*.wacz")
+    wacz = sorted((tmp_path / "demo").glob("demo-*.wacz"))[-1]
     assert "ReplayWeb.page" in result.stdout and str(wacz) in result.stdout
     assert list((tmp_path / "demo").glob("*/warc/*.warc.gz"))
 

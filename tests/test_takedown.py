@@ -50,7 +50,9 @@ def scenario(tmp_path: Path, change: Callable[[SampleSite], None], *,
         if setup is not None:
             setup(site)
         first = asyncio.run(run_target(settings_for(site, tmp_path, **(before or {}))))
-        assert first.report is None  # nothing to compare a first crawl with
+        assert first.report is not None  # a baseline: every URL is new, nothing alerts
+        assert set(first.report["summary"]["classes"]) <= {"new", "not-checked"}
+        assert first.report["events"] == []
         change(site)
         second = asyncio.run(run_target(settings_for(site, tmp_path, **(after or before or {}))))
     assert second.report is not None
