@@ -24,6 +24,7 @@ from rich.logging import RichHandler
 from crawler import __version__, cli_daemon, cli_tools, urls
 from crawler.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.cli_tools import open_catalog as _catalog
+from crawler.config import parse_duration, parse_size
 from crawler.crawl import Crawl, CrawlOutcome
 from crawler.errors import CrawlerError, ExitCode
 from crawler.fetcher import DEFAULT_USER_AGENT, FetchSettings
@@ -40,24 +41,16 @@ DEMO_PORT = 8737  # fixed, so that running the demo again is a recrawl of the sa
 FAILURE_CLASSES = ["dns", "refused", "tls", "timeout", "reset", "protocol", "connect", "other",
                    "too-large", "robots", "out-of-scope"]
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.I)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 class SizeType(click.ParamType):
     """A byte count such as 500M, 1G or 1048576."""
 
     name = "SIZE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        match = _SIZE.match(str(value))
-        if not match:
+        found = parse_size(value)
+        if found is None:
             self.fail(f"{value!r} is not a size (examples: 500M, 1G, 1048576)", param, ctx)
-        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+        return found
 
 
 class DurationType(click.ParamType):
@@ -67,12 +60,10 @@ class DurationType(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
-        if isinstance(value, int | float):
-            return float(value)
-        match = _DURATION.match(str(value))
-        if not match:
+        found = parse_duration(value)
+        if found is None:
             self.fail(f"{value!r} is not a duration (examples: 90, 30s, 15m, 2h)", param, ctx)
-        return float(match.group(1)) * _TIME_UNITS[match.group(2).lower()]
+        return found
 
 
 class RegexType(click.ParamType):

@@ -63,23 +63,38 @@ def _bool(value: Any) -> bool:
     return value
 
 
+def parse_size(value: Any) -> int | None:
+    """Return bytes for 1048576 or a string such as 500M or 1G; None if it is not a size.
+
+    Shared by the CLI options and the configuration file, so both read sizes alike.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]) if match else None
+
+
+def parse_duration(value: Any) -> float | None:
+    """Return seconds for 90 or a string such as 90s, 30m, 6h, 1d; None if not a duration."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if value >= 0 else None
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    return float(match.group(1)) * _TIME_UNITS[match.group(2).lower()] if match else None
+
+
 def _size(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    match = _SIZE.match(str(value)) if isinstance(value, str) else None
-    if not match:
-        raise _Bad(f"must be a size such as 500M, 1G or 1048576, got {value!r}")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    found = parse_size(value)
+    if not found:  # None, or 0: every size in a config is a limit or a file size
+        raise _Bad(f"must be a size above 0 such as 500M, 1G or 1048576, got {value!r}")
+    return found
 
 
 def duration(value: Any) -> float:
     """Parse seconds, or a string such as 90s, 30m, 6h, 1d."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if not match:
+    found = parse_duration(value)
+    if found is None:
         raise _Bad(f"must be a duration such as 90s, 30m, 6h or 1d, got {value!r}")
-    return float(match.group(1)) * _TIME_UNITS[match.group(2).lower()]
+    return found
 
 
 def _choice(options: list[str]) -> Callable[[Any], str]:
