@@ -288,3 +288,35 @@ def test_notifications_go_to_a_webhook_and_a_dead_one_does_not_break_the_run(
     (message,) = _Hook.received
     assert "TAKEDOWN" in message["title"] and "/persons/3.html" in message["message"]
     assert "report.html" in message["message"]
+
+
+def test_compared_with_the_last_good_capture_not_the_last_one(tmp_path: Path) -> None:
+    with SampleSite() as site:
+        settings = settings_for(site, tmp_path)
+        asyncio.run(run_target(settings))
+        site.content.takedown.block_all = True  # crawl 2: every page is a block page
+        blocked = asyncio.run(run_target(settings))
+        site.content.takedown.block_all = False
+        site.content.edited = {3}  # crawl 3: back, with one real edit
+        back = asyncio.run(run_target(settings))
+    assert classes(blocked, site)["/persons/3.html"] == "block-page"
+    found = classes(back, site)
+    assert found["/persons/3.html"] == "edited"  # against crawl 1, not the block page
+    assert "/persons/4.html" not in found  # quiet again
+    recovered = {e["url"].replace(site.url, "/") for e in back.report["events"]
+                 if e["state"] == "recovered"}
+    assert {"/persons/4.html", "/persons/3.html"} <= recovered
+
+
+def test_a_name_that_did_not_resolve_is_not_asked_again_at_once() -> None:
+    from crawler.fetcher import Fetcher
+
+    async def twice() -> list[str]:
+        async with Fetcher(FetchSettings()) as fetcher:
+            results = [await fetcher.fetch("http://gone.invalid/a"),
+                       await fetcher.fetch("http://gone.invalid/b")]
+        return [f"{r.failure}: {r.failure_detail}" for r in results]
+
+    first, second = asyncio.run(twice())
+    assert first.startswith("dns") and "not asked again" not in first
+    assert second.startswith("dns") and "not asked again yet" in second
