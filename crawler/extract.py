@@ -15,7 +15,6 @@ import threading
 import time
 import warnings
 import zlib
-from collections import Counter
 from typing import Final
 
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWarning
@@ -231,8 +230,9 @@ def extract_from_html(text: str) -> tuple[Extracted, str | None]:
 def simhash(text: str, width: int = 3) -> int:
     """Return the 64-bit simhash of word ``width``-shingles: near texts share most bits.
 
-    Bits are counted from per-byte histograms (C-speed Counter) rather than bit by bit per
-    shingle, which was ~3 ms for a 600-word page.
+    Bits are counted column by column at C speed (``bytes.translate`` maps each byte to its
+    bit, ``count`` adds them up) rather than bit by bit per shingle in Python, which was
+    ~3 ms for a 600-word page.
     """
     words = text.split()
     shingles = [" ".join(words[i:i + width]) for i in range(max(1, len(words) - width + 1))]
@@ -241,15 +241,14 @@ def simhash(text: str, width: int = 3) -> int:
     half = len(shingles) / 2
     result = 0
     for position in range(8):
-        histogram = Counter(digests[position::8])
+        column = digests[position::8]
         for bit in range(8):
-            ones = sum(histogram[v] for v in _BYTES_WITH_BIT[bit])
-            if ones > half:
+            if column.translate(_BIT_OF[bit]).count(1) > half:
                 result |= 1 << ((7 - position) * 8 + bit)
     return result
 
 
-_BYTES_WITH_BIT = tuple(tuple(v for v in range(256) if v >> bit & 1) for bit in range(8))
+_BIT_OF = tuple(bytes(v >> bit & 1 for v in range(256)) for bit in range(8))
 
 
 def _add(target: list[str], value: object) -> None:

@@ -84,6 +84,10 @@ class Store:
         self.settings = settings
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="warc-sink")
         self._unreadable_logged = False
+        # A target's first crawl has no earlier capture to be conditional on: skip the look-up.
+        self._history = catalog.db.execute(
+            "SELECT 1 FROM crawls WHERE target=? AND status='complete' AND id<? LIMIT 1",
+            (target, crawl_pk)).fetchone() is not None
 
     async def _in_sink(self, func, *args):  # type: ignore[no-untyped-def]
         """Run ``func`` in the sink thread."""
@@ -91,7 +95,7 @@ class Store:
 
     async def conditional(self, item: CrawlUrl) -> Conditional | None:
         """Return a conditional request for ``item`` if its last good capture allows one."""
-        if not self.settings.conditional or item.kind is UrlKind.ROBOTS:
+        if not self._history or not self.settings.conditional or item.kind is UrlKind.ROBOTS:
             return None
         prior = self.catalog.prior(self.target, item.key)
         if prior is None:
