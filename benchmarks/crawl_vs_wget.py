@@ -110,7 +110,7 @@ def count_responses(warcs: list[Path]) -> int:
 def run_crawler(url: str, work: Path, args: argparse.Namespace) -> Run:
     out = work / "crawl-output"  # not "crawler": a folder of that name in the working
     # directory would shadow an editable install of the package in the parser process
-    cmd = [sys.executable, "-m", "crawler.cli", "archive", url, "--scope", "host",
+    cmd = [sys.executable, "-m", "crawler", "archive", url, "--scope", "host",
            "--delay", "0", "--per-host", str(args.per_host), "--concurrency",
            str(args.concurrency), "--quiet", "--output", str(out), "--target", "bench"]
     wall, cpu, rss = measure(cmd, work)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchsite import run_server
 from crawl_vs_wget import tree_rss_kb
 
-CLI = [sys.executable, "-m", "crawler.cli"]
+CLI = [sys.executable, "-m", "crawler"]
 
 
 def serve(pages: int) -> tuple[str, multiprocessing.process.BaseProcess]:

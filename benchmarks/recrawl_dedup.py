@@ -57,7 +57,7 @@ def warc_stats(paths: list[Path], wall: float) -> CrawlBytes:
 def crawler_twice(url: str, work: Path, per_host: int) -> list[CrawlBytes]:
     """Crawl with `crawler archive` twice into one root; return both crawls' output."""
     out = work / "crawl-output"  # not "crawler": see crawl_vs_wget.py
-    cmd = [sys.executable, "-m", "crawler.cli", "archive", url, "--scope", "host", "--delay",
+    cmd = [sys.executable, "-m", "crawler", "archive", url, "--scope", "host", "--delay",
            "0", "--per-host", str(per_host), "--quiet", "--output", str(out), "--target",
            "bench"]
     found = []

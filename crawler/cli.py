@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -24,18 +24,19 @@ from rich.logging import RichHandler
 from crawler import __version__, cli_daemon, cli_tools, urls
 from crawler.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.cli_tools import open_catalog as _catalog
-from crawler.config import parse_duration, parse_size
 from crawler.crawl import Crawl, CrawlOutcome
 from crawler.errors import CrawlerError, ExitCode
 from crawler.fetcher import DEFAULT_USER_AGENT, FetchSettings
 from crawler.layout import target_is_locked
 from crawler.pagetext import TextRules
-from crawler.pipeline import TargetRun, run_target
 from crawler.progress import live_progress, summary_lines
-from crawler.report import summary_lines as report_lines
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 from crawler.settings import CrawlSettings, DedupSettings, DetectSettings, Limits, Politeness
+from crawler.units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from crawler.pipeline import TargetRun
 
 DEMO_PORT = 8737  # fixed, so that running the demo again is a recrawl of the same URLs
 FAILURE_CLASSES = ["dns", "refused", "tls", "timeout", "reset", "protocol", "connect", "other",
@@ -422,6 +423,7 @@ def demo(ctx: click.Context, persons: int, **opts: Any) -> None:
 def _run(settings: CrawlSettings, *, quiet: bool, as_json: bool,
          replay_help: bool = False, resume: CrawlRow | None = None) -> int:
     """Run a crawl with logging, progress and signals; print the summary; return the code."""
+    from crawler.report import summary_lines as report_lines  # not in the parser processes
     console = Console(stderr=True)
     _setup_logging(console, quiet)
     if resume is not None and not quiet and not as_json:
@@ -457,6 +459,7 @@ def _run(settings: CrawlSettings, *, quiet: bool, as_json: bool,
 async def _crawl_with_ui(settings: CrawlSettings, console: Console, *,
                          show_progress: bool, resume: CrawlRow | None = None) -> TargetRun:
     """Run the crawl; first SIGINT/SIGTERM stops gracefully, a second exits at once."""
+    from crawler.pipeline import run_target  # the parser processes re-import this module
     loop = asyncio.get_running_loop()
     box: list[Crawl] = []
 

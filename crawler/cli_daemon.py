@@ -14,19 +14,23 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from crawler.catalog import Catalog
-from crawler.config import Config, load
 from crawler.errors import ConfigError, CrawlerError, ExitCode
+
+if TYPE_CHECKING:
+    from crawler.config import Config
 
 _CONFIG = click.Path(exists=False, dir_okay=False, path_type=Path)
 
 
 def load_or_exit(path: Path) -> Config:
     """Load a configuration, or print its error (file, key, reason) and exit 3."""
+    from crawler.config import load
+
     try:
         return load(path)
     except ConfigError as exc:

@@ -16,8 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
-
 from crawler import urls
 from crawler.errors import ConfigError, InvalidURL
 from crawler.fetcher import DEFAULT_USER_AGENT, FetchSettings
@@ -25,11 +23,8 @@ from crawler.pagetext import TextRules
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 from crawler.settings import CrawlSettings, DedupSettings, DetectSettings, Limits, Politeness
+from crawler.units import parse_duration, parse_size
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.I)
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -61,25 +56,6 @@ def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise _Bad(f"must be true or false, got {value!r}")
     return value
-
-
-def parse_size(value: Any) -> int | None:
-    """Return bytes for 1048576 or a string such as 500M or 1G; None if it is not a size.
-
-    Shared by the CLI options and the configuration file, so both read sizes alike.
-    """
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if value >= 0 else None
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]) if match else None
-
-
-def parse_duration(value: Any) -> float | None:
-    """Return seconds for 90 or a string such as 90s, 30m, 6h, 1d; None if not a duration."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value) if value >= 0 else None
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    return float(match.group(1)) * _TIME_UNITS[match.group(2).lower()] if match else None
 
 
 def _size(value: Any) -> int:
@@ -134,6 +110,8 @@ def _url(value: Any) -> str:
 
 
 def _cron(value: Any) -> str:
+    from apscheduler.triggers.cron import CronTrigger  # only when a file is read: CLI start-up
+
     try:
         CronTrigger.from_crontab(_str(value), timezone="UTC")
     except ValueError as exc:

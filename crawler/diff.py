@@ -71,9 +71,12 @@ class Comparison:
     findings: list[Finding]
     hosts: list[HostEvent]
     confirmed: set[str] = field(default_factory=set)  # keys whose rechecks all reproduced
+    totals: dict[str, int] | None = None  # a baseline: counts only, no findings
 
     def counts(self) -> dict[str, int]:
         """Return URLs per class."""
+        if self.totals is not None:
+            return dict(self.totals)
         return dict(Counter(f.cls.value for f in self.findings).most_common())
 
 
@@ -450,13 +453,32 @@ async def detect_after_crawl(catalog: Catalog, after: CrawlRow, settings: Detect
                              fetch: FetchSettings) -> tuple[Comparison, list[Event]]:
     """Probe, compare and advance states after a crawl (a first crawl: all URLs new)."""
     started = time.monotonic()
-    if previous_crawl(catalog, after) is not None:
-        await probe(catalog, after, settings, fetch)
-    comparison = compare(catalog, after, rules=settings.rules)
+    if _first_crawl(catalog, after):
+        comparison = _baseline(catalog, after)
+    else:
+        if previous_crawl(catalog, after) is not None:
+            await probe(catalog, after, settings, fetch)
+        comparison = compare(catalog, after, rules=settings.rules)
     events = apply_states(catalog, comparison, settings)
     log.info("compared %d URLs in %.1fs: %d transitions", len(comparison.findings),
              time.monotonic() - started, len(events))
     return comparison, events
+
+
+def _first_crawl(catalog: Catalog, after: CrawlRow) -> bool:
+    """Return True if no earlier crawl of the target captured anything."""
+    return catalog.db.execute(
+        "SELECT 1 FROM captures c JOIN crawls k ON k.id = c.crawl WHERE k.target = ? "
+        "AND c.crawl < ? LIMIT 1", (after.target, after.pk)).fetchone() is None
+
+
+def _baseline(catalog: Catalog, after: CrawlRow) -> Comparison:
+    """Return the comparison of a target's first crawl: every URL new, counted in SQL (no
+    URL is loaded: a first crawl of a three-million-page site must not need the memory)."""
+    (count,) = catalog.db.execute(
+        "SELECT count(DISTINCT key) FROM captures WHERE crawl = ? AND final = 1 "
+        "AND kind IN ('seed', 'page', 'requisite')", (after.pk,)).fetchone()
+    return Comparison(after.target, after, None, [], [], totals={Cls.NEW.value: count})
 
 
 def fetch_settings(fetch: FetchSettings) -> FetchSettings:

@@ -13,8 +13,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import apprise
-
 from crawler.diff import Event
 
 log = logging.getLogger("crawler.notify")
@@ -38,6 +36,8 @@ def message(target: str, crawl_id: str, events: Sequence[Event],
 def send(urls: Sequence[str], title: str, body: str, *, attempts: int = 3,
          backoff: float = 2.0) -> bool:
     """Send one notification to every URL; return True if all were delivered."""
+    import apprise  # heavy, and only needed when there is something to send
+
     delivered = True
     for url in urls:
         for attempt in range(1, attempts + 1):

@@ -22,7 +22,8 @@ from crawler.diff import Comparison, Event
 from crawler.warc import timestamp14_of
 
 SCHEMA = "crawler-report/1"
-QUIET = frozenset({Cls.UNCHANGED, Cls.NOT_MODIFIED, Cls.SEMANTIC})  # counted, not listed
+# Counted, not listed: the report of a 3-million-page baseline crawl must stay small.
+QUIET = frozenset({Cls.UNCHANGED, Cls.NOT_MODIFIED, Cls.SEMANTIC, Cls.NEW})
 REPLAY_BASE = "http://127.0.0.1:8080"  # `crawler replay`'s default address
 _COLOURS = {"unchanged": "#b7d7b0", "not-modified": "#9cc995", "semantically-unchanged": "#cfe6c9",
             "edited": "#f3e2a9", "new": "#a9c8f3", "moved": "#d6c8f0"}
@@ -59,7 +60,7 @@ def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict
                   "finished": comparison.after.finished},
         "compared_with": ({"crawl_id": before.crawl_id, "started": before.started}
                           if before else None),
-        "summary": {"urls": len(comparison.findings), "classes": comparison.counts(),
+        "summary": {"urls": sum(comparison.counts().values()), "classes": comparison.counts(),
                     "transitions": len(events), "new_alerts": len(new_alerts),
                     "open_states": len(states)},
         "hosts": [{"host": h.host, "class": h.cls.value, "urls": h.urls, "of": h.of,

@@ -18,7 +18,7 @@ import pytest
 from crawler.daemon import next_runs
 from crawler.sample_site import SampleSite
 
-CLI = [sys.executable, "-m", "crawler.cli"]
+CLI = [sys.executable, "-m", "crawler"]
 
 
 def config_text(site: SampleSite, *, every: str = "2s", name: str = "sample",

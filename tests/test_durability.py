@@ -18,7 +18,7 @@ from conftest import read_records, start_pywb
 
 from crawler.sample_site import SampleSite
 
-CLI = [sys.executable, "-m", "crawler.cli"]
+CLI = [sys.executable, "-m", "crawler"]
 
 
 def archive_cmd(site: SampleSite, out: Path, *extra: str) -> list[str]:

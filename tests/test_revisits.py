@@ -276,7 +276,7 @@ def test_dedup_never_refers_to_a_crawl_that_did_not_finish(tmp_path: Path) -> No
 def test_replay_command_serves_every_crawl_of_the_target(recrawls: Recrawls) -> None:
     port = free_port()
     env = {**os.environ, "PYWB_VENV": str(pywb_bin().parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "crawler.cli", "replay", "test", "--output",
+    proc = subprocess.Popen([sys.executable, "-m", "crawler", "replay", "test", "--output",
                              str(recrawls.out), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:

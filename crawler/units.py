@@ -1,0 +1,28 @@
+"""Sizes and durations as people write them ("500M", "1G", "90s", "6h"), shared by the CLI
+options and the configuration file so that both read them alike."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.I)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_size(value: Any) -> int | None:
+    """Return bytes for 1048576 or a string such as 500M or 1G; None if it is not a size."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]) if match else None
+
+
+def parse_duration(value: Any) -> float | None:
+    """Return seconds for 90 or a string such as 90s, 30m, 6h, 1d; None if not a duration."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if value >= 0 else None
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    return float(match.group(1)) * _TIME_UNITS[match.group(2).lower()] if match else None
