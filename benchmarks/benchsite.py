@@ -46,14 +46,8 @@ def build_site(pages: int, seed: int = 7, profile: str = "light",
         if i % 2 == 0:
             parts.append(f"<img class='photo' src='/img/{i}.png' alt=''>")
             site[f"/img/{i}.png"] = ("image/png", PNG_HEADER + rng.randbytes(2000))
-        if i % 10 == 0:
-            parts.append(f"<a href='/doc/{i}.pdf'>PDF</a>")
-            site[f"/doc/{i}.pdf"] = ("application/pdf", b"%PDF-1.4\n" + rng.randbytes(8000))
-        parts.append("</body></html>")
-        site[f"/p/{i}.html"] = ("text/html; charset=utf-8", "".join(parts).encode())
-    index = "".join(f'<a href="/p/{i}.html">{i}</a> ' for i in range(0, pages, max(1, pages // 50)))
-    site["/"] = ("text/html; charset=utf-8",
-                 f"<html><head><title>Bench</title></head><body>{index}</body></html>".encode())
+        _finish_page(site, parts, i, rng, pdf_bytes=8000)
+    _add_home(site, pages)
     return site
 
 
@@ -78,15 +72,26 @@ def build_heavy_site(pages: int, seed: int = 7) -> dict[str, tuple[str, bytes]]:
                  f"<nav><ul>{nav}</ul></nav><h1>Page {i}</h1>"
                  f"<img class='photo' src='/img/{i}.jpg' alt=''><p>{text}</p><ul>{anchors}</ul>"]
         site[f"/img/{i}.jpg"] = ("image/jpeg", b"\xff\xd8\xff\xe0" + rng.randbytes(30_000))
-        if i % 10 == 0:
-            parts.append(f"<a href='/doc/{i}.pdf'>PDF</a>")
-            site[f"/doc/{i}.pdf"] = ("application/pdf", b"%PDF-1.4\n" + rng.randbytes(150_000))
-        parts.append("</body></html>")
-        site[f"/p/{i}.html"] = ("text/html; charset=utf-8", "".join(parts).encode())
+        _finish_page(site, parts, i, rng, pdf_bytes=150_000)
+    _add_home(site, pages)
+    return site
+
+
+def _finish_page(site: dict[str, tuple[str, bytes]], parts: list[str], i: int,
+                 rng: random.Random, *, pdf_bytes: int) -> None:
+    """Add page ``i`` (and a PDF linked from every tenth page) to the site."""
+    if i % 10 == 0:
+        parts.append(f"<a href='/doc/{i}.pdf'>PDF</a>")
+        site[f"/doc/{i}.pdf"] = ("application/pdf", b"%PDF-1.4\n" + rng.randbytes(pdf_bytes))
+    parts.append("</body></html>")
+    site[f"/p/{i}.html"] = ("text/html; charset=utf-8", "".join(parts).encode())
+
+
+def _add_home(site: dict[str, tuple[str, bytes]], pages: int) -> None:
+    """Add the home page, linking to every fiftieth page."""
     index = "".join(f'<a href="/p/{i}.html">{i}</a> ' for i in range(0, pages, max(1, pages // 50)))
     site["/"] = ("text/html; charset=utf-8",
                  f"<html><head><title>Bench</title></head><body>{index}</body></html>".encode())
-    return site
 
 
 LAST_MODIFIED = "Mon, 02 Nov 2026 10:00:00 GMT"

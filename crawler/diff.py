@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from crawler import extract, pagetext, urls
@@ -200,7 +200,7 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
     ctx = _context(rows, old, new, extra, after, before)
     keys = sorted(set(new) | {k for k in old if old[k].kind != "requisite"})
     findings = [classify(old.get(k), new.get(k), ctx) for k in keys]
-    confirmed = _reproduced(rows, findings, extra)
+    confirmed = _reproduced(findings, extra)
     return Comparison(after.target, after, before, findings, roll_up(findings), confirmed)
 
 
@@ -271,7 +271,7 @@ def _collapsed(old: dict[str, Snap], new: dict[str, Snap], minimum: int = 3) -> 
     return frozenset(h for h, before in groups.items() if len(before) >= minimum)
 
 
-def _reproduced(rows: _Rows, findings: list[Finding], extra: list[Snap]) -> set[str]:
+def _reproduced(findings: list[Finding], extra: list[Snap]) -> set[str]:
     """Return keys whose rechecks all showed the same thing as the crawl."""
     rechecks: dict[str, list[Snap]] = {}
     for snap in extra:
@@ -301,8 +301,12 @@ def _same(a: Snap, b: Snap) -> bool:
 # -- network phase --------------------------------------------------------------------------
 
 async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
-                fetch: FetchSettings) -> None:
-    """Fetch soft-404 probes, the control URL and rechecks; archive and enter each."""
+                fetch: FetchSettings) -> Comparison:
+    """Fetch soft-404 probes, the control URL and rechecks; archive and enter each.
+
+    Returns the comparison made after the probes and the control URL, with ``confirmed``
+    from the rechecks (rechecks confirm classes, they never change them).
+    """
     first = compare(catalog, after, rules=settings.rules)
     warc_dir = after.directory / "warc"
     writer = WarcWriter(WarcSettings(directory=warc_dir, prefix=f"{after.target}-detect",
@@ -328,14 +332,18 @@ async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
             result.close()
 
     try:
+        probes = _probe_urls(first, settings.max_probe_dirs)
+        network = [f for f in first.findings if f.cls in (Cls.DNS, Cls.REFUSED, Cls.TLS,
+                                                           Cls.TIMEOUT, Cls.UNREACHABLE)]
+        control = settings.control_url if network else None
         async with Fetcher(fetch) as fetcher:
-            for url in _probe_urls(first, settings.max_probe_dirs):
+            for url in probes:
                 await take(fetcher, url, UrlKind.PROBE)
-            network = [f for f in first.findings if f.cls in (Cls.DNS, Cls.REFUSED, Cls.TLS,
-                                                               Cls.TIMEOUT, Cls.UNREACHABLE)]
-            if network and settings.control_url:
-                await take(fetcher, settings.control_url, UrlKind.CONTROL)
-        suspects = [f for f in compare(catalog, after, rules=settings.rules).findings
+            if control:
+                await take(fetcher, control, UrlKind.CONTROL)
+        # Probes and the control URL can change classes (soft-404, our network down).
+        current = compare(catalog, after, rules=settings.rules) if probes or control else first
+        suspects = [f for f in current.findings
                     if f.cls in NEGATIVE and f.cls not in _NOT_RECHECKED]
         gate = asyncio.Semaphore(4)  # gentle: a struggling server is being asked again
         for n in range(settings.recheck_probes if suspects else 0):
@@ -350,6 +358,12 @@ async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
     finally:
         sink.shutdown()
         writer.close()
+    if suspects and settings.recheck_probes:
+        rows = _Rows(catalog, settings.rules)
+        rechecks = rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
+                              "AND c.kind = 'recheck' ORDER BY c.id", (after.pk,))
+        current.confirmed = _reproduced(current.findings, rechecks)
+    return current
 
 
 def _probe_urls(comparison: Comparison, limit: int) -> list[str]:
@@ -455,9 +469,9 @@ async def detect_after_crawl(catalog: Catalog, after: CrawlRow, settings: Detect
     started = time.monotonic()
     if _first_crawl(catalog, after):
         comparison = _baseline(catalog, after)
-    else:
-        if previous_crawl(catalog, after) is not None:
-            await probe(catalog, after, settings, fetch)
+    elif previous_crawl(catalog, after) is not None:
+        comparison = await probe(catalog, after, settings, fetch)
+    else:  # earlier captures, but no crawl that finished: nothing to probe against
         comparison = compare(catalog, after, rules=settings.rules)
     events = apply_states(catalog, comparison, settings)
     log.info("compared %d URLs in %.1fs: %d transitions", len(comparison.findings),
@@ -480,9 +494,5 @@ def _baseline(catalog: Catalog, after: CrawlRow) -> Comparison:
         "AND kind IN ('seed', 'page', 'requisite')", (after.pk,)).fetchone()
     return Comparison(after.target, after, None, [], [], totals={Cls.NEW.value: count})
 
-
-def fetch_settings(fetch: FetchSettings) -> FetchSettings:
-    """Return fetch settings for probes: the crawl's, with a short total timeout."""
-    return replace(fetch, total_timeout=min(fetch.total_timeout, 60.0))
 
 

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def pywb_venv_candidates(cwd: Path | None = None) -> list[Path]:
     return found
 
 
-def pywb_bin(*, create: bool = True, log: object = None) -> Path:
+def pywb_bin(*, create: bool = True, log: Callable[[str], object] | None = None) -> Path:
     """Return the bin/ directory of a pywb virtual environment, creating one if allowed.
 
     Creating it runs ``python -m venv`` and ``pip install pywb`` (from PyPI or the configured
@@ -51,7 +52,7 @@ def pywb_bin(*, create: bool = True, log: object = None) -> Path:
     if not create:
         raise OutputError("pywb not found (looked in " + ", ".join(map(str, candidates)) + ")")
     venv = candidates[0] if os.environ.get("PYWB_VENV") else candidates[-1]
-    if callable(log):
+    if log is not None:
         log(f"installing pywb into {venv} (once)")
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True,

@@ -12,12 +12,13 @@ from __future__ import annotations
 import html
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from crawler import __version__
 from crawler.catalog import Catalog, now_iso
-from crawler.detect import NEGATIVE, Cls, Finding, Snap
+from crawler.detect import NEGATIVE, Cls, Snap
 from crawler.diff import Comparison, Event
 from crawler.warc import timestamp14_of
 
@@ -148,18 +149,12 @@ each URL). {s['urls']} URLs; {s['transitions']} state changes, {s['new_alerts']}
               for c, n in s["classes"].items()]
     parts.append("</table>")
     if report["hosts"]:
-        parts.append("<h2>Whole hosts</h2><table><tr><th>host</th><th>class</th><th>URLs</th>"
-                     "<th>since</th></tr>")
-        parts += [f"<tr><td>{_e(h['host'])}</td><td class=t>{_e(h['class'])}</td>"
-                  f"<td>{h['urls']} of {h['of']}</td><td>{_e(h['since'])}</td></tr>"
-                  for h in report["hosts"]]
-        parts.append("</table>")
-    parts.append("<h2>State changes</h2><table><tr><th>state</th><th>class</th><th>URL</th>"
-                 "<th>since</th><th>detail</th></tr>")
-    parts += [f"<tr><td>{_e(e['state'])}</td><td>{_e(e['class'])}</td><td>{_e(e['url'])}</td>"
-              f"<td>{_e(e['since'])}</td><td>{_e(e['detail'])}</td></tr>"
-              for e in report["events"]]
-    parts.append("</table>")
+        parts.append(_table("Whole hosts", ("host", "class", "URLs", "since"), (
+            (_e(h["host"]), f"<b class=t>{_e(h['class'])}</b>",
+             f"{h['urls']} of {h['of']}", _e(h["since"])) for h in report["hosts"])))
+    parts.append(_table("State changes", ("state", "class", "URL", "since", "detail"), (
+        tuple(_e(e[k]) for k in ("state", "class", "url", "since", "detail"))
+        for e in report["events"])))
     by_class: dict[str, list[dict[str, Any]]] = {}
     for f in report["findings"]:
         by_class.setdefault(f["class"], []).append(f)
@@ -170,6 +165,14 @@ each URL). {s['urls']} URLs; {s['transitions']} state changes, {s['new_alerts']}
         parts.append("</table>")
     parts.append("</body></html>\n")
     return "".join(parts)
+
+
+def _table(title: str, headers: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> str:
+    """Return a titled HTML table; cells come already escaped."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    return f"<h2>{_e(title)}</h2><table><tr>{head}</tr>{body}</table>"
 
 
 def _finding_row(f: dict[str, Any]) -> str:
@@ -206,9 +209,3 @@ def _svg(points: list[dict[str, Any]]) -> str:
     return (f"<h2>Timeline</h2><svg xmlns='http://www.w3.org/2000/svg' width='{width}' "
             f"height='{height}' role='img' aria-label='URL classes per crawl'>"
             + "".join(shapes) + "</svg>")
-
-
-def finding_json(f: Finding) -> str:
-    """Return one finding as a JSON line (``crawler diff --json`` streams these)."""
-    return json.dumps({"url": f.url, "class": f.cls.value, "detail": f.detail,
-                       "removed": list(f.removed)}, ensure_ascii=False)

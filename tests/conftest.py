@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crawler import replay
 from crawler.crawl import CrawlOutcome, CrawlSettings, Politeness, run_crawl
 from crawler.sample_site import SampleSite
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
@@ -65,16 +63,9 @@ def full_crawl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sampl
 # -- pywb ---------------------------------------------------------------------------------------
 
 def pywb_bin() -> Path:
-    """Return the bin/ directory of pywb's own virtual environment, creating it if needed.
-
-    pywb pins old redis/werkzeug/brotlipy, so it never shares the crawler's environment.
-    """
-    venv = Path(os.environ.get("PYWB_VENV", REPO / ".venv-pywb"))
-    wayback = venv / "bin" / "wayback"
-    if not wayback.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "pywb"], check=True)
-    return venv / "bin"
+    """Return the bin/ directory of pywb's own virtual environment (created if needed), found
+    as `crawler replay` finds it: $PYWB_VENV, ./.venv-pywb, ~/.local/share/crawler."""
+    return replay.pywb_bin()
 
 
 def free_port() -> int:
@@ -115,20 +106,7 @@ def start_pywb(root: Path, warcs: list[Path], indexes: list[Path]) -> tuple[Pywb
             lines.extend(index.read_text("utf-8").splitlines())
         out.write("\n".join(sorted(lines)) + "\n")
     port = free_port()
-    proc = subprocess.Popen([str(bindir / "wayback"), "-p", str(port), "-b", "127.0.0.1"],
-                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-            break
-        except httpx.HTTPError as exc:
-            if proc.poll() is not None:
-                raise RuntimeError("pywb exited at start-up") from exc
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise RuntimeError("pywb did not start within 60 s")
+    proc = replay.start_wayback(root, port, bindir)
     return Pywb(f"http://127.0.0.1:{port}/coll/", root), proc
 
 
