@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.errors import OutputError
+from crawler.redact import is_redacted, redact_url
 
 CATALOG_NAME = "catalog.sqlite3"
 
@@ -152,6 +153,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (crawl, class)
     ) WITHOUT ROWID;
     """,
+    # 4 -> 5: crawl directories relative to the archive root, so that a root can be moved
+    # and used from any working directory (they were as given on the command line). A crawl
+    # always lives at <root>/<target>/<crawl-id> (layout.new_crawl_dir).
+    """
+    UPDATE crawls SET directory = target || '/' || crawl_id;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -254,7 +261,7 @@ _ORIGINAL_SQL = (
     "WHERE c.digest = ? AND c.record_type = 'response' AND k.target = ? "
     "AND (c.crawl = ? OR k.status = 'complete') AND c.final = 1 "
     "AND c.status BETWEEN 200 AND 299 AND c.status != 206 AND c.detail IS NULL "
-    "ORDER BY c.id LIMIT 1")
+    "ORDER BY c.id LIMIT ?")
 
 
 def now_iso() -> str:
@@ -284,12 +291,22 @@ class Catalog:
     db: sqlite3.Connection = field(repr=False)
     _batch_started: float = field(default=0.0, repr=False)
 
+    @property
+    def root(self) -> Path:
+        """Return the archive root (absolute): every stored path is relative to it."""
+        return self.path.parent
+
+    def resolve(self, stored: str) -> Path:
+        """Return the absolute path of a directory as stored in the catalog."""
+        path = Path(stored)
+        return path if path.is_absolute() else self.root / path
+
     @classmethod
     def open(cls, root: Path) -> Catalog:
         """Open (creating and migrating as needed) ``root/catalog.sqlite3``."""
         try:
             root.mkdir(parents=True, exist_ok=True)
-            path = root / CATALOG_NAME
+            path = root.resolve() / CATALOG_NAME
             db = sqlite3.connect(path, timeout=30, isolation_level=None,
                                  check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
@@ -316,8 +333,31 @@ class Catalog:
             with self.transaction():
                 for statement in _statements(MIGRATIONS[version]):
                     self.db.execute(statement)
+                if version + 1 == 5:
+                    self._redact_stored_settings()
                 self.db.execute(f"PRAGMA user_version={version + 1}")
         return found
+
+    def _redact_stored_settings(self) -> None:
+        """Redact notification URLs that earlier versions stored in clear, in the catalog
+        and in each crawl's ``crawl.json`` (part of the upgrade to schema 5)."""
+        for pk, directory, text in self.db.execute(
+                "SELECT id, directory, settings FROM crawls").fetchall():
+            settings = json.loads(text)
+            notify = (settings.get("detect") or {}).get("notify") or []
+            if not any(not is_redacted(u) for u in notify):
+                continue
+            settings["detect"]["notify"] = [redact_url(u) for u in notify]
+            self.db.execute("UPDATE crawls SET settings=? WHERE id=?",
+                            (json.dumps(settings, ensure_ascii=False), pk))
+            snapshot = self.resolve(directory) / "crawl.json"
+            try:
+                data = json.loads(snapshot.read_text("utf-8"))
+                data["settings"] = settings
+                snapshot.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+                                    "utf-8")
+            except (OSError, ValueError, KeyError):
+                continue  # no crawl.json (killed crawl): nothing in clear there
 
     def transaction(self) -> _Transaction:
         """Return a context manager for one atomic group of writes.
@@ -357,9 +397,17 @@ class Catalog:
             cur = self.db.execute(
                 "INSERT INTO crawls (target, crawl_id, directory, started, status, settings) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (target, crawl_id, str(directory), now_iso(), CrawlStatus.RUNNING,
+                (target, crawl_id, self._relative(directory), now_iso(), CrawlStatus.RUNNING,
                  json.dumps(settings, ensure_ascii=False)))
         return int(cur.lastrowid or 0)
+
+    def _relative(self, directory: Path) -> str:
+        """Return how a crawl directory is stored: relative to the root when under it."""
+        absolute = directory.resolve()
+        try:
+            return absolute.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(absolute)
 
     def set_running(self, pk: int) -> None:
         """Mark a crawl running again (resume)."""
@@ -378,19 +426,19 @@ class Catalog:
         """Return crawls (of one target), oldest first."""
         sql = "SELECT * FROM crawls" + (" WHERE target=?" if target else "") + " ORDER BY id"
         rows = self.db.execute(sql, (target,) if target else ()).fetchall()
-        return [_crawl_row(r) for r in rows]
+        return [self._crawl_row(r) for r in rows]
 
     def crawl(self, target: str, crawl_id: str) -> CrawlRow | None:
         """Return one crawl by target and id."""
         row = self.db.execute("SELECT * FROM crawls WHERE target=? AND crawl_id=?",
                               (target, crawl_id)).fetchone()
-        return _crawl_row(row) if row else None
+        return self._crawl_row(row) if row else None
 
     def latest_crawl(self, target: str) -> CrawlRow | None:
         """Return the most recent crawl of a target."""
         row = self.db.execute("SELECT * FROM crawls WHERE target=? ORDER BY id DESC LIMIT 1",
                               (target,)).fetchone()
-        return _crawl_row(row) if row else None
+        return self._crawl_row(row) if row else None
 
     def crawl_totals(self, pk: int) -> dict[str, int]:
         """Return counts for a crawl from its final captures."""
@@ -460,14 +508,16 @@ class Catalog:
         self.db.executemany("INSERT OR IGNORE INTO linked (crawl, key) VALUES (?, ?)",
                             ((crawl_pk, k) for k in keys))
 
-    def dedup_original(self, target: str, crawl_pk: int, digest: str) -> StoredRecord | None:
-        """Return the first archived response of ``target`` with this payload digest.
+    def dedup_originals(self, target: str, crawl_pk: int, digest: str,
+                        limit: int = 8) -> list[StoredRecord]:
+        """Return archived responses of ``target`` with this payload digest, oldest first.
 
         Only this crawl's records and those of complete crawls count: a revisit must never
         depend on a crawl that did not finish (its files may be cut short or never indexed).
+        The caller takes the first one whose record is intact.
         """
-        row = self.db.execute(_ORIGINAL_SQL, (digest, target, crawl_pk)).fetchone()
-        return _stored(row) if row else None
+        rows = self.db.execute(_ORIGINAL_SQL, (digest, target, crawl_pk, limit)).fetchall()
+        return [self._stored(row) for row in rows]
 
     def original_record(self, target: str, digest: str, url: str,
                         date: str) -> StoredRecord | None:
@@ -477,7 +527,7 @@ class Catalog:
             "WHERE c.digest = ? AND c.record_type = 'response' AND c.url = ? "
             "AND c.fetched_at = ? AND k.target = ? LIMIT 1",
             (digest, url, date, target)).fetchone()
-        return _stored(row) if row else None
+        return self._stored(row) if row else None
 
     def prior(self, target: str, key: str) -> Prior | None:
         """Return the validators and records of a URL's latest capture in a complete crawl, if
@@ -490,7 +540,7 @@ class Catalog:
                 or row["status"] not in (200, 304) or row["detail"] is not None
                 or row["record_type"] not in ("response", "revisit") or not row["warc_file"]):
             return None
-        head = _stored(row)
+        head = self._stored(row)
         if row["record_type"] == "response":
             return Prior(row["etag"], row["last_modified"], head, head)
         original = self.db.execute(
@@ -498,7 +548,22 @@ class Catalog:
             "WHERE c.id = ? AND c.record_type = 'response'", (row["refers_to"],)).fetchone()
         if original is None:
             return None
-        return Prior(row["etag"], row["last_modified"], head, _stored(original))
+        return Prior(row["etag"], row["last_modified"], head, self._stored(original))
+
+
+    def _crawl_row(self, row: sqlite3.Row) -> CrawlRow:
+        return CrawlRow(pk=row["id"], target=row["target"], crawl_id=row["crawl_id"],
+                        directory=self.resolve(row["directory"]), started=row["started"],
+                        finished=row["finished"], status=row["status"],
+                        stop_reason=row["stop_reason"], exit_code=row["exit_code"],
+                        settings=json.loads(row["settings"]))
+
+    def _stored(self, row: sqlite3.Row) -> StoredRecord:
+        return StoredRecord(capture=row["id"], url=row["url"], date=row["fetched_at"],
+                            record_id=row["record_id"], digest=row["digest"] or "",
+                            status=row["status"] or 0, mime=row["mime"],
+                            path=self.resolve(row["directory"]) / "warc" / row["warc_file"],
+                            offset=row["warc_offset"] or 0, length=row["warc_length"] or 0)
 
 
 class _Transaction:
@@ -526,22 +591,6 @@ def _statements(script: str) -> list[str]:
     """Split a migration script into statements (no semicolons inside our DDL)."""
     lines = [line.split("--", 1)[0] for line in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-def _crawl_row(row: sqlite3.Row) -> CrawlRow:
-    return CrawlRow(pk=row["id"], target=row["target"], crawl_id=row["crawl_id"],
-                    directory=Path(row["directory"]), started=row["started"],
-                    finished=row["finished"], status=row["status"],
-                    stop_reason=row["stop_reason"], exit_code=row["exit_code"],
-                    settings=json.loads(row["settings"]))
-
-
-def _stored(row: sqlite3.Row) -> StoredRecord:
-    return StoredRecord(capture=row["id"], url=row["url"], date=row["fetched_at"],
-                        record_id=row["record_id"], digest=row["digest"] or "",
-                        status=row["status"] or 0, mime=row["mime"],
-                        path=Path(row["directory"]) / "warc" / row["warc_file"],
-                        offset=row["warc_offset"] or 0, length=row["warc_length"] or 0)
 
 
 def _capture_row(row: sqlite3.Row) -> CaptureRow:

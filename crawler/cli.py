@@ -27,9 +27,10 @@ from crawler.cli_tools import open_catalog as _catalog
 from crawler.crawl import Crawl, CrawlOutcome
 from crawler.errors import CrawlerError, ExitCode
 from crawler.fetcher import DEFAULT_USER_AGENT, FetchSettings
-from crawler.layout import target_is_locked
+from crawler.layout import saved_notify, target_is_locked
 from crawler.pagetext import TextRules
 from crawler.progress import live_progress, summary_lines
+from crawler.redact import restore
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 from crawler.settings import CrawlSettings, DedupSettings, DetectSettings, Limits, Politeness
@@ -259,6 +260,11 @@ def resume(target: str | None, output: Path, quiet: bool, as_json: bool) -> None
         sys.exit(int(ExitCode.USAGE))
     row = candidates[0]
     settings = replace(CrawlSettings.from_json(row.settings), output=output)
+    notify, lost = restore(settings.detect.notify, saved_notify(output, row.target))
+    if lost:
+        click.echo(f"crawler: warning: {len(lost)} notification URL(s) of this crawl could not "
+                   f"be restored ({', '.join(lost)}): this run will not notify them", err=True)
+    settings = replace(settings, detect=replace(settings.detect, notify=tuple(notify)))
     sys.exit(_run(settings, quiet=quiet, as_json=as_json, resume=row))
 
 
@@ -542,7 +548,8 @@ def _setup_logging(console: Console, quiet: bool) -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff, cli_daemon.daemon,
+for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff, cli_tools.verify,
+                 cli_daemon.daemon,
                  cli_daemon.run_command, cli_daemon.config_group):
     cli.add_command(_command)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 import threading
@@ -28,14 +29,28 @@ _CONFIG = click.Path(exists=False, dir_okay=False, path_type=Path)
 
 
 def load_or_exit(path: Path) -> Config:
-    """Load a configuration, or print its error (file, key, reason) and exit 3."""
+    """Load a configuration, or print its error (file, key, reason) and exit 3.
+
+    A file that names notification URLs (tokens, passwords) and that other users can read
+    is loaded, with a warning saying how to fix it.
+    """
     from crawler.config import load
 
     try:
-        return load(path)
+        config = load(path)
     except ConfigError as exc:
         click.echo(f"crawler: config error: {exc}", err=True)
         sys.exit(int(ExitCode.CONFIG))
+    if any(t.settings.detect.notify for t in config.targets.values()):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            click.echo(f"crawler: warning: {path} holds notification URLs (tokens, passwords) "
+                       f"and other users can read it (mode {mode & 0o777:o}): "
+                       f"chmod 600 {path}", err=True)
+    return config
 
 
 class _LogfmtFormatter(logging.Formatter):
@@ -51,15 +66,25 @@ class _LogfmtFormatter(logging.Formatter):
                 f"thread={record.threadName} msg={json.dumps(message, ensure_ascii=False)}")
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file only its owner can read: a daemon's log may name what it watches
+    and where it reports (notification URLs are redacted, but the log is private anyway)."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        stream = super()._open()
+        os.chmod(self.baseFilename, 0o600)
+        return stream
+
+
 def setup_daemon_logging(config: Config) -> None:
     """Log structured lines to stderr and to a rotating file in the archive root."""
     config.archives.mkdir(parents=True, exist_ok=True)
     formatter = _LogfmtFormatter()
     handlers: list[logging.Handler] = [
         logging.StreamHandler(sys.stderr),
-        logging.handlers.RotatingFileHandler(config.archives / config.log_file,
-                                             maxBytes=10 * 1024 * 1024, backupCount=5,
-                                             encoding="utf-8"),
+        _PrivateRotatingFileHandler(config.archives / config.log_file,
+                                    maxBytes=10 * 1024 * 1024, backupCount=5,
+                                    encoding="utf-8"),
     ]
     for handler in handlers:
         handler.setFormatter(formatter)

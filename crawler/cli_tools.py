@@ -1,4 +1,4 @@
-"""The commands that work on what is archived: `crawler wacz`, `replay` and `diff`.
+"""The commands that work on what is archived: `crawler wacz`, `replay`, `diff` and `verify`.
 
 Registered on the main group by ``cli.py``.
 """
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,23 +87,50 @@ def replay(target: str | None, output: Path, port: int) -> None:
     """
     from crawler.replay import build_collections, pywb_bin, start_wayback
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops pywb as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, stop)
+    proc: subprocess.Popen[bytes] | None = None
     try:
         with open_catalog(output) as catalog:
             targets = [target] if target else sorted({c.target for c in catalog.crawls()})
             root = build_collections(catalog, output, targets)
+            reports = {name: _latest_report(catalog, name) for name in targets}
         proc = start_wayback(root, port, pywb_bin(log=lambda m: click.echo(m, err=True)))
+        base = f"http://127.0.0.1:{port}"
+        for name in targets:
+            click.echo(f"Replaying {name}: {base}/{name}/  (a page: {base}/{name}/*/<original "
+                       "URL>)")
+            report = reports.get(name)
+            if report is not None:
+                click.echo(f"  latest takedown report, its links on this port: "
+                           f"{report.as_uri()}?replay={base}")
+        click.echo("Press Ctrl-C to stop.", err=True)
+        code = proc.wait()
     except CrawlerError as exc:
         click.echo(f"crawler: error: {exc}", err=True)
         sys.exit(int(exc.exit_code))
-    for name in targets:
-        click.echo(f"Replaying {name}: http://127.0.0.1:{port}/{name}/  "
-                   f"(a page: http://127.0.0.1:{port}/{name}/*/<original URL>)")
-    click.echo("Press Ctrl-C to stop.", err=True)
-    try:
-        proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(10)
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return
+    click.echo(f"crawler: pywb stopped on its own (exit code {code})", err=True)
+    sys.exit(int(ExitCode.INTERNAL))
+
+
+def _latest_report(catalog: Catalog, target: str) -> Path | None:
+    """Return the report.html of the target's latest crawl that has one."""
+    for crawl in reversed(catalog.crawls(target)):
+        path = crawl.directory / "report.html"
+        if path.is_file():
+            return path
+    return None
 
 
 @click.command()
@@ -138,3 +167,43 @@ def diff(target: str, from_id: str | None, to_id: str | None, output: Path,
         click.echo(line)
     for finding in data["findings"]:
         click.echo(f"  {finding['class']:22} {finding['url']}  {finding['detail']}")
+
+
+@click.command()
+@click.argument("target", required=False)
+@click.option("--crawl", "crawl_id", help="Check only this crawl of TARGET.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("archives"), show_default=True, help="Archive root.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(target: str | None, crawl_id: str | None, output: Path, as_json: bool) -> None:
+    """Prove an archive whole: fixity and consistency of TARGET's crawls (or of every target).
+
+    Reads every WARC to its end (gzip CRC, block and payload digests, records cut short),
+    checks that every catalog row points at its record, that every revisit's original is
+    present and intact, that every crawl's index matches the catalog, and every WACZ's
+    hashes. Exits 7 if anything is wrong, 0 if not. Nothing is changed.
+    """
+    from crawler.layout import target_is_locked
+    from crawler.verify import iter_lines, verify_archive
+
+    if crawl_id is not None and target is None:
+        raise click.UsageError("--crawl needs a TARGET")
+    with open_catalog(output) as catalog:
+        known = {c.target for c in catalog.crawls()}
+        if target is not None and target not in known:
+            click.echo(f"crawler: no crawls of {target!r} under {output}", err=True)
+            sys.exit(int(ExitCode.CONFIG))
+        if crawl_id is not None and catalog.crawl(target or "", crawl_id) is None:
+            click.echo(f"crawler: no crawl {crawl_id} of {target!r} under {output}", err=True)
+            sys.exit(int(ExitCode.CONFIG))
+        report = verify_archive(
+            catalog, target=target, crawl_id=crawl_id,
+            is_running=lambda row: row.status == "running" and target_is_locked(
+                catalog.root, row.target),
+            progress=None if as_json else (lambda m: click.echo(m, err=True)))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        for line in iter_lines(report):
+            click.echo(line)
+    sys.exit(int(ExitCode.OK if report.ok else ExitCode.DAMAGED))

@@ -31,7 +31,7 @@ from crawler.crawllog import CrawlLog
 from crawler.errors import ExitCode
 from crawler.fetcher import Fetcher, retry_after_seconds
 from crawler.frontier import Frontier
-from crawler.layout import lock_target, new_crawl_dir
+from crawler.layout import lock_target, new_crawl_dir, save_notify
 from crawler.models import CrawlUrl, Extracted, FailureKind, FetchResult, Truncation, UrlKind
 from crawler.outcome import CrawlOutcome, CrawlStats, StopReason
 from crawler.package import index_entries, page_entries, write_cdxj, write_pages
@@ -40,7 +40,6 @@ from crawler.robots import ALLOW_ALL, RobotsPolicy, RobotsRules, robots_body, ru
 from crawler.scope import Scope
 from crawler.settings import CrawlSettings, Limits, Politeness
 from crawler.store import Conditional, Store, Stored, capture_row, stored_from_record, unfetched_row
-from crawler.wacz import wacz_path, write_wacz
 from crawler.warc import SERVER_NOT_MODIFIED, WarcSettings, WarcWriter
 
 __all__ = ["Crawl", "CrawlOutcome", "CrawlSettings", "Limits", "Politeness", "StopReason",
@@ -68,6 +67,7 @@ class Crawl:
         self.catalog = catalog
         self.target = settings.target_name()
         self._lock = lock_target(settings.output, self.target)
+        save_notify(settings.output, self.target, settings.detect.notify)
         self.resumed = resume is not None
         if resume is not None:
             self.crawl_id, self.directory, self.pk = resume.crawl_id, resume.directory, resume.pk
@@ -171,6 +171,7 @@ class Crawl:
             self.catalog.end_batch()  # commit before closing the WARC: see recover_warcs
             if self.store is not None:
                 await self.store.close()
+                self.stats.damaged_originals = self.store.damaged_originals
             if parse_pool is not None:
                 parse_pool.shutdown(cancel_futures=True)
             self._log.close()
@@ -573,12 +574,7 @@ async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,
         crawl = Crawl(settings, catalog, resume=resume)
         if on_start is not None:
             on_start(crawl)
-        outcome = await crawl.run()
-        row = catalog.crawl(outcome.target, outcome.crawl_id)
-        if settings.wacz and row is not None and row.status == CrawlStatus.COMPLETE:
-            path = wacz_path(settings.output, outcome.target, [row], whole=False)
-            outcome = dataclasses.replace(outcome, wacz=write_wacz(catalog, [row], path))
-        return outcome
+        return await crawl.run()
     finally:
         if own:
             catalog.close()

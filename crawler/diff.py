@@ -29,7 +29,6 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from crawler import extract, pagetext, urls
 from crawler.catalog import Catalog, CrawlRow, now_iso
@@ -99,7 +98,7 @@ class _Rows:
         self.catalog = catalog
         self.db = catalog.db
         self.rules = rules
-        self._dirs = {r["id"]: Path(r["directory"]) for r in
+        self._dirs = {r["id"]: catalog.resolve(r["directory"]) for r in
                       self.db.execute("SELECT id, directory FROM crawls")}
         self._lines: dict[int, list[str] | None] = {}
 

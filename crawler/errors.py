@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     CRAWL_FAILED = 4  # no seed could be captured at all
     INTERRUPTED = 5  # stopped by SIGINT/SIGTERM; state and WARCs were closed cleanly
     TAKEDOWN = 6  # a recrawl confirmed a new takedown event
+    DAMAGED = 7  # `crawler verify` found missing, damaged or inconsistent files
 
 
 class CrawlerError(Exception):

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import IO
 
 from crawler.errors import OutputError
+from crawler.redact import read_private, write_private
+
+NOTIFY_FILE = ".notify.json"  # a target's notification URLs, owner-only (redact.py)
 
 
 class CrawlInProgress(OutputError):
@@ -53,3 +56,20 @@ def target_is_locked(root: Path, target: str) -> bool:
         return True
     handle.close()
     return False
+
+
+def save_notify(root: Path, target: str, urls: tuple[str, ...]) -> None:
+    """Keep a target's notification URLs where only the owner can read them, for resume."""
+    path = root / target / NOTIFY_FILE
+    if urls:
+        write_private(path, {"notify": list(urls)})
+    elif path.exists():
+        path.unlink()
+
+
+def saved_notify(root: Path, target: str) -> list[str]:
+    """Return the notification URLs ``save_notify`` kept for a target."""
+    data = read_private(root / target / NOTIFY_FILE)
+    if isinstance(data, dict) and isinstance(data.get("notify"), list):
+        return [u for u in data["notify"] if isinstance(u, str)]
+    return []

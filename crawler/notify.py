@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crawler.diff import Event
+from crawler.redact import redact_url
 
 log = logging.getLogger("crawler.notify")
 
@@ -48,26 +49,18 @@ def send(urls: Sequence[str], title: str, body: str, *, attempts: int = 3,
                     service = apprise.Apprise()
                     added = service.add(url)
                 if not added:
-                    log.error("notification URL not understood by Apprise: %s", _redact(url))
+                    log.error("notification URL not understood by Apprise: %s", redact_url(url))
                     delivered = False
                     break
                 if service.notify(title=title, body=body):
                     break
-                log.warning("notification to %s failed (attempt %d of %d)", _redact(url),
+                log.warning("notification to %s failed (attempt %d of %d)", redact_url(url),
                             attempt, attempts)
             except Exception:  # a notifier must never take the crawl down
-                log.exception("notification to %s raised (attempt %d of %d)", _redact(url),
+                log.exception("notification to %s raised (attempt %d of %d)", redact_url(url),
                               attempt, attempts)
             if attempt == attempts:
                 delivered = False
             else:
                 time.sleep(backoff * attempt)
     return delivered
-
-
-def _redact(url: str) -> str:
-    """Hide credentials of a notification URL in logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest

@@ -38,6 +38,7 @@ class CrawlStats:
     recovered: int = 0  # records found in WARCs after a kill and entered in the catalog
     revisits: int = 0  # stored as revisits of payloads archived before (incl. 304s)
     not_modified: int = 0  # 304 answers to conditional requests
+    damaged_originals: int = 0  # earlier records found damaged: their duplicates stored in full
     statuses: Counter[str] = field(default_factory=Counter)  # "200", "404", "dns", ...
     traps: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)

@@ -1,5 +1,10 @@
 """Per-crawl replay files: the CDXJ index pywb reads and the WACZ-style pages.jsonl, both
-streamed from the catalog."""
+streamed from the catalog.
+
+They are written when a crawl (or one session of it) ends, and the index again after
+takedown detection, so that the probes and re-checks it fetched, the evidence behind its
+findings, replay like every other capture (``refresh_after_detection``).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from crawler.catalog import CaptureRow, Catalog
+from crawler.catalog import CaptureRow, Catalog, CrawlRow
 from crawler.extract import HTML_TYPES
-from crawler.warc import IndexEntry, timestamp14_of
+from crawler.warc import IndexEntry, timestamp17_of
 
 PAGES_HEADER = {"format": "json-pages-1.0", "id": "pages", "title": "All Pages"}
 
@@ -91,7 +96,7 @@ def index_entries(catalog: Catalog, crawl_pk: int) -> Iterator[IndexEntry]:
     """Yield the replayable records (responses and revisits) of a crawl in CDXJ order."""
     for cap in catalog.captures(crawl_pk, order="key"):
         if cap.record_type in ("response", "revisit") and cap.warc_file:
-            yield IndexEntry(url=cap.url, timestamp=timestamp14_of(cap.fetched_at),
+            yield IndexEntry(url=cap.url, timestamp=timestamp17_of(cap.fetched_at),
                              mime=cap.mime or "", status=replay_status(cap),
                              digest=cap.digest or "", offset=cap.warc_offset or 0,
                              length=cap.warc_length or 0, filename=cap.warc_file,
@@ -109,3 +114,20 @@ def page_entries(catalog: Catalog, crawl_pk: int) -> Iterator[PageEntry]:
         started = datetime.strptime(cap.fetched_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
             tzinfo=UTC)
         yield PageEntry(cap.url, started, cap.title, status)
+
+
+def refresh_after_detection(catalog: Catalog, crawl: CrawlRow) -> tuple[Path, ...]:
+    """Rewrite a crawl's index with the records detection added, and list every WARC of the
+    crawl (the detection WARC too) in its ``crawl.json``; return the WARCs."""
+    write_cdxj(index_entries(catalog, crawl.pk), crawl.directory / "indexes" / "index.cdxj")
+    warcs = tuple(sorted((crawl.directory / "warc").glob("*.warc.gz")))
+    snapshot_path = crawl.directory / "crawl.json"
+    try:
+        snapshot = json.loads(snapshot_path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return warcs  # written by the crawl; if it is gone there is nothing to amend
+    snapshot["warcs"] = [p.name for p in warcs]
+    tmp = snapshot_path.with_name(snapshot_path.name + ".tmp")
+    tmp.write_text(json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    os.replace(tmp, snapshot_path)
+    return warcs

@@ -1,9 +1,10 @@
-"""One run of a target: crawl, then compare with earlier crawls, report, and notify.
+"""One run of a target: crawl, then compare with earlier crawls, report, notify, package.
 
 The CLI (and the daemon) call ``run_target``; it owns the catalog for the run. Detection
 runs after a crawl that ended on its own (complete, stopped by a limit, or failed because no
 seed could be fetched, which is when it matters most); an interrupted crawl is compared when
-its resume finishes.
+its resume finishes. The crawl's index is written again after detection and the WACZ (if
+asked for) only then, so both hold the probes and re-checks behind the findings.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from crawler.crawl import Crawl, run_crawl
 from crawler.diff import Event, detect_after_crawl
 from crawler.errors import ExitCode
 from crawler.outcome import CrawlOutcome
+from crawler.package import refresh_after_detection
 from crawler.settings import CrawlSettings
+from crawler.wacz import wacz_path, write_wacz
 
 log = logging.getLogger("crawler.pipeline")
 
@@ -54,7 +57,12 @@ async def run_target(settings: CrawlSettings, *, resume: CrawlRow | None = None,
         row = catalog.crawl(outcome.target, outcome.crawl_id)
         if row is None or row.status not in (CrawlStatus.COMPLETE, CrawlStatus.FAILED):
             return TargetRun(outcome)  # interrupted: compared when its resume finishes
-        return await detect_and_report(catalog, row, settings, outcome)
+        run = await detect_and_report(catalog, row, settings, outcome)
+        outcome = replace(run.outcome, warcs=refresh_after_detection(catalog, row))
+        if settings.wacz and row.status == CrawlStatus.COMPLETE:
+            path = wacz_path(catalog.root, row.target, [row], whole=False)
+            outcome = replace(outcome, wacz=write_wacz(catalog, [row], path))
+        return replace(run, outcome=outcome)
     finally:
         catalog.close()
 

@@ -75,6 +75,9 @@ def summary_lines(outcome: CrawlOutcome) -> list[str]:
     if st.get("revisits"):
         lines.append(f"  {st['revisits']} unchanged, stored as revisits of earlier records "
                      f"({st['not_modified']} answered 304 Not Modified)")
+    if st.get("damaged_originals"):
+        lines.append(f"  {st['damaged_originals']} earlier record(s) found damaged or missing: "
+                     "their duplicates were stored in full (run `crawler verify`)")
     if st.get("recovered"):
         lines.append(f"  {st['recovered']} records written before an interruption were "
                      "entered from the WARCs")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -113,21 +114,40 @@ def _yaml_str(path: Path) -> str:
     return '"' + str(path.resolve()).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def port_is_free(port: int) -> bool:
+    """Return True if nothing listens on 127.0.0.1:port (so pywb can take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def start_wayback(root: Path, port: int, bindir: Path, *, quiet: bool = True,
                   ) -> subprocess.Popen[bytes]:
-    """Start pywb's ``wayback`` on 127.0.0.1:port in ``root``; return once it answers."""
+    """Start pywb's ``wayback`` on 127.0.0.1:port in ``root``; return once it answers.
+
+    A port already taken is refused before pywb starts: otherwise the other program would
+    answer, and the user would be shown its pages as if they were the archive.
+    """
+    if not port_is_free(port):
+        raise OutputError(f"port {port} on 127.0.0.1 is already in use by another program; "
+                          "choose another with --port")
     out = subprocess.DEVNULL if quiet else None
     proc = subprocess.Popen([str(bindir / "wayback"), "-b", "127.0.0.1", "-p", str(port)],
                             cwd=root, stdout=out, stderr=out)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OutputError(f"pywb exited at start-up (code {proc.returncode}); "
+                              f"is port {port} free?")
         try:
             httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-            return proc
         except httpx.HTTPError:
-            if proc.poll() is not None:
-                raise OutputError(f"pywb exited at start-up (code {proc.returncode}); "
-                                  f"is port {port} free?") from None
             time.sleep(0.2)
+            continue
+        if proc.poll() is None:  # the answer came from our pywb, not a program that won
+            return proc          # the port between our check and pywb's start
     proc.kill()
     raise OutputError("pywb did not start within 60 s")

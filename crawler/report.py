@@ -20,28 +20,41 @@ from crawler import __version__
 from crawler.catalog import Catalog, now_iso
 from crawler.detect import NEGATIVE, Cls, Snap
 from crawler.diff import Comparison, Event
-from crawler.warc import timestamp14_of
+from crawler.warc import timestamp17_of
 
 SCHEMA = "crawler-report/1"
 # Counted, not listed: the report of a 3-million-page baseline crawl must stay small.
 QUIET = frozenset({Cls.UNCHANGED, Cls.NOT_MODIFIED, Cls.SEMANTIC, Cls.NEW})
 REPLAY_BASE = "http://127.0.0.1:8080"  # `crawler replay`'s default address
+# Points the replay links at the address in ?replay= (only http(s)://host:port is taken).
+_REPLAY_SCRIPT = """<script>(function () {
+  var base = new URLSearchParams(location.search).get("replay");
+  if (!base || !/^https?:\\/\\/[A-Za-z0-9.\\[\\]:-]+$/.test(base)) return;
+  document.querySelectorAll("a[data-replay]").forEach(function (a) {
+    a.href = base + a.getAttribute("data-replay");
+  });
+  document.getElementById("replay-base").textContent = base;
+})();</script>"""
 _COLOURS = {"unchanged": "#b7d7b0", "not-modified": "#9cc995", "semantically-unchanged": "#cfe6c9",
             "edited": "#f3e2a9", "new": "#a9c8f3", "moved": "#d6c8f0"}
 
 
-def _replay(target: str, snap: Snap | None) -> str | None:
+def _replay_path(target: str, snap: Snap | None) -> str | None:
+    """Return where `crawler replay` shows a capture, below its address: the capture's own
+    17-digit timestamp, so the link opens this capture and not a neighbour in time."""
     if snap is None or snap.record_type not in ("response", "revisit"):
         return None
-    return f"{REPLAY_BASE}/{target}/{timestamp14_of(snap.fetched_at)}/{snap.url}"
+    return f"/{target}/{timestamp17_of(snap.fetched_at)}/{snap.url}"
 
 
 def _snap(target: str, snap: Snap | None) -> dict[str, Any] | None:
     if snap is None:
         return None
+    path = _replay_path(target, snap)
     return {"capture": snap.capture, "fetched_at": snap.fetched_at, "status": snap.status,
             "failure": snap.failure, "digest": snap.digest, "record_id": snap.record_id,
-            "record_type": snap.record_type, "replay": _replay(target, snap)}
+            "record_type": snap.record_type, "replay_path": path,
+            "replay": REPLAY_BASE + path if path else None}
 
 
 def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict[str, Any]:
@@ -144,7 +157,11 @@ text-decoration:none}}.t{{color:#b00;font-weight:bold}}code{{font-size:90%}}</st
 <b>{_e((report['compared_with'] or {}).get('crawl_id', 'nothing'))}</b> (last good capture of
 each URL). {s['urls']} URLs; {s['transitions']} state changes, {s['new_alerts']} new alerts,
 {s['open_states']} open states. Generated {_e(report['generated'])} by
-{_e(report['software'])}.</p>""", _svg(report["timeline"]), "<h2>Summary</h2><table>"]
+{_e(report['software'])}.</p>
+<p>Before/after links open the captures in <code>crawler replay</code> at
+<span id="replay-base">{REPLAY_BASE}</span>; opened with <code>?replay=http://127.0.0.1:PORT</code>
+after its address (as <code>crawler replay --port PORT</code> prints it), they follow that
+port.</p>""", _svg(report["timeline"]), "<h2>Summary</h2><table>"]
     parts += [f"<tr><td style='background:{_colour(c)}'>{_e(c)}</td><td>{n}</td></tr>"
               for c, n in s["classes"].items()]
     parts.append("</table>")
@@ -163,7 +180,7 @@ each URL). {s['urls']} URLs; {s['transitions']} state changes, {s['new_alerts']}
                      "<th>detail</th><th>state</th><th>before / after</th><th>changes</th></tr>")
         parts += [_finding_row(f) for f in items[:500]]
         parts.append("</table>")
-    parts.append("</body></html>\n")
+    parts.append(_REPLAY_SCRIPT + "</body></html>\n")  # after the links it rewrites
     return "".join(parts)
 
 
@@ -180,7 +197,8 @@ def _finding_row(f: dict[str, Any]) -> str:
     for label in ("before", "after"):
         snap = f[label]
         if snap and snap["replay"]:
-            links.append(f"<a href='{_e(snap['replay'])}'>{label}</a>")
+            links.append(f"<a href='{_e(snap['replay'])}' "
+                         f"data-replay='{_e(snap['replay_path'])}'>{label}</a>")
         elif snap:
             links.append(f"{label}: {_e(snap['status'] or snap['failure'])}")
     changes = "".join(f"<del>{_e(line)}</del><br>" for line in f["removed"][:40])

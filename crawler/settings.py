@@ -12,6 +12,7 @@ from typing import Any
 from crawler import urls
 from crawler.fetcher import FetchSettings
 from crawler.pagetext import DEFAULT_RULES, TextRules
+from crawler.redact import redact_url
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 
@@ -89,8 +90,14 @@ class CrawlSettings:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", urls.host_of(self.seeds[0])).strip("-") or "site"
 
     def to_json(self) -> dict[str, Any]:
-        """Return the settings as JSON-ready data (crawl.json, the catalog)."""
-        return _jsonable(asdict(self))
+        """Return the settings as JSON-ready data (crawl.json, the catalog).
+
+        Notification URLs are redacted (they carry tokens and passwords): ``crawler resume``
+        gets them back from the target's private file (``layout.save_notify``).
+        """
+        data = _jsonable(asdict(self))
+        data["detect"]["notify"] = [redact_url(u) for u in self.detect.notify]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CrawlSettings:

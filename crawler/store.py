@@ -14,8 +14,10 @@ WARC writes and reads run in the single sink thread, the only writer of WARC fil
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,12 +31,13 @@ from crawler.warc import (
     IndexEntry,
     Original,
     WarcWriter,
-    timestamp14_of,
+    timestamp17_of,
     warc_date,
 )
-from crawler.warcread import RecordUnreadable, read_record
+from crawler.warcread import RecordUnreadable, read_intact, read_record
 
 log = logging.getLogger("crawler.store")
+_CHECKED_ORIGINALS = 65_536  # verdicts on originals remembered per crawl (bounded memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +87,18 @@ class Store:
         self.settings = settings
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="warc-sink")
         self._unreadable_logged = False
+        # capture id -> whether its record was found intact (read only in the sink thread)
+        self._intact: OrderedDict[int, bool] = OrderedDict()
+        self.damaged_originals = 0  # originals found damaged or missing, so stored in full
         # A target's first crawl has no earlier capture to be conditional on: skip the look-up.
         self._history = catalog.db.execute(
             "SELECT 1 FROM crawls WHERE target=? AND status='complete' AND id<? LIMIT 1",
             (target, crawl_pk)).fetchone() is not None
 
-    async def _in_sink(self, func, *args):  # type: ignore[no-untyped-def]
+    async def _in_sink(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
         """Run ``func`` in the sink thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
+        call = functools.partial(func, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
     async def conditional(self, item: CrawlUrl) -> Conditional | None:
         """Return a conditional request for ``item`` if its last good capture allows one."""
@@ -101,14 +108,16 @@ class Store:
         if prior is None:
             return None
         try:
-            record = await self._in_sink(read_record, prior.head.path, prior.head.offset,
-                                         prior.head.length)
+            record = await self._in_sink(read_intact, prior.head.path, prior.head.offset,
+                                         prior.head.length, record_id=prior.head.record_id)
         except (RecordUnreadable, OSError) as exc:
             # Without the original head a 304 could not be made replayable: fetch in full.
             if not self._unreadable_logged:
                 log.warning("earlier capture unreadable, fetching in full: %s", exc)
                 self._unreadable_logged = True
             return None
+        if not await self._in_sink(self._is_intact, prior.payload):
+            return None  # a 304 would refer to a damaged payload: fetch in full
         return Conditional(prior, record.http_head)
 
     async def write(self, result: FetchResult, item: CrawlUrl,
@@ -123,7 +132,7 @@ class Store:
                           etag=result.header("etag") or prior.etag,
                           last_modified=result.header("last-modified") or prior.last_modified)
         found = validators(result)
-        original = self._original(result)
+        original = await self._original(result)
         if original is not None:
             entry = await self._in_sink(self.warc.write_revisit, result, original_of(original),
                                         extra)
@@ -135,14 +144,45 @@ class Store:
                             extra: dict[str, str], head: bytes) -> IndexEntry:
         return self.warc.write_revisit(result, original_of(payload), extra, carried_head=head)
 
-    def _original(self, result: FetchResult) -> StoredRecord | None:
-        """Return the archived response this result duplicates, if it may refer to one."""
+    async def _original(self, result: FetchResult) -> StoredRecord | None:
+        """Return the archived response this result duplicates, if it may refer to one.
+
+        A revisit is only as good as its original, so the original is read back and checked
+        (gzip CRC, digests, record id) before the first revisit depends on it; a missing or
+        damaged original is passed over, and with no intact one the payload is stored in
+        full. The verdicts are remembered, so each original is read once per crawl.
+        """
         if (not self.settings.dedup or not result.ok or not 200 <= result.status < 300
                 or result.status == 206 or result.truncated is not None
                 or result.body_length < max(1, self.settings.min_size)
                 or not result.payload_digest):
             return None
-        return self.catalog.dedup_original(self.target, self.crawl_pk, result.payload_digest)
+        for candidate in self.catalog.dedup_originals(self.target, self.crawl_pk,
+                                                      result.payload_digest):
+            if await self._in_sink(self._is_intact, candidate):
+                return candidate
+        return None
+
+    def _is_intact(self, record: StoredRecord) -> bool:
+        """Return True if an original record reads back whole and matches the catalog
+        (sink thread only)."""
+        verdict = self._intact.get(record.capture)
+        if verdict is not None:
+            self._intact.move_to_end(record.capture)
+            return verdict
+        try:
+            read_intact(record.path, record.offset, record.length,
+                        record_id=record.record_id, digest=record.digest or None)
+            verdict = True
+        except (RecordUnreadable, OSError) as exc:
+            log.warning("not deduplicating against a damaged original, storing in full: %s",
+                        exc)
+            self.damaged_originals += 1
+            verdict = False
+        self._intact[record.capture] = verdict
+        if len(self._intact) > _CHECKED_ORIGINALS:
+            self._intact.popitem(last=False)
+        return verdict
 
     async def original_content(self, result: FetchResult, conditional: Conditional,
                                ) -> FetchResult:
@@ -230,7 +270,7 @@ def stored_from_record(catalog: Catalog, target: str, orphan: OrphanRecord,
     """Return how a record recovered after a kill was stored, and its payload (for a revisit,
     the payload of the original it refers to, read back so its links can be extracted)."""
     headers = orphan.headers
-    entry = IndexEntry(url=orphan.url, timestamp=timestamp14_of(orphan.date),
+    entry = IndexEntry(url=orphan.url, timestamp=timestamp17_of(orphan.date),
                        mime=result.content_type, status=result.status,
                        digest=headers.get("WARC-Payload-Digest", ""), offset=orphan.offset,
                        length=orphan.length, filename=orphan.warc_file,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -30,8 +31,8 @@ from crawler import __version__
 from crawler.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.errors import OutputError
 from crawler.package import PAGES_HEADER, index_entries, page_entries
-from crawler.warc import IndexEntry, WarcSettings, WarcWriter, timestamp14_of
-from crawler.warcread import RecordUnreadable, read_member
+from crawler.warc import IndexEntry, WarcSettings, WarcWriter, timestamp17_of
+from crawler.warcread import RecordUnreadable, read_intact, read_member
 
 WACZ_VERSION = "1.1.1"
 BLOCK_LINES = 3000
@@ -58,6 +59,11 @@ def write_wacz(catalog: Catalog, crawls: list[CrawlRow], path: Path, *,
         if not packable(crawl):
             raise OutputError(f"crawl {crawl.target}/{crawl.crawl_id} is running or was "
                               "killed; run `crawler resume` first")
+    missing = missing_warcs(catalog, crawls)
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:5]) + (" …" if len(missing) > 5 else "")
+        raise OutputError(f"cannot package: {len(missing)} WARC file(s) the catalog refers to "
+                          f"are missing ({shown}); `crawler verify` tells what else is wrong")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".wacz-", dir=path.parent) as scratch:
         work = Path(scratch)
@@ -85,6 +91,19 @@ def write_wacz(catalog: Catalog, crawls: list[CrawlRow], path: Path, *,
         _zip(tmp, members, _package_info(crawls, title))
         os.replace(tmp, path)
     return path
+
+
+def missing_warcs(catalog: Catalog, crawls: list[CrawlRow]) -> list[Path]:
+    """Return the WARC files the catalog points into that are not on disk."""
+    missing = []
+    for crawl in crawls:
+        for (name,) in catalog.db.execute(
+                "SELECT DISTINCT warc_file FROM captures WHERE crawl=? AND warc_file IS NOT NULL "
+                "AND warc_file != ''", (crawl.pk,)):
+            path = crawl.directory / "warc" / name
+            if not path.is_file():
+                missing.append(path)
+    return missing
 
 
 def write_zipnum(lines: list[str], blocks: Path, idx: Path) -> None:
@@ -115,16 +134,9 @@ def _zip(path: Path, members: list[tuple[Path, str, int]], info: dict[str, objec
     resources = []
     with zipfile.ZipFile(path, "w", allowZip64=True) as zf:
         for source, name, method in members:
-            digest = hashlib.sha256()
-            size = 0
-            with open(source, "rb") as src, zf.open(_entry(name, method), "w",
-                                                    force_zip64=True) as dst:
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    dst.write(chunk)
-                    size += len(chunk)
+            digest, size = _add_file(zf, source, name, method)
             resources.append({"name": Path(name).name.lower(), "path": name,
-                              "hash": "sha256:" + digest.hexdigest(), "bytes": size})
+                              "hash": "sha256:" + digest, "bytes": size})
         package = json.dumps({**info, "resources": resources}, indent=2,
                              ensure_ascii=False).encode("utf-8")
         zf.writestr(_entry("datapackage.json", zipfile.ZIP_DEFLATED), package)
@@ -132,6 +144,63 @@ def _zip(path: Path, members: list[tuple[Path, str, int]], info: dict[str, objec
                       "hash": "sha256:" + hashlib.sha256(package).hexdigest()}
         zf.writestr(_entry("datapackage-digest.json", zipfile.ZIP_DEFLATED),
                     json.dumps(digest_doc, indent=2))
+    problems = zip_layout_problems(path)
+    if problems:
+        raise OutputError(f"{path}: the zip came out inconsistent: {'; '.join(problems)}")
+
+
+def _add_file(zf: zipfile.ZipFile, source: Path, name: str, method: int) -> tuple[str, int]:
+    """Copy ``source`` into the zip as ``name``; return its sha256 (hex) and size.
+
+    The local header gets a ZIP64 extra field exactly when the central directory entry gets
+    one. ReplayWeb.page takes an entry's data offset from the central directory, assuming
+    that an entry without an extra field there has none in its local header either; Python
+    writes a ZIP64 local field whenever it is told to (``force_zip64``) or guesses the size
+    may pass 2 GiB, while its central directory holds one only when the size really does.
+    So the exact size decides: an entry up to the ZIP64 limit is opened as size 0 (no
+    ZIP64 field) and its local header is rewritten with the real sizes when it is closed.
+    """
+    size = source.stat().st_size
+    info = _entry(name, method)
+    info.file_size = size if size > zipfile.ZIP64_LIMIT else 0
+    digest = hashlib.sha256()
+    copied = 0
+    with open(source, "rb") as src, zf.open(info, "w") as dst:
+        while chunk := src.read(_CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+            copied += len(chunk)
+    return digest.hexdigest(), copied
+
+
+def zip_layout_problems(path: Path) -> list[str]:
+    """Return how the zip's central directory and local headers disagree (empty: they agree).
+
+    Checked for every entry: the local header is where the central directory says, names
+    the same file, and, where the central entry has no extra field, has none either (a
+    reader that trusts the central directory, as ReplayWeb.page does, would otherwise read
+    the entry's data from the wrong offset).
+    """
+    problems = []
+    try:
+        with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+            for info in zf.infolist():
+                raw.seek(info.header_offset)
+                head = raw.read(30)
+                if len(head) != 30 or head[:4] != b"PK\x03\x04":
+                    problems.append(f"{info.filename}: no local header at {info.header_offset}")
+                    continue
+                name_len, extra_len = struct.unpack("<HH", head[26:30])
+                local_name = raw.read(name_len)
+                if local_name != info.filename.encode("utf-8") and local_name != \
+                        info.filename.encode("cp437", "replace"):
+                    problems.append(f"{info.filename}: local header names {local_name!r}")
+                if not info.extra and extra_len:
+                    problems.append(f"{info.filename}: {extra_len} bytes of local extra field "
+                                    "that the central directory lacks")
+    except (OSError, zipfile.BadZipFile) as exc:
+        problems.append(f"not a readable zip: {exc}")
+    return problems
 
 
 def _entry(name: str, method: int) -> zipfile.ZipInfo:
@@ -181,21 +250,27 @@ def _copy_originals(catalog: Catalog, crawls: list[CrawlRow],
         warcinfo={"description": "records referred to by revisits in this package, copied "
                                  "unchanged from earlier crawls of the target",
                   "isPartOf": f"{last.target}/{last.crawl_id}"}))
-    entries = writer.append_members(_members(rows))
+    entries = writer.append_members(_members(catalog, rows))
     (path,) = writer.close()
     return path, entries
 
 
-def _members(rows: Iterable[object]) -> Iterable[tuple[IndexEntry, bytes]]:
-    """Yield each original's index entry (file and offset still to be set) and its bytes."""
+def _members(catalog: Catalog, rows: Iterable[object],
+             ) -> Iterable[tuple[IndexEntry, bytes]]:
+    """Yield each original's index entry (file and offset still to be set) and its bytes,
+    after checking that the record is the one the catalog names and is undamaged."""
     for row in rows:
         r = dict(row)  # type: ignore[call-overload]
-        source = Path(r["directory"]) / "warc" / r["warc_file"]
+        source = catalog.resolve(r["directory"]) / "warc" / r["warc_file"]
         try:
+            read_intact(source, r["warc_offset"], r["warc_length"],
+                        record_id=r["record_id"], digest=r["digest"])
             member = read_member(source, r["warc_offset"], r["warc_length"])
-        except RecordUnreadable as exc:
-            raise OutputError(f"cannot package: an original record is missing ({exc})") from exc
-        entry = IndexEntry(url=r["url"], timestamp=timestamp14_of(r["fetched_at"]),
+        except (RecordUnreadable, OSError) as exc:
+            raise OutputError(f"cannot package: an original record that revisits refer to is "
+                              f"missing or damaged ({exc}); `crawler verify` tells what else "
+                              "is wrong") from exc
+        entry = IndexEntry(url=r["url"], timestamp=timestamp17_of(r["fetched_at"]),
                            mime=r["mime"] or "", status=r["status"] or 0,
                            digest=r["digest"] or "", offset=0, length=len(member),
                            filename="", record_id=r["record_id"] or "")

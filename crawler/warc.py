@@ -64,7 +64,7 @@ class IndexEntry:
     """Where one replayable record landed: enough for a CDXJ line and for the catalog."""
 
     url: str
-    timestamp: str  # 14 digits, UTC
+    timestamp: str  # 17 digits (to the millisecond), UTC
     mime: str
     status: int
     digest: str
@@ -131,13 +131,22 @@ class _RawHttpHead(StatusAndHeaders):
 
 
 def warc_date(moment: datetime) -> str:
-    """Return a WARC-Date: UTC with microseconds and a 'Z' (WARC 1.1 §5.4)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Return a WARC-Date: UTC to the millisecond, with a 'Z' (WARC 1.1 §5.4).
+
+    Milliseconds, not microseconds: ReplayWeb.page parses dates with JavaScript's ``Date``
+    (millisecond precision) and finds a revisit's original by its WARC-Refers-To-Date, so a
+    date that JavaScript cannot spell exactly makes it pick the wrong capture. Milliseconds
+    still tell apart two captures of one URL within a second, and the index (``timestamp17``)
+    carries them, so both viewers resolve every record to itself (docs/warc.md#dates).
+    """
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-def timestamp14(moment: datetime) -> str:
-    """Return the 14-digit timestamp used by CDXJ and replay URLs."""
-    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+def timestamp17(moment: datetime) -> str:
+    """Return the 17-digit timestamp (to the millisecond) of the CDXJ index and replay URLs."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y%m%d%H%M%S") + f"{utc.microsecond // 1000:03d}"
 
 
 def response_head(result: FetchResult) -> tuple[bytes, list[tuple[str, str]]]:
@@ -182,10 +191,15 @@ def _split_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
     return status, headers
 
 
-def timestamp14_of(iso: str) -> str:
-    """Return the 14-digit timestamp of an ISO 8601 date."""
+def timestamp17_of(iso: str) -> str:
+    """Return the 17-digit timestamp of an ISO 8601 date (WARC-Date, catalog ``fetched_at``).
+
+    Digits past the millisecond are cut, as JavaScript's ``Date`` cuts them, so a record
+    written with microseconds by an earlier version indexes to the same millisecond that
+    ReplayWeb.page reads from a WARC-Refers-To-Date naming it.
+    """
     digits = "".join(ch for ch in iso if ch.isdigit())
-    return digits[:14]
+    return (digits + "000")[:17]
 
 
 class WarcWriter:
@@ -231,6 +245,8 @@ class WarcWriter:
             **self.settings.warcinfo,
         }
         record = self._writer.create_warcinfo_record(filename, info)
+        # warcio dates it to the microsecond; every date we write is to the millisecond
+        record.rec_headers.replace_header("WARC-Date", warc_date(datetime.now(UTC)))
         self._writer.write_record(record)
 
     def _ensure_open(self) -> WARCWriter:
@@ -254,7 +270,7 @@ class WarcWriter:
         writer = self._ensure_open()
         if result.failure is not None:
             offset, length = self._write_failure(writer, result)
-            entry = IndexEntry(url=result.url, timestamp=timestamp14(result.started), mime="",
+            entry = IndexEntry(url=result.url, timestamp=timestamp17(result.started), mime="",
                                status=0, digest="", offset=offset, length=length,
                                filename=self.current_name or "", record_type="metadata")
             self._maybe_rotate()
@@ -283,7 +299,7 @@ class WarcWriter:
         response_id = response.rec_headers.get_header("WARC-Record-ID")
         self._write_request(writer, result, date, response_id)
         entry = IndexEntry(
-            url=result.url, timestamp=timestamp14(result.started),
+            url=result.url, timestamp=timestamp17(result.started),
             mime=result.content_type, status=result.status,
             digest=response.rec_headers.get_header("WARC-Payload-Digest"),
             offset=offset, length=length, filename=self.current_name or "",
@@ -348,7 +364,7 @@ class WarcWriter:
         self._file.flush()
         status = int(status_line.split(" ", 1)[0] or 0)
         entry = IndexEntry(
-            url=result.url, timestamp=timestamp14(result.started), mime=REVISIT_MIME,
+            url=result.url, timestamp=timestamp17(result.started), mime=REVISIT_MIME,
             status=status, digest=original.digest, offset=offset, length=length,
             filename=self.current_name or "", record_type="revisit", record_id=revisit_id)
         self._maybe_rotate()

@@ -8,6 +8,8 @@ gzip member per record (warc.py), so a record is ``length`` bytes at ``offset``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ class ArchivedRecord:
     warc_headers: dict[str, str]
     http_head: bytes  # status line and headers ending in CRLF CRLF (b"" if none)
     payload: bytes  # raw payload as stored (still content-coded)
+    block: bytes = b""  # the whole block (HTTP head and payload), for its digest
 
 
 def read_member(path: Path, offset: int, length: int) -> bytes:
@@ -68,8 +71,48 @@ def read_record(path: Path, offset: int, length: int) -> ArchivedRecord:
     if len(block) != block_length:
         raise RecordUnreadable(f"{path}@{offset}: block cut short")
     if headers.get("WARC-Type") not in ("response", "revisit", "request"):
-        return ArchivedRecord(headers, b"", block)
+        return ArchivedRecord(headers, b"", block, block)
     http_end = block.find(b"\r\n\r\n")
     if http_end < 0:
         raise RecordUnreadable(f"{path}@{offset}: no HTTP head in the block")
-    return ArchivedRecord(headers, block[: http_end + 4], block[http_end + 4:])
+    return ArchivedRecord(headers, block[: http_end + 4], block[http_end + 4:], block)
+
+
+def sha1_digest(data: bytes) -> str:
+    """Return a WARC digest (``sha1:`` and base32) of ``data``."""
+    return "sha1:" + base64.b32encode(hashlib.sha1(data).digest()).decode("ascii")
+
+
+def read_intact(path: Path, offset: int, length: int, *, record_id: str | None = None,
+                digest: str | None = None) -> ArchivedRecord:
+    """Return the record at ``offset`` after proving it is the one meant and undamaged.
+
+    Reading it whole checks the gzip CRC (any flipped byte of the member); then its block
+    digest, its payload digest (for responses), and, when given, its WARC-Record-ID and
+    payload digest against what the catalog says. Used before a revisit is made to depend on
+    a record, when it is packaged, and by ``crawler verify``.
+    """
+    record = read_record(path, offset, length)
+    where = f"{path.name}@{offset}"
+    headers = record.warc_headers
+    if record_id and headers.get("WARC-Record-ID") != record_id:
+        raise RecordUnreadable(f"{where}: holds {headers.get('WARC-Record-ID')}, "
+                               f"not {record_id}")
+    block_digest = headers.get("WARC-Block-Digest")
+    if block_digest and _differs(block_digest, record.block):
+        raise RecordUnreadable(f"{where}: block digest does not match ({block_digest})")
+    stored = headers.get("WARC-Payload-Digest")
+    if headers.get("WARC-Type") == "response" and stored and _differs(stored, record.payload):
+        raise RecordUnreadable(f"{where}: payload digest does not match ({stored})")
+    if digest and stored and stored != digest:
+        raise RecordUnreadable(f"{where}: payload digest {stored}, catalog says {digest}")
+    return record
+
+
+def _differs(declared: str, data: bytes) -> bool:
+    """Return True if a declared ``sha1:`` digest does not match ``data`` (other algorithms
+    are not ours and are not checked)."""
+    algorithm, _, value = declared.partition(":")
+    if algorithm.lower() != "sha1":
+        return False
+    return value.upper() != sha1_digest(data).partition(":")[2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from crawler import replay
+from crawler.catalog import Catalog
 from crawler.crawl import CrawlOutcome, CrawlSettings, Politeness, run_crawl
 from crawler.sample_site import SampleSite
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
@@ -108,6 +110,23 @@ def start_pywb(root: Path, warcs: list[Path], indexes: list[Path]) -> tuple[Pywb
     port = free_port()
     proc = replay.start_wayback(root, port, bindir)
     return Pywb(f"http://127.0.0.1:{port}/coll/", root), proc
+
+
+@contextlib.contextmanager
+def serve_archive_root(out: Path, target: str) -> Iterator[Pywb]:
+    """Serve a target of an archive root through pywb, as `crawler replay` builds it."""
+    catalog = Catalog.open(out)
+    try:
+        root = replay.build_collections(catalog, out, [target])
+    finally:
+        catalog.close()
+    port = free_port()
+    proc = replay.start_wayback(root, port, pywb_bin())
+    try:
+        yield Pywb(f"http://127.0.0.1:{port}/{target}/", root)
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 # -- reading WARCs back ------------------------------------------------------------------------

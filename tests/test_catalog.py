@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,14 +22,28 @@ def test_migrates_an_older_schema_and_keeps_its_data(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "catalog.sqlite3")
     db.executescript(MIGRATIONS[0])  # a catalog written by schema version 1
     db.execute("PRAGMA user_version=1")
+    # As an earlier version stored them: the directory as given on the command line (here
+    # relative to a working directory long gone) and notification URLs in clear.
+    secret = "tgram://123456:SECRET-TOKEN/987"
+    settings = json.dumps({"detect": {"notify": [secret]}})
     db.execute("INSERT INTO crawls (target, crawl_id, directory, started, status, settings) "
-               "VALUES ('memo', 'c1', '/x', '2026-01-01T00:00:00Z', 'complete', '{}')")
+               "VALUES ('memo', 'c1', 'somewhere/else/memo/c1', '2026-01-01T00:00:00Z', "
+               "'complete', ?)", (settings,))
     db.execute("INSERT INTO captures (crawl, url, key, kind, depth, fetched_at, status) "
                "VALUES (1, 'http://memo.ru/', 'ru,memo)/', 'seed', 0, '2026', 200)")
     db.commit()
     db.close()
+    (tmp_path / "memo" / "c1").mkdir(parents=True)
+    (tmp_path / "memo" / "c1" / "crawl.json").write_text(json.dumps({"settings": json.loads(
+        settings)}), "utf-8")
     catalog = Catalog.open(tmp_path)
-    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    # v5: directories relative to the archive root; secrets redacted everywhere
+    assert catalog.crawls("memo")[0].directory == tmp_path.resolve() / "memo" / "c1"
+    stored = catalog.db.execute("SELECT directory, settings FROM crawls").fetchone()
+    assert stored[0] == "memo/c1"
+    assert "SECRET" not in stored[1] and "tgram://[redacted sha256:" in stored[1]
+    assert "SECRET" not in (tmp_path / "memo" / "c1" / "crawl.json").read_text("utf-8")
     assert catalog.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     (crawl,) = catalog.crawls("memo")
     (capture,) = catalog.captures(crawl.pk)

@@ -110,8 +110,8 @@ def test_runs_on_schedule_and_writes_a_report_per_crawl(tmp_path: Path,
         wait_for(lambda: len(complete(daemon.crawls())) >= 2, 60, "two crawls")
         assert daemon.stop() == 0
     for row in complete(daemon.crawls()):
-        assert (Path(row["directory"]) / "report.json").exists()
-        assert (Path(row["directory"]) / "report.html").exists()
+        assert (daemon.archives / row["directory"] / "report.json").exists()
+        assert (daemon.archives / row["directory"] / "report.html").exists()
     log = (daemon.archives / "crawler.log").read_text("utf-8")
     assert "level=info logger=crawler.daemon" in log and 'msg="daemon stopped"' in log
 
@@ -161,7 +161,7 @@ def test_sigterm_mid_crawl_leaves_valid_warcs_and_the_next_start_resumes(
         assert daemon.stop() == 0
         (row,) = daemon.crawls()
         assert row["status"] == "interrupted"
-        warc_dir = Path(row["directory"]) / "warc"
+        warc_dir = daemon.archives / row["directory"] / "warc"
         assert not list(warc_dir.glob("*.open"))
         for warc in warc_dir.glob("*.warc.gz"):
             check = subprocess.run([sys.executable, "-m", "warcio.cli", "check", str(warc)],

@@ -20,12 +20,21 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from conftest import Pywb, Rec, crawl, fast_settings, free_port, pywb_bin, read_records
+from conftest import (
+    Pywb,
+    Rec,
+    crawl,
+    fast_settings,
+    free_port,
+    pywb_bin,
+    read_records,
+    serve_archive_root,
+)
 
 from crawler.catalog import Catalog
 from crawler.cli import cli
 from crawler.crawl import CrawlOutcome
-from crawler.replay import build_collections, start_wayback
+from crawler.replay import start_wayback
 from crawler.sample_site import SampleSite
 from crawler.settings import DedupSettings
 from crawler.warc import IDENTICAL_PAYLOAD, SERVER_NOT_MODIFIED
@@ -62,7 +71,8 @@ class Recrawls:
 
 
 def _next_second() -> None:
-    """Wait so that the next crawl's timestamps differ from the last one's (14 digits)."""
+    """Wait so that the next crawl's captures fall in seconds of their own (pywb resolves
+    timestamps to the second; ReplayWeb.page to the millisecond)."""
     time.sleep(1.1)
 
 
@@ -150,7 +160,7 @@ def test_changed_page_is_stored_in_full_and_moved_bytes_refer_to_the_old_url(
 
 
 def _memento(ts: str) -> str:
-    when = datetime.strptime(ts, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    when = datetime.strptime(ts[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
     return format_datetime(when, usegmt=True)
 
 
@@ -183,24 +193,13 @@ def _first_payloads(recrawls: Recrawls) -> dict[str, bytes]:
 @pytest.mark.pywb
 def test_recrawl_replays_from_the_archive_root_in_pywb(recrawls: Recrawls,
                                                        tmp_path: Path) -> None:
-    catalog = Catalog.open(recrawls.out)
-    try:
-        root = build_collections(catalog, recrawls.out, ["test"])
-    finally:
-        catalog.close()
-    port = free_port()
-    proc = start_wayback(root, port, pywb_bin())
-    try:
-        pywb = Pywb(f"http://127.0.0.1:{port}/test/", root)
+    with serve_archive_root(recrawls.out, "test") as pywb:
         first = _first_payloads(recrawls)
         assert_replays_at(pywb, recrawls, 1, first)
         base = recrawls.site.url
         changed = {base + "persons/3.html": recrawls.site.content.respond("/persons/3.html").body,
                    base + "about-us.html": first[base + "about.html"]}
         assert_replays_at(pywb, recrawls, 2, changed)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.pywb

@@ -58,13 +58,13 @@ def test_exchange_records_and_index_entry(tmp_path: Path) -> None:
     assert [r.type for r in recs] == ["warcinfo", "response", "request"]
     assert b"operator: tester" in recs[0].body
     resp, req = recs[1], recs[2]
-    assert resp.warc["WARC-Date"] == "2026-11-23T10:15:00.123456Z"
+    assert resp.warc["WARC-Date"] == "2026-11-23T10:15:00.123Z"  # milliseconds (docs/warc.md)
     assert resp.warc["WARC-Truncated"] == "time"
     assert resp.warc["WARC-IP-Address"] == "10.0.0.1"
     assert resp.uri == "http://h.org/a"
     assert req.warc["WARC-Concurrent-To"] == resp.warc["WARC-Record-ID"]
     assert entry is not None
-    assert entry.timestamp == "20261123101500" and entry.status == 200
+    assert entry.timestamp == "20261123101500123" and entry.status == 200
     assert entry.mime == "text/html" and entry.filename == files[0].name
     assert entry.digest == resp.warc["WARC-Payload-Digest"]
     with open(files[0], "rb") as fh:
@@ -72,7 +72,7 @@ def test_exchange_records_and_index_entry(tmp_path: Path) -> None:
         member = gzip.decompress(fh.read(entry.length))
     assert member.startswith(b"WARC/1.1\r\n") and b"<p>hi</p>" in member
     line = entry.cdxj()
-    assert line.startswith("org,h)/a 20261123101500 {")
+    assert line.startswith("org,h)/a 20261123101500123 {")
 
 
 def test_failure_becomes_metadata_record(tmp_path: Path) -> None:
