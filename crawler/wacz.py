@@ -69,6 +69,9 @@ def write_wacz(catalog: Catalog, crawls: list[CrawlRow], path: Path, *,
         work = Path(scratch)
         warcs = [w for crawl in crawls for w in sorted((crawl.directory / "warc")
                                                        .glob("*.warc.gz"))]
+        if not warcs:
+            raise OutputError("cannot package: the crawls have no WARC files under "
+                              + ", ".join(str(c.directory / "warc") for c in crawls))
         lines = [e.cdxj() for crawl in crawls for e in index_entries(catalog, crawl.pk)]
         originals = _copy_originals(catalog, crawls, work)
         if originals is not None:
@@ -177,9 +180,9 @@ def zip_layout_problems(path: Path) -> list[str]:
     """Return how the zip's central directory and local headers disagree (empty: they agree).
 
     Checked for every entry: the local header is where the central directory says, names
-    the same file, and, where the central entry has no extra field, has none either (a
-    reader that trusts the central directory, as ReplayWeb.page does, would otherwise read
-    the entry's data from the wrong offset).
+    the same file with the same compression, CRC and sizes, and, where the central entry has
+    no extra field, has none either (a reader that trusts the central directory, as
+    ReplayWeb.page does, would otherwise read the entry's data from the wrong offset).
     """
     problems = []
     try:
@@ -190,7 +193,8 @@ def zip_layout_problems(path: Path) -> list[str]:
                 if len(head) != 30 or head[:4] != b"PK\x03\x04":
                     problems.append(f"{info.filename}: no local header at {info.header_offset}")
                     continue
-                name_len, extra_len = struct.unpack("<HH", head[26:30])
+                flags, method, _, _, crc, packed, size, name_len, extra_len = struct.unpack(
+                    "<HHHHIIIHH", head[6:30])
                 local_name = raw.read(name_len)
                 if local_name != info.filename.encode("utf-8") and local_name != \
                         info.filename.encode("cp437", "replace"):
@@ -198,6 +202,15 @@ def zip_layout_problems(path: Path) -> list[str]:
                 if not info.extra and extra_len:
                     problems.append(f"{info.filename}: {extra_len} bytes of local extra field "
                                     "that the central directory lacks")
+                if method != info.compress_type:
+                    problems.append(f"{info.filename}: compression {method} in the local "
+                                    f"header, {info.compress_type} in the central directory")
+                central = (info.CRC, min(info.compress_size, 0xFFFFFFFF),
+                           min(info.file_size, 0xFFFFFFFF))
+                zip64_sizes = packed == size == 0xFFFFFFFF and extra_len  # sizes in the extra
+                if not flags & 0x08 and not zip64_sizes and (crc, packed, size) != central:
+                    problems.append(f"{info.filename}: CRC or sizes in the local header "
+                                    "differ from the central directory")
     except (OSError, zipfile.BadZipFile) as exc:
         problems.append(f"not a readable zip: {exc}")
     return problems

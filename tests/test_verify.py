@@ -306,3 +306,20 @@ def test_zip64_decision_at_and_around_the_limit(tmp_path: Path,
     for source, name, _ in members:
         expected = source.read_bytes()
         assert data[offsets[name]:offsets[name] + len(expected)] == expected, name
+
+
+def test_an_index_of_an_earlier_version_is_not_damage(pristine: Archive,
+                                                      tmp_path: Path) -> None:
+    """Earlier versions wrote 14-digit index timestamps: verify does not call that damage,
+    and still finds an entry that is really missing."""
+    root = _copy(pristine, tmp_path)
+    index = next(root.glob("test/*/indexes/index.cdxj"))
+    lines = index.read_text("utf-8").splitlines()
+    old = [" ".join([k, ts[:14], rest]) for k, ts, rest in (ln.split(" ", 2) for ln in lines)]
+    index.write_text("\n".join(old) + "\n", "utf-8")
+    code, report = _verify(root)
+    assert code == 0, _where(report)
+    index.write_text("\n".join(old[1:]) + "\n", "utf-8")
+    code, report = _verify(root)
+    assert code == ExitCode.DAMAGED
+    assert "1 entries missing, 0 unexpected" in _where(report)
