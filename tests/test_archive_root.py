@@ -114,26 +114,36 @@ class _Hook(BaseHTTPRequestHandler):
 
 
 def test_notification_urls_stay_secret_and_survive_a_resume(tmp_path: Path) -> None:
+    """A crawl killed in one working directory is resumed from another, after its archive
+    root was moved, and still notifies the URL it was given (kept only in .notify.json)."""
     hook = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     _Hook.received = []
     secret = "S3CRET-T0KEN"
     notify = f"json://user:{secret}@127.0.0.1:{hook.server_address[1]}/hook?token={secret}"
-    out = tmp_path / "arch"
+    first_cwd, later_cwd = tmp_path / "one", tmp_path / "two"
+    first_cwd.mkdir()
+    later_cwd.mkdir()
+    out = tmp_path / "moved" / "arch"
     try:
         with SampleSite(persons=6) as site:
-            base = [*CLI, "archive", site.url, "--target", "t", "--output", str(out),
+            base = [*CLI, "archive", site.url, "--target", "t", "--output", "arch",
                     "--scope", "host", "--delay", "0", "--per-host", "2", "--no-sitemaps",
                     "--exclude", "calendar", "--recheck", "1", "--recheck-spacing", "0.1",
                     "--notify", notify]
-            assert subprocess.run(base, capture_output=True, timeout=120).returncode == 0
+            first = subprocess.run(base, capture_output=True, timeout=120, cwd=first_cwd)
+            assert first.returncode == 0
             site.content.takedown.removed = {"/persons/2.html": 404}
             env = {**os.environ, "CRAWLER_FAILPOINT": "before-commit:12"}
-            killed = subprocess.run(base, capture_output=True, timeout=120, env=env)
+            killed = subprocess.run(base, capture_output=True, timeout=120, env=env,
+                                    cwd=first_cwd)
             assert killed.returncode == -9  # killed mid-crawl: its run did not notify
             assert not _Hook.received
-            resumed = subprocess.run([*CLI, "resume", "t", "--output", str(out)],
-                                     capture_output=True, timeout=120, text=True)
+            out.parent.mkdir()
+            shutil.move(str(first_cwd / "arch"), out)
+            resumed = subprocess.run([*CLI, "resume", "t", "--output", "../moved/arch"],
+                                     capture_output=True, timeout=120, text=True,
+                                     cwd=later_cwd)
     finally:
         hook.shutdown()
         hook.server_close()

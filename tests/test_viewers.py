@@ -11,6 +11,7 @@ removal (a revisit resolved to the wrong original), never "Archived Page Not Fou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -169,26 +170,31 @@ def test_pywb_shows_every_page_as_it_was_at_each_crawl(history: History) -> None
         _assert_pywb_shows_history(pywb, history)
 
 
-@pytest.mark.pywb
-def test_pywb_shows_every_page_from_the_whole_history_wacz(history: History,
-                                                          tmp_path: Path) -> None:
-    """From the WACZ, imported as pywb users import one (wb-manager add --unpack-wacz)."""
-    whole = _wacz(history.out)
+@contextlib.contextmanager
+def _pywb_with_wacz(wacz: Path, root: Path) -> Iterator[Pywb]:
+    """Serve a WACZ in pywb, imported as pywb users import one (wb-manager add)."""
     bindir = pywb_bin()
-    root = tmp_path / "pywb"
     root.mkdir()
-    for args in (["init", "coll"], ["add", "--unpack-wacz", "coll", str(whole)]):
+    for args in (["init", "coll"], ["add", "--unpack-wacz", "coll", str(wacz)]):
         subprocess.run([str(bindir / "wb-manager"), *args], cwd=root, check=True,
                        capture_output=True)
     port = free_port()
     proc = start_wayback(root, port, bindir)
     try:
-        _assert_pywb_shows_history(Pywb(f"http://127.0.0.1:{port}/coll/", root), history)
+        yield Pywb(f"http://127.0.0.1:{port}/coll/", root)
     finally:
         proc.terminate()
         proc.wait(10)
 
 
+@pytest.mark.pywb
+def test_pywb_shows_every_page_from_the_whole_history_wacz(history: History,
+                                                          tmp_path: Path) -> None:
+    with _pywb_with_wacz(_wacz(history.out), tmp_path / "pywb") as pywb:
+        _assert_pywb_shows_history(pywb, history)
+
+
+@pytest.mark.pywb
 def test_the_demo_wacz_opens_with_its_evidence(tmp_path: Path) -> None:
     """`crawler demo` tells the user to open its WACZ in ReplayWeb.page: it opens there,
     and the re-checks behind its confirmed removals replay too."""
@@ -210,6 +216,9 @@ def test_the_demo_wacz_opens_with_its_evidence(tmp_path: Path) -> None:
     finally:
         catalog.close()
     assert rechecks, "the demo confirmed its removals by re-checking them"
+    index = (second.directory / "indexes" / "index.cdxj").read_text("utf-8")
+    for url, fetched_at, _, _ in rechecks:  # the evidence is in the crawl's index
+        assert f" {timestamp17_of(fetched_at)} " in index and url in index
     waczs = {p.name: p for p in (out / "demo").glob("demo-*.wacz")}
     assert set(waczs) == {f"demo-{first.crawl_id}.wacz", f"demo-{second.crawl_id}.wacz"}
     later = waczs[f"demo-{second.crawl_id}.wacz"]
@@ -222,6 +231,11 @@ def test_the_demo_wacz_opens_with_its_evidence(tmp_path: Path) -> None:
         for url, fetched_at, status, archived in rechecks:
             view = session.view(source, url, timestamp17_of(fetched_at))
             _assert_shows(view.text, archived, f"re-check of {url} ({status})")
+    with _pywb_with_wacz(later, tmp_path / "pywb") as pywb:  # the same file in pywb
+        for url, fetched_at, status, archived in rechecks:
+            got = pywb.get(timestamp17_of(fetched_at), url, raw=True, follow=False)
+            assert got.status_code == status, url
+            _assert_shows(_main_text(got.content), archived, f"pywb: re-check of {url}")
 
 
 def test_replay_links_in_the_report_address_exact_captures(history: History) -> None:
