@@ -19,7 +19,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing import get_context
@@ -52,6 +52,7 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _RETRY_FAILURES = frozenset({FailureKind.TIMEOUT, FailureKind.RESET, FailureKind.CONNECT})
 _EXTRACT_TYPES = extract.HTML_TYPES | {"text/css"} | extract.SITEMAP_TYPES
 MAX_EXTRACT_BYTES = 32 * 1024 * 1024
+PARSE_TIMEOUT = 60.0  # seconds one page may take to parse before its links are given up
 _TRAP_LOG_LIMIT = 20  # log this many hits per trap rule, then only count them
 _PAGE_KINDS = (UrlKind.SEED, UrlKind.PAGE)
 
@@ -135,12 +136,7 @@ class Crawl:
         warc_dir = self.directory / "warc"
         warc_dir.mkdir(parents=True, exist_ok=True)
         self._log = CrawlLog(self.directory / "crawl.log")
-        parse_pool: Executor | None = None
-        if s.extract_workers > 0:
-            parse_pool = ProcessPoolExecutor(s.extract_workers, mp_context=get_context("spawn"),
-                                             initializer=extract.exit_with_parent,
-                                             initargs=(os.getpid(),))
-        self._parse_pool = parse_pool
+        self._parse_pool = self._new_parse_pool()
         timer = None
         try:
             if self.resumed:
@@ -172,8 +168,8 @@ class Crawl:
             if self.store is not None:
                 await self.store.close()
                 self.stats.damaged_originals = self.store.damaged_originals
-            if parse_pool is not None:
-                parse_pool.shutdown(cancel_futures=True)
+            if self._parse_pool is not None:
+                self._parse_pool.shutdown(cancel_futures=True)
             self._log.close()
         try:
             return self._finish()
@@ -326,7 +322,11 @@ class Crawl:
         self.stats.count(result, page=item.kind in _PAGE_KINDS,
                          revisit=stored.entry.record_type == "revisit",
                          not_modified=stored.mime is not None)
-        self._line(item, result, _annotation(result, stored))
+        for cap in found.capped:
+            self.stats.capped[cap] += 1
+        note = " ".join(filter(None, (_annotation(result, stored),
+                                      *(f"capped:{c}" for c in found.capped))))
+        self._line(item, result, note)
         limits = self.settings.limits
         if limits.max_bytes is not None and self.stats.bytes >= limits.max_bytes:
             self.request_stop(StopReason.MAX_BYTES)
@@ -352,22 +352,57 @@ class Crawl:
         wait = pol.backoff * (2 ** item.attempt) * random.uniform(0.75, 1.25)
         told = retry_after_seconds(result.header("retry-after")) if result.ok else None
         if told is not None:
-            wait = max(wait, min(told, pol.max_retry_after))
+            if told > pol.max_retry_after:
+                # "Come back in a week" (or in 2100): honouring it would freeze the whole
+                # host for the rest of the crawl. The answer is final and recorded as such.
+                return None
+            wait = max(wait, told)
         return wait
 
+    def _new_parse_pool(self) -> ProcessPoolExecutor | None:
+        """Start the parser processes (none with ``extract_workers`` 0)."""
+        if self.settings.extract_workers <= 0:
+            return None
+        return ProcessPoolExecutor(self.settings.extract_workers, mp_context=get_context("spawn"),
+                                   initializer=extract.exit_with_parent, initargs=(os.getpid(),))
+
     async def _extract(self, result: FetchResult, media: str, raw: bytes) -> Extracted:
-        """Find links in a body, in the parse process when there is one."""
+        """Find links in a body, in the parse process when there is one.
+
+        A parse that outlasts ``PARSE_TIMEOUT`` costs that page's links (recorded as a cap),
+        never the crawl: its process is killed and a new one started, so stop requests and
+        time limits are never held up by one page.
+        """
         args = (result.url, media, raw, result.header("content-type"),
                 result.header("content-encoding"))
-        if self._parse_pool is not None:
+        for _ in range(2):  # a second go if another page's timeout killed our process
+            pool = self._parse_pool
+            if pool is None:
+                break
+            future = asyncio.get_running_loop().run_in_executor(pool, extract.extract, *args)
             try:
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._parse_pool, extract.extract, *args)
-            except Exception:  # a dead or unstartable pool: parse here from now on
+                return await asyncio.wait_for(future, PARSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("parsing %s took over %g s: its links are not followed",
+                            result.url, PARSE_TIMEOUT)
+                self._restart_parse_pool(pool)
+                return Extracted(capped=("parse-time",))
+            except Exception:
+                if pool is not self._parse_pool:
+                    continue  # replaced meanwhile: try the new process
                 log.warning("parser process unavailable; parsing in the main process",
                             exc_info=True)
                 self._parse_pool = None
         return extract.extract_safely(*args)
+
+    def _restart_parse_pool(self, pool: ProcessPoolExecutor) -> None:
+        """Kill a pool's processes (one is stuck on a page) and start a fresh pool."""
+        if pool is not self._parse_pool:
+            return
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        self._parse_pool = self._new_parse_pool()
 
     def _follow_redirect(self, item: CrawlUrl, result: FetchResult) -> None:
         """Queue the target of a redirect as its own capture, through scope."""

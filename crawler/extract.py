@@ -26,6 +26,11 @@ from crawler.models import Extracted
 
 log = logging.getLogger("crawler.extract")
 MAX_DECODED_BYTES: Final = 32 * 1024 * 1024  # cap on inflated bodies: gzip bombs stop here
+# Per-page caps that keep every parse bounded in time and memory; hitting one is recorded
+# (``Extracted.capped``), because the links past it are not followed.
+MAX_PARSE_CHARS: Final = 8 * 1024 * 1024  # HTML characters given to the parser
+MAX_LINKS: Final = 20_000  # links (and as many requisites) kept from one HTML or CSS document
+MAX_SITEMAP_LINKS: Final = 50_000  # the sitemap protocol's own limit per file
 _META_SNIFF_BYTES: Final = 4096
 
 _BOMS: Final = (
@@ -299,8 +304,15 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
     """
     body = decode_content(raw_body, content_encoding)
     base: str | None = None
+    capped: list[str] = []
+    if len(body) >= MAX_DECODED_BYTES:
+        capped.append("inflated-bytes")
+    limit = MAX_LINKS
     if media_type in HTML_TYPES:
         text, charset = decode_text(body, content_type)
+        if len(text) > MAX_PARSE_CHARS:
+            text = text[:MAX_PARSE_CHARS]
+            capped.append("parse-bytes")
         found, base = extract_from_html(text)
         found = Extracted(links=found.links, requisites=found.requisites, title=found.title,
                           charset=charset, text_hash=found.text_hash, simhash=found.simhash)
@@ -312,26 +324,31 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
         if body[:2] == b"\x1f\x8b":  # a .xml.gz file served as application/gzip
             body = _inflate(body, zlib.MAX_WBITS | 32, MAX_DECODED_BYTES)
         found = extract_sitemap(body)
+        limit = MAX_SITEMAP_LINKS
     else:
         return Extracted()
     base_url = urls.try_normalize(base, url) if base else None
     base_url = base_url or url
-    links = _resolve(found.links, base_url)
-    requisites = _resolve(found.requisites, base_url)
-    sitemaps = _resolve(found.sitemaps, base_url)
+    links = _resolve(found.links, base_url, limit)
+    requisites = _resolve(found.requisites, base_url, limit)
+    sitemaps = _resolve(found.sitemaps, base_url, limit)
+    if limit in (len(links), len(requisites), len(sitemaps)):
+        capped.append("links")
     keys = {u: urls.canonical_key(u) for group in (links, requisites, sitemaps) for u in group}
     return Extracted(links=links, requisites=requisites, sitemaps=sitemaps, title=found.title,
                      charset=found.charset, keys=keys, text_hash=found.text_hash,
-                     simhash=found.simhash)
+                     simhash=found.simhash, capped=tuple(capped))
 
 
-def _resolve(found: tuple[str, ...], base: str) -> tuple[str, ...]:
-    """Return unique normalized absolute URLs, in document order."""
+def _resolve(found: tuple[str, ...], base: str, limit: int) -> tuple[str, ...]:
+    """Return unique normalized absolute URLs, in document order, at most ``limit``."""
     seen: dict[str, None] = {}
     for link in found:
         resolved = urls.try_normalize(link, base)
         if resolved is not None:
             seen.setdefault(resolved, None)
+            if len(seen) >= limit:
+                break
     return tuple(seen)
 
 

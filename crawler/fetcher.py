@@ -10,6 +10,7 @@ import asyncio
 import base64
 import errno
 import hashlib
+import http.cookiejar
 import socket
 import ssl
 import time
@@ -48,6 +49,59 @@ class FetchSettings:
     resolve: tuple[tuple[str, str], ...] = ()
 
 
+MAX_COOKIE_BYTES = 4096  # what browsers keep of one cookie
+MAX_COOKIES_PER_DOMAIN = 50  # browsers keep ~180; a session needs a handful
+
+
+class _StorableCookiePolicy(http.cookiejar.DefaultCookiePolicy):
+    """Keeps a cookie only if it can be sent back as it came: printable ASCII, browser-sized.
+
+    A server may set a cookie with raw non-ASCII bytes (a Cyrillic value in UTF-8); stored,
+    it made every later request to that host fail while the Cookie header was built, so one
+    bad header cost the rest of the site. Such a cookie is not kept, nor one larger than a
+    browser keeps (its Set-Cookie header is archived as received all the same).
+    """
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
+        texts = (cookie.name, cookie.value or "", cookie.path or "", cookie.domain or "")
+        if sum(len(t) for t in texts) > MAX_COOKIE_BYTES:
+            return False
+        for text in texts:
+            if not (text.isascii() and text.isprintable()) or ";" in text:
+                return False
+        return bool(super().set_ok(cookie, request))  # type: ignore[arg-type]
+
+
+class _BoundedCookieJar(http.cookiejar.CookieJar):
+    """A cookie jar that keeps at most ``MAX_COOKIES_PER_DOMAIN`` cookies per domain.
+
+    httpx copies the jar into every request it builds, so a server that sets thousands of
+    cookies would slow down every later request to it.
+    """
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        kept = self._cookies.get(cookie.domain, {})  # type: ignore[attr-defined]
+        count = sum(len(by_name) for by_name in kept.values())
+        known = cookie.name in kept.get(cookie.path, {})
+        if count >= MAX_COOKIES_PER_DOMAIN and not known:
+            return
+        super().set_cookie(cookie)
+
+
+class _ArchivingClient(httpx.AsyncClient):
+    """httpx's client, minus the redirect request it prepares for every 3xx.
+
+    Redirects are never followed here (each hop is its own capture, its target worked out by
+    the crawl), but httpx parses the ``Location`` of every 3xx into a next request anyway,
+    and one it cannot parse (``javascript:``, a tab or a control byte) raised and lost the
+    response itself: the redirect record that is the evidence.
+    """
+
+    def _build_redirect_request(self, request: httpx.Request,
+                                response: httpx.Response) -> httpx.Request:
+        return request
+
+
 class Fetcher:
     """An httpx AsyncClient configured for archiving; use as ``async with Fetcher(...)``."""
 
@@ -58,7 +112,8 @@ class Fetcher:
                    "Accept-Encoding": ACCEPT_ENCODING}
         if settings.accept_language:
             headers["Accept-Language"] = settings.accept_language
-        self._client = httpx.AsyncClient(
+        self._client = _ArchivingClient(
+            cookies=_BoundedCookieJar(policy=_StorableCookiePolicy()),
             http1=True,
             http2=False,
             follow_redirects=False,

@@ -136,3 +136,4 @@ class Extracted:
     # the parser process so the event loop does not have to
     text_hash: str | None = None  # SHA-1 of the normalized visible text (HTML only)
     simhash: int | None = None  # 64-bit simhash of that text
+    capped: tuple[str, ...] = ()  # per-page caps hit ("parse-bytes", "links"): links lost

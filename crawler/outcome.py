@@ -41,6 +41,7 @@ class CrawlStats:
     damaged_originals: int = 0  # earlier records found damaged: their duplicates stored in full
     statuses: Counter[str] = field(default_factory=Counter)  # "200", "404", "dns", ...
     traps: Counter[str] = field(default_factory=Counter)
+    capped: Counter[str] = field(default_factory=Counter)  # pages whose links a cap cut short
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -73,6 +74,7 @@ class CrawlStats:
         data["elapsed_seconds"] = round(self.elapsed, 3)
         data["statuses"] = dict(self.statuses)
         data["traps"] = dict(self.traps)
+        data["capped"] = dict(self.capped)
         return data
 
 

@@ -45,14 +45,19 @@ _BREAK = "\x1e"  # marks a <br>; newlines inside text are only whitespace
 
 # Built-in noise: timestamps, times of day, session/cache tokens, visit counters. Dates alone
 # are kept: a changed date of birth or arrest is an edit, not noise.
+#
+# Every repetition that can be followed by something that may fail to match is bounded, so
+# the engine's backtracking stays linear: an unbounded number run before "views" retried
+# every start inside a long run of digits (a statistics table: minutes per page).
 NOISE_PATTERNS: tuple[re.Pattern[str], ...] = tuple(re.compile(p) for p in (
-    r"\d{4}-\d{2}-\d{2}[t ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:z|[+-]\d{2}:?\d{2})?",
+    r"\d{4}-\d{2}-\d{2}[t ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:z|[+-]\d{2}:?\d{2})?",
     r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[ap]\.?m\.?)?(?!\d)",
-    r"\b[0-9a-f]{16,}\b",
-    r"\b(?=[\w-]*\d)(?=[\w-]*[a-z])[\w-]{24,}\b",
-    r"(?:просмотр\w*|посещени\w*|визит\w*|посетител\w*|views?|visits?|visitors?|hits?|"
-    r"online|онлайн|сейчас на сайте)\W{0,3}\d[\d\s,.]*",
-    r"\d[\d\s,.]*\s*(?:просмотр\w*|посещени\w*|посетител\w*|views?|visits?|visitors?)",
+    r"\b[0-9a-f]{16,512}\b",
+    r"\b(?=[\w-]{0,512}\d)(?=[\w-]{0,512}[a-z])[\w-]{24,512}\b",
+    r"(?:просмотр\w{0,8}|посещени\w{0,8}|визит\w{0,8}|посетител\w{0,8}|views?|visits?|"
+    r"visitors?|hits?|online|онлайн|сейчас на сайте)\W{0,3}\d[\d\s,.]{0,24}",
+    r"(?<![\d,.])\d[\d\s,.]{0,24}(?:просмотр\w{0,8}|посещени\w{0,8}|посетител\w{0,8}|"
+    r"views?|visits?|visitors?)",
 ))
 _NOISE = re.compile("|".join(f"(?:{p.pattern})" for p in NOISE_PATTERNS))  # one pass
 _DIGIT = re.compile(r"\d")
