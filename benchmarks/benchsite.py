@@ -28,6 +28,8 @@ def build_site(pages: int, seed: int = 7, profile: str = "light",
     """Return path -> (content type, body) for a site of ``pages`` HTML pages."""
     if profile == "heavy":
         return build_heavy_site(pages, seed)
+    if profile == "listing":
+        return build_listing_site(pages, seed)
     rng = random.Random(seed)
     site: dict[str, tuple[str, bytes]] = {}
     site["/robots.txt"] = ("text/plain", b"User-agent: *\nAllow: /\n")
@@ -74,6 +76,52 @@ def build_heavy_site(pages: int, seed: int = 7) -> dict[str, tuple[str, bytes]]:
         site[f"/img/{i}.jpg"] = ("image/jpeg", b"\xff\xd8\xff\xe0" + rng.randbytes(30_000))
         _finish_page(site, parts, i, rng, pdf_bytes=150_000)
     _add_home(site, pages)
+    return site
+
+
+PER_LISTING_PAGE = 30
+
+
+def build_listing_site(persons: int, seed: int = 7) -> dict[str, tuple[str, bytes]]:
+    """Return a name-index site like Memorial's database: ``persons`` person pages
+    (``/person?id=N``) reached only through alphabetical listings paged by ``?page=N``.
+
+    Letters get very different shares of the names, as surnames do: the largest letters
+    have well over 150 listing pages, reachable only by following "next page" links, one
+    after another (and the first, last and neighbouring pages from each page).
+    """
+    rng = random.Random(seed)
+    letters = "АБВГДЕЖЗИКЛМНОПРСТУФХЦЧШЩЭЮЯ"
+    weights = [rng.uniform(0.2, 1.0) * (6 if i % 7 == 1 else 1) for i in range(len(letters))]
+    total = sum(weights)
+    shares = [max(1, int(persons * w / total)) for w in weights]
+    shares[0] += persons - sum(shares)
+    site: dict[str, tuple[str, bytes]] = {}
+    site["/robots.txt"] = ("text/plain", b"User-agent: *\nAllow: /\n")
+    html = "text/html; charset=utf-8"
+    first_ids = []
+    person = 0
+    for n, (letter, share) in enumerate(zip(letters, shares, strict=True)):
+        pages = -(-share // PER_LISTING_PAGE)
+        first_ids.append((letter, pages))
+        for page in range(1, pages + 1):
+            ids = range(person, min(person + PER_LISTING_PAGE, persons))
+            rows = "".join(f'<li><a href="/person?id={i}">{letter}{rng.choice("аеиоуя")}'
+                           f'{rng.randrange(10**6)} {i}</a></li>' for i in ids)
+            for i in ids:
+                site[f"/person?id={i}"] = (html, (
+                    f"<html><head><title>{letter} {i}</title></head><body><h1>Person {i}</h1>"
+                    f"<p>Letter {letter}, born {1880 + i % 60}.</p>"
+                    f'<a href="/list?letter={n}&page={page}">back</a></body></html>').encode())
+            person += len(ids)
+            nav = " ".join(f'<a href="/list?letter={n}&page={p}">{p}</a>'
+                           for p in sorted({1, page - 1, page + 1, pages}) if 1 <= p <= pages)
+            site[f"/list?letter={n}&page={page}"] = (html, (
+                f"<html><head><title>{letter}, page {page}</title></head><body>"
+                f"<h1>{letter}</h1><ul>{rows}</ul><p>{nav}</p></body></html>").encode())
+    index = " ".join(f'<a href="/list?letter={n}&page=1">{letter} ({pages} pages)</a>'
+                     for n, (letter, pages) in enumerate(first_ids))
+    site["/"] = (html, f"<html><body><h1>Index</h1>{index}</body></html>".encode())
     return site
 
 
@@ -156,7 +204,7 @@ async def serve(pages: int, port: int, latency: float, ready: object = None, *,
                 lower = head.lower()
                 gzipped = b"accept-encoding: gzip" in lower
                 responses = compressed if gzipped else plain
-                path = target.split(b"?")[0]
+                path = target if profile == "listing" else target.split(b"?")[0]
                 tag = tags[gzipped].get(path)
                 if validators and tag is not None and b"if-none-match: " + tag.lower() in lower:
                     writer.write(unchanged + tag + b"\r\n\r\n")
@@ -188,7 +236,7 @@ if __name__ == "__main__":
     parser.add_argument("--pages", type=int, default=2000)
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--profile", choices=["light", "heavy"], default="light")
+    parser.add_argument("--profile", choices=["light", "heavy", "listing"], default="light")
     parser.add_argument("--validators", action="store_true")
     args = parser.parse_args()
     asyncio.run(serve(args.pages, args.port, args.latency_ms / 1000, profile=args.profile,

@@ -159,6 +159,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     UPDATE crawls SET directory = target || '/' || crawl_id;
     """,
+    # 5 -> 6: what a finished crawl did not fetch, per reason (status 'incomplete'); keys
+    # that keep the case of path and query (``/doc?id=Ab3`` and ``?id=aB3`` are two URLs),
+    # with pywb's SURT kept beside them for the replay index (``Catalog._rekey``)
+    """
+    ALTER TABLE crawls ADD COLUMN shortfall TEXT;        -- JSON {reason: URLs}
+    ALTER TABLE captures ADD COLUMN surt TEXT;           -- pywb's SURT: CDXJ sort key
+    CREATE INDEX captures_crawl_surt ON captures (crawl, surt, fetched_at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -167,9 +175,14 @@ class CrawlStatus:
     """Values of crawls.status."""
 
     RUNNING = "running"  # being crawled now, or killed (then resumable)
-    COMPLETE = "complete"  # ran out of URLs or stopped by a limit
+    COMPLETE = "complete"  # every URL in scope fetched, or excluded by a rule the user set
+    INCOMPLETE = "incomplete"  # finished, but URLs in scope were not fetched (see shortfall)
     INTERRUPTED = "interrupted"  # stopped by a signal; resumable
-    FAILED = "failed"  # no seed could be captured
+    FAILED = "failed"  # no seed could be captured, or no page archived
+
+    # Finished with closed, indexed files: earlier records that revisits, conditional
+    # requests and comparisons may rely on.
+    FINISHED = ("complete", "incomplete")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +199,7 @@ class CrawlRow:
     stop_reason: str | None
     exit_code: int | None
     settings: dict[str, Any]
+    shortfall: dict[str, int] = field(default_factory=dict)  # reason -> URLs not fetched
 
     @property
     def resumable(self) -> bool:
@@ -223,6 +237,7 @@ class CaptureRow:
     refers_to: int | None = None
     etag: str | None = None
     last_modified: str | None = None
+    surt: str | None = None  # pywb's SURT of the URL: the replay index's sort key
 
 
 _CAPTURE_FIELDS = tuple(CaptureRow.__dataclass_fields__)
@@ -259,7 +274,7 @@ class Prior:
 _ORIGINAL_SQL = (
     "SELECT c.*, k.directory FROM captures c JOIN crawls k ON k.id = c.crawl "
     "WHERE c.digest = ? AND c.record_type = 'response' AND k.target = ? "
-    "AND (c.crawl = ? OR k.status = 'complete') AND c.final = 1 "
+    "AND (c.crawl = ? OR k.status IN ('complete', 'incomplete')) AND c.final = 1 "
     "AND c.status BETWEEN 200 AND 299 AND c.status != 206 AND c.detail IS NULL "
     "ORDER BY c.id LIMIT ?")
 
@@ -335,8 +350,40 @@ class Catalog:
                     self.db.execute(statement)
                 if version + 1 == 5:
                     self._redact_stored_settings()
+                if version + 1 == 6:
+                    self._rekey()
                 self.db.execute(f"PRAGMA user_version={version + 1}")
         return found
+
+    def _rekey(self) -> None:
+        """Give every row the case-keeping key of its URL, and captures their SURT (the key
+        earlier versions stored, lower-cased). Rows without a URL (``linked``) are mapped
+        through the captures that share their old key."""
+        from crawler import urls  # the catalog is otherwise free of URL rules
+
+        db = self.db
+        db.execute("CREATE TEMP TABLE rekey (old TEXT, new TEXT, PRIMARY KEY (old, new)) "
+                   "WITHOUT ROWID")
+        # table -> the columns that identify a row besides its key
+        for table, ident in (("captures", "id"), ("events", "id"), ("url_states", "target"),
+                             ("frontier", "crawl")):
+            rows = db.execute(f"SELECT {ident}, key, url FROM {table}").fetchall()
+            changed = []
+            for row_id, old, url in rows:
+                if old.startswith("host:"):
+                    continue  # a whole host's state, not a URL
+                new = urls.canonical_key(url)
+                if table == "captures":
+                    db.execute("INSERT OR IGNORE INTO rekey VALUES (?, ?)", (old, new))
+                if new != old:
+                    changed.append((new, row_id, old))
+            db.executemany(f"UPDATE OR IGNORE {table} SET key=? WHERE {ident}=? AND key=?",
+                           changed)
+        db.execute("UPDATE captures SET surt = (SELECT old FROM rekey WHERE rekey.new = "
+                   "captures.key LIMIT 1)")
+        db.execute("UPDATE OR IGNORE linked SET key = (SELECT new FROM rekey WHERE old = "
+                   "linked.key LIMIT 1) WHERE key IN (SELECT old FROM rekey)")
+        db.execute("DROP TABLE rekey")
 
     def _redact_stored_settings(self) -> None:
         """Redact notification URLs that earlier versions stored in clear, in the catalog
@@ -415,12 +462,20 @@ class Catalog:
             self.db.execute("UPDATE crawls SET status=?, finished=NULL WHERE id=?",
                             (CrawlStatus.RUNNING, pk))
 
-    def finish_crawl(self, pk: int, status: str, stop_reason: str, exit_code: int) -> None:
-        """Record how a crawl ended."""
+    def finish_crawl(self, pk: int, status: str, stop_reason: str, exit_code: int,
+                     shortfall: dict[str, int] | None = None) -> None:
+        """Record how a crawl ended, and what it did not fetch."""
         with self.transaction():
             self.db.execute(
-                "UPDATE crawls SET status=?, stop_reason=?, exit_code=?, finished=? WHERE id=?",
-                (status, stop_reason, exit_code, now_iso(), pk))
+                "UPDATE crawls SET status=?, stop_reason=?, exit_code=?, finished=?, "
+                "shortfall=? WHERE id=?",
+                (status, stop_reason, exit_code, now_iso(),
+                 json.dumps(shortfall) if shortfall else None, pk))
+
+    def set_exit_code(self, pk: int, exit_code: int) -> None:
+        """Record the exit code the whole run had (a takedown alert outranks the crawl's)."""
+        with self.transaction():
+            self.db.execute("UPDATE crawls SET exit_code=? WHERE id=?", (exit_code, pk))
 
     def crawls(self, target: str | None = None) -> list[CrawlRow]:
         """Return crawls (of one target), oldest first."""
@@ -449,8 +504,10 @@ class Catalog:
             "coalesce(sum(CASE WHEN record_type = 'revisit' THEN 1 ELSE 0 END), 0) AS revisits, "
             "coalesce(sum(length), 0) AS bytes, "
             "coalesce(sum(CASE WHEN failure IS NOT NULL AND failure NOT IN "
-            "('robots','out-of-scope') THEN 1 ELSE 0 END), 0) AS failures, "
-            "coalesce(sum(CASE WHEN failure='robots' THEN 1 ELSE 0 END), 0) AS robots "
+            "('robots','out-of-scope','trap','robots-unreachable','host-hung') "
+            "THEN 1 ELSE 0 END), 0) AS failures, "
+            "coalesce(sum(CASE WHEN failure='robots' THEN 1 ELSE 0 END), 0) AS robots, "
+            "coalesce(sum(CASE WHEN failure='trap' THEN 1 ELSE 0 END), 0) AS traps "
             "FROM captures WHERE crawl=? AND final=1 AND kind IN "
             "('seed', 'page', 'requisite', 'sitemap', 'robots')", (pk,)).fetchone()
         return {k: int(v) for k, v in dict(row).items()}
@@ -483,7 +540,7 @@ class Catalog:
         if url_like is not None:
             sql += " AND url LIKE ?"
             args.append(url_like)
-        sql += " ORDER BY " + {"id": "id", "key": "key, fetched_at"}[order]
+        sql += " ORDER BY " + {"id": "id", "surt": "surt, fetched_at"}[order]
         for row in self.db.execute(sql, args):
             yield _capture_row(row)
 
@@ -499,9 +556,16 @@ class Catalog:
             "SELECT url, key, min(kind) AS kind, min(depth) AS depth FROM captures "
             "WHERE crawl IN (SELECT id FROM crawls WHERE target=? AND id<?) "
             "AND kind IN ('seed', 'page', 'requisite', 'sitemap') "
-            "AND failure IS NOT 'out-of-scope' GROUP BY key",
+            "AND failure IS NOT 'out-of-scope' AND failure IS NOT 'trap' GROUP BY key",
             (target, before_pk))
 
+
+    def trapped_urls(self, target: str, before_pk: int, rule: str) -> Iterator[str]:
+        """Yield URLs that a trap ``rule`` kept out of earlier crawls of a target."""
+        for (url,) in self.db.execute(
+                "SELECT url FROM captures WHERE failure='trap' AND detail=? AND crawl IN "
+                "(SELECT id FROM crawls WHERE target=? AND id<?)", (rule, target, before_pk)):
+            yield url
 
     def add_linked(self, crawl_pk: int, keys: Iterable[str]) -> None:
         """Record that pages of this crawl link to ``keys`` (inside the caller's transaction)."""
@@ -534,7 +598,8 @@ class Catalog:
         that capture was a good 200 (or a 304 revisit of one) with an ETag or Last-Modified."""
         row = self.db.execute(
             "SELECT c.*, k.directory FROM captures c JOIN crawls k ON k.id = c.crawl "
-            "WHERE c.key = ? AND k.target = ? AND k.status = 'complete' AND c.final = 1 "
+            "WHERE c.key = ? AND k.target = ? AND k.status IN ('complete', 'incomplete') "
+            "AND c.final = 1 "
             "AND c.kind != 'robots' ORDER BY c.id DESC LIMIT 1", (key, target)).fetchone()
         if (row is None or not (row["etag"] or row["last_modified"])
                 or row["status"] not in (200, 304) or row["detail"] is not None
@@ -556,7 +621,8 @@ class Catalog:
                         directory=self.resolve(row["directory"]), started=row["started"],
                         finished=row["finished"], status=row["status"],
                         stop_reason=row["stop_reason"], exit_code=row["exit_code"],
-                        settings=json.loads(row["settings"]))
+                        settings=json.loads(row["settings"]),
+                        shortfall=json.loads(row["shortfall"] or "{}"))
 
     def _stored(self, row: sqlite3.Row) -> StoredRecord:
         return StoredRecord(capture=row["id"], url=row["url"], date=row["fetched_at"],

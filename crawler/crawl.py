@@ -26,6 +26,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from crawler import __version__, extract, failpoints, urls
+from crawler.breaker import HostBreakers, Verdict
 from crawler.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.crawllog import CrawlLog
 from crawler.errors import ExitCode
@@ -70,21 +71,28 @@ class Crawl:
         self._lock = lock_target(settings.output, self.target)
         save_notify(settings.output, self.target, settings.detect.notify)
         self.resumed = resume is not None
+        self.continued = 0  # URLs taken over from the queue an incomplete crawl left
         if resume is not None:
             self.crawl_id, self.directory, self.pk = resume.crawl_id, resume.directory, resume.pk
             catalog.set_running(self.pk)
         else:
+            previous = catalog.latest_crawl(self.target)
             self.crawl_id, self.directory = new_crawl_dir(settings.output, self.target)
             self.pk = catalog.add_crawl(self.target, self.crawl_id, self.directory,
                                         settings.to_json())
+            self.continued = self._continue_from(previous)
         self.db = catalog.db
         self.stats = CrawlStats()
         pol = settings.politeness
         self.frontier = Frontier(self.db, self.pk, per_host=pol.per_host, delay=pol.delay)
         self.scope = Scope(settings.scope, [*settings.seeds, *self.frontier.seed_urls()],
                            variants=self.frontier)
+        self.scope.known_repetitive(catalog.trapped_urls(self.target, self.pk + 1,
+                                                         "trap:same-content"))
         self._stop_reason: StopReason | None = None
         self._limited_by: StopReason | None = None  # a limit that dropped URLs without stopping
+        self.breakers = HostBreakers(hang_limit=pol.hang_limit, hang_pause=pol.hang_pause,
+                                     hang_trips=pol.hang_trips)
         self._robots: dict[str, RobotsRules] = {}
         self._robots_locks: dict[str, asyncio.Lock] = {}
         self._sitemap_hosts: set[str] = set()
@@ -94,10 +102,55 @@ class Crawl:
         self._log: CrawlLog | None = None
         self.store: Store | None = None
 
+    def _continue_from(self, previous: CrawlRow | None) -> int:
+        """Take over the queue that the target's last crawl left when a limit stopped it.
+
+        A site too big for one time box is covered by successive runs, in rounds: a run
+        that ends by a limit leaves its queue, and the next run continues that same round
+        (what was left, then what it finds) instead of starting over; when a round ends
+        with nothing left, the next run starts a new one, re-checking every known URL. So
+        scheduled runs converge to full coverage, and every known URL is re-checked once
+        per round. Only a crawl with the same seeds is continued. Returns how many URLs were
+        taken over; with ``--max-pages`` those past the limit stay deferred.
+        """
+        if (previous is None or previous.status != CrawlStatus.INCOMPLETE
+                or tuple(previous.settings.get("seeds") or ()) != self.settings.seeds):
+            return 0
+        db = self.catalog.db
+        with self.catalog.transaction():
+            cur = db.execute(
+                "INSERT OR IGNORE INTO frontier (crawl, key, url, host, kind, depth, via, "
+                "redirects, embeds, attempt, state, priority, seq) SELECT ?, key, url, host, "
+                "kind, depth, via, redirects, embeds, 0, 0, priority, seq FROM frontier "
+                "WHERE crawl=? AND state IN (0, 1, 4)", (self.pk, previous.pk))
+            # What the round already visited stays seen: it is not fetched again this round.
+            db.execute(
+                "INSERT OR IGNORE INTO frontier (crawl, key, url, host, kind, depth, via, "
+                "redirects, embeds, attempt, state, priority, seq) SELECT ?, key, url, host, "
+                "kind, depth, via, redirects, embeds, attempt, state, priority, seq "
+                "FROM frontier WHERE crawl=? AND state IN (2, 3)", (self.pk, previous.pk))
+            max_pages = self.settings.limits.max_pages
+            if max_pages is not None:  # pages past the limit wait for the run after
+                db.execute(
+                    "UPDATE frontier SET state=4 WHERE crawl=? AND state=0 AND kind IN "
+                    "('seed', 'page') AND key NOT IN (SELECT key FROM frontier WHERE crawl=? "
+                    "AND state=0 AND kind IN ('seed', 'page') ORDER BY seq LIMIT ?)",
+                    (self.pk, self.pk, max_pages))
+            db.execute("DELETE FROM frontier WHERE crawl=?", (previous.pk,))
+            db.execute("DELETE FROM query_variants WHERE crawl=?", (previous.pk,))
+        taken = max(cur.rowcount, 0)
+        if taken:
+            log.info("continuing %d URLs left by %s/%s", taken, self.target, previous.crawl_id)
+        return taken
+
     def _count_pages_queued(self) -> int:
         """Return how many pages this crawl has queued so far (for --max-pages on resume)."""
-        row = self.db.execute("SELECT count(*) FROM frontier WHERE crawl=? AND kind IN (?, ?)",
-                              (self.pk, UrlKind.SEED.value, UrlKind.PAGE.value)).fetchone()
+        # A resumed crawl counts what its earlier sessions fetched; a run continuing a round
+        # counts only what it will fetch itself (the round's visited rows are carried over).
+        states = "(0, 1)" if self.continued else "(0, 1, 2, 3)"
+        row = self.db.execute(f"SELECT count(*) FROM frontier WHERE crawl=? AND kind IN (?, ?) "
+                              f"AND state IN {states}", (self.pk, UrlKind.SEED.value,
+                                                         UrlKind.PAGE.value)).fetchone()
         return int(row[0])
 
     def _warcinfo_fields(self) -> dict[str, str]:
@@ -177,47 +230,82 @@ class Crawl:
             self._lock.close()
 
     def _queue_start_urls(self) -> None:
-        """Queue the seeds, then every URL earlier crawls of this target captured."""
+        """Queue the seeds, then every URL earlier crawls of this target captured (unless
+        this run continues a round that has yet to reach them: see ``_continue_from``)."""
         with self.catalog.transaction():
             for seed in self.settings.seeds:
                 key = urls.canonical_key(seed)
                 if self.frontier.add(CrawlUrl(url=seed, key=key, kind=UrlKind.SEED, depth=0)):
                     self._pages_queued += 1
+            if self.continued:
+                return
             # A page that vanished from the site's navigation must still be checked.
             for row in self.catalog.known_urls(self.target, self.pk):
                 kind = UrlKind(row["kind"])
                 kind = UrlKind.PAGE if kind is UrlKind.SEED else kind
                 self._offer(row["url"], kind, row["depth"], via=None, key=row["key"],
-                            record_out_of_scope=True)
+                            record_out_of_scope=True, recheck=True)
+
+    def _shortfall(self, reason: StopReason) -> dict[str, int]:
+        """Return what this crawl (all its sessions) did not fetch although in scope, by
+        reason; empty when nothing was lost except by rules the user set."""
+        counts = dict(self.db.execute(
+            "SELECT CASE WHEN failure IN ('trap', 'robots-unreachable', 'host-hung') "
+            "THEN failure WHEN detail LIKE '%capped:%' THEN 'parse-cap' "
+            "WHEN failure IS NULL THEN 'truncated' ELSE 'errors' END, count(*) "
+            "FROM captures WHERE crawl=? AND final=1 AND kind IN "
+            "('seed', 'page', 'requisite', 'sitemap') AND (failure IS NOT NULL OR detail LIKE "
+            "'%capped:%' OR detail LIKE 'time%' OR detail LIKE 'disconnect%') "
+            "AND failure IS NOT 'robots' "
+            "AND failure IS NOT 'out-of-scope' AND (failure IS NOT 'too-large' OR detail LIKE "
+            "'%capped:%') GROUP BY 1",
+            (self.pk,)).fetchall())
+        left = self.frontier.queued + self.frontier.deferred()
+        if left and reason is not StopReason.INTERRUPTED:
+            counts["limit"] = left
+        return {k: int(v) for k, v in sorted(counts.items()) if v}
 
     def _finish(self) -> CrawlOutcome:
-        """Record the end in the catalog; write the index, page list and crawl.json."""
+        """Record the end in the catalog; write the index, page list and crawl.json.
+
+        The end is said exactly: complete only when every URL in scope that the crawl found
+        was fetched or kept out by a rule the user set (scope, exclude, depth, robots.txt);
+        incomplete, with the URLs lost per reason, when a limit, a trap rule, a robots.txt
+        that could not be read, a hung host, a per-page cap or failed fetches cost any;
+        failed when not one page could be archived.
+        """
         reason = self._stop_reason or self._limited_by or StopReason.COMPLETE
         totals = self.catalog.crawl_totals(self.pk)
         seeds_ok = self.db.execute(
             "SELECT count(*) FROM captures WHERE crawl=? AND kind='seed' AND final=1 "
             "AND status IS NOT NULL", (self.pk,)).fetchone()[0]
+        shortfall = self._shortfall(reason)
         if reason is StopReason.INTERRUPTED:
             code, status = ExitCode.INTERRUPTED, CrawlStatus.INTERRUPTED
-        elif seeds_ok == 0:
+        elif (seeds_ok == 0 and not self.continued) or totals["pages"] == 0:
             code, status = ExitCode.CRAWL_FAILED, CrawlStatus.FAILED
+        elif shortfall:
+            code, status = ExitCode.INCOMPLETE, CrawlStatus.INCOMPLETE
         else:
             code, status = ExitCode.OK, CrawlStatus.COMPLETE
         index = self.directory / "indexes" / "index.cdxj"
         pages = self.directory / "pages" / "pages.jsonl"
         write_cdxj(index_entries(self.catalog, self.pk), index)
         write_pages(page_entries(self.catalog, self.pk), pages)
-        self.catalog.finish_crawl(self.pk, status, reason.value, int(code))
-        unfetched = self.frontier.queued
-        if status is not CrawlStatus.INTERRUPTED:
-            self.frontier.forget()
+        self.catalog.finish_crawl(self.pk, status, reason.value, int(code), shortfall)
+        unfetched = self.frontier.queued + self.frontier.deferred()
+        if status not in (CrawlStatus.INTERRUPTED, CrawlStatus.INCOMPLETE) or not unfetched:
+            self.frontier.forget()  # kept when the next run continues it (_continue_from)
         warcs = tuple(sorted((self.directory / "warc").glob("*.warc.gz")))
         stats = self.stats.as_dict()
         stats["totals"] = totals
+        stats["continued"] = self.continued
         snapshot = {
             "software": f"crawler/{__version__}",
             "crawl_id": self.crawl_id,
             "target": self.target,
+            "status": status,
+            "shortfall": shortfall,
             "exit_status": code.name.lower(),
             "exit_code": int(code),
             "stop_reason": reason.value,
@@ -233,7 +321,8 @@ class Crawl:
         os.replace(tmp, self.directory / "crawl.json")
         return CrawlOutcome(crawl_id=self.crawl_id, target=self.target,
                             directory=self.directory, warcs=warcs, index=index, pages=pages,
-                            stop_reason=reason, exit_code=code, stats=stats)
+                            stop_reason=reason, exit_code=code, stats=stats, status=status,
+                            shortfall=shortfall)
 
     async def _worker(self) -> None:
         """Take URLs until the frontier is exhausted or closed."""
@@ -254,21 +343,42 @@ class Crawl:
     async def _process(self, item: CrawlUrl, slot: _Slot) -> None:
         """Fetch one URL, write it, and queue what it links to."""
         host = urls.host_of(item.url)
+        if self.breakers.given_up(host):
+            self._skip(item, "host-hung", f"not fetched: {host} stopped answering "
+                       f"({self.breakers.hang_trips} times {self.breakers.hang_limit} "
+                       "requests in a row got no answer in time)")
+            return
         rules = await self._robots_for(item.url, host)
         if (self.settings.robots is RobotsPolicy.OBEY
                 and not rules.allowed(item.url, self.settings.fetch.user_agent)):
             self.stats.robots_blocked += 1
-            self._skip(item, "robots", "disallowed by robots.txt")
+            self._skip(item, "robots-unreachable" if rules.disallow_all else "robots",
+                       rules.why)
             return
         assert self.store is not None
         conditional = await self.store.conditional(item)
         result = await self.fetcher.fetch(item.url, conditional.headers if conditional else None)
+        self._watch_host(host, result)
         self.frontier.release_host(item)
         slot.released = True
         try:
             await self._handle(item, result, conditional)
         finally:
             result.close()
+
+    def _watch_host(self, host: str, result: FetchResult) -> None:
+        """Feed the host's circuit breaker and pause the host when it trips (breaker.py)."""
+        hung = (result.failure in (FailureKind.TIMEOUT, FailureKind.CONNECT)
+                or result.truncated is Truncation.TIME)
+        verdict = self.breakers.record(host, result.started, hung=hung)
+        if verdict is Verdict.PAUSE:
+            pause = self.breakers.pause_for(host)
+            log.warning("%s does not answer (%d timeouts in a row): pausing it %.0f s",
+                        host, self.breakers.hang_limit, pause)
+            self.frontier.back_off(host, pause)
+        elif verdict is Verdict.GIVE_UP and hung:
+            log.warning("%s still does not answer: its remaining URLs are recorded as not "
+                        "fetched (host-hung)", host)
 
     def _skip(self, item: CrawlUrl, failure: str, detail: str) -> None:
         """Record a queued URL that is deliberately not fetched, and finish it."""
@@ -315,8 +425,15 @@ class Crawl:
         else:
             stored = await self.store.write(result, item)
         failpoints.hit("before-commit")
+        if item.kind in _PAGE_KINDS and result.ok and 200 <= result.status < 300:
+            self.scope.note_content(item.url, found.shape_hash)
+        row = capture_row(item, result, stored, found)
+        if found.capped:  # its links past a cap were not followed
+            capped = "capped:" + ",".join(found.capped)
+            row = dataclasses.replace(row, detail=f"{row.detail}; {capped}" if row.detail
+                                      else capped)
         with self.catalog.transaction():
-            self.catalog.add_capture(self.pk, capture_row(item, result, stored, found))
+            self.catalog.add_capture(self.pk, row)
             self._follow(item, content, found)
             self.frontier.finish(item, failed=not result.ok)
         self.stats.count(result, page=item.kind in _PAGE_KINDS,
@@ -442,7 +559,7 @@ class Crawl:
 
     def _offer(self, url: str, kind: UrlKind, depth: int, *, via: str | None,
                redirects: int = 0, embeds: int = 0, key: str | None = None,
-               record_out_of_scope: bool = False) -> None:
+               record_out_of_scope: bool = False, recheck: bool = False) -> None:
         """Pass one discovered URL through scope and limits into the frontier.
 
         ``record_out_of_scope`` keeps evidence of URLs a user cares about (redirect targets,
@@ -452,22 +569,30 @@ class Crawl:
         key = key or urls.canonical_key(url)
         if self.frontier.seen(key):
             return
-        decision = self.scope.decide(url, kind, depth, redirects=redirects, embeds=embeds)
+        decision = self.scope.decide(url, kind, depth, redirects=redirects, embeds=embeds,
+                                     via=None if recheck else via)
         if not decision.allowed:
+            item = CrawlUrl(url=url, key=key, kind=kind, depth=depth, via=via)
             if decision.is_trap:
-                self.stats.traps[decision.reason] += 1
-                if self.stats.traps[decision.reason] <= _TRAP_LOG_LIMIT:
-                    log.info("%s: %s (linked from %s)", decision.reason, url, via)
-            else:
-                self.stats.out_of_scope += 1
+                # Reported, not silently dropped: each URL a trap rule keeps from the crawl
+                # is a row (`crawler list --failure trap`) and counts in its shortfall.
+                if self.frontier.mark_seen(url, key, kind):
+                    self.stats.traps[decision.reason] += 1
+                    self._record_unfetched(item, "trap", decision.reason)
+                    if self.stats.traps[decision.reason] <= _TRAP_LOG_LIMIT:
+                        log.info("%s: %s (%s)", decision.reason, url,
+                                 f"linked from {via}" if via else "known from earlier crawls")
+                return
+            self.stats.out_of_scope += 1
             if record_out_of_scope and self.frontier.mark_seen(url, key, kind):
-                self._record_unfetched(CrawlUrl(url=url, key=key, kind=kind, depth=depth,
-                                                via=via), "out-of-scope", decision.reason)
+                self._record_unfetched(item, "out-of-scope", decision.reason)
             return
         if kind in _PAGE_KINDS:
             max_pages = self.settings.limits.max_pages
             if max_pages is not None and self._pages_queued >= max_pages:
                 self._limited_by = StopReason.MAX_PAGES
+                self.frontier.add(CrawlUrl(url=url, key=key, kind=kind, depth=depth, via=via,
+                                           redirects=redirects, embeds=embeds), deferred=True)
                 return
             self._pages_queued += 1
         self.frontier.add(CrawlUrl(url=url, key=key, kind=kind, depth=depth, via=via,
@@ -487,23 +612,40 @@ class Crawl:
         return rules
 
     async def _fetch_robots(self, url: str, host: str) -> RobotsRules:
-        """Fetch robots.txt (following up to 5 redirects, each recorded) and parse it."""
+        """Fetch robots.txt (following up to 5 redirects, each recorded) and parse it.
+
+        A 5xx or 429 answer is asked again, with back-off, before it counts (RFC 9309
+        §2.3.1.3-4): a server error on robots.txt means "disallow everything", and one
+        passing error must not cost the whole host.
+        """
         target = urls.robots_url(url)
         rules, status, body = ALLOW_ALL, 0, None
-        for hop in range(6):
+        pol = self.settings.politeness
+        hop = attempt = 0
+        while hop < 6:
             key = urls.canonical_key(target)
-            item = CrawlUrl(url=target, key=key, kind=UrlKind.ROBOTS, depth=0, redirects=hop)
+            item = CrawlUrl(url=target, key=key, kind=UrlKind.ROBOTS, depth=0, redirects=hop,
+                            attempt=attempt)
             result = await self.fetcher.fetch(target)
             try:
                 self.stats.bytes += result.body_length
                 assert self.store is not None
                 stored = await self.store.write(result, item)
+                again = (result.ok and (result.status >= 500 or result.status == 429)
+                         and attempt < max(pol.retries, 2) and not self.stopping)
                 with self.catalog.transaction():
                     self.frontier.mark_seen(target, key, UrlKind.ROBOTS)
-                    self.catalog.add_capture(self.pk, capture_row(item, result, stored, None))
+                    self.catalog.add_capture(self.pk, capture_row(item, result, stored, None,
+                                                                  final=not again))
                 self.stats.count(result, page=False,
                                  revisit=stored.entry.record_type == "revisit")
-                self._line(item, result, "")
+                wait = pol.backoff * (2 ** attempt)
+                self._line(item, result, f"retry-in-{wait:.1f}s" if again else "")
+                if again:
+                    attempt += 1
+                    self.stats.retries += 1
+                    await asyncio.sleep(wait)
+                    continue
                 if not result.ok:
                     # Unreachable host: we still try its URLs so their failures are recorded as
                     # evidence (nothing reaches a server that did not answer). RFC 9309 §2.3.1.3
@@ -514,7 +656,7 @@ class Crawl:
                     nxt = urls.try_normalize(location, target)
                     if nxt is None:
                         break
-                    target = nxt
+                    target, hop, attempt = nxt, hop + 1, 0
                     continue
                 status = result.status
                 body = robots_body(result.read_body(), result.header("content-encoding"))

@@ -145,8 +145,12 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
     def result(cls: Cls, detail: str = "", **extra: object) -> Finding:
         return Finding(after.url, after.key, cls, before, after, detail, **extra)  # type: ignore[arg-type]
 
-    if after.failure in ("robots", "out-of-scope"):
+    if after.failure in ("robots", "out-of-scope", "trap", "robots-unreachable"):
         return result(Cls.NOT_CHECKED, after.failure)
+    if after.failure == "host-hung":  # not asked: its host had stopped answering
+        if ctx.network_down:
+            return result(Cls.NETWORK_DOWN, "the control URL failed too: not evidence")
+        return result(Cls.TIMEOUT, "not asked: the host had stopped answering")
     status = after.status or 0
     if not _good(before):  # it never served content: did it at least stay the same?
         if (before.status, before.location, before.failure) == (

@@ -166,7 +166,7 @@ def _blocked_by(rows: _Rows, snap: Snap) -> str | None:
 def previous_crawl(catalog: Catalog, after: CrawlRow) -> CrawlRow | None:
     """Return the target's latest crawl before ``after`` that got anywhere."""
     earlier = [c for c in catalog.crawls(after.target)
-               if c.pk < after.pk and c.status in ("complete", "interrupted")]
+               if c.pk < after.pk and c.status in ("complete", "incomplete", "interrupted")]
     return earlier[-1] if earlier else None
 
 

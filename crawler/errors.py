@@ -23,10 +23,11 @@ class ExitCode(IntEnum):
     INTERNAL = 1  # unexpected error: a bug
     USAGE = 2  # bad command-line argument (click's own code)
     CONFIG = 3  # invalid configuration or output directory
-    CRAWL_FAILED = 4  # no seed could be captured at all
+    CRAWL_FAILED = 4  # no seed could be captured, or not one page archived
     INTERRUPTED = 5  # stopped by SIGINT/SIGTERM; state and WARCs were closed cleanly
     TAKEDOWN = 6  # a recrawl confirmed a new takedown event
     DAMAGED = 7  # `crawler verify` found missing, damaged or inconsistent files
+    INCOMPLETE = 8  # the crawl finished, but URLs in scope were not fetched (its shortfall)
 
 
 class CrawlerError(Exception):

@@ -43,6 +43,7 @@ _CSS_CHARSET = re.compile(rb'^@charset\s+"([a-zA-Z0-9_\-]+)"')
 _CSS_URL = re.compile(r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^)'"\s]*))\s*\)""", re.I)
 _CSS_IMPORT = re.compile(r"""@import\s+(?:"([^"]*)"|'([^']*)')""", re.I)
 _REFRESH_URL = re.compile(r"""^\s*\d*\s*[;,]?\s*(?:url\s*=\s*)?["']?([^"']+)["']?""", re.I)
+_DIGIT_RUNS = re.compile(r"\d+")
 _IGNORED_SCHEMES: Final = ("javascript:", "data:", "mailto:", "tel:", "about:", "blob:", "#")
 
 # rel values of <link> whose target is needed to render the page.
@@ -182,8 +183,8 @@ def css_urls(text: str) -> list[str]:
     return [u for u in found if u]
 
 
-def extract_from_html(text: str) -> tuple[Extracted, str | None]:
-    """Return (links found, <base href> or None) for an HTML document.
+def extract_from_html(text: str, url: str = "") -> tuple[Extracted, str | None]:
+    """Return (links found, <base href> or None) for an HTML document at ``url``.
 
     URLs are returned as written; the caller resolves them against the base.
     """
@@ -229,7 +230,26 @@ def extract_from_html(text: str) -> tuple[Extracted, str | None]:
     lines = pagetext.page_lines(soup)  # main content without noise: see pagetext.py
     return Extracted(links=tuple(links), requisites=tuple(requisites), title=title or None,
                      text_hash=pagetext.text_hash(lines),
-                     simhash=simhash(" ".join(lines))), base
+                     simhash=simhash(" ".join(lines)),
+                     shape_hash=echo_free_hash(url, lines)), base
+
+
+def echo_free_hash(url: str, lines: list[str]) -> str:
+    """Return the fingerprint of a page's text without the numbers its own URL holds.
+
+    Pages that differ only in what they echo of their address ("events of 2026-11" at
+    ``?month=2026-11``, "page 9999: nothing found" at ``?page=9999``) share it: that is how
+    an endless calendar or a listing paged past its end looks. A listing of case numbers
+    keeps its own numbers, which are not in its URL, and stays distinct.
+    """
+    echoed = {d.lstrip("0") or "0" for d in _DIGIT_RUNS.findall(url)}
+    if not echoed:
+        return pagetext.text_hash(lines)
+
+    def unechoed(match: re.Match[str]) -> str:
+        return "" if (match.group(0).lstrip("0") or "0") in echoed else match.group(0)
+
+    return pagetext.text_hash([_DIGIT_RUNS.sub(unechoed, line) for line in lines])
 
 
 def simhash(text: str, width: int = 3) -> int:
@@ -313,9 +333,10 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
         if len(text) > MAX_PARSE_CHARS:
             text = text[:MAX_PARSE_CHARS]
             capped.append("parse-bytes")
-        found, base = extract_from_html(text)
+        found, base = extract_from_html(text, url)
         found = Extracted(links=found.links, requisites=found.requisites, title=found.title,
-                          charset=charset, text_hash=found.text_hash, simhash=found.simhash)
+                          charset=charset, text_hash=found.text_hash, simhash=found.simhash,
+                          shape_hash=found.shape_hash)
     elif media_type == "text/css":
         text, charset = decode_text(body, content_type, markup=False)
         found = Extracted(requisites=tuple(u for u in map(_clean, css_urls(text)) if u),
@@ -337,7 +358,7 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
     keys = {u: urls.canonical_key(u) for group in (links, requisites, sitemaps) for u in group}
     return Extracted(links=links, requisites=requisites, sitemaps=sitemaps, title=found.title,
                      charset=found.charset, keys=keys, text_hash=found.text_hash,
-                     simhash=found.simhash, capped=tuple(capped))
+                     simhash=found.simhash, capped=tuple(capped), shape_hash=found.shape_hash)
 
 
 def _resolve(found: tuple[str, ...], base: str, limit: int) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ class UrlState(IntEnum):
     IN_FLIGHT = 1  # in a host buffer or being fetched (reset to QUEUED on resume)
     DONE = 2  # captured (any HTTP status), or skipped on purpose (robots, scope)
     FAILED = 3  # no response after all retries
+    DEFERRED = 4  # found past --max-pages: not fetched by this crawl, continued by the next
 
 
 @dataclass(slots=True)
@@ -132,11 +133,23 @@ class Frontier:
         self._remember(key)
         return cur.rowcount == 1
 
-    def add(self, item: CrawlUrl) -> bool:
-        """Queue ``item`` unless its key was seen in this crawl; return True if queued.
+    def add(self, item: CrawlUrl, *, deferred: bool = False) -> bool:
+        """Queue ``item`` unless its key was seen in this crawl; return True if added.
 
-        A closed frontier still accepts URLs (they wait in SQLite for a resume).
+        A closed frontier still accepts URLs (they wait in SQLite for a resume). A
+        ``deferred`` URL is only recorded: this crawl never hands it out, the next run of
+        the target continues it.
         """
+        if deferred:
+            self._seq += 1
+            cur = self.db.execute(
+                f"INSERT OR IGNORE INTO frontier (crawl, {_COLUMNS}, state, priority, seq) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.crawl, item.key, item.url, urls.host_of(item.url), item.kind.value,
+                 item.depth, item.via, item.redirects, item.embeds, item.attempt,
+                 UrlState.DEFERRED, 1, self._seq))
+            self._remember(item.key)
+            return cur.rowcount == 1
         host = urls.host_of(item.url)
         slot = self._slot(host)
         urgent = item.kind is UrlKind.REQUISITE
@@ -298,8 +311,13 @@ class Frontier:
         self._in_flight -= 1
         self._changed.set()
 
-    def allow_variant(self, path: str, limit: int) -> bool:
-        """Count one more query variant of ``path`` durably; False once ``limit`` is reached."""
+    def allow_variant(self, path: str, shape: str, limit: int) -> bool:
+        """Return True if ``shape`` is a known query shape of ``path``, or one more fits
+        under ``limit`` (then it is recorded); durable, so a resumed crawl counts on."""
+        known = self.db.execute("SELECT 1 FROM query_variants WHERE crawl=? AND path=?",
+                                (self.crawl, path + "\x00" + shape)).fetchone()
+        if known is not None:
+            return True
         row = self.db.execute("SELECT variants FROM query_variants WHERE crawl=? AND path=?",
                               (self.crawl, path)).fetchone()
         count = row[0] if row else 0
@@ -308,6 +326,8 @@ class Frontier:
         self.db.execute("INSERT INTO query_variants (crawl, path, variants) VALUES (?, ?, 1) "
                         "ON CONFLICT (crawl, path) DO UPDATE SET variants=variants+1",
                         (self.crawl, path))
+        self.db.execute("INSERT OR IGNORE INTO query_variants (crawl, path, variants) "
+                        "VALUES (?, ?, 0)", (self.crawl, path + "\x00" + shape))
         return True
 
     def save_robots(self, host: str, status: int, body: bytes | None) -> None:
@@ -327,6 +347,12 @@ class Frontier:
         """Return every URL queued as a seed (redirected seeds included), for scope."""
         return [row[0] for row in self.db.execute(
             "SELECT url FROM frontier WHERE crawl=? AND kind=?", (self.crawl, UrlKind.SEED.value))]
+
+    def deferred(self) -> int:
+        """Return how many URLs this crawl deferred to the next run."""
+        row = self.db.execute("SELECT count(*) FROM frontier WHERE crawl=? AND state=?",
+                              (self.crawl, UrlState.DEFERRED)).fetchone()
+        return int(row[0])
 
     def forget(self) -> None:
         """Delete this crawl's frontier rows (when the crawl is complete)."""

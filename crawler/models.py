@@ -137,3 +137,4 @@ class Extracted:
     text_hash: str | None = None  # SHA-1 of the normalized visible text (HTML only)
     simhash: int | None = None  # 64-bit simhash of that text
     capped: tuple[str, ...] = ()  # per-page caps hit ("parse-bytes", "links"): links lost
+    shape_hash: str | None = None  # SHA-1 of that text without digits (the trap rules)

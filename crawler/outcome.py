@@ -92,3 +92,23 @@ class CrawlOutcome:
     exit_code: ExitCode
     stats: dict[str, Any]  # this session's counters plus "totals" over all sessions
     wacz: Path | None = None  # the package written when the crawl asked for one
+    status: str = "complete"  # catalog status: complete, incomplete, interrupted, failed
+    shortfall: dict[str, int] = field(default_factory=dict)  # URLs not fetched, per reason
+
+
+SHORTFALL = {  # reason -> how a summary says it
+    "limit": "{n} URL(s) left queued when a limit stopped the crawl (the next run of the "
+             "target continues them)",
+    "trap": "{n} URL(s) skipped by trap rules (`crawler list TARGET --failure trap`)",
+    "robots-unreachable": "{n} URL(s) of hosts whose robots.txt answered with a server "
+                          "error (RFC 9309: disallow all)",
+    "host-hung": "{n} URL(s) of hosts that stopped answering",
+    "parse-cap": "{n} page(s) whose links past a per-page cap were not followed",
+    "errors": "{n} URL(s) that failed after all retries",
+    "truncated": "{n} response(s) cut short (the server stalled or disconnected)",
+}
+
+
+def shortfall_lines(shortfall: dict[str, int]) -> list[str]:
+    """Return one line per reason a crawl did not fetch URLs it found in scope."""
+    return [SHORTFALL.get(k, "{n} URL(s): " + k).format(n=n) for k, n in shortfall.items()]

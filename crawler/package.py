@@ -26,7 +26,7 @@ PAGES_HEADER = {"format": "json-pages-1.0", "id": "pages", "title": "All Pages"}
 def write_cdxj(entries: Iterable[IndexEntry], path: Path) -> int:
     """Write a CDXJ index (what ``wb-manager``/pywb expect); return the line count.
 
-    ``entries`` must come sorted by SURT key and timestamp (the catalog's ORDER BY key,
+    ``entries`` must come sorted by SURT key and timestamp (the catalog's ORDER BY surt,
     fetched_at gives exactly the CDXJ line order, since SURT keys hold no spaces), so the index
     is streamed: memory does not grow with the size of the crawl. An entry out of order raises
     ValueError rather than writing an index pywb would misread. Written to a temporary name
@@ -93,14 +93,26 @@ def replay_status(cap: CaptureRow) -> int:
 
 
 def index_entries(catalog: Catalog, crawl_pk: int) -> Iterator[IndexEntry]:
-    """Yield the replayable records (responses and revisits) of a crawl in CDXJ order."""
-    for cap in catalog.captures(crawl_pk, order="key"):
+    """Yield the replayable records (responses and revisits) of a crawl in CDXJ order.
+
+    The catalog gives them by SURT and time; records that share both (two URLs that differ
+    only in case, fetched in the same millisecond) are put in line order here.
+    """
+    group: list[IndexEntry] = []
+    group_key: tuple[str | None, str] = (None, "")
+    for cap in catalog.captures(crawl_pk, order="surt"):
         if cap.record_type in ("response", "revisit") and cap.warc_file:
-            yield IndexEntry(url=cap.url, timestamp=timestamp17_of(cap.fetched_at),
-                             mime=cap.mime or "", status=replay_status(cap),
-                             digest=cap.digest or "", offset=cap.warc_offset or 0,
-                             length=cap.warc_length or 0, filename=cap.warc_file,
-                             record_type=cap.record_type, record_id=cap.record_id or "")
+            entry = IndexEntry(url=cap.url, timestamp=timestamp17_of(cap.fetched_at),
+                               mime=cap.mime or "", status=replay_status(cap),
+                               digest=cap.digest or "", offset=cap.warc_offset or 0,
+                               length=cap.warc_length or 0, filename=cap.warc_file,
+                               record_type=cap.record_type, record_id=cap.record_id or "")
+            if group and (cap.surt, entry.timestamp) != group_key:
+                yield from sorted(group, key=IndexEntry.cdxj)
+                group = []
+            group_key = (cap.surt, entry.timestamp)
+            group.append(entry)
+    yield from sorted(group, key=IndexEntry.cdxj)
 
 
 def page_entries(catalog: Catalog, crawl_pk: int) -> Iterator[PageEntry]:

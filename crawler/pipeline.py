@@ -42,7 +42,8 @@ class TargetRun:
     def exit_code(self) -> ExitCode:
         """Return the crawl's code, or TAKEDOWN when the run raised a new alert (also when
         no seed could be fetched: an unreachable site is the alert)."""
-        if self.outcome.exit_code in (ExitCode.OK, ExitCode.CRAWL_FAILED) and any(
+        if self.outcome.exit_code in (ExitCode.OK, ExitCode.CRAWL_FAILED,
+                                      ExitCode.INCOMPLETE) and any(
                 e.state in ("confirmed", "provisional") for e in self.events):
             return ExitCode.TAKEDOWN
         return self.outcome.exit_code
@@ -55,14 +56,16 @@ async def run_target(settings: CrawlSettings, *, resume: CrawlRow | None = None,
     try:
         outcome = await run_crawl(settings, catalog=catalog, resume=resume, on_start=on_start)
         row = catalog.crawl(outcome.target, outcome.crawl_id)
-        if row is None or row.status not in (CrawlStatus.COMPLETE, CrawlStatus.FAILED):
+        if row is None or row.status not in (*CrawlStatus.FINISHED, CrawlStatus.FAILED):
             return TargetRun(outcome)  # interrupted: compared when its resume finishes
         run = await detect_and_report(catalog, row, settings, outcome)
         outcome = replace(run.outcome, warcs=refresh_after_detection(catalog, row))
-        if settings.wacz and row.status == CrawlStatus.COMPLETE:
+        if settings.wacz and row.status in CrawlStatus.FINISHED:
             path = wacz_path(catalog.root, row.target, [row], whole=False)
             outcome = replace(outcome, wacz=write_wacz(catalog, [row], path))
-        return replace(run, outcome=outcome)
+        run = replace(run, outcome=outcome)
+        catalog.set_exit_code(row.pk, int(run.exit_code))  # what `crawler status` shows
+        return run
     finally:
         catalog.close()
 

@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 
 from crawler.crawl import Crawl, CrawlOutcome
+from crawler.outcome import shortfall_lines
 
 
 def _fmt_bytes(n: float) -> str:
@@ -57,19 +58,31 @@ async def live_progress(console: Console, crawl_box: list[Crawl]) -> AsyncIterat
                 await task
 
 
+def _state(outcome: CrawlOutcome) -> str:
+    """Return how the crawl ended, in words that do not overstate it."""
+    stop = outcome.stop_reason.value
+    if outcome.status == "incomplete":
+        return "INCOMPLETE" + (f", stopped by {stop}" if stop != "complete" else "")
+    if outcome.status == "failed":
+        return "FAILED: not one page could be archived"
+    return stop if outcome.status != "complete" else "complete"
+
+
 def summary_lines(outcome: CrawlOutcome) -> list[str]:
     """Return a short human summary of a finished crawl."""
     st = outcome.stats
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(st["statuses"].items()))
     lines = [
-        f"Crawl {outcome.target}/{outcome.crawl_id}: {outcome.stop_reason.value} "
+        f"Crawl {outcome.target}/{outcome.crawl_id}: {_state(outcome)} "
         f"(exit {outcome.exit_code.name.lower()})",
+        *(f"  not fetched: {line}" for line in shortfall_lines(outcome.shortfall)),
         f"  {st['fetched']} URLs captured ({st['pages']} pages), {st['failed']} failed, "
         f"{_fmt_bytes(st['bytes'])} in {st['elapsed_seconds']:.1f}s",
         f"  statuses: {statuses or 'none'}",
     ]
     totals = st.get("totals")
-    if totals and totals["urls"] != st["fetched"] + st["failed"] + st["robots_blocked"]:
+    if totals and totals["urls"] != (st["fetched"] + st["failed"] + st["robots_blocked"]
+                                     + sum(st["traps"].values())):
         lines.append(f"  whole crawl, all sessions: {totals['urls']} URLs, {totals['pages']} "
                      f"pages, {totals['failures']} failures, {_fmt_bytes(totals['bytes'])}")
     if st.get("revisits"):

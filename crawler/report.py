@@ -20,6 +20,7 @@ from crawler import __version__
 from crawler.catalog import Catalog, now_iso
 from crawler.detect import NEGATIVE, Cls, Snap
 from crawler.diff import Comparison, Event
+from crawler.outcome import shortfall_lines  # the same words as the terminal summary
 from crawler.warc import timestamp17_of
 
 SCHEMA = "crawler-report/1"
@@ -71,7 +72,8 @@ def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict
         "generated": now_iso(),
         "target": target,
         "crawl": {"crawl_id": comparison.after.crawl_id, "started": comparison.after.started,
-                  "finished": comparison.after.finished},
+                  "finished": comparison.after.finished, "status": comparison.after.status,
+                  "shortfall": comparison.after.shortfall},
         "compared_with": ({"crawl_id": before.crawl_id, "started": before.started}
                           if before else None),
         "summary": {"urls": sum(comparison.counts().values()), "classes": comparison.counts(),
@@ -152,7 +154,7 @@ def render_html(report: dict[str, Any]) -> str:
 table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 6px;
 vertical-align:top;text-align:left}}del{{background:#f6c5c5}}ins{{background:#c9ecc4;
 text-decoration:none}}.t{{color:#b00;font-weight:bold}}code{{font-size:90%}}</style></head><body>
-<h1>Takedown report: {_e(report['target'])}</h1>
+<h1>Takedown report: {_e(report['target'])}</h1>{_coverage(report['crawl'])}
 <p>Crawl <b>{_e(report['crawl']['crawl_id'])}</b> compared with
 <b>{_e((report['compared_with'] or {}).get('crawl_id', 'nothing'))}</b> (last good capture of
 each URL). {s['urls']} URLs; {s['transitions']} state changes, {s['new_alerts']} new alerts,
@@ -182,6 +184,16 @@ port.</p>""", _svg(report["timeline"]), "<h2>Summary</h2><table>"]
         parts.append("</table>")
     parts.append(_REPLAY_SCRIPT + "</body></html>\n")  # after the links it rewrites
     return "".join(parts)
+
+
+def _coverage(crawl: dict[str, Any]) -> str:
+    """Return what the crawl did not fetch, so no reader takes its findings as the whole."""
+    shortfall = crawl.get("shortfall") or {}
+    if not shortfall:
+        return ""
+    items = "".join(f"<li>{_e(line)}</li>" for line in shortfall_lines(shortfall))
+    return (f"<p class=t>This crawl ended {_e(str(crawl.get('status', '')).upper())}: what it "
+            f"did not fetch was not checked.</p><ul>{items}</ul>")
 
 
 def _table(title: str, headers: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> str:

@@ -27,6 +27,7 @@ class RobotsRules:
     parser: Protego | None
     allow_all: bool = False
     disallow_all: bool = False
+    why: str = "disallowed by robots.txt"  # recorded for each URL it keeps us from
 
     def allowed(self, url: str, user_agent: str) -> bool:
         """Return True if ``url`` may be fetched."""
@@ -62,7 +63,9 @@ def rules_from_response(status: int, body: bytes | None) -> RobotsRules:
             return RobotsRules(None, allow_all=True)
     if 400 <= status < 500:
         return RobotsRules(None, allow_all=True)
-    return RobotsRules(None, disallow_all=True)
+    return RobotsRules(None, disallow_all=True,
+                       why=f"robots.txt answered {status} (after retries): RFC 9309 says "
+                           "disallow everything; `--robots ignore` fetches them anyway")
 
 
 ALLOW_ALL = RobotsRules(None, allow_all=True)

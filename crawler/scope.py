@@ -7,12 +7,13 @@ every URL is explainable: ``Decision.reason`` is what the crawl log and trap log
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from crawler import urls
 from crawler.models import UrlKind
@@ -33,7 +34,14 @@ class TrapRules:
 
     max_url_length: int = urls.MAX_URL_LENGTH
     max_repeated_segments: int = 3  # /a/b/a/b/a/... : a segment seen this often is a loop
-    max_query_variants: int = 100  # distinct query strings per host+path (calendars, facets)
+    # distinct query *shapes* per host+path (facet combinations, session junk); values that
+    # are identifiers (a page number, an id, a date: any token with a digit) are one shape,
+    # so pagination and record ids never count
+    max_query_variants: int = 100
+    # pages of one URL pattern (digits as '#'), reached from pages of that same pattern,
+    # whose text is the same but for the numbers of their own URL: an endless calendar,
+    # "page 9999: nothing found" of a listing paged past its end
+    max_same_content: int = 20
     max_future_years: int = 2  # dates more than this many years ahead are calendar traps
     max_redirects: int = 10  # redirect hops in one chain
     max_embeds: int = 5  # requisite-of-requisite chain (CSS -> @import -> image ...)
@@ -68,13 +76,39 @@ class Decision:
 # left alone because record ids (person/299901) look like dates too.
 _DATE_IN_URL = re.compile(r"(?<!\d)(\d{4})[-/_.](0[1-9]|1[0-2])(?!\d)")
 IN_SCOPE = Decision(True, "in-scope")
+_CONTENT_MEMORY = 4096  # fingerprints remembered per URL pattern
+
+
+_ID_VALUE = re.compile(r"[^\s&=]{0,128}\d[^\s&=]{0,128}")  # one token with a digit in it
+_DIGITS = re.compile(r"\d+")
+
+
+def query_shape(query: str) -> str:
+    """Return a query string with identifier values made alike: ``page=3&sort=name`` and
+    ``page=4&sort=name`` have one shape (``page=#&sort=name``), so do ``id=Ab3`` and
+    ``id=xY7``; ``sort=name`` and ``sort=date`` have two."""
+    parts = []
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        plain = unquote_plus(value)
+        parts.append(f"{unquote_plus(name)}=" + ("#" if _ID_VALUE.fullmatch(plain) else plain))
+    return "&".join(sorted(parts))
+
+
+def url_pattern(url: str) -> str:
+    """Return host, path and parameter names of a URL with digit runs as '#': the pattern
+    whose pages the same-content trap rule counts (``/calendar?month=#-#``)."""
+    parts = urlsplit(url)
+    names = sorted({p.partition("=")[0] for p in parts.query.split("&")} - {""})
+    return _DIGITS.sub("#", parts.netloc + parts.path) + ("?" + "&".join(names) if names
+                                                          else "")
 
 
 class VariantCounter(Protocol):
-    """Counts distinct query strings per path (kept in the frontier's database in crawls)."""
+    """Counts distinct query shapes per path (kept in the frontier's database in crawls)."""
 
-    def allow_variant(self, path: str, limit: int) -> bool:
-        """Count one more query variant of ``path``; return False once ``limit`` is reached."""
+    def allow_variant(self, path: str, shape: str, limit: int) -> bool:
+        """Return True if ``shape`` is known for ``path`` or one more fits under ``limit``."""
         ...
 
 
@@ -82,13 +116,16 @@ class MemoryVariants:
     """VariantCounter kept in memory (for tests and pure use)."""
 
     def __init__(self) -> None:
-        self._counts: Counter[str] = Counter()
+        self._shapes: dict[str, set[str]] = {}
 
-    def allow_variant(self, path: str, limit: int) -> bool:
-        """Count one more variant of ``path`` unless ``limit`` is reached."""
-        if self._counts[path] >= limit:
+    def allow_variant(self, path: str, shape: str, limit: int) -> bool:
+        """Count one more shape of ``path`` unless ``limit`` is reached."""
+        known = self._shapes.setdefault(path, set())
+        if shape in known:
+            return True
+        if len(known) >= limit:
             return False
-        self._counts[path] += 1
+        known.add(shape)
         return True
 
 
@@ -109,6 +146,9 @@ class Scope:
         self._variants = variants if variants is not None else MemoryVariants()
         self._year_limit = (now or datetime.now(UTC)).year + rules.traps.max_future_years
         self.trap_hits: Counter[str] = Counter()
+        # URL pattern -> digit-blind text fingerprint -> pages; bounded per pattern
+        self._content: dict[str, OrderedDict[str, int]] = {}
+        self._repetitive: set[str] = set()  # patterns found to serve the same page endlessly
         for seed in seeds:
             self.add_seed(seed)
 
@@ -131,13 +171,48 @@ class Scope:
         hostname = urls.hostname_of(url)
         return any(hostname == d or hostname.endswith("." + d) for d in self._domains)
 
+    def known_repetitive(self, trapped: Iterable[str]) -> None:
+        """Take over the patterns earlier crawls found repetitive (their trapped URLs), so
+        a recrawl does not walk a few steps further into the same calendar each time."""
+        self._repetitive.update(url_pattern(url) for url in trapped)
+
+    def note_content(self, url: str, shape_hash: str | None) -> None:
+        """Count a fetched page's digit-blind text under its URL pattern; a pattern whose
+        pages keep being the same page is a trap from then on (``trap:same-content``)."""
+        if shape_hash is None:
+            return
+        pattern = url_pattern(url)
+        if "#" not in pattern and "?" not in pattern:
+            return  # a fixed address: nothing endless about it
+        seen = self._content.setdefault(pattern, OrderedDict())
+        count = seen.get(shape_hash, 0) + 1
+        seen[shape_hash] = count
+        seen.move_to_end(shape_hash)
+        if count >= self.rules.traps.max_same_content:
+            self._repetitive.add(pattern)
+        if len(seen) > _CONTENT_MEMORY:  # forget the oldest fingerprints seen only once
+            for old in [h for h, n in seen.items() if n == 1][: len(seen) // 2]:
+                del seen[old]
+
     def decide(self, url: str, kind: UrlKind, depth: int, *, redirects: int = 0,
-               embeds: int = 0) -> Decision:
-        """Decide whether ``url``, reached as ``kind`` at ``depth``, is fetched."""
+               embeds: int = 0, via: str | None = None) -> Decision:
+        """Decide whether ``url``, reached as ``kind`` at ``depth`` from ``via``, is fetched.
+
+        The same-content rule applies only to a URL linked from a page of its own pattern
+        (a calendar linking to the next month, a listing to its next page): a pattern that
+        keeps generating itself while serving the same page. Record pages linked from an
+        index are never caught by it, even if many of them are "not found" notices, nor
+        are URLs known from earlier crawls (``via`` None): a takedown that puts one notice
+        on ten thousand pages must not stop their checking.
+        """
         rules = self.rules
         if any(p.search(url) for p in rules.exclude):
             return Decision(False, "excluded")
         trap = self._trap(url, redirects, embeds)
+        if (trap is None and self._repetitive and via is not None and kind is UrlKind.PAGE
+                and url_pattern(url) in self._repetitive and url_pattern(via) ==
+                url_pattern(url)):
+            trap = "trap:same-content"
         if trap is not None:
             self.trap_hits[trap] += 1
             return Decision(False, trap)
@@ -174,9 +249,9 @@ class Scope:
         return None
 
     def _note_query_variant(self, url: str) -> bool:
-        """Count query strings per host+path; return False past the cap."""
+        """Count query shapes per host+path; return False past the cap."""
         parts = urlsplit(url)
         if not parts.query:
             return True
-        return self._variants.allow_variant(parts.netloc + parts.path,
+        return self._variants.allow_variant(parts.netloc + parts.path, query_shape(parts.query),
                                             self.rules.traps.max_query_variants)

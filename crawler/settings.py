@@ -35,7 +35,10 @@ class Politeness:
     delay: float = 0.5  # seconds between request starts to one host
     retries: int = 2  # extra attempts for timeouts, resets, 429 and 5xx
     backoff: float = 2.0  # first retry waits about this long, doubling each time
-    max_retry_after: float = 300.0  # cap on a server's Retry-After
+    max_retry_after: float = 300.0  # a longer Retry-After is final, not waited for
+    hang_limit: int = 5  # consecutive hangs (timeouts) that trip a host's breaker
+    hang_pause: float = 30.0  # first pause of a tripped host (doubles with each trip)
+    hang_trips: int = 3  # trips after which a host is given up for the crawl
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from crawler import urls
 from crawler.catalog import CaptureRow, Catalog, Prior, StoredRecord
 from crawler.models import CrawlUrl, Extracted, FetchResult, Truncation, UrlKind
 from crawler.recovery import OrphanRecord
@@ -92,7 +93,8 @@ class Store:
         self.damaged_originals = 0  # originals found damaged or missing, so stored in full
         # A target's first crawl has no earlier capture to be conditional on: skip the look-up.
         self._history = catalog.db.execute(
-            "SELECT 1 FROM crawls WHERE target=? AND status='complete' AND id<? LIMIT 1",
+            "SELECT 1 FROM crawls WHERE target=? AND status IN ('complete', 'incomplete') "
+            "AND id<? LIMIT 1",
             (target, crawl_pk)).fetchone() is not None
 
     async def _in_sink(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -242,7 +244,7 @@ def capture_row(item: CrawlUrl, result: FetchResult, stored: Stored,
         mime=(stored.mime or result.content_type or None) if result.ok else None,
         location=result.header("location") if result.ok else None,
         failure=failure_class(result),
-        detail=result.failure_detail or (result.truncated.value if result.truncated else None),
+        detail=_detail(result),
         peer_ip=result.peer_ip,
         digest=entry.digest or None,
         length=result.body_length if result.ok else None,
@@ -256,13 +258,24 @@ def capture_row(item: CrawlUrl, result: FetchResult, stored: Stored,
         record_id=entry.record_id or None,
         refers_to=stored.refers_to,
         etag=stored.etag,
-        last_modified=stored.last_modified)
+        last_modified=stored.last_modified,
+        surt=urls.surt_key(item.url))
+
+
+def _detail(result: FetchResult) -> str | None:
+    """Return the catalog detail of a result: a truncated body says how it was cut first
+    (``time``, ``disconnect``, ``length``), then why, so it can be counted."""
+    if result.truncated is not None:
+        why = result.failure_detail
+        return result.truncated.value + (f": {why}" if why else "")
+    return result.failure_detail or None
 
 
 def unfetched_row(item: CrawlUrl, failure: str, detail: str) -> CaptureRow:
     """Return the catalog row of a URL deliberately not fetched (robots, out of scope)."""
     return CaptureRow(url=item.url, key=item.key, kind=item.kind.value, depth=item.depth,
-                      fetched_at=warc_date(datetime.now(UTC)), failure=failure, detail=detail)
+                      fetched_at=warc_date(datetime.now(UTC)), failure=failure, detail=detail,
+                      surt=urls.surt_key(item.url))
 
 
 def stored_from_record(catalog: Catalog, target: str, orphan: OrphanRecord,

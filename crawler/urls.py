@@ -103,14 +103,17 @@ def surt_key(url: str) -> str:
     return surt.surt(url)
 
 
+@lru_cache(maxsize=8192)
 def canonical_key(url: str) -> str:
     """Return the key that makes two spellings of one URL count as the same URL.
 
-    This is the SURT pywb looks captures up by: host lower-cased and without ``www.``, query
-    arguments sorted, session ids dropped. Two URLs pywb cannot tell apart in replay are one
-    URL to the crawler.
+    A SURT as pywb computes it (host lower-cased and without ``www.``, query arguments
+    sorted, session ids dropped), except that path and query keep their case: servers tell
+    ``/doc?id=Ab3`` from ``/doc?id=aB3`` and MediaWiki ``/wiki/Memorial`` from
+    ``/wiki/MEMORIAL``, so the crawler must fetch both. (pywb's own SURT, lower-cased, stays
+    the replay index's key: ``surt_key``.)
     """
-    return surt_key(url)
+    return surt.surt(url, path_lowercase=False, query_lowercase=False)
 
 
 def host_of(url: str) -> str:

@@ -31,13 +31,16 @@ def test_migrates_an_older_schema_and_keeps_its_data(tmp_path: Path) -> None:
                "'complete', ?)", (settings,))
     db.execute("INSERT INTO captures (crawl, url, key, kind, depth, fetched_at, status) "
                "VALUES (1, 'http://memo.ru/', 'ru,memo)/', 'seed', 0, '2026', 200)")
+    db.execute("INSERT INTO captures (crawl, url, key, kind, depth, fetched_at, status) "
+               "VALUES (1, 'http://memo.ru/Doc?id=Ab3', 'ru,memo)/doc?id=ab3', 'page', 1, "
+               "'2026', 200)")
     db.commit()
     db.close()
     (tmp_path / "memo" / "c1").mkdir(parents=True)
     (tmp_path / "memo" / "c1" / "crawl.json").write_text(json.dumps({"settings": json.loads(
         settings)}), "utf-8")
     catalog = Catalog.open(tmp_path)
-    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     # v5: directories relative to the archive root; secrets redacted everywhere
     assert catalog.crawls("memo")[0].directory == tmp_path.resolve() / "memo" / "c1"
     stored = catalog.db.execute("SELECT directory, settings FROM crawls").fetchone()
@@ -46,8 +49,11 @@ def test_migrates_an_older_schema_and_keeps_its_data(tmp_path: Path) -> None:
     assert "SECRET" not in (tmp_path / "memo" / "c1" / "crawl.json").read_text("utf-8")
     assert catalog.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     (crawl,) = catalog.crawls("memo")
-    (capture,) = catalog.captures(crawl.pk)
+    capture, upper = catalog.captures(crawl.pk)
     assert capture.url == "http://memo.ru/"
+    # v6: keys keep the case of path and query; pywb's SURT is kept beside them
+    assert (upper.key, upper.surt) == ("ru,memo)/Doc?id=Ab3", "ru,memo)/doc?id=ab3")
+    assert crawl.shortfall == {}
     assert capture.record_id is None and capture.refers_to is None  # columns added by v3
     catalog.db.execute("SELECT count(*) FROM frontier").fetchone()  # the v2 table exists
     catalog.close()

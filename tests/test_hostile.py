@@ -183,6 +183,15 @@ def test_the_crawl_ends_in_bounded_time(hostile_crawl: Result) -> None:
     assert hostile_crawl.seconds < 60, hostile_crawl.seconds
 
 
+def test_the_summary_says_what_was_lost(hostile_crawl: Result) -> None:
+    summary = hostile_crawl.summary
+    assert summary["status"] == "incomplete" and summary["exit_code"] == 8
+    shortfall = summary["shortfall"]
+    assert set(shortfall) <= {"errors", "truncated", "parse-cap", "trap"}, shortfall
+    assert shortfall["errors"] >= 5 and shortfall["truncated"] >= 2  # type: ignore[index]
+    assert shortfall["parse-cap"] >= 2  # type: ignore[index]  # 200,000 links; the bomb
+
+
 def test_every_misbehaviour_is_recorded(hostile_crawl: Result) -> None:
     missing = [path for path in _routes() if path != "/" and not path.startswith("/good/%")
                and path not in hostile_crawl.rows]

@@ -53,10 +53,35 @@ def test_traps() -> None:
     assert decide(ScopeKind.HOST, base + "cal/2027/05/") == "in-scope"
     assert decide(ScopeKind.HOST, base + "person/299901") == "in-scope"  # ids are not dates
     assert decide(ScopeKind.HOST, base + "events/1937-08") == "in-scope"  # history is fine
-    scope = Scope(ScopeRules(traps=TrapRules(max_query_variants=3)), [SEED], now=NOW)
-    verdicts = [scope.decide(base + f"list?page={n}", UrlKind.PAGE, 1).reason for n in range(5)]
-    assert verdicts == ["in-scope"] * 3 + ["trap:query-variants"] * 2
+    scope = Scope(ScopeRules(traps=TrapRules(max_query_variants=4)), [SEED], now=NOW)
+    # pages, ids (numeric or not) and dates are one query shape each: 500 of each are 4
+    for n in range(500):
+        for query in (f"page={n}", f"id=Ab{n}x", f"page={n}&letter=%D0%90",
+                      f"day=1937-08-{n % 28 + 1:02d}"):
+            assert scope.decide(base + f"list?{query}", UrlKind.PAGE, 1).reason == "in-scope"
+    # free-text values (facets) are shapes of their own: past the cap they are a trap
+    scope = Scope(ScopeRules(traps=TrapRules(max_query_variants=2)), [SEED], now=NOW)
+    verdicts = [scope.decide(base + f"search?sort={word}", UrlKind.PAGE, 1).reason
+                for word in ("name", "date", "place", "year", "fate")]
+    assert verdicts == ["in-scope"] * 2 + ["trap:query-variants"] * 3
     assert scope.decide(base + "x", UrlKind.PAGE, 1, redirects=11).reason == "trap:redirect-chain"
+
+
+def test_same_content_trap_catches_only_self_generating_patterns() -> None:
+    """A calendar that links to its next month and keeps serving the same page is a trap;
+    person pages linked from an index are not, even when they all say "not found"."""
+    base = "http://www.memo.ru/"
+    scope = Scope(ScopeRules(traps=TrapRules(max_same_content=5)), [base], now=NOW)
+    for n in range(1, 8):
+        scope.note_content(base + f"calendar?month=1990-{n:02d}", "same")
+        scope.note_content(base + f"person?id={n}", "not-found-notice")
+    nxt = scope.decide(base + "calendar?month=1990-09", UrlKind.PAGE, 9,
+                       via=base + "calendar?month=1990-08")
+    assert nxt.reason == "trap:same-content"
+    from_index = scope.decide(base + "person?id=99", UrlKind.PAGE, 2, via=base + "list?page=3")
+    assert from_index.reason == "in-scope"
+    known = scope.decide(base + "calendar?month=1980-01", UrlKind.PAGE, 1)  # a re-check
+    assert known.reason == "in-scope"
 
 
 @given(st.lists(st.text(alphabet="abcxyz/.-?=", max_size=20), max_size=20))

@@ -180,7 +180,8 @@ def test_hanging_server_times_out(tmp_path: Path) -> None:
         after={"fetch": FetchSettings(read_timeout=0.5, total_timeout=1.0),
                "limits": Limits(max_pages=6),
                "politeness": replace(fast_settings("http://x/", tmp_path).politeness,
-                                     retries=0, concurrency=16, per_host=8)})
+                                     retries=0, concurrency=16, per_host=8,
+                                     hang_pause=0.2)})
     found = classes(run, site)
     assert found["/"] == "unreachable-timeout"
 
