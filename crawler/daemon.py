@@ -195,9 +195,12 @@ class Daemon:
                 self._running.pop(name, None)
             loop.close()
         summary = run.report["summary"] if run.report else {}
-        log.info("%s: crawl %s ended: %s (exit %s); %s transitions, %s new alerts", name,
-                 run.outcome.crawl_id, run.outcome.stop_reason.value,
-                 run.exit_code.name.lower(), summary.get("transitions", 0),
+        shortfall = run.outcome.shortfall
+        log.info("%s: crawl %s ended %s (stopped: %s; exit %s)%s; %s transitions, %s new "
+                 "alerts", name, run.outcome.crawl_id, run.outcome.status,
+                 run.outcome.stop_reason.value, run.exit_code.name.lower(),
+                 "; not fetched: " + ", ".join(f"{k} {v}" for k, v in shortfall.items())
+                 if shortfall else "", summary.get("transitions", 0),
                  summary.get("new_alerts", 0))
 
 
