@@ -84,6 +84,7 @@ class HostileServer:
     def __init__(self, routes: dict[str, Route]) -> None:
         self.routes = routes
         self.hits: Counter[str] = Counter()
+        self.requests: list[tuple[str, bytes]] = []  # (path, request head) as received
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -121,6 +122,7 @@ class HostileServer:
             target = request.split(b"\r\n", 1)[0].split(b" ")
             path = target[1].decode("latin-1") if len(target) > 1 else "/"
             self.hits[path] += 1
+            self.requests.append((path, request))
             route = self.routes.get(path) or send(response(404, b"<p>not here</p>"))
             await route(writer, request)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,

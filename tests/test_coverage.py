@@ -14,6 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from conftest import fast_settings
 from hostile import HostileServer, Route, response, send, stall
@@ -295,3 +296,39 @@ def test_urls_that_differ_in_case_are_different_urls(tmp_path: Path) -> None:
                  "OR url LIKE '%wiki%'")
     assert len({k for k, _ in keys}) == 4  # four URLs to the crawler...
     assert len({s for _, s in keys}) == 2  # ...two SURTs to pywb's index (it folds case)
+
+
+# -- per-page steps never hold the crawl ------------------------------------------------------
+
+def test_one_raw_non_ascii_cookie_does_not_break_the_host(tmp_path: Path) -> None:
+    """The seed sets a cookie with raw UTF-8 bytes; every page after it is still fetched."""
+    pages = [f"/after/{n}" for n in range(6)]
+    routes: dict[str, Route] = {p: _html(p) for p in pages}
+    routes["/"] = send(response(200, _page("home", pages),
+                                (b"Set-Cookie", "имя=Иван; Path=/".encode()),
+                                (b"Set-Cookie", b"session=abc123; Path=/")))
+    with HostileServer(routes) as server:
+        code, _ = _crawl(server, tmp_path)
+        assert code == ExitCode.OK
+        cookies = [r for r in server.requests if r[0].startswith("/after/")]
+    assert {p.lstrip("/") for p in pages} <= _fetched(tmp_path)
+    # the well-formed cookie is sent back, the raw one is not (and broke nothing)
+    assert all(b"session=abc123" in head and "Иван".encode() not in head
+               for _, head in cookies)
+
+
+def test_a_parse_that_takes_too_long_costs_its_links_not_the_crawl(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every parse here outlasts the (shortened) limit: each page's links are given up and
+    recorded, the parser process is replaced, and the crawl ends on its own."""
+    import crawler.crawl
+
+    monkeypatch.setattr(crawler.crawl, "PARSE_TIMEOUT", 0.0001)
+    routes = {"/": _html("home", ["/a", "/b"]), "/a": _html("a"), "/b": _html("b")}
+    with HostileServer(routes) as server:
+        settings = fast_settings(server.url, tmp_path, sitemaps=False, extract_workers=1,
+                                 detect=DetectSettings(recheck_probes=0))
+        run = asyncio.run(run_target(settings))
+    assert run.outcome.status == "incomplete"
+    assert run.outcome.shortfall == {"parse-cap": 1}  # the home page: its links were lost
+    assert run.outcome.stats["capped"] == {"parse-time": 1}
