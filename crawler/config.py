@@ -125,6 +125,15 @@ def _resolve(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple((str(h).lower(), _str(ip)) for h, ip in value.items())
 
 
+def _file_name(value: Any) -> str:
+    """A plain file name: it is joined to the archive root and must stay inside it."""
+    if (not isinstance(value, str) or not value.strip() or "/" in value or "\\" in value
+            or value in (".", "..") or "\x00" in value):
+        raise _Bad(f"must be a file name inside the archive root (no '/' or '..'), "
+                   f"got {value!r}")
+    return value
+
+
 def _name(value: Any) -> str:
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise _Bad("use letters, digits, '.', '_' or '-' (max 100), starting with a letter "
@@ -137,7 +146,8 @@ KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "archives": (_str, "archive root: WARCs, catalog, job store and logs (relative to the "
                        "config file)"),
     "max_concurrent_crawls": (_int(1), "targets crawled at the same time by the daemon"),
-    "log_file": (_str, "daemon log file name inside the archive root (rotated at 10 MB)"),
+    "log_file": (_file_name, "daemon log file name inside the archive root (rotated at "
+                             "10 MB)"),
     "defaults": (dict, "a table of target keys applied to every target"),
     "targets": (list, "the sites to watch: one [[targets]] table each"),
 }

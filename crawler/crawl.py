@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
+from typing import IO
 
 from crawler import __version__, extract, failpoints, urls
 from crawler.breaker import HostBreakers, Verdict
@@ -62,13 +63,16 @@ class Crawl:
     """Runs one crawl (new or resumed) to completion; ``request_stop()`` ends it gracefully."""
 
     def __init__(self, settings: CrawlSettings, catalog: Catalog, *,
-                 resume: CrawlRow | None = None) -> None:
+                 resume: CrawlRow | None = None, lock: IO[str] | None = None) -> None:
         if not settings.seeds:
             raise ValueError("a crawl needs at least one seed")
         self.settings = settings
         self.catalog = catalog
         self.target = settings.target_name()
-        self._lock = lock_target(settings.output, self.target)
+        # The run that holds the target's lock through detection passes it in
+        # (pipeline.run_target); a crawl run on its own takes and releases its own.
+        self._own_lock = lock is None
+        self._lock = lock if lock is not None else lock_target(settings.output, self.target)
         save_notify(settings.output, self.target, settings.detect.notify)
         self.resumed = resume is not None
         self.continued = 0  # URLs taken over from the queue an incomplete crawl left
@@ -227,7 +231,8 @@ class Crawl:
         try:
             return self._finish()
         finally:
-            self._lock.close()
+            if self._own_lock:
+                self._lock.close()
 
     def _queue_start_urls(self) -> None:
         """Queue the seeds, then every URL earlier crawls of this target captured (unless
@@ -740,7 +745,8 @@ class _Slot:
 
 async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,
                     resume: CrawlRow | None = None,
-                    on_start: Callable[[Crawl], None] | None = None) -> CrawlOutcome:
+                    on_start: Callable[[Crawl], None] | None = None,
+                    lock: IO[str] | None = None) -> CrawlOutcome:
     """Run one crawl, new or resumed; ``on_start`` gets the Crawl (progress, stop requests).
 
     Opens the catalog under ``settings.output`` unless one is given.
@@ -748,7 +754,7 @@ async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,
     own = catalog is None
     catalog = catalog or Catalog.open(settings.output)
     try:
-        crawl = Crawl(settings, catalog, resume=resume)
+        crawl = Crawl(settings, catalog, resume=resume, lock=lock)
         if on_start is not None:
             on_start(crawl)
         return await crawl.run()

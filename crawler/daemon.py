@@ -166,6 +166,13 @@ class Daemon:
         target = self.config.targets.get(name)
         if target is None or self._stopping.is_set():
             return
+        if target_is_locked(self.config.archives, name):
+            # A manual run of the same target (`crawler archive`, `crawler run`) is on:
+            # wait for it to finish rather than skip this run or fail it.
+            log.info("%s: another run of this target is in progress; waiting for it", name)
+            while target_is_locked(self.config.archives, name):
+                if self._stopping.wait(5.0):
+                    return
         catalog = Catalog.open(self.config.archives)
         try:
             last = catalog.latest_crawl(name)

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import re
+import signal
 import threading
 import time
 import warnings
@@ -394,4 +395,7 @@ def exit_with_parent(parent: int) -> None:
             time.sleep(1.0)
         os._exit(0)
 
+    # Ctrl-C reaches the whole process group: the crawl process handles it (finishing its
+    # in-flight work and shutting this pool down); here it would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

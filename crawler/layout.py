@@ -43,8 +43,9 @@ def lock_target(root: Path, target: str) -> IO[str]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         handle.close()
-        raise CrawlInProgress(f"a crawl of {target!r} is already running "
-                              f"(lock {path} is held)") from exc
+        raise CrawlInProgress(f"another run of {target!r} is in progress (crawling, comparing "
+                              f"or reporting; lock {path} is held): try again when it ends"
+                              ) from exc
     return handle
 
 

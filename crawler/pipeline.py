@@ -14,13 +14,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from crawler import notify, report
 from crawler.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.crawl import Crawl, run_crawl
 from crawler.diff import Event, detect_after_crawl
 from crawler.errors import ExitCode
+from crawler.layout import lock_target
 from crawler.outcome import CrawlOutcome
 from crawler.package import refresh_after_detection
 from crawler.settings import CrawlSettings
@@ -51,10 +52,26 @@ class TargetRun:
 
 async def run_target(settings: CrawlSettings, *, resume: CrawlRow | None = None,
                      on_start: Callable[[Crawl], None] | None = None) -> TargetRun:
-    """Crawl a target, then detect, report and notify."""
+    """Crawl a target, then detect, report, notify and package it.
+
+    The target's lock is held through all of it, not only the crawl: a second run that
+    started while this one was comparing would compare against a crawl whose states are
+    being written, and could announce "recovered" for pages still gone.
+    """
+    lock = lock_target(settings.output, settings.target_name())
+    try:
+        return await _run_locked(settings, resume, on_start, lock)
+    finally:
+        lock.close()
+
+
+async def _run_locked(settings: CrawlSettings, resume: CrawlRow | None,
+                      on_start: Callable[[Crawl], None] | None, lock: IO[str]) -> TargetRun:
+    """``run_target`` once the lock is held."""
     catalog = Catalog.open(settings.output)
     try:
-        outcome = await run_crawl(settings, catalog=catalog, resume=resume, on_start=on_start)
+        outcome = await run_crawl(settings, catalog=catalog, resume=resume, on_start=on_start,
+                                  lock=lock)
         row = catalog.crawl(outcome.target, outcome.crawl_id)
         if row is None or row.status not in (*CrawlStatus.FINISHED, CrawlStatus.FAILED):
             return TargetRun(outcome)  # interrupted: compared when its resume finishes

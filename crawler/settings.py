@@ -90,7 +90,10 @@ class CrawlSettings:
         """Return the target name, derived from the first seed when not given."""
         if self.target:
             return self.target
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", urls.host_of(self.seeds[0])).strip("-") or "site"
+        # A directory name under the archive root: never "", "." or ".." (a seed host of
+        # ".." would otherwise write beside the root), never hidden.
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", urls.host_of(self.seeds[0])).strip("-.")
+        return name or "site"
 
     def to_json(self) -> dict[str, Any]:
         """Return the settings as JSON-ready data (crawl.json, the catalog).

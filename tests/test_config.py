@@ -75,6 +75,7 @@ resolve = { "lists.memo.ru" = "192.0.2.7" }
     (GOOD.replace("[defaults]", '[defaults]\nname = "x"'), "defaults.name", "per target"),
     (GOOD.replace('every = "12h"', 'robots = "sometimes"'), "targets[1].robots", "obey"),
     ('archives = "out"\n', "targets", "at least one"),
+    ('log_file = "../../etc/cron.d/x"\n' + GOOD, "log_file", "inside the archive root"),
     ("archives = [unclosed", "(syntax)", "not valid TOML"),
 ])
 def test_each_error_names_file_key_and_reason(tmp_path: Path, text: str, key: str,

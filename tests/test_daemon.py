@@ -218,3 +218,29 @@ def test_status_with_config_shows_last_crawl_events_and_next_run(
                          text=True, env={**os.environ}, check=True).stdout
     assert "sample: last crawl" in out and "next run 20" in out
     assert "removed" in out and "/persons/3.html" in out
+
+
+def test_the_daemon_waits_for_a_manual_run_of_the_same_target(tmp_path: Path,
+                                                             daemons: list[Daemon]) -> None:
+    """A manual run holds the target: the daemon's scheduled run waits for it instead of
+    failing or running beside it."""
+    from crawler.layout import lock_target
+
+    with SampleSite() as site:
+        config = tmp_path / "t.toml"
+        config.write_text(config_text(site, every="3s"), "utf-8")
+        held = lock_target(tmp_path / "arch", "sample")  # as `crawler archive` holds it
+        try:
+            daemon = Daemon(config).start()
+            daemons.append(daemon)
+            wait_for(lambda: (daemon.archives / "crawler.log").exists() and "waiting for it"
+                     in (daemon.archives / "crawler.log").read_text("utf-8"), 30,
+                     "the scheduled run to find the target held")
+            time.sleep(2)
+            assert daemon.crawls() == []  # waiting, not crawling
+            log = (daemon.archives / "crawler.log").read_text("utf-8")
+            assert "another run of this target is in progress; waiting for it" in log
+        finally:
+            held.close()
+        wait_for(lambda: len(complete(daemon.crawls())) >= 1, 60, "the crawl after the wait")
+        assert daemon.stop() == 0

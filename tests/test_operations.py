@@ -1,0 +1,82 @@
+"""Safe operations on a shared archive root (issue 12, in part): the target's lock covers a
+whole run, detection and report included."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from crawler.sample_site import SampleSite
+
+CLI = [sys.executable, "-m", "crawler"]
+
+
+def _crawls(out: Path) -> list[str]:
+    """Return the status of every crawl, oldest first."""
+    db = sqlite3.connect(out / "catalog.sqlite3")
+    try:
+        return [row[0] for row in db.execute("SELECT status FROM crawls ORDER BY id")]
+    finally:
+        db.close()
+
+
+def test_a_second_run_is_refused_while_the_first_is_still_comparing(tmp_path: Path) -> None:
+    """Before, the lock was released when the crawl ended: a second run started during
+    detection compared against states being written and could announce "recovered"."""
+    out = tmp_path / "arch"
+    with SampleSite(persons=6) as site:
+        base = [*CLI, "archive", site.url, "--target", "t", "--output", str(out), "--scope",
+                "host", "--delay", "0", "--exclude", "calendar", "--quiet"]
+        assert subprocess.run([*base, "--recheck", "0"], capture_output=True,
+                              timeout=120).returncode == 0
+        site.content.takedown.removed = {"/persons/2.html": 404}
+        # re-checks 3 s apart: the run spends several seconds comparing after its crawl
+        first = subprocess.Popen([*base, "--recheck", "2", "--recheck-spacing", "3"])
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (
+                    len(_crawls(out)) < 2 or _crawls(out)[-1] == "running"):
+                time.sleep(0.1)  # until its crawl has ended and its comparing begun
+            assert first.poll() is None, "the first run should still be comparing"
+            second = subprocess.run([*base, "--recheck", "0"], capture_output=True, text=True,
+                                    timeout=60)
+            assert first.poll() is None  # the refusal happened while it was comparing
+        finally:
+            code = first.wait(120)
+    assert code == 6  # the first run confirmed the removal
+    assert second.returncode == 3, second.stderr
+    assert "another run of 't' is in progress" in second.stderr
+    db = sqlite3.connect(out / "catalog.sqlite3")
+    try:
+        assert db.execute("SELECT count(*) FROM crawls").fetchone()[0] == 2  # no third crawl
+    finally:
+        db.close()
+
+
+def test_a_seed_host_of_dots_stays_inside_the_archive_root() -> None:
+    from crawler.settings import CrawlSettings
+
+    for seed in ("http://../x", "http://.../", "http://./"):
+        name = CrawlSettings(seeds=(seed,)).target_name()
+        assert name not in ("", ".", "..") and not name.startswith("."), (seed, name)
+
+
+def test_ctrl_c_stops_the_crawl_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole process group, parser processes included."""
+    import os
+    import signal
+
+    with SampleSite(persons=200, latency=0.05) as site:
+        proc = subprocess.Popen(
+            [*CLI, "archive", site.url, "--target", "t", "--output", str(tmp_path / "arch"),
+             "--scope", "host", "--delay", "0", "--parse-workers", "1", "--quiet"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+        time.sleep(3)  # the parser process is up and the crawl under way
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 5, err  # interrupted, cleanly
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
