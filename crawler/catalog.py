@@ -20,6 +20,7 @@ from typing import Any
 
 from crawler.errors import OutputError
 from crawler.redact import is_redacted, redact_url
+from crawler.writeturn import WriteTurn
 
 CATALOG_NAME = "catalog.sqlite3"
 
@@ -304,6 +305,8 @@ class Catalog:
 
     path: Path
     db: sqlite3.Connection = field(repr=False)
+    turn: WriteTurn = field(repr=False)
+    _batching: bool = field(default=False, repr=False)
     _batch_started: float = field(default=0.0, repr=False)
 
     @property
@@ -330,13 +333,17 @@ class Catalog:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
-        catalog = cls(path, db)
+        catalog = cls(path, db, WriteTurn(path.parent))
         catalog.migrate()
         return catalog
 
     def close(self) -> None:
-        """Close the connection."""
-        self.db.close()
+        """Close the connection (an open batch is committed first)."""
+        try:
+            self.end_batch()
+        finally:
+            self.db.close()
+            self.turn.close()
 
     def migrate(self) -> int:
         """Bring the schema up to SCHEMA_VERSION; return the version found before."""
@@ -410,30 +417,67 @@ class Catalog:
         """Return a context manager for one atomic group of writes.
 
         Outside a batch it is its own transaction (BEGIN IMMEDIATE ... COMMIT); inside a batch
-        (see ``begin_batch``) it is a savepoint, committed with the batch.
+        (see ``begin_batch``) it is a savepoint, committed with the batch. Either way the
+        writer first waits for its turn (``writeturn.py``).
         """
-        return _Transaction(self.db)
+        return _Transaction(self)
 
     def begin_batch(self) -> None:
-        """Open a long transaction that ``commit_if_due`` commits every ``interval`` seconds.
+        """Group the following transactions into batches that ``commit_if_due`` commits.
 
         A crawl commits in batches because one commit per URL cost more than the fetch; this
-        is safe because records written but not committed are recovered from the WARC.
+        is safe because records written but not committed are recovered from the WARC. A
+        batch opens lazily, at its first write, so the catalog stays free for other writers
+        while this one has nothing to write.
         """
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN IMMEDIATE")
-        self._batch_started = time.monotonic()
+        self._batching = True
 
     def commit_if_due(self, interval: float = 0.5) -> None:
-        """Commit the batch if it is older than ``interval`` seconds, and start a new one."""
-        if self.db.in_transaction and time.monotonic() - self._batch_started >= interval:
-            self.db.execute("COMMIT")
-            self.begin_batch()
+        """Commit the open batch if it is ``interval`` seconds old or another writer waits.
+
+        A crawl calls this after every URL and from a timer, so no batch outlives
+        ``interval`` and a waiting writer (another crawl, ``crawler status`` marking a phase)
+        gets its turn within a tick.
+        """
+        if (self._batching and self.db.in_transaction
+                and (time.monotonic() - self._batch_started >= interval
+                     or self.turn.others_waiting())):
+            self._commit()
 
     def end_batch(self) -> None:
         """Commit the batch and return to one transaction per group."""
+        self._batching = False
         if self.db.in_transaction:
+            self._commit()
+
+    def _begin(self) -> None:
+        """Wait for the turn and open a write transaction."""
+        self.turn.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.turn.release()
+            raise
+        self._batch_started = time.monotonic()
+
+    def _commit(self) -> None:
+        """Commit (or, if the commit fails, roll back) and give the turn back."""
+        try:
             self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        finally:
+            self.turn.release()
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction and give the turn back."""
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        finally:
+            self.turn.release()
 
     # -- crawls ---------------------------------------------------------------------------
 
@@ -633,24 +677,37 @@ class Catalog:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (or a savepoint inside a batch); rolled back on error."""
+    """BEGIN IMMEDIATE ... COMMIT, or a savepoint inside an open transaction or batch; rolled
+    back on error."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._nested = False
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._own = False
 
     def __enter__(self) -> sqlite3.Connection:
-        self._nested = self._db.in_transaction
-        self._db.execute("SAVEPOINT grp" if self._nested else "BEGIN IMMEDIATE")
-        return self._db
+        catalog = self._catalog
+        self._own = False
+        if not catalog.db.in_transaction:
+            catalog._begin()
+            self._own = not catalog._batching  # in a batch, it stays open for the next
+        if not self._own:
+            catalog.db.execute("SAVEPOINT grp")
+        return catalog.db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if self._nested:
+        catalog = self._catalog
+        if self._own:
             if exc_type:
-                self._db.execute("ROLLBACK TO grp")
-            self._db.execute("RELEASE grp")
-        else:
-            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+                catalog._rollback()
+            else:
+                catalog._commit()
+            return
+        if exc_type and not catalog.db.in_transaction:
+            catalog.turn.release()  # SQLite rolled it all back itself (e.g. disk full)
+            return
+        if exc_type:
+            catalog.db.execute("ROLLBACK TO grp")
+        catalog.db.execute("RELEASE grp")
 
 
 def _statements(script: str) -> list[str]:

@@ -55,6 +55,7 @@ _RETRY_FAILURES = frozenset({FailureKind.TIMEOUT, FailureKind.RESET, FailureKind
 _EXTRACT_TYPES = extract.HTML_TYPES | {"text/css"} | extract.SITEMAP_TYPES
 MAX_EXTRACT_BYTES = 32 * 1024 * 1024
 PARSE_TIMEOUT = 60.0  # seconds one page may take to parse before its links are given up
+COMMIT_TICK = 0.05  # seconds between checks whether the open catalog batch must be committed
 _TRAP_LOG_LIMIT = 20  # log this many hits per trap rule, then only count them
 _PAGE_KINDS = (UrlKind.SEED, UrlKind.PAGE)
 
@@ -88,7 +89,8 @@ class Crawl:
         self.db = catalog.db
         self.stats = CrawlStats()
         pol = settings.politeness
-        self.frontier = Frontier(self.db, self.pk, per_host=pol.per_host, delay=pol.delay)
+        self.frontier = Frontier(self.db, self.pk, per_host=pol.per_host, delay=pol.delay,
+                                 transaction=catalog.transaction)
         self.scope = Scope(settings.scope, [*settings.seeds, *self.frontier.seed_urls()],
                            variants=self.frontier)
         self.scope.known_repetitive(catalog.trapped_urls(self.target, self.pk + 1,
@@ -217,7 +219,11 @@ class Crawl:
                         s.limits.max_time, self.request_stop, StopReason.MAX_TIME)
                 workers = [asyncio.create_task(self._worker())
                            for _ in range(max(1, s.politeness.concurrency))]
-                await asyncio.gather(*workers)
+                ticker = asyncio.create_task(self._commit_ticker())
+                try:
+                    await asyncio.gather(*workers)
+                finally:
+                    ticker.cancel()
         finally:
             if timer is not None:
                 timer.cancel()
@@ -233,6 +239,14 @@ class Crawl:
         finally:
             if self._own_lock:
                 self._lock.close()
+
+    async def _commit_ticker(self) -> None:
+        """Commit the open batch when it is due even while no URL finishes (slow hosts,
+        long politeness delays), so that other writers on the archive root get their turn
+        within a tick (``writeturn.py``)."""
+        while True:
+            await asyncio.sleep(COMMIT_TICK)
+            self.catalog.commit_if_due()
 
     def _queue_start_urls(self) -> None:
         """Queue the seeds, then every URL earlier crawls of this target captured (unless

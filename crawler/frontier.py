@@ -19,6 +19,8 @@ import contextlib
 import sqlite3
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -62,8 +64,13 @@ class Frontier:
     """URLs of one crawl, scheduled politely per host, stored in the catalog database."""
 
     def __init__(self, db: sqlite3.Connection, crawl_pk: int, *, per_host: int, delay: float,
-                 buffer_per_host: int = BUFFER_PER_HOST) -> None:
+                 buffer_per_host: int = BUFFER_PER_HOST,
+                 transaction: Callable[[], AbstractContextManager[object]] | None = None,
+                 ) -> None:
         self.db = db
+        # Every write goes through the catalog's transactions (its turn among writers, its
+        # batch); a bare connection (unit tests) gets one transaction per group.
+        self._write = transaction or (lambda: _autocommit_batch(db))
         self.crawl = crawl_pk
         self.per_host = per_host
         self.delay = delay
@@ -78,8 +85,8 @@ class Frontier:
 
     def _load(self) -> None:
         """Pick up the state a previous session left (resume), or nothing for a new crawl."""
-        self.db.execute("UPDATE frontier SET state=? WHERE crawl=? AND state=?",
-                        (UrlState.QUEUED, self.crawl, UrlState.IN_FLIGHT))
+        self._exec("UPDATE frontier SET state=? WHERE crawl=? AND state=?",
+                   (UrlState.QUEUED, self.crawl, UrlState.IN_FLIGHT))
         row = self.db.execute("SELECT coalesce(max(seq), 0) FROM frontier WHERE crawl=?",
                               (self.crawl,)).fetchone()
         self._seq = int(row[0])
@@ -91,6 +98,11 @@ class Frontier:
         for host, delay in self.db.execute("SELECT host, delay FROM hosts WHERE crawl=?",
                                            (self.crawl,)):
             self._slot(host).delay = max(self.delay, delay)
+
+    def _exec(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
+        """Run one write statement inside a transaction (the caller's, or its own)."""
+        with self._write():
+            return self.db.execute(sql, args)
 
     @property
     def queued(self) -> int:
@@ -126,7 +138,7 @@ class Frontier:
     def mark_seen(self, url: str, key: str, kind: UrlKind) -> bool:
         """Record a URL fetched outside the queue (robots.txt) as done; False if known."""
         self._seq += 1
-        cur = self.db.execute(
+        cur = self._exec(
             f"INSERT OR IGNORE INTO frontier (crawl, {_COLUMNS}, state, priority, seq) "
             "VALUES (?, ?, ?, ?, ?, 0, NULL, 0, 0, 0, ?, 0, ?)",
             (self.crawl, key, url, urls.host_of(url), kind.value, UrlState.DONE, self._seq))
@@ -142,7 +154,7 @@ class Frontier:
         """
         if deferred:
             self._seq += 1
-            cur = self.db.execute(
+            cur = self._exec(
                 f"INSERT OR IGNORE INTO frontier (crawl, {_COLUMNS}, state, priority, seq) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (self.crawl, item.key, item.url, urls.host_of(item.url), item.kind.value,
@@ -155,7 +167,7 @@ class Frontier:
         urgent = item.kind is UrlKind.REQUISITE
         in_memory = slot.in_db == 0 and slot.buffered() < self.buffer_per_host
         self._seq += 1
-        cur = self.db.execute(
+        cur = self._exec(
             f"INSERT OR IGNORE INTO frontier (crawl, {_COLUMNS}, state, priority, seq) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (self.crawl, item.key, item.url, host, item.kind.value, item.depth, item.via,
@@ -185,8 +197,8 @@ class Frontier:
 
     def finish(self, item: CrawlUrl, *, failed: bool = False) -> None:
         """Record that ``item`` needs no more fetching."""
-        self.db.execute("UPDATE frontier SET state=? WHERE crawl=? AND key=?",
-                        (UrlState.FAILED if failed else UrlState.DONE, self.crawl, item.key))
+        self._exec("UPDATE frontier SET state=? WHERE crawl=? AND key=?",
+                   (UrlState.FAILED if failed else UrlState.DONE, self.crawl, item.key))
 
     def finish_unfetched(self, item: CrawlUrl, *, failed: bool = False) -> None:
         """Finish a URL that is queued but must not be fetched (its record was recovered)."""
@@ -204,8 +216,8 @@ class Frontier:
         retried = CrawlUrl(url=item.url, key=item.key, kind=item.kind, depth=item.depth,
                            via=item.via, redirects=item.redirects, embeds=item.embeds,
                            attempt=item.attempt + 1)
-        self.db.execute("UPDATE frontier SET attempt=?, priority=0 WHERE crawl=? AND key=?",
-                        (retried.attempt, self.crawl, item.key))
+        self._exec("UPDATE frontier SET attempt=?, priority=0 WHERE crawl=? AND key=?",
+                   (retried.attempt, self.crawl, item.key))
         self._slot(urls.host_of(item.url)).urgent.append(retried)
         self._queued += 1
         self._changed.set()
@@ -221,9 +233,9 @@ class Frontier:
         """Raise the delay between requests to ``host`` (robots.txt Crawl-delay), durably."""
         slot = self._slot(host)
         slot.delay = max(slot.delay, delay)
-        self.db.execute("INSERT INTO hosts (crawl, host, delay) VALUES (?, ?, ?) "
-                        "ON CONFLICT (crawl, host) DO UPDATE SET delay=excluded.delay",
-                        (self.crawl, host, slot.delay))
+        self._exec("INSERT INTO hosts (crawl, host, delay) VALUES (?, ?, ?) "
+                   "ON CONFLICT (crawl, host) DO UPDATE SET delay=excluded.delay",
+                   (self.crawl, host, slot.delay))
 
     def back_off(self, host: str, seconds: float) -> None:
         """Start no request to ``host`` for ``seconds`` (Retry-After, 429/503)."""
@@ -248,7 +260,7 @@ class Frontier:
             slot.in_db = len(rows)
         if not rows:
             return
-        with _autocommit_batch(self.db):
+        with self._write():
             self.db.executemany(
                 "UPDATE frontier SET state=? WHERE crawl=? AND key=?",
                 [(UrlState.IN_FLIGHT, self.crawl, row[0]) for row in rows])
@@ -323,16 +335,16 @@ class Frontier:
         count = row[0] if row else 0
         if count >= limit:
             return False
-        self.db.execute("INSERT INTO query_variants (crawl, path, variants) VALUES (?, ?, 1) "
-                        "ON CONFLICT (crawl, path) DO UPDATE SET variants=variants+1",
-                        (self.crawl, path))
-        self.db.execute("INSERT OR IGNORE INTO query_variants (crawl, path, variants) "
-                        "VALUES (?, ?, 0)", (self.crawl, path + "\x00" + shape))
+        self._exec("INSERT INTO query_variants (crawl, path, variants) VALUES (?, ?, 1) "
+                   "ON CONFLICT (crawl, path) DO UPDATE SET variants=variants+1",
+                   (self.crawl, path))
+        self._exec("INSERT OR IGNORE INTO query_variants (crawl, path, variants) "
+                   "VALUES (?, ?, 0)", (self.crawl, path + "\x00" + shape))
         return True
 
     def save_robots(self, host: str, status: int, body: bytes | None) -> None:
         """Keep a host's robots.txt answer (status 0: unreachable) for resumed sessions."""
-        self.db.execute(
+        self._exec(
             "INSERT INTO hosts (crawl, host, robots_status, robots_body) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (crawl, host) DO UPDATE SET robots_status=excluded.robots_status, "
             "robots_body=excluded.robots_body", (self.crawl, host, status, body))
@@ -356,7 +368,7 @@ class Frontier:
 
     def forget(self) -> None:
         """Delete this crawl's frontier rows (when the crawl is complete)."""
-        with _autocommit_batch(self.db):
+        with self._write():
             self.db.execute("DELETE FROM frontier WHERE crawl=?", (self.crawl,))
             self.db.execute("DELETE FROM query_variants WHERE crawl=?", (self.crawl,))
 

@@ -80,3 +80,44 @@ def test_ctrl_c_stops_the_crawl_without_a_traceback(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 5, err  # interrupted, cleanly
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+def test_two_crawls_and_read_commands_share_one_archive_root(tmp_path: Path) -> None:
+    """Before, the second crawl died with "database is locked" after 30 s: the first held
+    the catalog's write transaction almost continuously. Here two crawls run side by side
+    for longer than that, while status, list and verify read the root."""
+    out = tmp_path / "arch"
+    with SampleSite(persons=500, latency=0.03) as site:
+        runs = [subprocess.Popen(
+            [*CLI, "archive", site.url, "--target", name, "--output", str(out), "--scope",
+             "host", "--delay", "0", "--exclude", "calendar", "--quiet", "--recheck", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name in ("first", "second")]
+        reads: list[subprocess.CompletedProcess[str]] = []
+        started = time.monotonic()
+        while any(r.poll() is None for r in runs):
+            for command in (["status"], ["list", "first"]):
+                reads.append(subprocess.run([*CLI, *command, "--output", str(out)],
+                                            capture_output=True, text=True, timeout=60))
+            time.sleep(0.5)
+        overlap = time.monotonic() - started
+        results = [r.communicate() for r in runs]
+        verify = subprocess.run([*CLI, "verify", "first", "--output", str(out)],
+                                capture_output=True, text=True, timeout=120)
+    for run, (_, err) in zip(runs, results, strict=True):
+        assert run.returncode == 0, err
+        assert "locked" not in err, err
+    assert overlap > 35, f"the crawls ran side by side for only {overlap:.0f} s"
+    failed = [r for r in reads if r.returncode != 0 or "Traceback" in r.stderr]
+    assert not failed, failed[0].stderr
+    assert len(reads) > 20
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    db = sqlite3.connect(out / "catalog.sqlite3")
+    try:
+        rows = db.execute(
+            "SELECT k.target, k.status, count(c.id) FROM crawls k JOIN captures c "
+            "ON c.crawl = k.id AND c.final = 1 GROUP BY k.id ORDER BY k.target").fetchall()
+    finally:
+        db.close()
+    assert [r[:2] for r in rows] == [("first", "complete"), ("second", "complete")]
+    assert rows[0][2] == rows[1][2] > 1000  # the same site, every URL in both
