@@ -168,6 +168,31 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE captures ADD COLUMN surt TEXT;           -- pywb's SURT: CDXJ sort key
     CREATE INDEX captures_crawl_surt ON captures (crawl, surt, fetched_at);
     """,
+    # 6 -> 7: the phases of a run after its crawl (so that a kill during detection, report
+    # or notification is finished by the next start), when each event's state began, and a
+    # persistent outbox of notifications (outbox.py)
+    """
+    ALTER TABLE crawls ADD COLUMN phase TEXT;            -- detect | report | package; NULL:
+                                                         -- nothing left to do after the crawl
+    ALTER TABLE events ADD COLUMN since TEXT;
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        crawl INTEGER NOT NULL,
+        destination TEXT NOT NULL,                       -- the Apprise URL, redacted
+        fingerprint TEXT NOT NULL,                       -- SHA-256 of the URL in full
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt TEXT NOT NULL,
+        last_error TEXT,
+        delivered TEXT,
+        expired TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox (target, next_attempt)
+        WHERE delivered IS NULL AND expired IS NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -186,6 +211,19 @@ class CrawlStatus:
     FINISHED = ("complete", "incomplete")
 
 
+class Phase:
+    """Values of crawls.phase: what a run still has to do after its crawl ended.
+
+    Set to DETECT in the transaction that records the crawl's end, moved on in the
+    transaction that commits each phase's result, cleared (NULL) when the run is done. A
+    run killed in between is finished by ``crawler resume`` or the daemon's start.
+    """
+
+    DETECT = "detect"  # compare with earlier crawls, probe, re-check, advance states
+    REPORT = "report"  # write report.json/report.html (states and outbox are committed)
+    PACKAGE = "package"  # refresh the index, write the WACZ asked for, record the exit code
+
+
 @dataclass(frozen=True, slots=True)
 class CrawlRow:
     """One row of the crawls table."""
@@ -201,10 +239,17 @@ class CrawlRow:
     exit_code: int | None
     settings: dict[str, Any]
     shortfall: dict[str, int] = field(default_factory=dict)  # reason -> URLs not fetched
+    phase: str | None = None  # what the run still has to do after the crawl (Phase)
 
     @property
     def resumable(self) -> bool:
-        """Return True if the crawl did not finish (interrupted, or killed while running)."""
+        """Return True if the run did not finish: its crawl was interrupted or killed, or
+        a phase after it (detection, report, notification, packaging) was not done."""
+        return self.crawl_resumable or self.phase is not None
+
+    @property
+    def crawl_resumable(self) -> bool:
+        """Return True if the crawl itself did not finish (interrupted, or killed)."""
         return self.status in (CrawlStatus.RUNNING, CrawlStatus.INTERRUPTED)
 
 
@@ -508,13 +553,20 @@ class Catalog:
 
     def finish_crawl(self, pk: int, status: str, stop_reason: str, exit_code: int,
                      shortfall: dict[str, int] | None = None) -> None:
-        """Record how a crawl ended, and what it did not fetch."""
+        """Record how a crawl ended, and what it did not fetch; a crawl that ended on its
+        own is then due for detection (``Phase``), in the same transaction."""
+        phase = None if status == CrawlStatus.INTERRUPTED else Phase.DETECT
         with self.transaction():
             self.db.execute(
                 "UPDATE crawls SET status=?, stop_reason=?, exit_code=?, finished=?, "
-                "shortfall=? WHERE id=?",
+                "shortfall=?, phase=? WHERE id=?",
                 (status, stop_reason, exit_code, now_iso(),
-                 json.dumps(shortfall) if shortfall else None, pk))
+                 json.dumps(shortfall) if shortfall else None, phase, pk))
+
+    def set_phase(self, pk: int, phase: str | None) -> None:
+        """Record the phase a run has reached (inside the caller's transaction, if any)."""
+        with self.transaction():
+            self.db.execute("UPDATE crawls SET phase=? WHERE id=?", (phase, pk))
 
     def set_exit_code(self, pk: int, exit_code: int) -> None:
         """Record the exit code the whole run had (a takedown alert outranks the crawl's)."""
@@ -666,7 +718,7 @@ class Catalog:
                         finished=row["finished"], status=row["status"],
                         stop_reason=row["stop_reason"], exit_code=row["exit_code"],
                         settings=json.loads(row["settings"]),
-                        shortfall=json.loads(row["shortfall"] or "{}"))
+                        shortfall=json.loads(row["shortfall"] or "{}"), phase=row["phase"])
 
     def _stored(self, row: sqlite3.Row) -> StoredRecord:
         return StoredRecord(capture=row["id"], url=row["url"], date=row["fetched_at"],

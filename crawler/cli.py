@@ -21,8 +21,8 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-from crawler import __version__, cli_daemon, cli_tools, urls
-from crawler.catalog import Catalog, CrawlRow, CrawlStatus
+from crawler import __version__, cli_daemon, cli_tools, outbox, urls
+from crawler.catalog import Catalog, CrawlRow, CrawlStatus, Phase
 from crawler.cli_tools import open_catalog as _catalog
 from crawler.crawl import Crawl, CrawlOutcome
 from crawler.errors import CrawlerError, ExitCode
@@ -236,7 +236,8 @@ def archive(seeds: tuple[str, ...], **opts: Any) -> None:
     resume = None
     with _catalog(settings.output) as catalog:
         last = catalog.latest_crawl(settings.target_name())
-        if last is not None and last.resumable and tuple(last.settings["seeds"]) == seeds:
+        if (last is not None and last.crawl_resumable
+                and tuple(last.settings["seeds"]) == seeds):
             resume = last
     sys.exit(_run(settings, quiet=opts["quiet"], as_json=opts["as_json"], resume=resume))
 
@@ -302,6 +303,15 @@ def status(target: str | None, output: Path, as_json: bool, config_path: Path | 
                        f"{c['stop_reason'] or ''}")
             for line in shortfall_lines(c["shortfall"]):
                 click.echo(f"      not fetched: {line}")
+            if c["phase"] and c["state"] != "running":
+                click.echo(f"      unfinished: its {PHASE_WORDS.get(c['phase'], c['phase'])} "
+                           f"was cut short; `crawler resume {name}` finishes it")
+            sent = c["notifications"]
+            if sent["queued"] or sent["expired"]:
+                click.echo(f"      notifications: {sent['delivered']} delivered, "
+                           f"{sent['queued']} queued (next try {sent['next_attempt'] or '-'}),"
+                           f" {sent['expired']} expired undelivered; last error: "
+                           f"{sent['last_error'] or 'none'}")
 
 
 @cli.command(name="list")
@@ -532,6 +542,10 @@ How to replay it:
 """
 
 
+PHASE_WORDS = {Phase.DETECT: "takedown detection", Phase.REPORT: "report and notification",
+               Phase.PACKAGE: "packaging (index, WACZ)"}
+
+
 def crawl_report(catalog: Catalog, output: Path, target: str | None) -> dict[str, list[dict[
         str, Any]]]:
     """Return target -> crawls with their totals and state (for `crawler status`)."""
@@ -545,7 +559,8 @@ def crawl_report(catalog: Catalog, output: Path, target: str | None) -> dict[str
             "finished": row.finished, "stop_reason": row.stop_reason,
             "exit_code": row.exit_code, "shortfall": row.shortfall,
             "directory": str(row.directory),
-            "resumable": row.resumable and state != "running",
+            "resumable": row.resumable and state != "running", "phase": row.phase,
+            "notifications": outbox.crawl_counts(catalog, row.pk),
             **catalog.crawl_totals(row.pk)})
     return report
 
@@ -560,6 +575,7 @@ def _setup_logging(console: Console, quiet: bool) -> None:
 
 
 for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff, cli_tools.verify,
+                 cli_tools.outbox_command,
                  cli_daemon.daemon,
                  cli_daemon.run_command, cli_daemon.config_group):
     cli.add_command(_command)

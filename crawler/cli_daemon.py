@@ -146,7 +146,8 @@ def run_command(target: str, config_path: Path, quiet: bool, as_json: bool) -> N
         last = catalog.latest_crawl(target)
     finally:
         catalog.close()
-    resume = last if last is not None and last.resumable else None
+    # a run whose crawl ended but whose detection was cut short is finished by run_target
+    resume = last if last is not None and last.crawl_resumable else None
     sys.exit(_run(config.targets[target].settings, quiet=quiet, as_json=as_json,
                   resume=resume))
 

@@ -207,3 +207,64 @@ def verify(target: str | None, crawl_id: str | None, output: Path, as_json: bool
         for line in iter_lines(report):
             click.echo(line)
     sys.exit(int(ExitCode.OK if report.ok else ExitCode.DAMAGED))
+
+
+@click.command(name="outbox")
+@click.argument("target", required=False)
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("archives"), show_default=True, help="Archive root.")
+@click.option("--send", is_flag=True,
+              help="Try every queued notification now, without waiting for its back-off "
+                   "(e.g. once a webhook is back).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def outbox_command(target: str | None, output: Path, send: bool, as_json: bool) -> None:
+    """Show notifications not delivered yet (of TARGET), and optionally send them now.
+
+    Undelivered notifications are kept and retried with back-off by every later run of
+    their target and by the daemon, until delivered or expired (`notify_expiry`).
+    """
+    from crawler import notify, outbox
+    from crawler.layout import CrawlInProgress, lock_target
+
+    with open_catalog(output) as catalog:
+        queued = outbox.pending(catalog, target)
+        done = None
+        if send:
+            sent = outbox.Delivery()
+            for name in sorted({q.target for q in queued}):
+                try:  # a run of the target delivers its own: never send one message twice
+                    lock = lock_target(output, name)
+                except CrawlInProgress:
+                    click.echo(f"crawler: {name} is running; its run delivers its own "
+                               "notifications", err=True)
+                    continue
+                try:
+                    one = outbox.deliver_due(catalog, notify.send_one, target=name, force=True)
+                finally:
+                    lock.close()
+                sent = outbox.Delivery(*(a + b for a, b in zip(
+                    (sent.delivered, sent.failed, sent.expired, sent.waiting),
+                    (one.delivered, one.failed, one.expired, one.waiting), strict=True)))
+            done = sent
+            queued = outbox.pending(catalog, target)
+    if as_json:
+        data: dict[str, Any] = {"queued": [
+            {"target": q.target, "destination": q.destination, "title": q.title,
+             "created": q.created, "attempts": q.attempts, "next_attempt": q.next_attempt,
+             "last_error": q.last_error} for q in queued]}
+        if done is not None:
+            data["sent"] = {"delivered": done.delivered, "failed": done.failed,
+                            "expired": done.expired}
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        if done is not None:
+            click.echo(f"delivered {done.delivered}, failed {done.failed}, expired "
+                       f"{done.expired}")
+        for q in queued:
+            click.echo(f"{q.target}  {q.destination}  queued {q.created[:19]}  attempts "
+                       f"{q.attempts}  next {q.next_attempt[:19]}  {q.title}"
+                       + (f"\n    last error: {q.last_error}" if q.last_error else ""))
+        if not queued:
+            click.echo("No notifications waiting.")
+    if done is not None and done.failed:
+        sys.exit(int(ExitCode.UNDELIVERED))

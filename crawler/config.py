@@ -22,7 +22,14 @@ from crawler.fetcher import DEFAULT_USER_AGENT, FetchSettings
 from crawler.pagetext import TextRules
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
-from crawler.settings import CrawlSettings, DedupSettings, DetectSettings, Limits, Politeness
+from crawler.settings import (
+    NOTIFY_EXPIRY,
+    CrawlSettings,
+    DedupSettings,
+    DetectSettings,
+    Limits,
+    Politeness,
+)
 from crawler.units import parse_duration, parse_size
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -141,6 +148,8 @@ def _name(value: Any) -> str:
     return value
 
 
+OUTBOX_INTERVAL = 60.0  # seconds between the daemon's passes over the outbox
+
 # key -> (validator, documentation). Top level of the file:
 KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "archives": (_str, "archive root: WARCs, catalog, job store and logs (relative to the "
@@ -148,6 +157,8 @@ KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_concurrent_crawls": (_int(1), "targets crawled at the same time by the daemon"),
     "log_file": (_file_name, "daemon log file name inside the archive root (rotated at "
                              "10 MB)"),
+    "outbox_interval": (duration, "how often the daemon retries notifications that could "
+                                  "not be delivered (default 60s)"),
     "defaults": (dict, "a table of target keys applied to every target"),
     "targets": (list, "the sites to watch: one [[targets]] table each"),
 }
@@ -188,6 +199,8 @@ TARGET_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "recheck_spacing": (duration, "time between those fetches"),
     "confirm_runs": (_int(1), "scheduled runs: consecutive crawls in one class to confirm it"),
     "notify": (_list(_str), "Apprise URLs told about takedown state changes"),
+    "notify_expiry": (duration, "how long an undelivered notification is retried before "
+                                "it is given up (default 7d)"),
     "control_url": (_url, "a URL outside the target: if it fails too, our network is down"),
 }
 _REQUIRED = ("name", "seeds")
@@ -226,6 +239,7 @@ class Config:
     max_concurrent_crawls: int
     log_file: str
     targets: dict[str, Target]
+    outbox_interval: float = OUTBOX_INTERVAL
 
 
 def load(path: Path) -> Config:
@@ -266,7 +280,8 @@ def load(path: Path) -> Config:
         targets[values["name"]] = _target(values, root)
     return Config(path=path.resolve(), archives=root,
                   max_concurrent_crawls=top.get("max_concurrent_crawls", 2),
-                  log_file=top.get("log_file", "crawler.log"), targets=targets)
+                  log_file=top.get("log_file", "crawler.log"), targets=targets,
+                  outbox_interval=top.get("outbox_interval", OUTBOX_INTERVAL))
 
 
 def _validate(table: Any, schema: dict[str, tuple[Callable[[Any], Any], str]], where: str,
@@ -304,7 +319,8 @@ def _target(v: dict[str, Any], root: Path) -> Target:
                         ignore_patterns=v.get("ignore_text", ())),
         recheck_probes=v.get("recheck", 2), recheck_spacing=v.get("recheck_spacing", 2.0),
         confirm_runs=v.get("confirm_runs", 2), control_url=v.get("control_url"),
-        notify=v.get("notify", ()))
+        notify=v.get("notify", ()),
+        notify_expiry=v.get("notify_expiry", NOTIFY_EXPIRY))
     settings = CrawlSettings(
         seeds=v["seeds"], output=root, target=v["name"],
         scope=ScopeRules(kind=ScopeKind(v.get("scope", "prefix")), depth=v.get("depth"),

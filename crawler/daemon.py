@@ -22,17 +22,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from crawler import notify, outbox
 from crawler.catalog import Catalog
 from crawler.config import Config, Schedule, load
 from crawler.crawl import Crawl
 from crawler.errors import ConfigError, CrawlerError
-from crawler.layout import target_is_locked
+from crawler.layout import CrawlInProgress, lock_target, target_is_locked
 from crawler.pipeline import run_target
 
 log = logging.getLogger("crawler.daemon")
@@ -46,6 +48,12 @@ def run_job(name: str) -> None:
     """Job entry point: module level, so the persistent job store can refer to it."""
     if _current is not None:
         _current.run(name)
+
+
+def outbox_job() -> None:
+    """Retry queued notifications (an internal job, not kept in the job store)."""
+    if _current is not None:
+        _current.deliver_outbox()
 
 
 def trigger(schedule: Schedule) -> BaseTrigger:
@@ -67,8 +75,10 @@ class Daemon:
         self.config: Config = load(config_path)
         self.scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(
-                url=f"sqlite:///{self.config.archives / JOBSTORE}")},
-            executors={"default": ThreadPoolExecutor(self.config.max_concurrent_crawls)},
+                url=f"sqlite:///{self.config.archives / JOBSTORE}"),
+                "internal": MemoryJobStore()},
+            executors={"default": ThreadPoolExecutor(self.config.max_concurrent_crawls),
+                       "internal": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1,
                           "misfire_grace_time": MISFIRE_GRACE},
             timezone=UTC)
@@ -86,6 +96,9 @@ class Daemon:
         self.scheduler.start(paused=True)
         self._sync_jobs(self.config)
         self._resume_unfinished()
+        self.scheduler.add_job(outbox_job, IntervalTrigger(seconds=self.config.outbox_interval),
+                               id="outbox", name="outbox", jobstore="internal",
+                               executor="internal", next_run_time=datetime.now(UTC))
         self.scheduler.resume()
         log.info("daemon started: %d target(s), at most %d crawl(s) at once",
                  len(self.config.targets), self.config.max_concurrent_crawls)
@@ -125,7 +138,7 @@ class Daemon:
     def _sync_jobs(self, config: Config) -> None:
         """Make the job store match the configuration, keeping unchanged schedules' next
         run times (so a restart does not reset them)."""
-        jobs = {job.id: job for job in self.scheduler.get_jobs()}
+        jobs = {job.id: job for job in self.scheduler.get_jobs(jobstore="default")}
         for name, target in config.targets.items():
             job = jobs.pop(name, None)
             if target.schedule is None:
@@ -144,8 +157,33 @@ class Daemon:
             job.remove()
             log.info("unscheduled %s (no longer configured)", job.id)
 
+    def deliver_outbox(self) -> None:
+        """Send due notifications of every configured target that no run holds (a run
+        delivers its own target's: two senders of one message would send it twice)."""
+        catalog = Catalog.open(self.config.archives)
+        try:
+            for name, target in self.config.targets.items():
+                if self._stopping.is_set():
+                    return
+                try:
+                    lock = lock_target(self.config.archives, name)
+                except CrawlInProgress:
+                    continue
+                try:
+                    done = outbox.deliver_due(catalog, notify.send_one, target=name,
+                                              urls=target.scheduled.detect.notify,
+                                              expiry=target.scheduled.detect.notify_expiry)
+                finally:
+                    lock.close()
+                if done.delivered or done.expired:
+                    log.info("%s: outbox: %d queued notification(s) delivered, %d expired",
+                             name, done.delivered, done.expired)
+        finally:
+            catalog.close()
+
     def _resume_unfinished(self) -> None:
-        """Run at once every target whose last crawl was interrupted or killed."""
+        """Run at once every target whose last run was interrupted or killed (in its crawl
+        or in a phase after it: detection, report, notification)."""
         catalog = Catalog.open(self.config.archives)
         try:
             for name in self.config.targets:

@@ -26,11 +26,11 @@ import secrets
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from crawler import extract, pagetext, urls
+from crawler import extract, failpoints, pagetext, urls
 from crawler.catalog import Catalog, CrawlRow, now_iso
 from crawler.detect import (
     NEGATIVE,
@@ -45,8 +45,9 @@ from crawler.detect import (
 )
 from crawler.fetcher import Fetcher, FetchSettings
 from crawler.models import CrawlUrl, UrlKind
+from crawler.recovery import recover_warcs, result_from_record
 from crawler.settings import DetectSettings
-from crawler.store import Stored, capture_row
+from crawler.store import Stored, capture_row, stored_from_record
 from crawler.warc import WarcSettings, WarcWriter
 from crawler.warcread import RecordUnreadable, read_record
 
@@ -58,6 +59,7 @@ _SNAP_COLUMNS = ("c.id, c.crawl, c.url, c.key, c.kind, c.fetched_at, c.status, c
 _GOOD = "(c.status BETWEEN 200 AND 299 OR (c.status = 304 AND c.record_type = 'revisit'))"
 STRONG_CONFIRM = frozenset({Cls.LEGAL, Cls.BLOCK_PAGE})
 _NOT_RECHECKED = frozenset({Cls.DELISTED})  # judged from the link graph of the whole crawl
+_PROBE_PAYLOAD_CAP = 32 * 1024 * 1024  # bytes of a recovered probe read back (as a crawl's)
 
 
 @dataclass
@@ -319,6 +321,7 @@ async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
         try:
             entry = await asyncio.get_running_loop().run_in_executor(
                 sink, writer.write_exchange, result, {"WARC-Crawler-Kind": kind.value})
+            failpoints.hit("probe-written")
             found = None
             if result.ok and result.content_type in extract.HTML_TYPES:
                 found = extract.extract_safely(url, result.content_type, result.read_body(),
@@ -380,8 +383,12 @@ def _probe_urls(comparison: Comparison, limit: int) -> list[str]:
 # -- states ---------------------------------------------------------------------------------
 
 def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSettings,
-                 ) -> list[Event]:
-    """Record each URL's class, advance its state, and return the transitions."""
+                 on_commit: Callable[[list[Event]], None] | None = None) -> list[Event]:
+    """Record each URL's class, advance its state, and return the transitions.
+
+    ``on_commit(events)`` runs inside the same transaction: what must happen exactly when
+    the states change (queueing their notification, moving the run's phase on).
+    """
     db, target, pk = catalog.db, comparison.target, comparison.after.pk
     now = now_iso()
     states = {r["key"]: r for r in db.execute("SELECT * FROM url_states WHERE target=?",
@@ -417,10 +424,21 @@ def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSetti
                 events.append(Event(key, state["url"], state["class"], "recovered",
                                     state["since"]))
         db.executemany(
-            "INSERT INTO events (target, crawl, key, url, class, state, at, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(target, pk, e.key, e.url, e.cls, e.state, now, e.detail) for e in events])
+            "INSERT INTO events (target, crawl, key, url, class, state, at, detail, since) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(target, pk, e.key, e.url, e.cls, e.state, now, e.detail, e.since)
+             for e in events])
+        if on_commit is not None:
+            on_commit(events)
     return events
+
+
+def events_of(catalog: Catalog, crawl_pk: int) -> list[Event]:
+    """Return the transitions a crawl's detection committed, in order."""
+    return [Event(row["key"], row["url"], row["class"], row["state"],
+                  row["since"] or row["at"], row["detail"] or "")
+            for row in catalog.db.execute("SELECT * FROM events WHERE crawl=? ORDER BY id",
+                                          (crawl_pk,))]
 
 
 def _advance(db: sqlite3.Connection, target: str, pk: int, f: Finding,
@@ -463,16 +481,24 @@ def open_states(catalog: Catalog, target: str) -> list[sqlite3.Row]:
 
 
 async def detect_after_crawl(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
-                             fetch: FetchSettings) -> tuple[Comparison, list[Event]]:
-    """Probe, compare and advance states after a crawl (a first crawl: all URLs new)."""
+                             fetch: FetchSettings,
+                             on_commit: Callable[[list[Event]], None] | None = None,
+                             ) -> tuple[Comparison, list[Event]]:
+    """Probe, compare and advance states after a crawl (a first crawl: all URLs new).
+
+    Safe to run again after a kill: the probes a killed run archived are kept (closed and
+    entered first, see ``repair_probe_files``) and count as evidence; nothing is committed
+    to the states until ``apply_states``.
+    """
     started = time.monotonic()
+    repair_probe_files(catalog, after)
     if _first_crawl(catalog, after):
         comparison = _baseline(catalog, after)
     elif previous_crawl(catalog, after) is not None:
         comparison = await probe(catalog, after, settings, fetch)
     else:  # earlier captures, but no crawl that finished: nothing to probe against
         comparison = compare(catalog, after, rules=settings.rules)
-    events = apply_states(catalog, comparison, settings)
+    events = apply_states(catalog, comparison, settings, on_commit)
     log.info("compared %d URLs in %.1fs: %d transitions", len(comparison.findings),
              time.monotonic() - started, len(events))
     return comparison, events
@@ -495,3 +521,51 @@ def _baseline(catalog: Catalog, after: CrawlRow) -> Comparison:
 
 
 
+
+
+def comparison_after_detection(catalog: Catalog, after: CrawlRow,
+                               settings: DetectSettings) -> Comparison:
+    """Return the comparison that ``detect_after_crawl`` made, again and offline, from what
+    it archived and entered (probes, control URL, re-checks): for a run killed after its
+    states were committed but before its report was written."""
+    if _first_crawl(catalog, after):
+        return _baseline(catalog, after)
+    comparison = compare(catalog, after, rules=settings.rules)
+    rows = _Rows(catalog, settings.rules)
+    rechecks = rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
+                          "AND c.kind = 'recheck' ORDER BY c.id", (after.pk,))
+    if rechecks:
+        comparison.confirmed = _reproduced(comparison.findings, rechecks)
+    return comparison
+
+
+def repair_probe_files(catalog: Catalog, after: CrawlRow) -> None:
+    """Close WARCs a killed detection left open, and enter the probes it archived but had
+    not entered, so that a repeated detection keeps them as evidence."""
+    warc_dir = after.directory / "warc"
+    if not warc_dir.is_dir():
+        return
+    closed, orphans = recover_warcs(warc_dir,
+                                    lambda name: catalog.record_offsets(after.pk, name),
+                                    payload_cap=_PROBE_PAYLOAD_CAP)
+    for path in closed:
+        log.info("closed %s, left open by an interrupted run", path.name)
+    for orphan in orphans:
+        name = orphan.headers.get("WARC-Crawler-Kind", "")
+        kind = UrlKind(name) if name in UrlKind.__members__.values() else UrlKind.RECHECK
+        result = result_from_record(orphan)
+        try:
+            stored, payload = stored_from_record(catalog, after.target, orphan, result)
+            found = None
+            if result.ok and result.content_type in extract.HTML_TYPES:
+                found = extract.extract_safely(orphan.url, result.content_type, payload,
+                                               result.header("content-type"),
+                                               result.header("content-encoding"))
+            item = CrawlUrl(url=orphan.url, key=urls.canonical_key(orphan.url), kind=kind,
+                            depth=0)
+            with catalog.transaction():
+                catalog.add_capture(after.pk, capture_row(item, result, stored, found))
+        finally:
+            result.close()
+    if orphans:
+        log.info("entered %d records archived before the interruption", len(orphans))

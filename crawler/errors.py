@@ -28,6 +28,8 @@ class ExitCode(IntEnum):
     TAKEDOWN = 6  # a recrawl confirmed a new takedown event
     DAMAGED = 7  # `crawler verify` found missing, damaged or inconsistent files
     INCOMPLETE = 8  # the crawl finished, but URLs in scope were not fetched (its shortfall)
+    UNDELIVERED = 9  # `crawler outbox --send`: notifications still not delivered (queued)
+    NO_SPACE = 10  # a write failed for lack of disk space: stopped cleanly, resumable
 
 
 class CrawlerError(Exception):

@@ -76,10 +76,14 @@ def summary_lines(outcome: CrawlOutcome) -> list[str]:
         f"Crawl {outcome.target}/{outcome.crawl_id}: {_state(outcome)} "
         f"(exit {outcome.exit_code.name.lower()})",
         *(f"  not fetched: {line}" for line in shortfall_lines(outcome.shortfall)),
-        f"  {st['fetched']} URLs captured ({st['pages']} pages), {st['failed']} failed, "
-        f"{_fmt_bytes(st['bytes'])} in {st['elapsed_seconds']:.1f}s",
-        f"  statuses: {statuses or 'none'}",
     ]
+    if st.get("phases_only"):
+        lines.append("  the crawl had ended in an earlier session; this run finished what a "
+                     "kill cut short after it (detection, report, notifications)")
+    else:
+        lines += [f"  {st['fetched']} URLs captured ({st['pages']} pages), {st['failed']} "
+                  f"failed, {_fmt_bytes(st['bytes'])} in {st['elapsed_seconds']:.1f}s",
+                  f"  statuses: {statuses or 'none'}"]
     totals = st.get("totals")
     if totals and totals["urls"] != (st["fetched"] + st["failed"] + st["robots_blocked"]
                                      + sum(st["traps"].values())):

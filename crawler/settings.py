@@ -52,6 +52,9 @@ class DedupSettings:
     conditional: bool = True  # send If-None-Match / If-Modified-Since from the last capture
 
 
+NOTIFY_EXPIRY = 7 * 86400.0  # default: an undelivered notification is retried for a week
+
+
 @dataclass(frozen=True, slots=True)
 class DetectSettings:
     """How a target's crawls are compared and when a change becomes an alert (diff.py)."""
@@ -63,6 +66,7 @@ class DetectSettings:
     control_url: str | None = None  # fetched when fetches failed: is our own network down?
     max_probe_dirs: int = 50  # soft-404 probes (random URLs beside changed pages) per crawl
     notify: tuple[str, ...] = ()  # Apprise URLs told about state changes
+    notify_expiry: float = NOTIFY_EXPIRY  # seconds an undelivered notification is retried
 
 
 @dataclass(frozen=True, slots=True)
