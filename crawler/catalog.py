@@ -10,6 +10,7 @@ ordered ``MIGRATIONS``; a file from a newer version is refused rather than damag
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from crawler.errors import OutputError
+from crawler.errors import ExitCode, NoSpace, OutputError
 from crawler.redact import is_redacted, redact_url
 from crawler.writeturn import WriteTurn
 
@@ -365,8 +367,15 @@ class Catalog:
         return path if path.is_absolute() else self.root / path
 
     @classmethod
-    def open(cls, root: Path) -> Catalog:
-        """Open (creating and migrating as needed) ``root/catalog.sqlite3``."""
+    def open(cls, root: Path, *, read_only: bool = False) -> Catalog:
+        """Open (creating and migrating as needed) ``root/catalog.sqlite3``.
+
+        ``read_only`` (the commands that only read): on a root that cannot be written (a
+        mounted evidence copy, a read-only bind) the catalog is opened without writing
+        anything, not even its journal; elsewhere it opens as usual.
+        """
+        if read_only and not _writable(root):
+            return cls._open_read_only(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
             path = root.resolve() / CATALOG_NAME
@@ -375,12 +384,65 @@ class Catalog:
         except (OSError, sqlite3.Error) as exc:
             raise OutputError(f"cannot open catalog under {root}: {exc}") from exc
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        catalog = cls(path, db, WriteTurn(path.parent))
-        catalog.migrate()
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            catalog = cls(path, db, WriteTurn(path.parent))
+            catalog.migrate()
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if not isinstance(exc, sqlite3.OperationalError):  # not a database, malformed
+                raise CatalogDamaged(path, exc) from exc
+            if not _writable(root):
+                raise OutputError(f"the archive root {root} is read-only: only the commands "
+                                  "that read (status, list, diff, wacz --file, verify, "
+                                  "replay, outbox) work on it") from exc
+            raise OutputError(f"cannot open catalog {path}: {exc}") from exc
         return catalog
+
+    @classmethod
+    def _open_read_only(cls, root: Path) -> Catalog:
+        """Open a catalog on a root that cannot be written; refuse one that needs an upgrade
+        (upgrading writes)."""
+        path = root.resolve() / CATALOG_NAME
+        if not path.is_file():
+            raise OutputError(f"no catalog under {root} (looked for {path})")
+        location = "file:" + quote(str(path))
+        try:
+            db = sqlite3.connect(location + "?mode=ro", uri=True, isolation_level=None,
+                                 check_same_thread=False)
+            try:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                # A WAL catalog without its shared-memory file in a directory we cannot
+                # write: read it as the immutable copy it is.
+                db.close()
+                db = sqlite3.connect(location + "?immutable=1", uri=True,
+                                     isolation_level=None, check_same_thread=False)
+            found = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise CatalogDamaged(path, exc) from exc
+        db.row_factory = sqlite3.Row
+        if found != SCHEMA_VERSION:
+            db.close()
+            older = found < SCHEMA_VERSION
+            raise OutputError(
+                f"{path} is read-only and was written by {'an older' if older else 'a newer'} "
+                f"crawler (schema {found}, this version knows {SCHEMA_VERSION}): "
+                + ("copy the archive root somewhere writable; any crawler command there "
+                   "upgrades it" if older else "upgrade crawler"))
+        return cls(path, db, WriteTurn(path.parent))
+
+    def check_integrity(self) -> None:
+        """Raise CatalogDamaged unless SQLite's quick check passes (a writer runs it before
+        adding to a catalog: rows added to a damaged file may be lost with it)."""
+        try:
+            problems = [row[0] for row in self.db.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            raise CatalogDamaged(self.path, exc) from exc
+        if problems != ["ok"]:
+            raise CatalogDamaged(self.path, "; ".join(problems))
 
     def close(self) -> None:
         """Close the connection (an open batch is committed first)."""
@@ -509,12 +571,23 @@ class Catalog:
         """Commit (or, if the commit fails, roll back) and give the turn back."""
         try:
             self.db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self.write_failure(exc) from exc
             raise
         finally:
             self.turn.release()
+
+    def write_failure(self, exc: sqlite3.Error) -> OutputError:
+        """Return the error a failed catalog write becomes: NoSpace when the disk (or the
+        quota) is full, so a crawl stops cleanly; the WARCs still hold every record."""
+        text = str(exc).lower()
+        if "full" in text or "no space" in text:
+            return NoSpace(f"no space left writing the catalog {self.path}: stopped; free "
+                           "some space, then `crawler resume` continues where it stopped")
+        return OutputError(f"cannot write the catalog {self.path}: {exc}")
 
     def _rollback(self) -> None:
         """Roll back the open transaction and give the turn back."""
@@ -751,15 +824,42 @@ class _Transaction:
         if self._own:
             if exc_type:
                 catalog._rollback()
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise catalog.write_failure(exc) from exc
             else:
                 catalog._commit()
             return
         if exc_type and not catalog.db.in_transaction:
             catalog.turn.release()  # SQLite rolled it all back itself (e.g. disk full)
-            return
-        if exc_type:
+        elif exc_type:
             catalog.db.execute("ROLLBACK TO grp")
-        catalog.db.execute("RELEASE grp")
+            catalog.db.execute("RELEASE grp")
+        else:
+            catalog.db.execute("RELEASE grp")
+        if isinstance(exc, sqlite3.OperationalError):
+            raise catalog.write_failure(exc) from exc
+
+
+class CatalogDamaged(OutputError):
+    """The catalog file is damaged: nothing more may be written to it."""
+
+    exit_code = ExitCode.DAMAGED
+
+    def __init__(self, path: Path, problem: object) -> None:
+        super().__init__(
+            f"the catalog {path} is damaged ({problem}); nothing was written to it. The WARC "
+            f"files are the source of truth: `crawler reindex --output {path.parent}` "
+            "rebuilds the catalog from them (the damaged file is kept beside it).")
+
+
+def _writable(root: Path) -> bool:
+    """Return True if the archive root and its catalog can be written (or created)."""
+    path = root / CATALOG_NAME
+    if not root.exists():
+        return True  # created on open, as before
+    if not os.access(root, os.W_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
 
 
 def _statements(script: str) -> list[str]:

@@ -34,7 +34,14 @@ from crawler.progress import live_progress, summary_lines
 from crawler.redact import restore
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
-from crawler.settings import CrawlSettings, DedupSettings, DetectSettings, Limits, Politeness
+from crawler.settings import (
+    MIN_FREE_SPACE,
+    CrawlSettings,
+    DedupSettings,
+    DetectSettings,
+    Limits,
+    Politeness,
+)
 from crawler.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -186,6 +193,10 @@ def cli() -> None:
               help="Stop after downloading this much (e.g. 5G).")
 @click.option("--max-time", type=DurationType(), default=None, callback=_positive,
               help="Stop after this long (e.g. 90m, 6h).")
+@click.option("--min-free-space", type=SizeType(), default=MIN_FREE_SPACE,
+              show_default="1G",
+              help="Warn at the start when the archive root has less free space. A full "
+                   "disk stops the crawl cleanly (exit 10); resume once space is freed.")
 @click.option("--include", type=RegexType(), multiple=True,
               help="Regex of extra URLs in scope (repeatable).")
 @click.option("--exclude", type=RegexType(), multiple=True,
@@ -285,7 +296,7 @@ def status(target: str | None, output: Path, as_json: bool, config_path: Path | 
     if config_path is not None:
         cli_daemon.config_status(config_path, as_json)
         return
-    with _catalog(output) as catalog:
+    with _catalog(output, read_only=True) as catalog:
         report = crawl_report(catalog, output, target)
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
@@ -327,7 +338,7 @@ def list_captures(target: str, crawl_id: str | None, http_status: int | None,
                   failure: str | None, url_pattern: re.Pattern[str] | None, output: Path,
                   as_json: bool) -> None:
     """List the captures of a crawl of TARGET, with filters."""
-    with _catalog(output) as catalog:
+    with _catalog(output, read_only=True) as catalog:
         row = catalog.crawl(target, crawl_id) if crawl_id else catalog.latest_crawl(target)
         if row is None:
             click.echo(f"crawler: no crawl {crawl_id or ''} of target {target!r} under "
@@ -355,6 +366,7 @@ def _settings_from_options(seeds: tuple[str, ...], opts: dict[str, Any]) -> Craw
                          requisites=not opts["no_requisites"],
                          traps=TrapRules(max_query_variants=opts["max_query_variants"])),
         limits=Limits(max_pages=opts["max_pages"], max_bytes=opts["max_bytes"],
+                      min_free_space=opts["min_free_space"],
                       max_time=opts["max_time"]),
         politeness=Politeness(concurrency=opts["concurrency"], per_host=opts["per_host"],
                               delay=opts["delay"], retries=opts["retries"]),
@@ -575,7 +587,7 @@ def _setup_logging(console: Console, quiet: bool) -> None:
 
 
 for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff, cli_tools.verify,
-                 cli_tools.outbox_command,
+                 cli_tools.outbox_command, cli_tools.reindex,
                  cli_daemon.daemon,
                  cli_daemon.run_command, cli_daemon.config_group):
     cli.add_command(_command)
@@ -583,7 +595,19 @@ for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff, cli_tools.ver
 
 def main() -> None:
     """Entry point of the `crawler` command."""
-    cli(prog_name="crawler")
+    import sqlite3
+
+    try:
+        cli(prog_name="crawler")
+    except sqlite3.DatabaseError as exc:  # found damaged while in use (not at open)
+        text = str(exc)
+        if "locked" in text or "readonly" in text:
+            click.echo(f"crawler: error: the catalog could not be written: {text}", err=True)
+            sys.exit(int(ExitCode.CONFIG))
+        click.echo(f"crawler: error: the catalog is damaged ({text}). The WARC files are the "
+                   "source of truth: `crawler reindex --output ROOT` rebuilds the catalog "
+                   "from them.", err=True)
+        sys.exit(int(ExitCode.DAMAGED))
 
 
 if __name__ == "__main__":

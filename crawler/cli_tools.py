@@ -21,10 +21,11 @@ from crawler.errors import CrawlerError, ExitCode
 
 
 @contextlib.contextmanager
-def open_catalog(output: Path) -> Iterator[Catalog]:
-    """Open the catalog of an archive root, turning errors into a clean exit."""
+def open_catalog(output: Path, *, read_only: bool = False) -> Iterator[Catalog]:
+    """Open the catalog of an archive root, turning errors into a clean exit;
+    ``read_only`` for commands that only read (they work on a read-only root)."""
     try:
-        catalog = Catalog.open(output)
+        catalog = Catalog.open(output, read_only=read_only)
     except CrawlerError as exc:
         click.echo(f"crawler: error: {exc}", err=True)
         sys.exit(int(exc.exit_code))
@@ -55,7 +56,7 @@ def wacz(target: str, crawl_id: str | None, output: Path, dest: Path | None) -> 
     """
     from crawler.wacz import packable, wacz_path, write_wacz
 
-    with open_catalog(output) as catalog:
+    with open_catalog(output, read_only=True) as catalog:
         crawls = catalog.crawls(target)
         if crawl_id is not None:
             crawls = [c for c in crawls if c.crawl_id == crawl_id]
@@ -93,7 +94,7 @@ def replay(target: str | None, output: Path, port: int) -> None:
     signal.signal(signal.SIGTERM, stop)
     proc: subprocess.Popen[bytes] | None = None
     try:
-        with open_catalog(output) as catalog:
+        with open_catalog(output, read_only=True) as catalog:
             targets = [target] if target else sorted({c.target for c in catalog.crawls()})
             root = build_collections(catalog, output, targets)
             reports = {name: _latest_report(catalog, name) for name in targets}
@@ -150,7 +151,7 @@ def diff(target: str, from_id: str | None, to_id: str | None, output: Path,
     from crawler import report
     from crawler.diff import compare
 
-    with open_catalog(output) as catalog:
+    with open_catalog(output, read_only=True) as catalog:
         crawls = catalog.crawls(target)
         after = next((c for c in crawls if c.crawl_id == to_id), None) if to_id else (
             crawls[-1] if crawls else None)
@@ -188,7 +189,7 @@ def verify(target: str | None, crawl_id: str | None, output: Path, as_json: bool
 
     if crawl_id is not None and target is None:
         raise click.UsageError("--crawl needs a TARGET")
-    with open_catalog(output) as catalog:
+    with open_catalog(output, read_only=True) as catalog:
         known = {c.target for c in catalog.crawls()}
         if target is not None and target not in known:
             click.echo(f"crawler: no crawls of {target!r} under {output}", err=True)
@@ -226,7 +227,7 @@ def outbox_command(target: str | None, output: Path, send: bool, as_json: bool) 
     from crawler import notify, outbox
     from crawler.layout import CrawlInProgress, lock_target
 
-    with open_catalog(output) as catalog:
+    with open_catalog(output, read_only=not send) as catalog:
         queued = outbox.pending(catalog, target)
         done = None
         if send:
@@ -268,3 +269,62 @@ def outbox_command(target: str | None, output: Path, send: bool, as_json: bool) 
             click.echo("No notifications waiting.")
     if done is not None and done.failed:
         sys.exit(int(ExitCode.UNDELIVERED))
+
+
+@click.command()
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("archives"), show_default=True, help="Archive root.")
+@click.option("--force", is_flag=True,
+              help="Rebuild even a catalog that is not damaged (what only it held is lost: "
+                   "see below).")
+def reindex(output: Path, force: bool) -> None:
+    """Rebuild the catalog from the WARC files (the source of truth) after it was damaged.
+
+    The old catalog is kept beside the new one (catalog.sqlite3.damaged-TIME). Every crawl
+    directory under the root is entered in order with every record of its WARCs, and
+    detection is replayed offline to rebuild URL states and events. Not in any WARC, so
+    not rebuilt: URLs deliberately not fetched (robots.txt, scope, traps), queued
+    notifications, and the queue of a crawl that had not finished (it becomes incomplete,
+    stop reason `reindexed`).
+    """
+    import sqlite3
+
+    from crawler.catalog import CATALOG_NAME, CatalogDamaged
+    from crawler.reindex import reindex as rebuild
+
+    path = output / CATALOG_NAME
+    if path.exists() and not force:
+        try:
+            catalog = Catalog.open(output, read_only=True)
+            try:
+                catalog.check_integrity()
+            finally:
+                catalog.close()
+        except (CatalogDamaged, sqlite3.DatabaseError):
+            pass  # damaged: rebuild it
+        except CrawlerError as exc:
+            click.echo(f"crawler: error: {exc}", err=True)
+            sys.exit(int(exc.exit_code))
+        else:
+            click.echo(f"crawler: {path} passes SQLite's integrity check; rebuild it anyway "
+                       "with --force (the notification outbox and rows of URLs deliberately "
+                       "not fetched are not in the WARCs and would be lost)", err=True)
+            sys.exit(int(ExitCode.USAGE))
+    try:
+        result = rebuild(output, progress=lambda line: click.echo(f"  {line}", err=True))
+    except CrawlerError as exc:
+        click.echo(f"crawler: error: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
+    for aside in result.moved_aside:
+        click.echo(f"old catalog kept as {aside}")
+    click.echo(f"rebuilt {output / CATALOG_NAME}: {len(result.crawls)} crawl(s), "
+               f"{result.records} records")
+    unfinished = [f"{t}/{c}" for t, c, status, _ in result.crawls if status == "incomplete"]
+    if unfinished:
+        click.echo("  incomplete (finished with a shortfall, or unfinished and their queue "
+                   f"lost): {', '.join(unfinished)}")
+    if result.unreadable:
+        click.echo(f"  {len(result.unreadable)} WARC file(s) could not be read to the end "
+                   "(records before the damage were entered): " + ", ".join(result.unreadable))
+        click.echo("  run `crawler verify` for the details")
+        sys.exit(int(ExitCode.DAMAGED))

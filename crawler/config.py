@@ -23,6 +23,7 @@ from crawler.pagetext import TextRules
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 from crawler.settings import (
+    MIN_FREE_SPACE,
     NOTIFY_EXPIRY,
     CrawlSettings,
     DedupSettings,
@@ -172,6 +173,8 @@ TARGET_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "depth": (_int(0), "link hops from a seed"),
     "max_pages": (_int(1), "stop queueing pages after this many"),
     "max_bytes": (_size, "stop after downloading this much (e.g. 5G)"),
+    "min_free_space": (_size, "warn at the start of a crawl when the archive root has less "
+                              "free space (default 1G); a full disk stops the crawl cleanly"),
     "max_time": (duration, "stop a crawl after this long (e.g. 6h)"),
     "concurrency": (_int(1), "requests in flight across all hosts"),
     "per_host": (_int(1), "requests in flight to one host"),
@@ -327,7 +330,8 @@ def _target(v: dict[str, Any], root: Path) -> Target:
                          include=v.get("include", ()), exclude=v.get("exclude", ()),
                          requisites=v.get("requisites", True), traps=TrapRules()),
         limits=Limits(max_pages=v.get("max_pages"), max_bytes=v.get("max_bytes"),
-                      max_time=v.get("max_time")),
+                      max_time=v.get("max_time"),
+                      min_free_space=v.get("min_free_space", MIN_FREE_SPACE)),
         politeness=Politeness(concurrency=v.get("concurrency", 16),
                               per_host=v.get("per_host", 2), delay=v.get("delay", 0.5),
                               retries=v.get("retries", 2)),

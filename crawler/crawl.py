@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from crawler import __version__, extract, failpoints, urls
 from crawler.breaker import HostBreakers, Verdict
 from crawler.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.crawllog import CrawlLog
-from crawler.errors import ExitCode
+from crawler.errors import ExitCode, NoSpace, OutputError, write_error
 from crawler.fetcher import Fetcher, retry_after_seconds
 from crawler.frontier import Frontier
 from crawler.layout import lock_target, new_crawl_dir, save_notify
@@ -42,6 +43,7 @@ from crawler.robots import ALLOW_ALL, RobotsPolicy, RobotsRules, robots_body, ru
 from crawler.scope import Scope
 from crawler.settings import CrawlSettings, Limits, Politeness
 from crawler.store import Conditional, Store, Stored, capture_row, stored_from_record, unfetched_row
+from crawler.units import format_size
 from crawler.warc import SERVER_NOT_MODIFIED, WarcSettings, WarcWriter
 
 __all__ = ["Crawl", "CrawlOutcome", "CrawlSettings", "Limits", "Politeness", "StopReason",
@@ -58,6 +60,7 @@ PARSE_TIMEOUT = 60.0  # seconds one page may take to parse before its links are 
 COMMIT_TICK = 0.05  # seconds between checks whether the open catalog batch must be committed
 _TRAP_LOG_LIMIT = 20  # log this many hits per trap rule, then only count them
 _PAGE_KINDS = (UrlKind.SEED, UrlKind.PAGE)
+_WRITE_STOPS = (StopReason.NO_SPACE, StopReason.WRITE_FAILED)
 
 
 class Crawl:
@@ -96,6 +99,7 @@ class Crawl:
         self.scope.known_repetitive(catalog.trapped_urls(self.target, self.pk + 1,
                                                          "trap:same-content"))
         self._stop_reason: StopReason | None = None
+        self.write_error: OutputError | None = None  # the first failed write, if any
         self._limited_by: StopReason | None = None  # a limit that dropped URLs without stopping
         self.breakers = HostBreakers(hang_limit=pol.hang_limit, hang_pause=pol.hang_pause,
                                      hang_trips=pol.hang_trips)
@@ -177,10 +181,21 @@ class Crawl:
 
     def request_stop(self, reason: StopReason = StopReason.INTERRUPTED) -> None:
         """Stop taking new URLs; in-flight fetches finish, are written and committed."""
-        if self._stop_reason is None:
+        if self._stop_reason is None or reason in _WRITE_STOPS:  # a failed write says most
             self._stop_reason = reason
             log.info("stopping: %s", reason.value)
         self.frontier.close()
+
+    def _write_failed(self, exc: OutputError) -> None:
+        """Stop at the first failed write (disk full): every later write would fail too,
+        and a crawl that kept fetching would only lose what it fetched. What was written
+        stays valid (the WARC writer cuts a half-written record back; uncommitted records
+        are entered from the WARCs on resume)."""
+        if self.write_error is None:
+            self.write_error = exc
+            log.error("%s", exc)
+        self.request_stop(StopReason.NO_SPACE if isinstance(exc, NoSpace)
+                          else StopReason.WRITE_FAILED)
 
     @property
     def stopping(self) -> bool:
@@ -194,6 +209,7 @@ class Crawl:
         s = self.settings
         warc_dir = self.directory / "warc"
         warc_dir.mkdir(parents=True, exist_ok=True)
+        self._check_free_space()
         self._log = CrawlLog(self.directory / "crawl.log")
         self._parse_pool = self._new_parse_pool()
         timer = None
@@ -227,7 +243,10 @@ class Crawl:
         finally:
             if timer is not None:
                 timer.cancel()
-            self.catalog.end_batch()  # commit before closing the WARC: see recover_warcs
+            try:
+                self.catalog.end_batch()  # commit before closing the WARC: see recover_warcs
+            except OutputError as exc:  # its records are in the WARCs: entered on resume
+                self._write_failed(exc)
             if self.store is not None:
                 await self.store.close()
                 self.stats.damaged_originals = self.store.damaged_originals
@@ -235,10 +254,24 @@ class Crawl:
                 self._parse_pool.shutdown(cancel_futures=True)
             self._log.close()
         try:
-            return self._finish()
+            try:
+                return self._finish()
+            except OSError as exc:  # index, page list or crawl.json: the disk filled up
+                raise write_error(exc, f"the index and summary of {self.directory}") from exc
         finally:
             if self._own_lock:
                 self._lock.close()
+
+    def _check_free_space(self) -> None:
+        """Warn when the archive root is short of space (a full disk stops the crawl
+        cleanly, but an archivist racing a deadline wants to know before, not after)."""
+        free = shutil.disk_usage(self.directory).free
+        wanted = self.settings.limits.min_free_space
+        if free < wanted:
+            log.warning("only %s free under %s (less than the %s asked for by "
+                        "min_free_space): a full disk stops the crawl cleanly, resumable once "
+                        "space is freed", format_size(free), self.settings.output,
+                        format_size(wanted))
 
     async def _commit_ticker(self) -> None:
         """Commit the open batch when it is due even while no URL finishes (slow hosts,
@@ -246,7 +279,7 @@ class Crawl:
         within a tick (``writeturn.py``)."""
         while True:
             await asyncio.sleep(COMMIT_TICK)
-            self.catalog.commit_if_due()
+            self._commit_due()
 
     def _queue_start_urls(self) -> None:
         """Queue the seeds, then every URL earlier crawls of this target captured (unless
@@ -301,6 +334,9 @@ class Crawl:
         shortfall = self._shortfall(reason)
         if reason is StopReason.INTERRUPTED:
             code, status = ExitCode.INTERRUPTED, CrawlStatus.INTERRUPTED
+        elif reason in _WRITE_STOPS:  # resumable once the disk has room again
+            code = ExitCode.NO_SPACE if reason is StopReason.NO_SPACE else ExitCode.CONFIG
+            status = CrawlStatus.INTERRUPTED
         elif (seeds_ok == 0 and not self.continued) or totals["pages"] == 0:
             code, status = ExitCode.CRAWL_FAILED, CrawlStatus.FAILED
         elif shortfall:
@@ -309,9 +345,20 @@ class Crawl:
             code, status = ExitCode.OK, CrawlStatus.COMPLETE
         index = self.directory / "indexes" / "index.cdxj"
         pages = self.directory / "pages" / "pages.jsonl"
-        write_cdxj(index_entries(self.catalog, self.pk), index)
-        write_pages(page_entries(self.catalog, self.pk), pages)
-        self.catalog.finish_crawl(self.pk, status, reason.value, int(code), shortfall)
+        # A full disk: record the end first (a few bytes); the index, page list and
+        # crawl.json follow if they fit, and are written by the resume anyway.
+        spare = reason in _WRITE_STOPS
+        if spare:
+            self.catalog.finish_crawl(self.pk, status, reason.value, int(code), shortfall)
+        try:
+            write_cdxj(index_entries(self.catalog, self.pk), index)
+            write_pages(page_entries(self.catalog, self.pk), pages)
+        except OSError as exc:
+            if not spare:
+                raise
+            log.warning("index and page list not written (%s); the resume writes them", exc)
+        if not spare:
+            self.catalog.finish_crawl(self.pk, status, reason.value, int(code), shortfall)
         unfetched = self.frontier.queued + self.frontier.deferred()
         if status not in (CrawlStatus.INTERRUPTED, CrawlStatus.INCOMPLETE) or not unfetched:
             self.frontier.forget()  # kept when the next run continues it (_continue_from)
@@ -336,8 +383,14 @@ class Crawl:
             "warcs": [p.name for p in warcs],
         }
         tmp = self.directory / "crawl.json.tmp"
-        tmp.write_text(json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n", "utf-8")
-        os.replace(tmp, self.directory / "crawl.json")
+        try:
+            tmp.write_text(json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n", "utf-8")
+            os.replace(tmp, self.directory / "crawl.json")
+        except OSError as exc:
+            if not spare:
+                raise
+            tmp.unlink(missing_ok=True)
+            log.warning("crawl.json not written (%s); the resume writes it", exc)
         return CrawlOutcome(crawl_id=self.crawl_id, target=self.target,
                             directory=self.directory, warcs=warcs, index=index, pages=pages,
                             stop_reason=reason, exit_code=code, stats=stats, status=status,
@@ -352,12 +405,21 @@ class Crawl:
             state = _Slot()
             try:
                 await self._process(item, state)
+            except OutputError as exc:  # the URL stays in flight: fetched again on resume
+                self._write_failed(exc)
             except Exception:  # a bug must not kill the crawl; the URL stays queued for resume
                 log.exception("internal error while processing %s", item.url)
                 self.stats.statuses["internal-error"] += 1
             finally:
                 self.frontier.done(item, slot_released=state.released)
-                self.catalog.commit_if_due()
+                self._commit_due()
+
+    def _commit_due(self) -> None:
+        """Commit the catalog batch if due; a failed commit stops the crawl."""
+        try:
+            self.catalog.commit_if_due()
+        except OutputError as exc:
+            self._write_failed(exc)
 
     async def _process(self, item: CrawlUrl, slot: _Slot) -> None:
         """Fetch one URL, write it, and queue what it links to."""
@@ -684,19 +746,26 @@ class Crawl:
                 result.close()
             break
         with self.catalog.transaction():
-            self.frontier.save_robots(host, status, body)
-            if self.settings.robots is RobotsPolicy.OBEY:
-                delay = rules.crawl_delay(self.settings.fetch.user_agent)
-                if delay:
-                    self.frontier.set_host_delay(host, delay)
-            if (self.settings.sitemaps and host in self._seed_hosts
-                    and host not in self._sitemap_hosts):
-                self._sitemap_hosts.add(host)
-                for sitemap in [*rules.sitemaps(), urls.origin(url) + "sitemap.xml"]:
-                    found = urls.try_normalize(sitemap, url)
-                    if found is not None:
-                        self._offer(found, UrlKind.SITEMAP, 0, via=target)
+            self._adopt_robots(host, url, target, status, body, rules)
         return rules
+
+    def _adopt_robots(self, host: str, url: str, robots: str, status: int,
+                      body: bytes | None, rules: RobotsRules) -> None:
+        """Keep a host's robots.txt answer, apply its Crawl-delay and queue its sitemaps
+        (inside the caller's transaction; also for a robots.txt record entered after a kill,
+        whose sitemaps would otherwise never be queued)."""
+        self.frontier.save_robots(host, status, body)
+        if self.settings.robots is RobotsPolicy.OBEY:
+            delay = rules.crawl_delay(self.settings.fetch.user_agent)
+            if delay:
+                self.frontier.set_host_delay(host, delay)
+        if (self.settings.sitemaps and host in self._seed_hosts
+                and host not in self._sitemap_hosts):
+            self._sitemap_hosts.add(host)
+            for sitemap in [*rules.sitemaps(), urls.origin(url) + "sitemap.xml"]:
+                found = urls.try_normalize(sitemap, url)
+                if found is not None:
+                    self._offer(found, UrlKind.SITEMAP, 0, via=robots)
 
     def _recover(self, warc_dir: Path) -> None:
         """Close WARCs a killed session left open and enter records it did not commit."""
@@ -738,7 +807,9 @@ class Crawl:
                     self.frontier.save_robots(urls.host_of(orphan.url), 0, None)
                 elif result.status not in _REDIRECT_STATUSES:
                     body = robots_body(payload, result.header("content-encoding"))
-                    self.frontier.save_robots(urls.host_of(orphan.url), result.status, body)
+                    self._adopt_robots(urls.host_of(orphan.url), orphan.url, orphan.url,
+                                       result.status, body,
+                                       rules_from_response(result.status, body))
             else:
                 self._follow(item, result, found)
             self.frontier.finish_unfetched(item, failed=not result.ok)

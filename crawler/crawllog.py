@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from crawler.errors import write_error
 from crawler.models import CrawlUrl, FetchResult
 
 
@@ -15,6 +16,7 @@ class CrawlLog:
     def __init__(self, path: Path) -> None:
         # Line-buffered: after a kill the log still has every line written so far.
         self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._failed = False  # a write failed (disk full): the crawl stops, the log is done
 
     def line(self, item: CrawlUrl, result: FetchResult | None, note: str = "") -> None:
         """Write: time, status, size, URL, kind, depth, via, type, duration, notes."""
@@ -32,13 +34,23 @@ class CrawlLog:
                 extra.append(result.failure_detail)
             note = " ".join([note, *extra]).strip()
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        self._file.write(
-            f"{now}\t{status}\t{size}\t{item.url}\t{item.kind.value}\t{item.depth}\t"
-            f"{item.via or '-'}\t{mime}\t{ms}ms\t{note or '-'}\n")
+        if self._failed:
+            return
+        try:
+            self._file.write(
+                f"{now}\t{status}\t{size}\t{item.url}\t{item.kind.value}\t{item.depth}\t"
+                f"{item.via or '-'}\t{mime}\t{ms}ms\t{note or '-'}\n")
+        except OSError as exc:
+            self._failed = True
+            raise write_error(exc, self._file.name) from exc
 
     def close(self) -> None:
-        """Flush and close the file."""
-        self._file.close()
+        """Flush and close the file (a line a full disk refused is dropped)."""
+        try:
+            self._file.close()
+        except OSError:
+            if not self._file.closed:
+                self._file.close()
 
     def __enter__(self) -> CrawlLog:
         return self

@@ -13,6 +13,7 @@ data (``models.FailureKind``) written into the WARC as evidence, so they never a
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 
@@ -60,3 +61,18 @@ class OutputError(CrawlerError):
     """The archive output directory cannot be created or written."""
 
     exit_code = ExitCode.CONFIG
+
+
+class NoSpace(OutputError):
+    """A write failed for lack of space (disk full, quota): what was written stays valid."""
+
+    exit_code = ExitCode.NO_SPACE
+
+
+def write_error(exc: OSError, what: str) -> OutputError:
+    """Return the error to raise when writing ``what`` failed: NoSpace for a full disk or
+    quota, so that the crawl stops cleanly and resumes once space is freed."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(f"no space left writing {what}: stopped; free some space, then "
+                       "`crawler resume` continues where it stopped")
+    return OutputError(f"cannot write {what}: {exc}")

@@ -21,6 +21,8 @@ class StopReason(StrEnum):
     MAX_BYTES = "max-bytes"
     MAX_TIME = "max-time"
     INTERRUPTED = "interrupted"  # SIGINT/SIGTERM; resumable
+    NO_SPACE = "no-space"  # a write failed for lack of space; resumable once space is freed
+    WRITE_FAILED = "write-failed"  # a write failed otherwise (I/O error, permissions)
 
 
 @dataclass(slots=True)

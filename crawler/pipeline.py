@@ -77,6 +77,7 @@ async def _run_locked(settings: CrawlSettings, resume: CrawlRow | None,
     """``run_target`` once the lock is held."""
     catalog = Catalog.open(settings.output)
     try:
+        catalog.check_integrity()  # never add to a damaged catalog: rows could go with it
         if resume is not None and not resume.crawl_resumable:
             row = catalog.crawl(resume.target, resume.crawl_id)
             assert row is not None

@@ -65,6 +65,11 @@ def _state(outcome: CrawlOutcome) -> str:
         return "INCOMPLETE" + (f", stopped by {stop}" if stop != "complete" else "")
     if outcome.status == "failed":
         return "FAILED: not one page could be archived"
+    if stop == "no-space":
+        return ("STOPPED: no space left on the archive's disk (what was written is valid; "
+                "free space, then `crawler resume`)")
+    if stop == "write-failed":
+        return "STOPPED: a write failed (see the error above); `crawler resume` once fixed"
     return stop if outcome.status != "complete" else "complete"
 
 

@@ -15,7 +15,7 @@ import io
 import logging
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,7 +114,13 @@ def _unknown_records(path: Path, name: str, known: set[int],
     so an unknown record can sit before known ones. Reading every file makes a resume cost
     time in proportion to the crawl's WARCs (see docs/architecture.md).
     """
-    found: list[OrphanRecord] = []
+    return [r for r in iter_records(path, name, payload_cap) if r.offset not in known]
+
+
+def iter_records(path: Path, name: str, payload_cap: int) -> Iterator[OrphanRecord]:
+    """Yield every response, revisit and failure (metadata) record of a WARC file, in file
+    order, with its payload read up to ``payload_cap`` bytes (one record in memory at once).
+    Evidence attached to another record (a 304's own head) is skipped."""
     with open(path, "rb") as fh:
         records = ArchiveIterator(fh)
         for record in records:
@@ -125,10 +131,8 @@ def _unknown_records(path: Path, name: str, known: set[int],
             payload = record.raw_stream.read(payload_cap)
             records.read_to_end()  # warcio knows offset and length only past the record
             offset, length = records.get_record_offset(), records.get_record_length()
-            if offset in known:
-                continue
             http = record.http_headers
-            found.append(OrphanRecord(
+            yield OrphanRecord(
                 warc_file=name, offset=offset, length=length, record_type=record.rec_type,
                 url=record.rec_headers.get_header("WARC-Target-URI") or "",
                 date=record.rec_headers.get_header("WARC-Date") or "",
@@ -136,8 +140,7 @@ def _unknown_records(path: Path, name: str, known: set[int],
                 status=int(http.get_statuscode()) if http and record.rec_type != "metadata"
                 else None,
                 http_headers=list(http.headers) if http else [],
-                payload=payload))
-    return found
+                payload=payload)
 
 
 def result_from_record(orphan: OrphanRecord) -> FetchResult:

@@ -10,11 +10,13 @@ resolve across crawls because every crawl of a target is in the one collection.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -74,6 +76,9 @@ def build_collections(catalog: Catalog, output: Path, targets: list[str]) -> Pat
     index is written when they end).
     """
     root = output / REPLAY_DIR
+    if not os.access(output, os.W_OK):  # a read-only root (a mounted evidence copy)
+        digest = hashlib.sha256(str(output.resolve()).encode()).hexdigest()[:12]
+        root = Path(tempfile.gettempdir()) / f"crawler-replay-{digest}"
     root.mkdir(parents=True, exist_ok=True)
     config = ["# written by `crawler replay`; rewritten on every run", "collections:"]
     for target in targets:

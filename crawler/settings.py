@@ -16,6 +16,8 @@ from crawler.redact import redact_url
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 
+MIN_FREE_SPACE = 1024 ** 3  # default: warn below 1 GiB free under the archive root
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -24,6 +26,7 @@ class Limits:
     max_pages: int | None = None  # pages (seeds and links), requisites not counted
     max_bytes: int | None = None  # body bytes downloaded
     max_time: float | None = None  # seconds (per session: a resumed crawl starts again)
+    min_free_space: int = MIN_FREE_SPACE  # warn at the start when the archive root has less free
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,3 +26,13 @@ def parse_duration(value: Any) -> float | None:
         return float(value) if value >= 0 else None
     match = _DURATION.match(value) if isinstance(value, str) else None
     return float(match.group(1)) * _TIME_UNITS[match.group(2).lower()] if match else None
+
+
+def format_size(value: int) -> str:
+    """Return a byte count for people: 1.5 GiB, 320.0 MiB, 512 B."""
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} B"

@@ -12,13 +12,16 @@ Not thread-safe: one owner (the crawl's sink thread) calls it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import io
 import json
+import logging
 import os
 import socket
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +31,10 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from crawler import __version__, failpoints, urls
+from crawler.errors import OutputError, write_error
 from crawler.models import FetchResult
+
+log = logging.getLogger("crawler.warc")
 
 OPEN_SUFFIX = ".open"
 REVISIT_MIME = "warc/revisit"
@@ -99,13 +105,27 @@ class _GzipMemberWriter(io.RawIOBase):
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
-        self._out.write(self._zip.compress(data))
+        _write_all(self._out, self._zip.compress(data))
         failpoints.hit("warc-mid-record")
         return len(data)
 
     def flush(self) -> None:
-        self._out.write(self._zip.flush())
+        _write_all(self._out, self._zip.flush())
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new member (after a record was abandoned half-written)."""
         self._zip = zlib.compressobj(self._level, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+
+
+def _write_all(out: IO[bytes], data: bytes) -> None:
+    """Write every byte (an unbuffered file may take part of it, e.g. as the disk fills)."""
+    view = memoryview(data)
+    while view:
+        done = out.write(view)
+        view = view[done or 0:]
+        if not done:
+            raise OSError(errno.ENOSPC, "the file system took no more bytes")
 
 
 class _Writer(WARCWriter):
@@ -210,8 +230,10 @@ class WarcWriter:
         self.hostname = socket.gethostname().split(".")[0] or "localhost"
         self._serial = first_serial  # a resumed crawl continues the numbering
         self._file: IO[bytes] | None = None
+        self._gzip: _GzipMemberWriter | None = None
         self._path: Path | None = None
         self._writer: WARCWriter | None = None
+        self.failed: OutputError | None = None  # the first write failure: no more writes
         self.finished: list[Path] = []
         self.bytes_written = 0
         settings.directory.mkdir(parents=True, exist_ok=True)
@@ -228,10 +250,13 @@ class WarcWriter:
         name = f"{self.settings.prefix}-{ts17}-{self._serial:05d}-{self.hostname}.warc.gz"
         self._serial += 1
         self._path = self.settings.directory / (name + OPEN_SUFFIX)
-        self._file = open(self._path, "xb")  # noqa: SIM115 - closed in _close_file
-        self._writer = _Writer(_GzipMemberWriter(self._file, self.settings.compress_level),
-                               gzip=False, warc_version="WARC/1.1")
-        self._write_warcinfo(name)
+        # Unbuffered: after a failed write no bytes wait in a buffer to land later, past
+        # the point the file is cut back to (see ``_guarded``).
+        self._file = open(self._path, "xb", buffering=0)  # noqa: SIM115 - see _close_file
+        self._gzip = _GzipMemberWriter(self._file, self.settings.compress_level)
+        self._writer = _Writer(self._gzip, gzip=False, warc_version="WARC/1.1")
+        with self._guarded():
+            self._write_warcinfo(name)
 
     def _write_warcinfo(self, filename: str) -> None:
         """Write the warcinfo record that opens every file."""
@@ -251,10 +276,34 @@ class WarcWriter:
 
     def _ensure_open(self) -> WARCWriter:
         """Return the writer of the current file, opening one if needed."""
+        if self.failed is not None:
+            raise self.failed
         if self._writer is None:
-            self._open()
+            try:
+                self._open()
+            except OSError as exc:
+                self.failed = write_error(exc, f"a new WARC file in {self.settings.directory}")
+                raise self.failed from exc
         assert self._writer is not None
         return self._writer
+
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Write one exchange or nothing: on a failed write (disk full), cut the file back
+        to where the exchange began, so it ends with complete records and closes valid,
+        and refuse every later write (the crawl stops; its resume starts a new file)."""
+        assert self._file is not None and self._path is not None
+        file, name, start = self._file, self._path.name, self._file.tell()
+        try:
+            yield
+        except OSError as exc:
+            self.failed = write_error(exc, f"WARC file {name}")
+            with contextlib.suppress(OSError, ValueError):  # ValueError: closed by rotation
+                os.ftruncate(file.fileno(), start)
+                file.seek(start)
+            if self._gzip is not None:
+                self._gzip.reset()
+            raise self.failed from exc
 
     def _tell(self) -> int:
         """Return the current offset in the open file."""
@@ -268,6 +317,12 @@ class WarcWriter:
         Returns where the response (or, for a failure, the metadata record) landed.
         """
         writer = self._ensure_open()
+        with self._guarded():
+            return self._write_exchange(writer, result, extra)
+
+    def _write_exchange(self, writer: WARCWriter, result: FetchResult,
+                        extra: dict[str, str] | None) -> IndexEntry:
+        """``write_exchange`` inside its guard."""
         if result.failure is not None:
             offset, length = self._write_failure(writer, result)
             entry = IndexEntry(url=result.url, timestamp=timestamp17(result.started), mime="",
@@ -322,6 +377,13 @@ class WarcWriter:
         never indexed for replay by pywb or cdxj-indexer, so it cannot shadow the revisit.
         """
         writer = self._ensure_open()
+        with self._guarded():
+            return self._write_revisit(writer, result, original, extra, carried_head)
+
+    def _write_revisit(self, writer: WARCWriter, result: FetchResult, original: Original,
+                       extra: dict[str, str] | None, carried_head: bytes | None,
+                       ) -> IndexEntry:
+        """``write_revisit`` inside its guard."""
         date = warc_date(result.started)
         received, header_text = response_head(result)
         head = carried_head if carried_head is not None else received
@@ -390,11 +452,11 @@ class WarcWriter:
         self._ensure_open()
         assert self._file is not None
         placed = []
-        for entry, member in members:
-            placed.append(dataclasses.replace(entry, offset=self._tell(),
-                                              filename=self.current_name or ""))
-            self._file.write(member)
-        self._file.flush()
+        with self._guarded():
+            for entry, member in members:
+                placed.append(dataclasses.replace(entry, offset=self._tell(),
+                                                  filename=self.current_name or ""))
+                _write_all(self._file, member)
         return placed
 
     def _write_failure(self, writer: WARCWriter, result: FetchResult) -> tuple[int, int]:
@@ -426,15 +488,18 @@ class WarcWriter:
         if self._file is None or self._path is None:
             return
         self.bytes_written += self._file.tell()
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:  # the records are complete (see _guarded); keep them
+            log.warning("%s: could not sync before closing: %s", self._path.name, exc)
         self._file.close()
         failpoints.hit("warc-rotate")
         final = self._path.with_name(self._path.name[: -len(OPEN_SUFFIX)])
         os.replace(self._path, final)
         failpoints.hit("warc-rotated")
         self.finished.append(final)
-        self._file = self._path = self._writer = None
+        self._file = self._path = self._writer = self._gzip = None
 
     def close(self) -> list[Path]:
         """Finish the open file; return all files written."""

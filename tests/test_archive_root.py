@@ -152,8 +152,11 @@ def test_notification_urls_stay_secret_and_survive_a_resume(tmp_path: Path) -> N
     assert "persons/2.html" in b"".join(_Hook.received).decode()
     # Nowhere in clear: catalog, crawl.json, WARCs (warcinfo), logs, reports, output.
     assert secret not in resumed.stdout + resumed.stderr
+    private = (".notify.json", ".outbox-destinations.json")  # owner-only, by design
+    for name in private:
+        assert (out / "t" / name).stat().st_mode & 0o777 == 0o600
     for path in out.rglob("*"):
-        if path.is_file() and path.name != ".notify.json":
+        if path.is_file() and path.name not in private:
             data = path.read_bytes()
             if path.suffix == ".gz":
                 import gzip

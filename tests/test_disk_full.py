@@ -1,0 +1,115 @@
+"""A full disk stops the crawl at the first failed write, leaves every file valid, says so,
+and the crawl resumes once space is freed (issue 12). The disk is a real small tmpfs."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "crawler"]
+PAGES = 120
+PAGE_BYTES = 64 * 1024  # incompressible: 120 pages are ~7.7 MB of WARC
+
+
+class _Pages(BaseHTTPRequestHandler):
+    """/p/N: an HTML page of random bytes (base64) linking to the next pages."""
+
+    def do_GET(self) -> None:
+        if self.path == "/robots.txt":
+            body = b""
+        elif self.path.startswith("/p/"):
+            n = int(self.path[3:])
+            links = "".join(f'<a href="/p/{m}">{m}</a>' for m in (2 * n + 1, 2 * n + 2)
+                            if m < PAGES)
+            filler = os.urandom(PAGE_BYTES).hex()[:PAGE_BYTES]
+            body = f"<html><body><h1>{n}</h1>{links}<p>{filler}</p></body></html>".encode()
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def site() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/p/0"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs (mounting needs root, as in CI; the test fails, never skips, without)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    assert mounted.returncode == 0, f"this test mounts a small tmpfs (needs root): " \
+                                    f"{mounted.stderr}"
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=180, cwd=cwd)
+
+
+def test_a_full_disk_stops_cleanly_and_the_crawl_resumes_once_space_is_freed(
+        site: str, small_disk: Path, tmp_path: Path) -> None:
+    out = small_disk / "arch"
+    first = _run("archive", site, "--target", "t", "--output", str(out), "--scope", "host",
+                 "--delay", "0", "--no-sitemaps", cwd=tmp_path)
+    assert first.returncode == 10, first.stdout + first.stderr
+    assert "free under" in first.stderr  # warned before starting: 3 MiB < 1 GiB
+    assert "no space left" in first.stderr + first.stdout
+    assert "Traceback" not in first.stderr, first.stderr
+    db = sqlite3.connect(out / "catalog.sqlite3")
+    try:
+        status, reason = db.execute("SELECT status, stop_reason FROM crawls").fetchone()
+        fetched_before = db.execute("SELECT count(*) FROM captures WHERE status = 200 "
+                                    "AND final = 1").fetchone()[0]
+    finally:
+        db.close()
+    assert (status, reason) == ("interrupted", "no-space")
+    assert 0 < fetched_before < PAGES  # it stopped early, and what it had is kept
+    crawl_dir = next((out / "t").glob("2*"))
+    assert not list(crawl_dir.rglob("*.open"))
+    for warc in (crawl_dir / "warc").glob("*.warc.gz"):
+        check = subprocess.run([sys.executable, "-m", "warcio.cli", "check", str(warc)],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    listed = _run("status", "--output", str(out), cwd=tmp_path)
+    assert listed.returncode == 0 and "no-space" in listed.stdout
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    resumed = _run("resume", "t", "--output", str(out), "--quiet", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    db = sqlite3.connect(out / "catalog.sqlite3")
+    try:
+        pages = db.execute("SELECT url, count(*) FROM captures WHERE status = 200 AND final = 1 "
+                           "AND url LIKE '%/p/%' GROUP BY url").fetchall()
+        (state,) = db.execute("SELECT status FROM crawls").fetchone()
+    finally:
+        db.close()
+    assert state == "complete"
+    assert len(pages) == PAGES and all(n == 1 for _, n in pages)
+    verify = _run("verify", "t", "--output", str(out), cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
