@@ -51,7 +51,8 @@ def message(target: str, crawl_id: str, events: Sequence[Event],
         if e.key.startswith("host:"):
             line = f"HOST {line}"
             if folded[(e.url, e.cls, e.state)]:
-                line += f"; {folded[(e.url, e.cls, e.state)]} URL(s) of it in the report"
+                line += (f"; and {folded[(e.url, e.cls, e.state)]} URL(s) of it in the same "
+                         "state (listed in the report)")
         lines.append(line)
     if len(shown) > MAX_LINES:
         lines.append(f"... and {len(shown) - MAX_LINES} more (see the report)")

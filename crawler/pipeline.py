@@ -129,7 +129,8 @@ async def finish_run(catalog: Catalog, row: CrawlRow, settings: CrawlSettings,
     if row.phase in (Phase.REPORT, Phase.PACKAGE):
         data = report.build(catalog, comparison, events)
         failpoints.hit("before-report")
-        paths = report.write(data, row.directory)
+        paths = report.write(data, row.directory,
+                             report.detail_lines(catalog, comparison, events))
         catalog.set_phase(row.pk, Phase.PACKAGE)
     delivery = await asyncio.to_thread(deliver, catalog, settings, row.target)
     outcome = replace(outcome, warcs=refresh_after_detection(catalog, row))

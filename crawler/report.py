@@ -12,18 +12,20 @@ from __future__ import annotations
 import html
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from crawler import __version__
+from crawler import __version__, urls
 from crawler.catalog import Catalog, now_iso
-from crawler.detect import NEGATIVE, Cls, Snap
+from crawler.detect import NEGATIVE, Cls, Finding, Snap
 from crawler.diff import Comparison, Event
 from crawler.outcome import shortfall_lines  # the same words as the terminal summary
 from crawler.warc import timestamp17_of
 
 SCHEMA = "crawler-report/1"
+DETAILS = "findings.jsonl"  # every transition and finding, beside the bounded report
+MAX_LISTED = 1000  # transitions and findings listed in report.json (the rest: DETAILS)
 # Counted, not listed: the report of a 3-million-page baseline crawl must stay small.
 QUIET = frozenset({Cls.UNCHANGED, Cls.NOT_MODIFIED, Cls.SEMANTIC, Cls.NEW})
 REPLAY_BASE = "http://127.0.0.1:8080"  # `crawler replay`'s default address
@@ -59,12 +61,19 @@ def _snap(target: str, snap: Snap | None) -> dict[str, Any] | None:
 
 
 def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict[str, Any]:
-    """Return the report as JSON-ready data."""
+    """Return the report as JSON-ready data, bounded in size whatever the crawl's.
+
+    Transitions that a whole-host event of the same run explains are rolled up into it (a
+    blocked site is one line, not one per page); at most ``MAX_LISTED`` transitions and
+    findings are listed, with their totals. Every one of them, one per line, is in
+    ``findings.jsonl`` beside the report (``detail_lines``).
+    """
     target = comparison.target
     states = {r["key"]: r["state"] for r in catalog.db.execute(
         "SELECT key, state FROM url_states WHERE target=?", (target,))}
     findings = [f for f in comparison.findings if f.cls not in QUIET]
     new_alerts = [e for e in events if e.state in ("confirmed", "provisional")]
+    shown, folded = roll_up(events)
     before = comparison.before
     return {
         "schema": SCHEMA,
@@ -79,17 +88,66 @@ def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict
         "summary": {"urls": sum(comparison.counts().values()), "classes": comparison.counts(),
                     "transitions": len(events), "new_alerts": len(new_alerts),
                     "open_states": len(states)},
+        "listed": {"events": min(len(shown), MAX_LISTED), "events_total": len(events),
+                   "rolled_up": sum(folded.values()),
+                   "findings": min(len(findings), MAX_LISTED),
+                   "findings_total": len(findings), "details": DETAILS},
         "hosts": [{"host": h.host, "class": h.cls.value, "urls": h.urls, "of": h.of,
                    "since": h.since} for h in comparison.hosts],
-        "events": [{"key": e.key, "url": e.url, "class": e.cls, "state": e.state,
-                    "since": e.since, "detail": e.detail} for e in events],
-        "findings": [{"url": f.url, "key": f.key, "class": f.cls.value, "detail": f.detail,
-                      "takedown": f.cls in NEGATIVE, "state": states.get(f.key),
-                      "confirmed_by_recheck": f.key in comparison.confirmed,
-                      "before": _snap(target, f.before), "after": _snap(target, f.after),
-                      "removed": list(f.removed), "added": list(f.added)} for f in findings],
+        "events": [_event(e, folded.get(e.key, 0)) for e in shown[:MAX_LISTED]],
+        "findings": [_finding(target, f, states, comparison.confirmed)
+                     for f in findings[:MAX_LISTED]],
         "timeline": timeline(catalog, target),
     }
+
+
+def roll_up(events: list[Event]) -> tuple[list[Event], dict[str, int]]:
+    """Return the transitions to list, and per whole-host event how many URL transitions of
+    its host, class and state it stands for (those are left out of the list)."""
+    hosts = {(e.url, e.cls, e.state): e.key for e in events if e.key.startswith("host:")}
+    folded: dict[str, int] = {}
+    shown = []
+    for e in events:
+        host = hosts.get((urls.host_of(e.url), e.cls, e.state)) if not e.key.startswith(
+            "host:") else None
+        if host is None:
+            shown.append(e)
+        else:
+            folded[host] = folded.get(host, 0) + 1
+    return shown, folded
+
+
+def detail_lines(catalog: Catalog, comparison: Comparison,
+                 events: list[Event]) -> Iterator[str]:
+    """Yield ``findings.jsonl``: every transition, then every finding, one JSON object per
+    line (``"type": "event"`` or ``"finding"``), however many there are."""
+    target = comparison.target
+    states = {r["key"]: r["state"] for r in catalog.db.execute(
+        "SELECT key, state FROM url_states WHERE target=?", (target,))}
+    for e in events:
+        yield json.dumps({"type": "event", **_event(e, 0)}, ensure_ascii=False) + "\n"
+    for f in comparison.findings:
+        if f.cls not in QUIET:
+            yield json.dumps({"type": "finding", **_finding(target, f, states,
+                                                            comparison.confirmed)},
+                             ensure_ascii=False) + "\n"
+
+
+def _event(e: Event, rolled_up: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"key": e.key, "url": e.url, "class": e.cls, "state": e.state,
+                            "since": e.since, "detail": e.detail}
+    if e.key.startswith("host:"):
+        data["urls_rolled_up"] = rolled_up
+    return data
+
+
+def _finding(target: str, f: Finding, states: dict[str, str],
+             confirmed: set[str]) -> dict[str, Any]:
+    return {"url": f.url, "key": f.key, "class": f.cls.value, "detail": f.detail,
+            "takedown": f.cls in NEGATIVE, "state": states.get(f.key),
+            "confirmed_by_recheck": f.key in confirmed,
+            "before": _snap(target, f.before), "after": _snap(target, f.after),
+            "removed": list(f.removed), "added": list(f.added)}
 
 
 def timeline(catalog: Catalog, target: str) -> list[dict[str, Any]]:
@@ -104,8 +162,14 @@ def timeline(catalog: Catalog, target: str) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def write(report: dict[str, Any], directory: Path) -> tuple[Path, Path]:
-    """Write report.json and report.html into a crawl directory (atomically)."""
+def write(report: dict[str, Any], directory: Path,
+          details: Iterable[str] = ()) -> tuple[Path, Path]:
+    """Write report.json, report.html and findings.jsonl (streamed from ``details``) into a
+    crawl directory, each atomically."""
+    tmp = directory / (DETAILS + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.writelines(details)
+    os.replace(tmp, directory / DETAILS)
     paths = (directory / "report.json", directory / "report.html")
     texts = (json.dumps(report, indent=2, ensure_ascii=False) + "\n", render_html(report))
     for path, text in zip(paths, texts, strict=True):
@@ -172,8 +236,17 @@ port.</p>""", _svg(report["timeline"]), "<h2>Summary</h2><table>"]
             (_e(h["host"]), f"<b class=t>{_e(h['class'])}</b>",
              f"{h['urls']} of {h['of']}", _e(h["since"])) for h in report["hosts"])))
     parts.append(_table("State changes", ("state", "class", "URL", "since", "detail"), (
-        tuple(_e(e[k]) for k in ("state", "class", "url", "since", "detail"))
+        (*(_e(e[k]) for k in ("state", "class", "url", "since")), _e(e["detail"]) + (
+            f" <b>and {e['urls_rolled_up']} URL(s) of this host in the same state</b> "
+            f"(in {DETAILS})" if e.get("urls_rolled_up") else ""))
         for e in report["events"])))
+    listed = report.get("listed") or {}
+    if listed and (listed["events"] < listed["events_total"] - listed["rolled_up"]
+                   or listed["findings"] < listed["findings_total"]):
+        parts.append(f"<p class=t>This page lists {listed['events']} of "
+                     f"{listed['events_total']} state changes and {listed['findings']} of "
+                     f"{listed['findings_total']} findings; all of them are in "
+                     f"<code>{DETAILS}</code> beside it.</p>")
     by_class: dict[str, list[dict[str, Any]]] = {}
     for f in report["findings"]:
         by_class.setdefault(f["class"], []).append(f)
