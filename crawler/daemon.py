@@ -50,10 +50,10 @@ def run_job(name: str) -> None:
         _current.run(name)
 
 
-def outbox_job() -> None:
+def outbox_job(force: bool = False) -> None:
     """Retry queued notifications (an internal job, not kept in the job store)."""
     if _current is not None:
-        _current.deliver_outbox()
+        _current.deliver_outbox(force=force)
 
 
 def trigger(schedule: Schedule) -> BaseTrigger:
@@ -96,9 +96,14 @@ class Daemon:
         self.scheduler.start(paused=True)
         self._sync_jobs(self.config)
         self._resume_unfinished()
+        # At the start every queued notification is tried at once (the daemon may have been
+        # down for long; its receiver may be back), then each when its back-off runs out.
+        self.scheduler.add_job(outbox_job, kwargs={"force": True}, id="outbox-start",
+                               name="outbox at start", jobstore="internal",
+                               executor="internal", next_run_time=datetime.now(UTC))
         self.scheduler.add_job(outbox_job, IntervalTrigger(seconds=self.config.outbox_interval),
                                id="outbox", name="outbox", jobstore="internal",
-                               executor="internal", next_run_time=datetime.now(UTC))
+                               executor="internal")
         self.scheduler.resume()
         log.info("daemon started: %d target(s), at most %d crawl(s) at once",
                  len(self.config.targets), self.config.max_concurrent_crawls)
@@ -157,9 +162,10 @@ class Daemon:
             job.remove()
             log.info("unscheduled %s (no longer configured)", job.id)
 
-    def deliver_outbox(self) -> None:
-        """Send due notifications of every configured target that no run holds (a run
-        delivers its own target's: two senders of one message would send it twice)."""
+    def deliver_outbox(self, *, force: bool = False) -> None:
+        """Send due notifications (``force``: all queued ones) of every configured target
+        that no run holds (a run delivers its own target's: two senders of one message would
+        send it twice)."""
         catalog = Catalog.open(self.config.archives)
         try:
             for name, target in self.config.targets.items():
@@ -172,7 +178,8 @@ class Daemon:
                 try:
                     done = outbox.deliver_due(catalog, notify.send_one, target=name,
                                               urls=target.scheduled.detect.notify,
-                                              expiry=target.scheduled.detect.notify_expiry)
+                                              expiry=target.scheduled.detect.notify_expiry,
+                                              force=force)
                 finally:
                     lock.close()
                 if done.delivered or done.expired:
@@ -227,8 +234,14 @@ class Daemon:
 
         log.info("%s: %s crawl", name, "resuming the" if resume else "starting a")
         try:
-            run = loop.run_until_complete(run_target(target.scheduled, resume=resume,
-                                                     on_start=started))
+            while True:
+                try:
+                    run = loop.run_until_complete(run_target(target.scheduled, resume=resume,
+                                                             on_start=started))
+                    break
+                except CrawlInProgress:  # the outbox pass (or a manual run) holds it a moment
+                    if self._stopping.wait(1.0):
+                        return
         except CrawlerError as exc:
             log.error("%s: crawl not run: %s", name, exc)
             return

@@ -244,3 +244,57 @@ def test_the_daemon_waits_for_a_manual_run_of_the_same_target(tmp_path: Path,
             held.close()
         wait_for(lambda: len(complete(daemon.crawls())) >= 1, 60, "the crawl after the wait")
         assert daemon.stop() == 0
+
+
+def test_an_alert_waits_for_a_down_webhook_across_a_daemon_restart(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Before, a notification was retried three times and dropped: alerts raised while the
+    webhook was down were never delivered. Now they wait in the outbox; the restarted daemon
+    tries every queued one at once, and nothing is sent twice."""
+    import json
+
+    from test_phases import Webhook
+
+    hook = Webhook()  # down
+    try:
+        with SampleSite() as site:
+            config = tmp_path / "t.toml"
+            config.write_text(config_text(site, every="3s", more=(
+                f'notify = ["{hook.url}"]\nconfirm_runs = 2\n')).replace(
+                "max_concurrent_crawls = 2", 'max_concurrent_crawls = 2\noutbox_interval = "1s"'),
+                "utf-8")
+            daemon = Daemon(config).start()
+            daemons.append(daemon)
+            wait_for(lambda: len(complete(daemon.crawls())) >= 1, 60, "a first crawl")
+            site.content.takedown.removed = {"/persons/2.html": 410}
+
+            def queued() -> int:
+                listed = subprocess.run([*CLI, "outbox", "--output", str(daemon.archives),
+                                         "--json"], capture_output=True, text=True)
+                return len(json.loads(listed.stdout)["queued"]) if listed.stdout else 0
+
+            wait_for(lambda: queued() >= 1, 60, "a queued alert")
+            assert daemon.stop() == 0
+            status = subprocess.run([*CLI, "status", "--output", str(daemon.archives)],
+                                    capture_output=True, text=True)
+            assert "queued" in status.stdout and "last error" in status.stdout
+            waiting = queued()
+            hook.up()
+            daemon.start()
+            wait_for(lambda: len(hook.received) >= waiting and queued() == 0, 60,
+                     "the queued alerts delivered")
+            assert daemon.stop() == 0
+    finally:
+        hook.down()
+    ids = [m["message"].rsplit("crawler-message: ", 1)[1] for m in hook.received]
+    assert len(ids) == len(set(ids))  # none twice
+    assert any("/persons/2.html" in m["message"] for m in hook.received)
+    db = sqlite3.connect(daemon.archives / "catalog.sqlite3")
+    try:
+        with_events = {row[0] for row in db.execute(
+            "SELECT DISTINCT k.crawl_id FROM events e JOIN crawls k ON k.id = e.crawl")}
+        undelivered = db.execute("SELECT count(*) FROM outbox WHERE delivered IS NULL"
+                                 ).fetchone()[0]
+    finally:
+        db.close()
+    assert {i.split("/", 1)[1] for i in ids} == with_events and undelivered == 0
