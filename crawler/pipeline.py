@@ -112,6 +112,7 @@ async def finish_run(catalog: Catalog, row: CrawlRow, settings: CrawlSettings,
     fetch = replace(settings.fetch, total_timeout=min(settings.fetch.total_timeout, 60.0))
     detect = settings.detect
     report_path = row.directory / "report.html"
+    _remove_leftovers(row)
     if row.phase == Phase.DETECT:
         def commit(events: list[Event]) -> None:  # inside detection's transaction
             if events and detect.notify:
@@ -142,6 +143,15 @@ async def finish_run(catalog: Catalog, row: CrawlRow, settings: CrawlSettings,
         catalog.db.execute("UPDATE crawls SET exit_code=?, phase=NULL WHERE id=?",
                            (int(run.exit_code), row.pk))  # what `crawler status` shows
     return run
+
+
+def _remove_leftovers(row: CrawlRow) -> None:
+    """Delete half-written files a kill left (reports, index, page list, crawl.json and
+    packages are written as ``.tmp`` and renamed; the WARCs' ``.open`` files are repaired by
+    detection, which keeps their records). Runs under the target's lock."""
+    for path in [*row.directory.rglob("*.tmp"), *row.directory.parent.glob("*.wacz.tmp")]:
+        log.info("removing %s, left half-written by an interrupted run", path.name)
+        path.unlink(missing_ok=True)
 
 
 def deliver(catalog: Catalog, settings: CrawlSettings, target: str) -> outbox.Delivery:
