@@ -3,6 +3,7 @@ all three writing to ONE archive root (one ``catalog.sqlite3``).
 
     python benchmarks/concurrent_crawls.py                       # 6,000 persons per site
     python benchmarks/concurrent_crawls.py --persons 3000 --json
+    python benchmarks/concurrent_crawls.py --init-root   # create the catalog before phase B
 
 Several crawls on one root share the SQLite catalog; writers take turns through flock lock
 files (crawler/writeturn.py) and a batching crawl commits early when another writer waits
@@ -15,15 +16,18 @@ B. N (default 3) `crawler archive` processes, targets ``t1``..``tN``, started at
 
 Each site is benchsite.py's ``listing`` profile (a name index: ``--persons`` person pages
 reached through paged alphabetical listings), served on 127.0.0.1 in its own process. Crawls
-run with ``--scope host --delay 0 --recheck 0`` and ``--per-host`` as given.
+run with ``--scope host --delay 0 --recheck 0`` and ``--per-host`` as given. The root is
+empty when the crawls start, so they also race to create the catalog's schema; with
+``--init-root`` a `crawler status` creates it first (untimed), which takes that race out.
 
 Reported, all measured: per crawl its wall time (process start to exit), URLs captured
 (final rows in ``captures`` of its crawl), the site's URLs it got a 200 for, its URLs/s and
 exit code; per phase the wall time, total URLs, aggregate URLs/s (total URLs / phase wall
-time), CPU seconds used by the crawl processes, and the ratio of phase B's aggregate to
-phase A's throughput. Every crawl must exit 0, end ``complete`` and print nothing with
-"locked" on stderr; anything else is printed. The site servers run on the same machine and
-take CPU too: on a 2-core machine three crawls and three servers compete for the cores.
+time), CPU seconds used by the crawl processes and by the site servers, the machine's load
+average, and the ratio of phase B's aggregate to phase A's throughput. Every crawl must exit
+0, end ``complete`` and print nothing with the word "locked" on stderr; anything else is
+printed. The site servers run on the same machine and take CPU too: on a 2-core machine
+three crawls and three servers compete for the cores.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import resource
 import sqlite3
 import subprocess
@@ -83,6 +88,7 @@ class Phase:
     wall: float = 0.0
     cpu: float = 0.0
     server_cpu: float = 0.0
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at start and end
 
     @property
     def urls(self) -> int:
@@ -159,7 +165,12 @@ def run_together(runs: list[CrawlRun], work: Path) -> tuple[float, float]:
 def read_catalog(root: Path, runs: list[CrawlRun], persons: int) -> None:
     """Fill in each run's URLs, site coverage and state from the shared catalog."""
     expected = set(build_listing_site(persons))
-    db = sqlite3.connect(f"file:{root / 'catalog.sqlite3'}?mode=ro", uri=True, timeout=30)
+    catalog = root / "catalog.sqlite3"
+    if not catalog.exists():
+        for run in runs:
+            run.problems.append(f"no catalog at {catalog}")
+        return
+    db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=30)
     try:
         for run in runs:
             rows = db.execute("SELECT id, status FROM crawls WHERE target = ?",
@@ -187,7 +198,7 @@ def check(run: CrawlRun, site_urls: int) -> None:
         run.problems.append(f"catalog state {run.state!r}")
     if run.site_ok < site_urls:
         run.problems.append(f"only {run.site_ok:,} of the site's {site_urls:,} URLs got a 200")
-    if "locked" in run.stderr.lower():
+    if re.search(r"\blocked\b", run.stderr, re.IGNORECASE):  # not "_run_locked" in a trace
         run.problems.append('"locked" on stderr')
     if run.stderr.strip():
         run.problems.append("stderr: " + run.stderr.strip()[-2000:])
@@ -204,7 +215,7 @@ def check(run: CrawlRun, site_urls: int) -> None:
                             f"shortfall {summary.get('shortfall')}")
 
 
-def phase(name: str, crawls: int, persons: int, per_host: int) -> Phase:
+def phase(name: str, crawls: int, persons: int, per_host: int, *, init_root: bool) -> Phase:
     """Run ``crawls`` crawls at once into one fresh root, each against its own site."""
     servers = [serve(persons) for _ in range(crawls)]
     try:
@@ -212,8 +223,13 @@ def phase(name: str, crawls: int, persons: int, per_host: int) -> Phase:
             root, work = Path(tmp) / "root", Path(tmp)
             runs = [CrawlRun(f"t{i}", url, archive_cmd(url, root, f"t{i}", per_host))
                     for i, (url, _) in enumerate(servers, 1)]
+            if init_root:
+                subprocess.run([*CLI, "status", "--output", str(root), "--json"], check=True,
+                               capture_output=True)
             server0 = sum(process_cpu(server.pid) for _, server in servers)
+            load0 = os.getloadavg()[0]
             wall, cpu = run_together(runs, work)
+            load = (load0, os.getloadavg()[0])
             server_cpu = sum(process_cpu(server.pid) for _, server in servers) - server0
             read_catalog(root, runs, persons)
     finally:
@@ -224,11 +240,25 @@ def phase(name: str, crawls: int, persons: int, per_host: int) -> Phase:
     site_urls = len(build_listing_site(persons))
     for run in runs:
         check(run, site_urls)
-    return Phase(name, runs, wall, cpu, server_cpu)
+    return Phase(name, runs, wall, cpu, server_cpu, load)
 
 
-def print_report(phases: list[Phase], persons: int, per_host: int) -> None:
+def code_version() -> str:
+    """Return the commit the crawler code is at and whether crawler/ has local changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "crawler"], cwd=repo,
+                               check=True, capture_output=True, text=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{head}" + (f" with {len(dirty)} changed files under crawler/" if dirty else "")
+
+
+def print_report(phases: list[Phase], persons: int, per_host: int, init_root: bool) -> None:
     site_urls = len(build_listing_site(persons))
+    print(f"crawler code: {code_version()}")
     cores = os.cpu_count() or 0
     print(f"machine: {cores} CPUs (os.cpu_count); sched affinity "
           f"{len(os.sched_getaffinity(0))} CPUs")
@@ -237,7 +267,10 @@ def print_report(phases: list[Phase], persons: int, per_host: int) -> None:
         print(f"  note: {most} crawls (plus {most} site servers, each its own process) share "
               f"{cores} cores, so concurrent crawls compete for CPU")
     print(f"site: benchsite 'listing' profile, {persons:,} persons = {site_urls:,} URLs per "
-          f"site; --per-host {per_host} --delay 0 --recheck 0\n")
+          f"site; --per-host {per_host} --delay 0 --recheck 0")
+    print("root: " + ("catalog created by `crawler status` before the crawls start\n"
+                      if init_root else "empty when the crawls start (they create the "
+                      "catalog)\n"))
 
     print("per crawl:")
     print(f"  {'phase':<6} {'target':<6} {'URLs':>7} {'site 200s':>10} {'wall s':>7} "
@@ -247,6 +280,9 @@ def print_report(phases: list[Phase], persons: int, per_host: int) -> None:
             print(f"  {p.name:<6} {run.target:<6} {run.urls:>7,} {run.site_ok:>10,} "
                   f"{run.wall:>7.1f} {run.rate:>7.1f} {run.exit_code!s:>4}  {run.state}")
 
+    print("\n1-min load average at start -> end of each phase (other work on the machine "
+          "skews the figures): " + ", ".join(f"{p.name} {p.load[0]:.2f} -> {p.load[1]:.2f}"
+                                             for p in phases))
     base = phases[0].rate
     print("\nper phase:")
     print(f"  {'phase':<6} {'crawls':>6} {'URLs per crawl':>16} {'wall s':>7} "
@@ -286,23 +322,28 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=6000, help="persons per site")
     parser.add_argument("--crawls", type=int, default=3, help="crawls at once in phase B")
     parser.add_argument("--per-host", type=int, default=8)
+    parser.add_argument("--init-root", action="store_true",
+                        help="create the catalog (crawler status) before starting the crawls")
     parser.add_argument("--json", action="store_true", help="end with a JSON summary line")
     args = parser.parse_args()
 
-    phases = [phase("A", 1, args.persons, args.per_host),
-              phase("B", args.crawls, args.persons, args.per_host)]
-    print_report(phases, args.persons, args.per_host)
+    phases = [phase("A", 1, args.persons, args.per_host, init_root=args.init_root),
+              phase("B", args.crawls, args.persons, args.per_host, init_root=args.init_root)]
+    print_report(phases, args.persons, args.per_host, args.init_root)
     if args.json:
         base = phases[0].rate
         print(json.dumps({
             "cpus": os.cpu_count(),
+            "code": code_version(),
             "persons": args.persons,
             "site_urls": len(build_listing_site(args.persons)),
             "per_host": args.per_host,
+            "init_root": args.init_root,
             "phases": [{
                 "phase": p.name, "crawls": len(p.runs), "wall_s": round(p.wall, 2),
                 "urls": p.urls, "aggregate_urls_per_s": round(p.rate, 1),
                 "crawl_cpu_s": round(p.cpu, 1),
+                "load_avg_1min": [round(x, 2) for x in p.load],
                 "server_cpu_s": round(p.server_cpu, 1),
                 "ratio_to_one_crawl": round(p.rate / base, 3),
                 "runs": [{"target": r.target, "urls": r.urls, "site_200s": r.site_ok,

@@ -454,12 +454,14 @@ class Catalog:
 
     def migrate(self) -> int:
         """Bring the schema up to SCHEMA_VERSION; return the version found before."""
-        found = int(self.db.execute("PRAGMA user_version").fetchone()[0])
-        if found > SCHEMA_VERSION:
-            raise OutputError(f"{self.path} was written by a newer crawler (schema {found}, "
-                              f"this version knows {SCHEMA_VERSION}); upgrade crawler")
-        for version in range(found, SCHEMA_VERSION):
-            with self.transaction():
+        found = self._version()
+        if found == SCHEMA_VERSION:
+            return found
+        # Under the write turn, and read again inside the transaction: processes opening a
+        # new root together (three crawls started at once) must not each run the upgrade.
+        with self.transaction():
+            found = self._version()
+            for version in range(found, SCHEMA_VERSION):
                 for statement in _statements(MIGRATIONS[version]):
                     self.db.execute(statement)
                 if version + 1 == 5:
@@ -467,6 +469,14 @@ class Catalog:
                 if version + 1 == 6:
                     self._rekey()
                 self.db.execute(f"PRAGMA user_version={version + 1}")
+        return found
+
+    def _version(self) -> int:
+        """Return the schema version of the file; refuse one from a newer crawler."""
+        found = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if found > SCHEMA_VERSION:
+            raise OutputError(f"{self.path} was written by a newer crawler (schema {found}, "
+                              f"this version knows {SCHEMA_VERSION}); upgrade crawler")
         return found
 
     def _rekey(self) -> None:

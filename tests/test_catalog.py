@@ -105,3 +105,22 @@ def test_repair_cuts_a_partial_record_and_returns_uncommitted_ones(tmp_path: Pat
         ("http://h/2", 200, b"<a href='/next2'>next</a>")]
     assert orphans[0].length > 0
     read_records(closed)  # valid, digests verify
+
+
+def test_processes_creating_one_catalog_at_once_upgrade_it_once(tmp_path: Path) -> None:
+    """Three crawls started together on an empty root each ran the migrations ("table
+    crawls already exists"); the upgrade now runs once, under the write turn."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from crawler.catalog import Catalog; "
+            "Catalog.open(Path(sys.argv[1])).close()")
+    for round_ in range(5):
+        root = tmp_path / str(round_)
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(root)],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errors
+        catalog = Catalog.open(root)
+        assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        catalog.close()
