@@ -340,9 +340,11 @@ def test_compared_with_the_last_good_capture_not_the_last_one(tmp_path: Path) ->
     found = classes(back, site)
     assert found["/persons/3.html"] == "edited"  # against crawl 1, not the block page
     assert "/persons/4.html" not in found  # quiet again
-    recovered = {e["url"].replace(site.url, "/") for e in back.report["events"]
-                 if e["state"] == "recovered"}
+    recovered = {e.url.replace(site.url, "/") for e in back.events if e.state == "recovered"}
     assert {"/persons/4.html", "/persons/3.html"} <= recovered
+    # the report lists the host's recovery, standing for its pages' (all in findings.jsonl)
+    (host,) = [e for e in back.report["events"] if e["key"].startswith("host:")]
+    assert host["state"] == "recovered" and host["urls_rolled_up"] >= 30
 
 
 def test_a_name_that_did_not_resolve_is_not_asked_again_at_once() -> None:
