@@ -96,7 +96,8 @@ def test_two_crawls_and_read_commands_share_one_archive_root(tmp_path: Path) -> 
         reads: list[subprocess.CompletedProcess[str]] = []
         started = time.monotonic()
         while any(r.poll() is None for r in runs):
-            for command in (["status"], ["list", "first"]):
+            for command in (["status"], ["list", "first"], ["diff", "second"],
+                            ["verify", "first"]):
                 reads.append(subprocess.run([*CLI, *command, "--output", str(out)],
                                             capture_output=True, text=True, timeout=60))
             time.sleep(0.5)
@@ -112,6 +113,10 @@ def test_two_crawls_and_read_commands_share_one_archive_root(tmp_path: Path) -> 
     assert not failed, failed[0].stderr
     assert len(reads) > 20
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    packaged = subprocess.run([*CLI, "wacz", "second", "--output", str(out), "--file",
+                               str(tmp_path / "second.wacz")], capture_output=True, text=True,
+                              timeout=120)
+    assert packaged.returncode == 0, packaged.stderr
     db = sqlite3.connect(out / "catalog.sqlite3")
     try:
         rows = db.execute(
