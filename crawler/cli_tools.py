@@ -18,6 +18,7 @@ import click
 
 from crawler.catalog import Catalog
 from crawler.errors import CrawlerError, ExitCode
+from crawler.settings import detect_settings_of
 
 
 @contextlib.contextmanager
@@ -159,7 +160,10 @@ def diff(target: str, from_id: str | None, to_id: str | None, output: Path,
         if after is None or (from_id and before is None):
             click.echo(f"crawler: no such crawl of {target} under {output}", err=True)
             sys.exit(int(ExitCode.CONFIG))
-        comparison = compare(catalog, after, before=before)
+        # the rules the crawl's own comparison used (ignore selectors and regexes): the same
+        # crawl pair must give the same classes here as in its report
+        rules = detect_settings_of(after.settings).rules
+        comparison = compare(catalog, after, before=before, rules=rules)
         data = report.build(catalog, comparison, [])
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))

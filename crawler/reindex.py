@@ -34,7 +34,7 @@ from crawler.errors import OutputError
 from crawler.layout import target_is_locked
 from crawler.models import CrawlUrl, UrlKind
 from crawler.recovery import iter_records, result_from_record
-from crawler.settings import CrawlSettings, DetectSettings
+from crawler.settings import detect_settings_of
 from crawler.store import capture_row, stored_from_record
 from crawler.warc import SERVER_NOT_MODIFIED
 
@@ -90,7 +90,7 @@ def reindex(root: Path, *, progress: Callable[[str], None] = log.info) -> Reinde
             result.crawls.append((target, row.crawl_id, row.status, entered))
             progress(f"{target}/{row.crawl_id}: {entered} records, {row.status}")
             if row.status in CrawlStatus.FINISHED:
-                detect = _detect_settings(row.settings)
+                detect = detect_settings_of(row.settings)
                 apply_states(catalog, comparison_after_detection(catalog, row, detect), detect)
     finally:
         catalog.close()
@@ -177,14 +177,6 @@ def _rows_of(catalog: Catalog, row: CrawlRow, path: Path, linked: set[str],
                     linked.add(key)
                     keys.append(key)
         yield capture, keys
-
-
-def _detect_settings(settings: dict[str, Any]) -> DetectSettings:
-    """Return the detection settings a crawl ran with (defaults if unknown)."""
-    try:
-        return CrawlSettings.from_json(settings).detect
-    except (KeyError, TypeError, ValueError):
-        return DetectSettings()
 
 
 def _started(crawl_id: str) -> str:

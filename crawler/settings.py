@@ -157,3 +157,12 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, StrEnum):
         return value.value
     return value
+
+
+def detect_settings_of(settings: dict[str, Any]) -> DetectSettings:
+    """Return the detection settings a crawl ran with, from its stored snapshot (defaults if
+    they cannot be read): what ``crawler diff`` and ``crawler reindex`` compare with."""
+    try:
+        return CrawlSettings.from_json(settings).detect
+    except (KeyError, TypeError, ValueError):
+        return DetectSettings()

@@ -291,6 +291,27 @@ def test_reports_and_the_diff_command(tmp_path: Path) -> None:
     assert offline["summary"]["classes"] == data["summary"]["classes"]
 
 
+def test_the_diff_command_applies_the_targets_ignore_rules(tmp_path: Path) -> None:
+    """Before, `crawler diff` compared without the target's ignore rules: the same crawl pair
+    gave semantically-unchanged in the report and edited from the command."""
+    from crawler.pagetext import TextRules
+
+    rules = TextRules(ignore_patterns=(re.compile(r"реабилитирован в \d+ году\.?"),),
+                      ignore_selectors=(".counter",))
+    detect = replace(DETECT, rules=rules)
+    site, run = scenario(tmp_path, lambda s: setattr(s.content, "edited", {3, 4}),
+                         before={"detect": detect})
+    assert run.report is not None
+    found = classes(run, site)
+    assert "/persons/3.html" not in found and "/persons/4.html" not in found  # quiet
+    result = CliRunner().invoke(cli, ["diff", "test", "--output", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    offline = json.loads(result.stdout)
+    assert offline["summary"]["classes"] == run.report["summary"]["classes"]
+    assert not any(f["url"].endswith(("/persons/3.html", "/persons/4.html"))
+                   for f in offline["findings"])
+
+
 class _Hook(BaseHTTPRequestHandler):
     received: ClassVar[list[dict[str, Any]]] = []
 
