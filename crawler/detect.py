@@ -202,7 +202,7 @@ def _redirect(before: Snap, after: Snap, ctx: Context, result: Callable[..., Fin
     target = urljoin(after.url, after.location or "")
     landing = ctx.landing(after)
     landing_lines = ctx.lines(landing) if landing is not None else None
-    if landing_lines and _blocked(landing_lines):
+    if landing_lines and _newly_blocked(ctx.lines(before), landing_lines):
         return result(Cls.BLOCK_PAGE, f"redirects to a block page at {target}", strong=True)
     if _away(after.url, target):
         return result(Cls.REDIRECT_AWAY, f"redirects to {target}")
@@ -231,13 +231,14 @@ def _content(before: Snap, after: Snap, ctx: Context, result: Callable[..., Find
     new = ctx.lines(after)
     if new is None:  # not HTML: bytes changed, nothing more to say
         return result(Cls.EDITED, "content changed")
-    if _blocked(new):
-        return result(Cls.BLOCK_PAGE, "block page text", strong=True)
+    old = ctx.lines(before) or []
+    if _newly_blocked(old, new):
+        return result(Cls.BLOCK_PAGE, "block page text: " + ", ".join(
+            sorted(_markers(new) - _markers(old))), strong=True)
     if ctx.soft_404(after):
         return result(Cls.SOFT_404, "same page as a random URL beside it")
     if after.text_hash and after.text_hash in ctx.collapsed:
         return result(Cls.BLOCK_PAGE, "many pages now serve one identical body")
-    old = ctx.lines(before) or []
     if old == new:
         return result(Cls.SEMANTIC)
     removed, added = _line_changes(old, new)
@@ -271,10 +272,30 @@ def _similarity(old: list[str], new: list[str]) -> float:
     return difflib.SequenceMatcher(None, old, new, autojunk=False).ratio()
 
 
-def _blocked(lines: list[str]) -> bool:
-    """Return True if a page's text carries a known block-page phrase."""
+def _markers(lines: list[str]) -> set[str]:
+    """Return the block-page phrases a page's text carries."""
     text = " ".join(lines)
-    return any(marker in text for marker in BLOCK_MARKERS)
+    return {marker for marker in BLOCK_MARKERS if marker in text}
+
+
+def _newly_blocked(old: list[str] | None, new: list[str]) -> bool:
+    """Return True if ``new`` reads as a block page that replaced ``old``.
+
+    A block-page phrase is evidence only when it is new relative to the last good capture
+    and the page's own content is gone: a page *about* censorship (Memorial writes about
+    Roskomnadzor and the register of banned sites) that changes a sentence, gets a legal
+    label inserted or moves keeps its content, and is no block page.
+    """
+    if not _markers(new) - _markers(old or []):
+        return False
+    return old is None or _kept(old, new) < 0.5
+
+
+def _kept(old: list[str], new: list[str]) -> float:
+    """Return the share of ``old``'s text (in characters) whose lines ``new`` still has."""
+    present = set(new)
+    total = sum(map(len, old)) or 1
+    return sum(len(line) for line in old if line in present) / total
 
 
 def _away(url: str, target: str) -> bool:

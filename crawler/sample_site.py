@@ -63,6 +63,11 @@ class Reply:
 
 
 LAST_MODIFIED = "Mon, 02 Nov 2026 10:00:00 GMT"
+# Article 3 is about censorship, as Memorial's own articles are: it quotes block-page phrases
+# (an innocent page that detection must not take for a block page).
+CENSORSHIP_TEXT = ("<p>В 2021 году Роскомнадзор внёс сайт в реестр запрещённых ресурсов, и "
+                   "для читателей в России доступ ограничен.</p>"
+                   "<p>Мы продолжаем публиковать документы о репрессиях.</p>")
 
 
 def _static(reply: Reply) -> Reply:
@@ -178,6 +183,7 @@ class SampleSiteContent:
                 f'<img src="/img/photo-320.png" srcset="/img/photo-320.png 1x,'
                 f' /img/photo-640.png 2x" alt="">'
                 f"<p>Текст статьи номер {n} о репрессиях 1937 года.</p>"
+                f"{CENSORSHIP_TEXT if n == '3' else ''}"
                 f'<p><a href="/docs/report.pdf">Доклад (PDF)</a></p>')))
             if self.clock:  # a CMS footer: new bytes on every request, same ETag
                 stamp = f" · {datetime.now(UTC).isoformat()}</footer>".encode()

@@ -1,0 +1,52 @@
+"""Detection an archivist can trust (issue 13, first part): pages *about* censorship are not
+block pages. Each scenario is a baseline crawl of the sample site, a change, and a recrawl,
+with the innocent variants that could trip a rule beside the guilty ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_takedown import alerts, classes, scenario
+
+from crawler.sample_site import SampleSite
+
+ARTICLE = "/articles/3.html"  # quotes "Роскомнадзор", "реестр запрещённых", "доступ ограничен"
+
+
+def _rewrite(old: str, new: str) -> object:
+    def change(site: SampleSite) -> None:
+        site.content.takedown.rewrite[ARTICLE] = (old.encode(), new.encode())
+    return change
+
+
+@pytest.mark.parametrize("change", [
+    # a sentence of the article changes
+    _rewrite("Мы продолжаем публиковать документы о репрессиях.",
+             "Мы продолжаем публиковать документы и письма о репрессиях."),
+    # a legal label is inserted above it, quoting block-page phrases that are new to the page
+    _rewrite("<h1>Статья 3</h1>", "<h1>Статья 3</h1><p>Материал внесён в реестр запрещённых "
+                                  "сайтов; доступ к ресурсу ограничен по решению суда.</p>"),
+], ids=["sentence-edited", "legal-label-inserted"])
+def test_an_article_about_blocking_that_changes_is_no_block_page(tmp_path: Path,
+                                                                 change: object) -> None:
+    site, run = scenario(tmp_path, change)  # type: ignore[arg-type]
+    assert classes(run, site)[ARTICLE] == "edited"
+    assert alerts(run) == [] and run.exit_code == 0
+
+
+def test_an_article_about_blocking_that_moves_is_moved(tmp_path: Path) -> None:
+    def move(site: SampleSite) -> None:
+        site.content.moved[ARTICLE] = "/articles/3-blocking.html"
+
+    site, run = scenario(tmp_path, move)
+    assert classes(run, site)[ARTICLE] == "moved"
+    assert alerts(run) == []
+
+
+def test_the_same_article_replaced_by_a_block_page_is_a_block_page(tmp_path: Path) -> None:
+    """The guilty twin: its content gone, block-page phrases it never had."""
+    _site, run = scenario(tmp_path, lambda s: setattr(s.content.takedown, "block_all", True))
+    (finding,) = [f for f in run.report["findings"] if f["url"].endswith(ARTICLE)]
+    assert finding["class"] == "block-page"
+    assert "доступ к информационному ресурсу" in finding["detail"]
