@@ -70,9 +70,18 @@ BLOCK_MARKERS = (
     "this website has been blocked", "this page has been blocked", "blocked by court order",
     "blocked by order of", "unavailable for legal reasons", "this domain has been seized",
 )
-BOT_MARKERS = ("just a moment", "checking your browser", "cf-chl", "captcha",
-               "verify you are human", "ddos-guard", "attention required",
-               "проверка браузера", "вы не робот")
+# Challenge pages of anti-DDoS and bot-protection services: phrase -> who shows it.
+WALL_MARKERS = {
+    "just a moment": "Cloudflare", "checking your browser before accessing": "a JS challenge",
+    "performance & security by cloudflare": "Cloudflare", "cloudflare ray id": "Cloudflare",
+    "attention required! | cloudflare": "Cloudflare", "cf-chl": "Cloudflare",
+    "ddos-guard": "DDoS-Guard", "ddos protection by": "an anti-DDoS service",
+    "qrator": "Qrator", "variti": "Variti", "stormwall": "StormWall",
+    "enable javascript and cookies to continue": "a JS challenge",
+    "verify you are human": "a captcha", "complete the captcha": "a captcha",
+    "i'm not a robot": "a captcha", "проверка браузера": "a JS challenge",
+    "вы не робот": "a captcha", "подтвердите, что вы не робот": "a captcha",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +178,17 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
         blocker = ctx.blocked_by(after)
         return result(Cls.LEGAL, f"451, blocked by {blocker}" if blocker else "451",
                       strong=True)
+    if status in _WALL_STATUSES and not (after.digest and after.digest == before.digest):
+        lines = ctx.lines(after)
+        wall = _new_wall(ctx.lines(before), lines) if lines else None
+        if wall:  # the crawl saw a wall in front of the page, not the page: not evidence
+            return result(Cls.BOT_WALL, f"{status}: challenge page of {wall}")
     if status in (404, 410):
         return result(Cls.REMOVED, str(status), strong=status == 410)
     if status == 429:
         return result(Cls.RATE_LIMITED, "429")
     if status == 403:
-        lines = ctx.lines(after) or []
-        bot = any(m in line for line in lines for m in BOT_MARKERS)
-        return result(Cls.BOT_WALL if bot else Cls.FORBIDDEN, "403")
+        return result(Cls.FORBIDDEN, "403")
     if status >= 500:
         return result(Cls.SERVER_ERROR, str(status))
     if status == 304 and after.record_type == "revisit":
@@ -270,6 +282,23 @@ def _line_changes(old: list[str], new: list[str]) -> tuple[list[str], list[str]]
 
 def _similarity(old: list[str], new: list[str]) -> float:
     return difflib.SequenceMatcher(None, old, new, autojunk=False).ratio()
+
+
+_WALL_STATUSES = frozenset({200, 202, 403, 429, 503})
+
+
+def _new_wall(old: list[str] | None, new: list[str]) -> str | None:
+    """Return who shows the challenge page ``new`` is, if it is one that replaced ``old``
+    (phrases new to the page, its own content gone: an article about captchas is no wall)."""
+    text = " ".join(new)
+    found = {m for m in WALL_MARKERS if m in text}
+    before = " ".join(old or [])
+    fresh = {m for m in found if m not in before}
+    if not fresh or (old is not None and _kept(old, new) >= 0.5):
+        return None
+    names = sorted({WALL_MARKERS[m] for m in fresh})
+    specific = [n for n in names if not n.startswith("a ")]
+    return ", ".join(specific or names)
 
 
 def _markers(lines: list[str]) -> set[str]:

@@ -49,11 +49,15 @@ class TargetRun:
     @property
     def exit_code(self) -> ExitCode:
         """Return the crawl's code, or TAKEDOWN when the run raised a new alert (also when
-        no seed could be fetched: an unreachable site is the alert)."""
+        no seed could be fetched: an unreachable site is the alert), or INCOMPLETE when the
+        crawl ended complete but pages answered with a bot wall (it did not see them)."""
         if self.outcome.exit_code in (ExitCode.OK, ExitCode.CRAWL_FAILED,
                                       ExitCode.INCOMPLETE) and any(
                 e.state in ("confirmed", "provisional") for e in self.events):
             return ExitCode.TAKEDOWN
+        if self.outcome.exit_code is ExitCode.OK and self.report is not None and \
+                self.report["summary"]["classes"].get("bot-wall"):
+            return ExitCode.INCOMPLETE
         return self.outcome.exit_code
 
 

@@ -98,7 +98,20 @@ def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict
         "findings": [_finding(target, f, states, comparison.confirmed)
                      for f in findings[:MAX_LISTED]],
         "timeline": timeline(catalog, target),
+        "warnings": warnings(comparison.counts()),
     }
+
+
+def warnings(counts: dict[str, int]) -> list[str]:
+    """Return what a reader must know before trusting the findings."""
+    found = []
+    walls = counts.get(Cls.BOT_WALL.value, 0)
+    if walls:
+        found.append(f"{walls} URL(s) answered with the challenge page of an anti-DDoS or "
+                     "bot-protection service: the crawl saw the wall, not the pages, so they "
+                     "say nothing about takedowns either way. Crawl again later, more slowly "
+                     "(--delay), or from another network path.")
+    return found
 
 
 def roll_up(events: list[Event]) -> tuple[list[Event], dict[str, int]]:
@@ -186,6 +199,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     classes = ", ".join(f"{k}: {v}" for k, v in s["classes"].items())
     lines = [f"Takedown check of {report['target']} {report['crawl']['crawl_id']} "
              f"against {against}: {s['urls']} URLs ({classes})"]
+    lines += [f"  WARNING: {w}" for w in report.get("warnings", [])]
     for host in report["hosts"]:
         lines.append(f"  HOST {host['host']}: {host['class']} ({host['urls']} of "
                      f"{host['of']} URLs) since {host['since'][:19]}")
@@ -219,6 +233,7 @@ table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border:1px solid #cc
 vertical-align:top;text-align:left}}del{{background:#f6c5c5}}ins{{background:#c9ecc4;
 text-decoration:none}}.t{{color:#b00;font-weight:bold}}code{{font-size:90%}}</style></head><body>
 <h1>Takedown report: {_e(report['target'])}</h1>{_coverage(report['crawl'])}
+{"".join(f"<p class=t>Warning: {_e(w)}</p>" for w in report.get("warnings", []))}
 <p>Crawl <b>{_e(report['crawl']['crawl_id'])}</b> compared with
 <b>{_e((report['compared_with'] or {}).get('crawl_id', 'nothing'))}</b> (last good capture of
 each URL). {s['urls']} URLs; {s['transitions']} state changes, {s['new_alerts']} new alerts,

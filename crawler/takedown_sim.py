@@ -19,6 +19,21 @@ if TYPE_CHECKING:
 BLOCK_TEXT = ("<h1>Доступ ограничен</h1><p>Доступ к информационному ресурсу ограничен на "
               "основании Федерального закона от 27.07.2006 № 149-ФЗ «Об информации, "
               "информационных технологиях и о защите информации».</p>")
+# Challenge pages of anti-DDoS services in front of a site (shortened from the real ones).
+WALLS: dict[str, tuple[int, bytes]] = {
+    "cloudflare-503": (503, b"<!DOCTYPE html><html><head><title>Just a moment...</title></head>"
+                            b"<body><h1>Checking your browser before accessing the site.</h1>"
+                            b"<p>Enable JavaScript and cookies to continue</p>"
+                            b"<p>Performance &amp; security by Cloudflare</p></body></html>"),
+    "ddos-guard-200": (200, b"<!DOCTYPE html><html><head><title>DDoS-Guard</title></head><body>"
+                            b"<h1>\xd0\x9f\xd1\x80\xd0\xbe\xd0\xb2\xd0\xb5\xd1\x80\xd0\xba"
+                            b"\xd0\xb0 \xd0\xb1\xd1\x80\xd0\xb0\xd1\x83\xd0\xb7\xd0\xb5"
+                            b"\xd1\x80\xd0\xb0</h1><p>Checking your browser before accessing. "
+                            b"DDoS protection by DDoS-Guard</p></body></html>"),
+    "captcha-403": (403, b"<!DOCTYPE html><html><head><title>Access check</title></head><body>"
+                         b"<h1>Please verify you are human</h1><div class='captcha'>"
+                         b"<p>Complete the CAPTCHA to continue</p></div></body></html>"),
+}
 NOT_FOUND_TEXT = "<h1>Страница не найдена</h1><p>Запрошенная страница не существует.</p>"
 BLOCKED_BY = "https://rkn.example/registry"
 
@@ -37,6 +52,7 @@ class Takedown:
     noise: bool = False  # counters, timestamps, tokens and a rotating banner on every page
     flaky_every: int = 0  # every N-th request gets a 503
     rewrite: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # path -> (old, new)
+    wall: tuple[int, bytes] | None = None  # every URL answers this challenge (WALLS)
     _requests: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def apply(self, path: str, reply: Reply, page: object) -> Reply:
@@ -46,6 +62,9 @@ class Takedown:
         """
         if path == "/robots.txt":
             return reply
+        if self.wall is not None:  # an anti-DDoS service in front of the whole site
+            status, body = self.wall
+            return _page_reply(reply, body, status)
         if self.flaky_every and next(self._requests) % self.flaky_every == self.flaky_every - 1:
             return replace(reply, status=503, body=b"busy", content_type="text/plain",
                            etag=None, last_modified=None, mode="plain")

@@ -50,3 +50,33 @@ def test_the_same_article_replaced_by_a_block_page_is_a_block_page(tmp_path: Pat
     (finding,) = [f for f in run.report["findings"] if f["url"].endswith(ARTICLE)]
     assert finding["class"] == "block-page"
     assert "доступ к информационному ресурсу" in finding["detail"]
+
+
+@pytest.mark.parametrize("wall", ["cloudflare-503", "ddos-guard-200", "captcha-403"])
+def test_a_bot_wall_in_front_of_the_site_is_a_bot_wall_never_a_removal(
+        tmp_path: Path, wall: str) -> None:
+    """Before: hundreds of confirmed server errors (503 challenge), confirmed soft-404s (200
+    check page), `forbidden` for a 403 captcha, and the crawl ended "complete (exit ok)"."""
+    from crawler.report import summary_lines
+    from crawler.takedown_sim import WALLS
+
+    site, run = scenario(tmp_path, lambda s: setattr(s.content.takedown, "wall", WALLS[wall]))
+    found = classes(run, site)
+    persons = [p for p in found if p.startswith("/persons/") and p.endswith(".html")]
+    assert len(persons) >= 25 and all(found[p] == "bot-wall" for p in persons), found
+    assert alerts(run) == [] and run.report["hosts"] == []
+    # never "complete (exit ok)": a 200 wall was archived but is not the pages (incomplete,
+    # 8); behind a 403/503 wall not one page could be archived (failed, 4)
+    assert run.exit_code == (8 if WALLS[wall][0] == 200 else 4)
+    assert any("WARNING" in line and "challenge page" in line
+               for line in summary_lines(run.report))
+
+
+def test_an_article_about_captchas_that_changes_is_edited(tmp_path: Path) -> None:
+    """The innocent twin: wall phrases new to a page whose own content is still there."""
+    change = _rewrite("<h1>Статья 3</h1>", "<h1>Статья 3</h1><p>При атаке сайт показывает "
+                      "страницу DDoS-Guard «Проверка браузера»: подтвердите, что вы не "
+                      "робот.</p>")
+    site, run = scenario(tmp_path, change)  # type: ignore[arg-type]
+    assert classes(run, site)[ARTICLE] == "edited"
+    assert run.exit_code == 0 and run.report["warnings"] == []
