@@ -25,6 +25,7 @@ from crawler.scope import ScopeKind, ScopeRules, TrapRules
 from crawler.settings import (
     MIN_FREE_SPACE,
     NOTIFY_EXPIRY,
+    OUTAGE_CONFIRM_AFTER,
     CrawlSettings,
     DedupSettings,
     DetectSettings,
@@ -201,6 +202,9 @@ TARGET_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
                          "confirm it"),
     "recheck_spacing": (duration, "time between those fetches"),
     "confirm_runs": (_int(1), "scheduled runs: consecutive crawls in one class to confirm it"),
+    "outage_confirm_after": (duration, "server errors and maintenance pages are confirmed only "
+                                       "by confirm_runs crawls spanning this long (default "
+                                       "6h), never by re-checks"),
     "notify": (_list(_str), "Apprise URLs told about takedown state changes"),
     "notify_expiry": (duration, "how long an undelivered notification is retried before "
                                 "it is given up (default 7d)"),
@@ -323,7 +327,8 @@ def _target(v: dict[str, Any], root: Path) -> Target:
         recheck_probes=v.get("recheck", 2), recheck_spacing=v.get("recheck_spacing", 2.0),
         confirm_runs=v.get("confirm_runs", 2), control_url=v.get("control_url"),
         notify=v.get("notify", ()),
-        notify_expiry=v.get("notify_expiry", NOTIFY_EXPIRY))
+        notify_expiry=v.get("notify_expiry", NOTIFY_EXPIRY),
+        outage_confirm_after=v.get("outage_confirm_after", OUTAGE_CONFIRM_AFTER))
     settings = CrawlSettings(
         seeds=v["seeds"], output=root, target=v["name"],
         scope=ScopeRules(kind=ScopeKind(v.get("scope", "prefix")), depth=v.get("depth"),

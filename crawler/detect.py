@@ -41,6 +41,7 @@ class Cls(StrEnum):
     LEGAL = "legal-block"
     BLOCK_PAGE = "block-page"
     SERVER_ERROR = "server-error"
+    OUTAGE = "outage"  # a maintenance or database-error page in place of the page
     DNS = "unreachable-dns"
     REFUSED = "unreachable-refused"
     TLS = "unreachable-tls"
@@ -51,8 +52,11 @@ class Cls(StrEnum):
 # Classes that may mean a takedown: tracked per URL, confirmed, alerted on.
 NEGATIVE = frozenset({Cls.PARTIAL, Cls.REPLACED, Cls.DELISTED, Cls.REMOVED, Cls.SOFT_404,
                       Cls.REDIRECT_HOME, Cls.REDIRECT_AWAY, Cls.LEGAL, Cls.BLOCK_PAGE,
-                      Cls.SERVER_ERROR, Cls.DNS, Cls.REFUSED, Cls.TLS, Cls.TIMEOUT,
-                      Cls.UNREACHABLE})
+                      Cls.SERVER_ERROR, Cls.OUTAGE, Cls.DNS, Cls.REFUSED, Cls.TLS,
+                      Cls.TIMEOUT, Cls.UNREACHABLE})
+# Negative classes that an ordinary outage produces too: confirmed only when they persist
+# over runs *and* time (DetectSettings.outage_confirm_after), never by re-checks seconds apart.
+SLOW_CONFIRM = frozenset({Cls.SERVER_ERROR, Cls.OUTAGE})
 # Classes that say nothing about the page (not evidence): an open state neither advances nor
 # recovers on them.
 NEUTRAL = frozenset({Cls.NOT_CHECKED, Cls.NETWORK_DOWN, Cls.FORBIDDEN, Cls.BOT_WALL,
@@ -70,6 +74,18 @@ BLOCK_MARKERS = (
     "this website has been blocked", "this page has been blocked", "blocked by court order",
     "blocked by order of", "unavailable for legal reasons", "this domain has been seized",
 )
+# Maintenance and database-error pages: phrase -> what it says.
+OUTAGE_MARKERS = {
+    "сайт временно недоступен": "site temporarily unavailable",
+    "технические работы": "maintenance", "техническое обслуживание": "maintenance",
+    "ведутся работы": "maintenance", "under maintenance": "maintenance",
+    "scheduled maintenance": "maintenance", "down for maintenance": "maintenance",
+    "temporarily unavailable": "temporarily unavailable",
+    "we'll be back soon": "maintenance", "error establishing a database connection":
+    "database error", "database error": "database error", "ошибка базы данных":
+    "database error", "ошибка подключения к базе данных": "database error",
+    "too many connections": "database error",
+}
 # Challenge pages of anti-DDoS and bot-protection services: phrase -> who shows it.
 WALL_MARKERS = {
     "just a moment": "Cloudflare", "checking your browser before accessing": "a JS challenge",
@@ -183,6 +199,12 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
         wall = _new_wall(ctx.lines(before), lines) if lines else None
         if wall:  # the crawl saw a wall in front of the page, not the page: not evidence
             return result(Cls.BOT_WALL, f"{status}: challenge page of {wall}")
+    if (200 <= status < 300 or status >= 500) and not (
+            after.digest and after.digest == before.digest):
+        lines = ctx.lines(after)
+        outage = _new_phrases(ctx.lines(before), lines, OUTAGE_MARKERS) if lines else set()
+        if outage:
+            return result(Cls.OUTAGE, f"{status}: " + ", ".join(sorted(outage)) + " page")
     if status in (404, 410):
         return result(Cls.REMOVED, str(status), strong=status == 410)
     if status == 429:
@@ -287,16 +309,23 @@ def _similarity(old: list[str], new: list[str]) -> float:
 _WALL_STATUSES = frozenset({200, 202, 403, 429, 503})
 
 
+def _new_phrases(old: list[str] | None, new: list[str], markers: dict[str, str]) -> set[str]:
+    """Return what the fingerprint phrases of ``new`` say, if the page is one that replaced
+    ``old``: phrases new to the page, and its own content gone (a page *about* maintenance
+    or captchas that changes a sentence keeps its content)."""
+    text, before = " ".join(new), " ".join(old or [])
+    fresh = {m for m in markers if m in text and m not in before}
+    if not fresh or (old is not None and _kept(old, new) >= 0.5):
+        return set()
+    return {markers[m] for m in fresh}
+
+
 def _new_wall(old: list[str] | None, new: list[str]) -> str | None:
     """Return who shows the challenge page ``new`` is, if it is one that replaced ``old``
     (phrases new to the page, its own content gone: an article about captchas is no wall)."""
-    text = " ".join(new)
-    found = {m for m in WALL_MARKERS if m in text}
-    before = " ".join(old or [])
-    fresh = {m for m in found if m not in before}
-    if not fresh or (old is not None and _kept(old, new) >= 0.5):
+    names = sorted(_new_phrases(old, new, WALL_MARKERS))
+    if not names:
         return None
-    names = sorted({WALL_MARKERS[m] for m in fresh})
     specific = [n for n in names if not n.startswith("a ")]
     return ", ".join(specific or names)
 

@@ -29,12 +29,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from crawler import extract, failpoints, pagetext, urls
 from crawler.catalog import Catalog, CrawlRow, now_iso
 from crawler.detect import (
     NEGATIVE,
     NEUTRAL,
+    SLOW_CONFIRM,
     Cls,
     Context,
     Finding,
@@ -444,28 +446,70 @@ def events_of(catalog: Catalog, crawl_pk: int) -> list[Event]:
 def _advance(db: sqlite3.Connection, target: str, pk: int, f: Finding,
              state: sqlite3.Row | None, now: str, settings: DetectSettings,
              reproduced: bool) -> Event | None:
-    """Move one URL's state on; return the transition, if any."""
+    """Move one URL's state on; return the transition, if any.
+
+    A negative class is confirmed by re-checks that reproduced it, or by ``confirm_runs``
+    consecutive crawls in it; classes an ordinary outage produces (``SLOW_CONFIRM``: server
+    errors, maintenance pages) only by consecutive crawls that also span
+    ``outage_confirm_after``. A confirmation says why, in its detail.
+    """
     if f.cls in NEGATIVE:
         since = f.after.fetched_at if f.after else now
+        slow = f.cls in SLOW_CONFIRM
         if state is not None and state["class"] == f.cls.value:
             streak = state["streak"] + 1
-            confirm = reproduced or streak >= settings.confirm_runs
-            if state["state"] != "confirmed" and confirm:
+            age = _seconds_between(state["since"], now)
+            by_runs = streak >= settings.confirm_runs and (
+                not slow or age >= settings.outage_confirm_after)
+            if state["state"] != "confirmed" and (by_runs or (reproduced and not slow)):
                 _set_state(db, target, f.key, f.url, f.cls.value, "confirmed",
                            state["since_crawl"], state["since"], streak)
-                return Event(f.key, f.url, f.cls.value, "confirmed", state["since"], f.detail)
+                why = (f"{streak} consecutive crawls over {_duration(age)}" if by_runs
+                       else "re-checks after the crawl reproduced it")
+                return Event(f.key, f.url, f.cls.value, "confirmed", state["since"],
+                             _with_why(f.detail, why))
             db.execute("UPDATE url_states SET streak=? WHERE target=? AND key=?",
                        (streak, target, f.key))
             return None
-        level = ("confirmed" if reproduced else
-                 "provisional" if f.strong or f.cls in STRONG_CONFIRM else "suspected")
+        if reproduced and not slow:
+            level, why = "confirmed", "re-checks after the crawl reproduced it"
+        elif (f.strong or f.cls in STRONG_CONFIRM) and not slow:
+            level, why = "provisional", "a strong signal (451, 410 or a block page)"
+        else:
+            level, why = "suspected", ""
         _set_state(db, target, f.key, f.url, f.cls.value, level, pk, since, 1)
-        return Event(f.key, f.url, f.cls.value, level, since, f.detail)
+        return Event(f.key, f.url, f.cls.value, level, since, _with_why(f.detail, why))
     if state is not None and f.cls not in NEUTRAL:
         db.execute("DELETE FROM url_states WHERE target=? AND key=?", (target, f.key))
         return Event(f.key, f.url, state["class"], "recovered", state["since"],
                      f"now {f.cls.value}")
     return None
+
+
+def _with_why(detail: str, why: str) -> str:
+    """Return an event's detail with the reason for its state."""
+    if not why:
+        return detail
+    return f"{detail}; {why}" if detail else why
+
+
+def _seconds_between(start: str, end: str) -> float:
+    """Return the seconds from one ISO 8601 UTC time to another (0 if unreadable)."""
+    try:
+        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return max(0.0, (b - a).total_seconds())
+
+
+def _duration(seconds: float) -> str:
+    """Return a duration for people: 3 h 20 min, 12 min, 40 s."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    if seconds >= 60:
+        return f"{int(seconds // 60)} min"
+    return f"{int(seconds)} s"
 
 
 def _set_state(db: sqlite3.Connection, target: str, key: str, url: str, cls: str, state: str,

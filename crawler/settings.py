@@ -55,6 +55,7 @@ class DedupSettings:
     conditional: bool = True  # send If-None-Match / If-Modified-Since from the last capture
 
 
+OUTAGE_CONFIRM_AFTER = 6 * 3600.0  # default: an outage must last 6 hours to be confirmed
 NOTIFY_EXPIRY = 7 * 86400.0  # default: an undelivered notification is retried for a week
 
 
@@ -66,6 +67,8 @@ class DetectSettings:
     recheck_probes: int = 2  # fetch a suspected URL again this many times after the crawl
     recheck_spacing: float = 2.0  # seconds between those fetches
     confirm_runs: int = 2  # or: consecutive crawls in one class that confirm it
+    # server errors and maintenance pages: only by confirm_runs crawls spanning this long
+    outage_confirm_after: float = OUTAGE_CONFIRM_AFTER
     control_url: str | None = None  # fetched when fetches failed: is our own network down?
     max_probe_dirs: int = 50  # soft-404 probes (random URLs beside changed pages) per crawl
     notify: tuple[str, ...] = ()  # Apprise URLs told about state changes

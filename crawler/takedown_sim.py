@@ -34,6 +34,18 @@ WALLS: dict[str, tuple[int, bytes]] = {
                          b"<h1>Please verify you are human</h1><div class='captcha'>"
                          b"<p>Complete the CAPTCHA to continue</p></div></body></html>"),
 }
+# Pages a site shows while it is down for maintenance or its database fails.
+OUTAGES: dict[str, tuple[int, bytes]] = {
+    "maintenance-200": (200, "<!DOCTYPE html><html><head><title>Мемориал</title></head><body>"
+                             "<h1>Сайт временно недоступен</h1><p>Ведутся технические работы. "
+                             "Приносим извинения.</p></body></html>".encode()),
+    "maintenance-503": (503, b"<!DOCTYPE html><html><head><title>Maintenance</title></head>"
+                             b"<body><h1>Down for maintenance</h1><p>The site is temporarily "
+                             b"unavailable. We'll be back soon.</p></body></html>"),
+    "db-error-500": (500, b"<!DOCTYPE html><html><head><title>Database Error</title></head>"
+                          b"<body><h1>Error establishing a database connection</h1></body>"
+                          b"</html>"),
+}
 NOT_FOUND_TEXT = "<h1>Страница не найдена</h1><p>Запрошенная страница не существует.</p>"
 BLOCKED_BY = "https://rkn.example/registry"
 
@@ -53,6 +65,7 @@ class Takedown:
     flaky_every: int = 0  # every N-th request gets a 503
     rewrite: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # path -> (old, new)
     wall: tuple[int, bytes] | None = None  # every URL answers this challenge (WALLS)
+    outage: tuple[int, bytes] | None = None  # every HTML page answers this (OUTAGES)
     _requests: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def apply(self, path: str, reply: Reply, page: object) -> Reply:
@@ -83,6 +96,9 @@ class Takedown:
             reply = replace(reply, body=reply.body.replace(old, new), etag=None,
                             last_modified=None)
         html = (reply.content_type or "").startswith("text/html")
+        if self.outage is not None and html:  # the site's own maintenance or error page
+            status, body = self.outage
+            return _page_reply(reply, body, status)
         if self.block_all and html and reply.status == 200:
             return _page_reply(reply, page("Доступ ограничен", BLOCK_TEXT), 200)
         if path in self.soft404 or (self.soft404_all and reply.status == 404):

@@ -80,3 +80,45 @@ def test_an_article_about_captchas_that_changes_is_edited(tmp_path: Path) -> Non
     site, run = scenario(tmp_path, change)  # type: ignore[arg-type]
     assert classes(run, site)[ARTICLE] == "edited"
     assert run.exit_code == 0 and run.report["warnings"] == []
+
+
+@pytest.mark.parametrize("outage", ["maintenance-200", "maintenance-503", "db-error-500"])
+def test_a_site_wide_outage_is_an_outage_and_rechecks_never_confirm_it(
+        tmp_path: Path, outage: str) -> None:
+    """Before: a maintenance or database-error page on every URL was confirmed as mass
+    soft-404 or server error by re-checks seconds apart."""
+    from crawler.takedown_sim import OUTAGES
+
+    site, run = scenario(tmp_path, lambda s: setattr(s.content.takedown, "outage",
+                                                     OUTAGES[outage]))
+    found = classes(run, site)
+    persons = [p for p in found if p.startswith("/persons/") and p.endswith(".html")]
+    assert len(persons) >= 25 and all(found[p] == "outage" for p in persons), found
+    assert alerts(run) == []  # suspected only: re-checks reproduce an outage, proving nothing
+    assert {e["state"] for e in run.report["events"]} == {"suspected"}
+    assert [h["class"] for h in run.report["hosts"]] == ["outage"]
+
+
+def test_an_outage_is_confirmed_only_when_it_lasts_over_runs_and_time(tmp_path: Path) -> None:
+    """Scheduled runs: three crawls of a site in maintenance, minutes apart, never confirm
+    with the default of 6 hours; with 0 they confirm at the second crawl, saying why."""
+    import asyncio
+    from dataclasses import replace
+
+    from test_takedown import DETECT, settings_for
+
+    from crawler.pipeline import run_target
+    from crawler.takedown_sim import OUTAGES
+
+    with SampleSite() as site:
+        def run(detect: object) -> object:
+            return asyncio.run(run_target(settings_for(site, tmp_path, detect=detect)))
+
+        scheduled = replace(DETECT, recheck_probes=0, confirm_runs=2)
+        run(scheduled)
+        site.content.takedown.outage = OUTAGES["maintenance-200"]
+        states = [[e.state for e in run(scheduled).events] for _ in range(3)]
+        assert set(states[0]) == {"suspected"} and states[1] == states[2] == []
+        confirmed = run(replace(scheduled, outage_confirm_after=0)).events
+    assert confirmed and {e.state for e in confirmed} == {"confirmed"}
+    assert all("consecutive crawls over" in e.detail for e in confirmed)
