@@ -42,6 +42,7 @@ from crawler.pipeline import run_target
 from crawler.sample_site import SampleSite
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 from crawler.settings import CrawlSettings, DetectSettings, Limits, Politeness
+from crawler.takedown_sim import OUTAGES, WALLS
 from crawler.warc import WarcSettings, WarcWriter
 
 QUIET = {Cls.UNCHANGED.value, Cls.NOT_MODIFIED.value, Cls.SEMANTIC.value}
@@ -73,6 +74,9 @@ def _set(attr: str, value: object) -> Callable[[SampleSite], None]:
     return lambda site: setattr(site.content.takedown, attr, value)
 
 
+ARTICLE = "/articles/3.html"
+LABEL = ("<h1>Статья 3</h1><p>Материал внесён в реестр запрещённых сайтов; доступ к ресурсу "
+         "ограничен по решению суда.</p>").encode()
 CP1251_LINE = '<p><a href="/поиск/Иванов.html">Поиск: Иванов</a></p>'.encode("cp1251")
 SCENARIOS = [
     Scenario("unchanged", lambda s: None, _paths({})),
@@ -112,6 +116,22 @@ SCENARIOS = [
         {"/cp1251.html": (CP1251_LINE, b"")}),
         _paths({"/cp1251.html": "partial-removal",
                 quote("/поиск/Иванов.html"): "delisted"})),  # its only link was there
+    # Innocent pages that quote block-page phrases (article 3 is about censorship), and the
+    # walls and outages that must never read as removals (issue 13).
+    Scenario("article about blocking edited", lambda s: s.content.takedown.rewrite.update(
+        {ARTICLE: ("Мы продолжаем публиковать документы о репрессиях.".encode(),
+                   "Мы продолжаем публиковать документы и письма о репрессиях.".encode())}),
+        _paths({ARTICLE: "edited"})),
+    Scenario("legal label on it", lambda s: s.content.takedown.rewrite.update(
+        {ARTICLE: ("<h1>Статья 3</h1>".encode(), LABEL)}), _paths({ARTICLE: "edited"})),
+    Scenario("article about blocking moved", lambda s: s.content.moved.update(
+        {ARTICLE: "/articles/3-blocking.html"}),
+        _paths({ARTICLE: "moved", "/articles/3-blocking.html": "new"})),
+    *(Scenario(f"bot wall: {name}", _set("wall", WALLS[name]), lambda path, site: "bot-wall")
+      for name in WALLS),
+    *(Scenario(f"outage: {name}", _set("outage", OUTAGES[name]),  # every HTML answer,
+               lambda path, site: "outage" if path in site.content.page_paths()  # its 404
+               or path == "/missing.html" else "quiet") for name in OUTAGES),  # page too
 ]
 
 
@@ -155,7 +175,11 @@ def run_scenario(scenario: Scenario, work: Path) -> tuple[list[tuple[str, str]],
                 continue  # the CDN and redirect landings are not the site under test
             path = finding.url[len(base) - 1:]
             predicted = "quiet" if finding.cls.value in QUIET else finding.cls.value
-            pairs.append((scenario.truth(path, site), predicted))
+            expected = scenario.truth(path, site)
+            if expected != predicted and predicted != "not-checked":
+                print(f"  {scenario.name}: {path} expected {expected}, got {predicted} "
+                      f"({finding.detail})")
+            pairs.append((expected, predicted))
     alerts = sum(e.state in ALERT_STATES for e in run.events)
     return pairs, alerts, time.monotonic() - started
 

@@ -177,6 +177,19 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
             return result(Cls.NETWORK_DOWN, "the control URL failed too: not evidence")
         return result(Cls.TIMEOUT, "not asked: the host had stopped answering")
     status = after.status or 0
+    changed = not (after.digest and after.digest == before.digest)
+    if changed and (status in _WALL_STATUSES or status >= 500):
+        # A wall or the site's outage page in front of the URL, whatever it served before:
+        # the crawl saw that, not the page.
+        lines = ctx.lines(after)
+        old = ctx.lines(before)
+        wall = _new_wall(old, lines) if lines and status in _WALL_STATUSES else None
+        if wall:
+            return result(Cls.BOT_WALL, f"{status}: challenge page of {wall}")
+        outage = _new_phrases(old, lines, OUTAGE_MARKERS) if lines and (
+            200 <= status < 300 or status >= 500) else set()
+        if outage:
+            return result(Cls.OUTAGE, f"{status}: " + ", ".join(sorted(outage)) + " page")
     if not _good(before):  # it never served content: did it at least stay the same?
         if (before.status, before.location, before.failure) == (
                 after.status, after.location, after.failure):
@@ -194,17 +207,6 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
         blocker = ctx.blocked_by(after)
         return result(Cls.LEGAL, f"451, blocked by {blocker}" if blocker else "451",
                       strong=True)
-    if status in _WALL_STATUSES and not (after.digest and after.digest == before.digest):
-        lines = ctx.lines(after)
-        wall = _new_wall(ctx.lines(before), lines) if lines else None
-        if wall:  # the crawl saw a wall in front of the page, not the page: not evidence
-            return result(Cls.BOT_WALL, f"{status}: challenge page of {wall}")
-    if (200 <= status < 300 or status >= 500) and not (
-            after.digest and after.digest == before.digest):
-        lines = ctx.lines(after)
-        outage = _new_phrases(ctx.lines(before), lines, OUTAGE_MARKERS) if lines else set()
-        if outage:
-            return result(Cls.OUTAGE, f"{status}: " + ", ".join(sorted(outage)) + " page")
     if status in (404, 410):
         return result(Cls.REMOVED, str(status), strong=status == 410)
     if status == 429:

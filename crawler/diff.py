@@ -192,11 +192,13 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
     extra = rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
                        "AND c.kind IN ('probe', 'control', 'recheck') ORDER BY c.id",
                        (after.pk,))
-    latest = rows.snaps(  # for URLs that never served content: what they did last time
+    latest = rows.snaps(  # for URLs that never served content: what they did last time,
+        # before any takedown class (an outage page in front of a 404 is not its new normal)
         f"SELECT {_SNAP_COLUMNS} FROM captures c JOIN (SELECT max(c.id) AS id FROM captures c "
         f"JOIN crawls k ON k.id = c.crawl WHERE k.target = ? AND c.crawl <= ? AND c.final = 1 "
-        f"AND c.kind IN ('seed', 'page', 'requisite') GROUP BY c.key) g ON g.id = c.id",
-        (after.target, limit))
+        f"AND c.kind IN ('seed', 'page', 'requisite') "
+        f"AND (c.class IS NULL OR c.class NOT IN ({negative})) GROUP BY c.key) g "
+        f"ON g.id = c.id", (after.target, limit))
     old = {s.key: s for s in latest}
     old.update((s.key, s) for s in last_good)
     new = {s.key: s for s in now}
