@@ -127,6 +127,12 @@ SCENARIOS = [
     Scenario("article about blocking moved", lambda s: s.content.moved.update(
         {ARTICLE: "/articles/3-blocking.html"}),
         _paths({ARTICLE: "moved", "/articles/3-blocking.html": "new"})),
+    Scenario("person pages behind a login", lambda s: (
+        _set("login", {f"/persons/{n}.html" for n in range(1, 9)})(s),
+        _set("unauthorized", {"/persons/9.html"})(s)),
+        lambda path, site: "login-wall" if path in {
+            f"/persons/{n}.html" for n in range(1, 10)}
+        else "new" if path.startswith("/login") else "quiet"),  # the login page itself
     *(Scenario(f"bot wall: {name}", _set("wall", WALLS[name]), lambda path, site: "bot-wall")
       for name in WALLS),
     *(Scenario(f"outage: {name}", _set("outage", OUTAGES[name]),  # every HTML answer,

@@ -41,6 +41,7 @@ class Cls(StrEnum):
     LEGAL = "legal-block"
     BLOCK_PAGE = "block-page"
     SERVER_ERROR = "server-error"
+    LOGIN_WALL = "login-wall"  # the page now needs an account (401, a login form)
     OUTAGE = "outage"  # a maintenance or database-error page in place of the page
     DNS = "unreachable-dns"
     REFUSED = "unreachable-refused"
@@ -50,7 +51,8 @@ class Cls(StrEnum):
 
 
 # Classes that may mean a takedown: tracked per URL, confirmed, alerted on.
-NEGATIVE = frozenset({Cls.PARTIAL, Cls.REPLACED, Cls.DELISTED, Cls.REMOVED, Cls.SOFT_404,
+NEGATIVE = frozenset({Cls.LOGIN_WALL, Cls.PARTIAL, Cls.REPLACED, Cls.DELISTED, Cls.REMOVED,
+                      Cls.SOFT_404,
                       Cls.REDIRECT_HOME, Cls.REDIRECT_AWAY, Cls.LEGAL, Cls.BLOCK_PAGE,
                       Cls.SERVER_ERROR, Cls.OUTAGE, Cls.DNS, Cls.REFUSED, Cls.TLS,
                       Cls.TIMEOUT, Cls.UNREACHABLE})
@@ -86,6 +88,17 @@ OUTAGE_MARKERS = {
     "database error", "ошибка подключения к базе данных": "database error",
     "too many connections": "database error",
 }
+# A login form in place of a page's content: phrase -> what it says.
+LOGIN_MARKERS = {
+    "войдите, чтобы": "sign in", "войдите в систему": "sign in",
+    "авторизуйтесь": "sign in", "доступно только зарегистрированным": "members only",
+    "sign in to continue": "sign in", "log in to continue": "sign in",
+    "please log in": "sign in", "please sign in": "sign in", "members only": "members only",
+    "you must be logged in": "sign in",
+}
+# Path segments of login pages (a redirect there puts the page behind an account).
+LOGIN_SEGMENTS = frozenset({"login", "signin", "sign-in", "log-in", "logon", "auth",
+                            "wp-login.php", "accounts", "sso", "вход"})
 # Challenge pages of anti-DDoS and bot-protection services: phrase -> who shows it.
 WALL_MARKERS = {
     "just a moment": "Cloudflare", "checking your browser before accessing": "a JS challenge",
@@ -209,6 +222,8 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
                       strong=True)
     if status in (404, 410):
         return result(Cls.REMOVED, str(status), strong=status == 410)
+    if status == 401:
+        return result(Cls.LOGIN_WALL, "401: the page now asks for an account")
     if status == 429:
         return result(Cls.RATE_LIMITED, "429")
     if status == 403:
@@ -238,6 +253,8 @@ def _redirect(before: Snap, after: Snap, ctx: Context, result: Callable[..., Fin
     target = urljoin(after.url, after.location or "")
     landing = ctx.landing(after)
     landing_lines = ctx.lines(landing) if landing is not None else None
+    if _login_url(target) and not _login_url(after.url):
+        return result(Cls.LOGIN_WALL, f"redirects to a login page at {target}")
     if landing_lines and _newly_blocked(ctx.lines(before), landing_lines):
         return result(Cls.BLOCK_PAGE, f"redirects to a block page at {target}", strong=True)
     if _away(after.url, target):
@@ -271,6 +288,9 @@ def _content(before: Snap, after: Snap, ctx: Context, result: Callable[..., Find
     if _newly_blocked(old, new):
         return result(Cls.BLOCK_PAGE, "block page text: " + ", ".join(
             sorted(_markers(new) - _markers(old))), strong=True)
+    login = _new_phrases(old, new, LOGIN_MARKERS)
+    if login:
+        return result(Cls.LOGIN_WALL, "a login form in place of the page")
     if ctx.soft_404(after):
         return result(Cls.SOFT_404, "same page as a random URL beside it")
     if after.text_hash and after.text_hash in ctx.collapsed:
@@ -330,6 +350,12 @@ def _new_wall(old: list[str] | None, new: list[str]) -> str | None:
         return None
     specific = [n for n in names if not n.startswith("a ")]
     return ", ".join(specific or names)
+
+
+def _login_url(url: str) -> bool:
+    """Return True if a URL is a login page's (a path segment such as ``login``)."""
+    path = urlsplit(url).path.lower()
+    return any(segment in LOGIN_SEGMENTS for segment in path.split("/") if segment)
 
 
 def _markers(lines: list[str]) -> set[str]:

@@ -46,6 +46,9 @@ OUTAGES: dict[str, tuple[int, bytes]] = {
                           b"<body><h1>Error establishing a database connection</h1></body>"
                           b"</html>"),
 }
+LOGIN_TEXT = ("<h1>Вход</h1><p>Войдите, чтобы продолжить.</p><form method='post'>"
+              "<label>Логин <input name='user'></label><label>Пароль "
+              "<input type='password' name='password'></label><button>Войти</button></form>")
 NOT_FOUND_TEXT = "<h1>Страница не найдена</h1><p>Запрошенная страница не существует.</p>"
 BLOCKED_BY = "https://rkn.example/registry"
 
@@ -66,6 +69,8 @@ class Takedown:
     rewrite: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # path -> (old, new)
     wall: tuple[int, bytes] | None = None  # every URL answers this challenge (WALLS)
     outage: tuple[int, bytes] | None = None  # every HTML page answers this (OUTAGES)
+    login: set[str] = field(default_factory=set)  # paths redirected (302) to /login?next=…
+    unauthorized: set[str] = field(default_factory=set)  # paths answered 401 with a login form
     _requests: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def apply(self, path: str, reply: Reply, page: object) -> Reply:
@@ -91,6 +96,13 @@ class Takedown:
                 ("Link", f'<{BLOCKED_BY}>; rel="blocked-by"'),))
         if path in self.home:
             return _redirect(reply, 301, "/")
+        if path == "/login":
+            return _page_reply(reply, page("Вход", LOGIN_TEXT), 200)
+        if path in self.login:
+            return _redirect(reply, 302, f"/login?next={path}")
+        if path in self.unauthorized:
+            return replace(_page_reply(reply, page("Вход", LOGIN_TEXT), 401), headers=(
+                ("WWW-Authenticate", 'Basic realm="members"'),))
         if path in self.rewrite:
             old, new = self.rewrite[path]
             reply = replace(reply, body=reply.body.replace(old, new), etag=None,

@@ -122,3 +122,28 @@ def test_an_outage_is_confirmed_only_when_it_lasts_over_runs_and_time(tmp_path: 
         confirmed = run(replace(scheduled, outage_confirm_after=0)).events
     assert confirmed and {e.state for e in confirmed} == {"confirmed"}
     assert all("consecutive crawls over" in e.detail for e in confirmed)
+
+
+def test_person_pages_behind_a_login_are_a_login_wall(tmp_path: Path) -> None:
+    """Before: pages redirected to /login?next=… were classed moved (harmless) and missed."""
+    walled = {f"/persons/{n}.html" for n in range(1, 9)}
+
+    def lock(site: SampleSite) -> None:
+        site.content.takedown.login = set(walled)
+        site.content.takedown.unauthorized = {"/persons/9.html"}
+
+    site, run = scenario(tmp_path, lock)
+    found = classes(run, site)
+    assert {p: found[p] for p in [*walled, "/persons/9.html"]} == dict.fromkeys(
+        [*walled, "/persons/9.html"], "login-wall")
+    assert {e["url"].replace(site.url, "/") for e in alerts(run)} >= walled  # re-checked
+
+
+def test_a_page_moved_to_an_address_with_login_in_its_name_is_moved(tmp_path: Path) -> None:
+    """The innocent twin: "log-in" in a file name is not a login page."""
+    def move(site: SampleSite) -> None:
+        site.content.moved["/articles/2.html"] = "/articles/how-to-log-in-to-the-archive.html"
+
+    site, run = scenario(tmp_path, move)
+    assert classes(run, site)["/articles/2.html"] == "moved"
+    assert alerts(run) == []
