@@ -173,7 +173,8 @@ def classify(before: Snap | None, after: Snap | None, ctx: Context) -> Finding:
     found = _classify(before, after, ctx)
     if found.cls in (Cls.UNCHANGED, Cls.NOT_MODIFIED, Cls.SEMANTIC, Cls.EDITED) and \
             before.key in ctx.linked_before and before.key not in ctx.linked_now and \
-            before.key not in ctx.seeds and after.kind == "page":
+            before.key not in ctx.seeds and after.kind == "page" and _good(after):
+        # (a URL that was always 404 and is no longer linked is not "still served")
         return Finding(after.url, after.key, Cls.DELISTED, before, after,
                        f"still served ({found.cls.value}), no longer linked from the site")
     return found

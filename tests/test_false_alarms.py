@@ -147,3 +147,15 @@ def test_a_page_moved_to_an_address_with_login_in_its_name_is_moved(tmp_path: Pa
     site, run = scenario(tmp_path, move)
     assert classes(run, site)["/articles/2.html"] == "moved"
     assert alerts(run) == []
+
+
+def test_a_page_that_was_always_404_is_not_delisted_when_unlinked(tmp_path: Path) -> None:
+    """Before: "delisted … still served" for a URL that never served anything."""
+    link = '<li><a href="/missing.html">Удалённая страница</a></li>'.encode()
+
+    def unlink(site: SampleSite) -> None:
+        site.content.takedown.rewrite["/"] = (link, b"")
+
+    site, run = scenario(tmp_path, unlink)
+    assert "/missing.html" not in classes(run, site)  # quiet: still 404, as it always was
+    assert not any(e["url"].endswith("/missing.html") for e in run.report["events"])
