@@ -75,6 +75,7 @@ def _set(attr: str, value: object) -> Callable[[SampleSite], None]:
 
 
 ARTICLE = "/articles/3.html"
+REDIRECTS = {"/old-address.html", "/chain/1", "/chain/2", "/chain/3"}  # the site's redirects
 LABEL = ("<h1>Статья 3</h1><p>Материал внесён в реестр запрещённых сайтов; доступ к ресурсу "
          "ограничен по решению суда.</p>").encode()
 CP1251_LINE = '<p><a href="/поиск/Иванов.html">Поиск: Иванов</a></p>'.encode("cp1251")
@@ -90,7 +91,9 @@ SCENARIOS = [
              _paths({"/persons/3.html": "removed", "/persons/4.html": "removed"})),
     Scenario("451 blocked-by", _set("legal", {"/articles/2.html"}),
              _paths({"/articles/2.html": "legal-block"})),
-    Scenario("whole-site block page", _set("block_all", True), _html_pages("block-page")),
+    Scenario("whole-site block page", _set("block_all", True),  # and the redirects that
+             lambda path, site: "block-page" if path in site.content.page_paths()  # lead to
+             or path in REDIRECTS else "quiet"),  # its pages: they land on the block page
     Scenario("block page by redirect", lambda s: _set("block_redirect",
                                                       s.cdn_url + "blocked.html")(s),
              lambda path, site: "block-page"),

@@ -161,6 +161,7 @@ class Context:
     linked_now: frozenset[str] = frozenset()
     network_down: bool = False
     seeds: frozenset[str] = field(default_factory=frozenset)
+    before_of: Callable[[str], Snap | None] = lambda key: None  # a key's last good capture
 
 
 def classify(before: Snap | None, after: Snap | None, ctx: Context) -> Finding:
@@ -207,6 +208,11 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
     if not _good(before):  # it never served content: did it at least stay the same?
         if (before.status, before.location, before.failure) == (
                 after.status, after.location, after.failure):
+            if 300 <= status < 400:  # the same redirect: is where it leads still the same?
+                landed = _landing_class(after, ctx)
+                if landed is not None:
+                    return result(landed.cls, f"redirects to {landed.url}, now "
+                                  f"{landed.cls.value}: {landed.detail}", strong=landed.strong)
             return result(Cls.UNCHANGED, f"still {status or after.failure}")
         if 200 <= status < 300 and ctx.soft_404(after):
             return result(Cls.UNCHANGED, f"still not found (was {before.status}, now a "
@@ -240,6 +246,19 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
     if after.digest and after.digest == before.digest:
         return result(Cls.UNCHANGED)
     return _content(before, after, ctx, result)
+
+
+def _landing_class(after: Snap, ctx: Context) -> Finding | None:
+    """Return the finding of where an unchanged redirect leads, if that is now a takedown
+    (a redirect that now lands on a block page is no longer "unchanged")."""
+    landing = ctx.landing(after)
+    if landing is None or landing.key == after.key:
+        return None
+    earlier = ctx.before_of(landing.key)
+    if earlier is None or not _good(earlier):
+        return None
+    found = _classify(earlier, landing, ctx)
+    return found if found.cls in NEGATIVE else None
 
 
 def _good(snap: Snap) -> bool:

@@ -244,7 +244,8 @@ def _context(rows: _Rows, old: dict[str, Snap], new: dict[str, Snap], extra: lis
         soft_404=soft_404, collapsed=_collapsed(old, new),
         linked_before=_trusted_links(linked_before, linked_now, old), linked_now=linked_now,
         network_down=bool(controls) and controls[-1].status is None,
-        seeds=frozenset(urls.canonical_key(s) for s in after.settings.get("seeds", [])))
+        seeds=frozenset(urls.canonical_key(s) for s in after.settings.get("seeds", [])),
+        before_of=old.get)
 
 
 def _trusted_links(before: frozenset[str], now: frozenset[str], old: dict[str, Snap],

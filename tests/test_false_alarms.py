@@ -159,3 +159,12 @@ def test_a_page_that_was_always_404_is_not_delisted_when_unlinked(tmp_path: Path
     site, run = scenario(tmp_path, unlink)
     assert "/missing.html" not in classes(run, site)  # quiet: still 404, as it always was
     assert not any(e["url"].endswith("/missing.html") for e in run.report["events"])
+
+
+def test_a_redirect_that_now_lands_on_a_block_page_is_not_unchanged(tmp_path: Path) -> None:
+    """/old-address.html redirects, as always, to a page that is now a block page."""
+    site, run = scenario(tmp_path, lambda s: setattr(s.content.takedown, "block_all", True))
+    found = classes(run, site)
+    assert found["/old-address.html"] == "block-page"
+    (finding,) = [f for f in run.report["findings"] if f["url"].endswith("/old-address.html")]
+    assert "redirects to" in finding["detail"] and "block-page" in finding["detail"]
