@@ -140,7 +140,8 @@ SCENARIOS = [
       for name in WALLS),
     *(Scenario(f"outage: {name}", _set("outage", OUTAGES[name]),  # every HTML answer,
                lambda path, site: "outage" if path in site.content.page_paths()  # its 404
-               or path == "/missing.html" else "quiet") for name in OUTAGES),  # page too
+               or path == "/missing.html" or path in REDIRECTS  # page too, and redirects
+               else "quiet") for name in OUTAGES),  # that land on the outage page
 ]
 
 

@@ -36,8 +36,9 @@ def test_demo_is_a_guided_tour_of_a_takedown(tmp_path: Path) -> None:
     assert "INCOMPLETE (exit incomplete)" in result.stdout
     assert "URL(s) skipped by trap rules" in result.stdout
     out = " ".join(result.stdout.split())
-    for line in ("CONFIRMED legal-block", "CONFIRMED removed", "/persons/3.html (404)",
-                 "/persons/4.html (410)", "CONFIRMED partial-removal",
+    why = "re-checks after the crawl reproduced it"  # every confirmation says why
+    for line in ("CONFIRMED legal-block", "CONFIRMED removed", f"/persons/3.html (404; {why})",
+                 f"/persons/4.html (410; {why})", "CONFIRMED partial-removal",
                  "SUSPECTED delisted"):
         assert line in out, line
     assert len(list((tmp_path / "demo").glob("*/report.html"))) == 2
