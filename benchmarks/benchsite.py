@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import multiprocessing
 import random
 import zlib
 
@@ -241,3 +242,12 @@ if __name__ == "__main__":
     args = parser.parse_args()
     asyncio.run(serve(args.pages, args.port, args.latency_ms / 1000, profile=args.profile,
                       validators=args.validators))
+
+
+def serve_listing(persons: int) -> tuple[str, multiprocessing.process.BaseProcess]:
+    """Start the listing site in its own (spawned) process; return its URL and the process."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=run_server, args=(persons, 0.0, child, "listing"), daemon=True)
+    server.start()
+    return f"http://127.0.0.1:{parent.recv()}/", server

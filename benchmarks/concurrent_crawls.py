@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import re
 import resource
@@ -48,7 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchsite import build_listing_site, run_server
+from benchsite import build_listing_site
+from benchsite import serve_listing as serve
 
 CLI = [sys.executable, "-m", "crawler"]
 
@@ -98,14 +98,6 @@ class Phase:
     def rate(self) -> float:
         return self.urls / self.wall if self.wall > 0 else 0.0
 
-
-def serve(persons: int) -> tuple[str, multiprocessing.process.BaseProcess]:
-    """Start a listing site in its own process; return its URL and the process."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    server = ctx.Process(target=run_server, args=(persons, 0.0, child, "listing"), daemon=True)
-    server.start()
-    return f"http://127.0.0.1:{parent.recv()}/", server
 
 
 def archive_cmd(url: str, root: Path, target: str, per_host: int) -> list[str]:

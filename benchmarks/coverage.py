@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import shutil
 import sqlite3
 import subprocess
@@ -33,16 +32,8 @@ from pathlib import Path
 from warcio.archiveiterator import ArchiveIterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchsite import build_listing_site, run_server
-
-
-def serve(persons: int) -> tuple[str, multiprocessing.process.BaseProcess]:
-    """Start the listing site in its own process; return its URL and the process."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    server = ctx.Process(target=run_server, args=(persons, 0.0, child, "listing"), daemon=True)
-    server.start()
-    return f"http://127.0.0.1:{parent.recv()}/", server
+from benchsite import build_listing_site
+from benchsite import serve_listing as serve
 
 
 def expected_paths(persons: int) -> set[str]:
