@@ -260,7 +260,11 @@ def archive(seeds: tuple[str, ...], **opts: Any) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Only print warnings and errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 def resume(target: str | None, output: Path, quiet: bool, as_json: bool) -> None:
-    """Continue an interrupted or killed crawl of TARGET (or the only one there is)."""
+    """Continue an interrupted or killed crawl of TARGET (or the only one there is).
+
+    Also finishes a run that a kill cut short after its crawl: detection, report and
+    notifications are done then, from where they stopped.
+    """
     with _catalog(output) as catalog:
         latest = {c.target: c for c in catalog.crawls(target)}  # oldest first: last one wins
         candidates = [c for c in latest.values() if c.resumable]
