@@ -76,6 +76,7 @@ BLOCK_MARKERS = (
     "this website has been blocked", "this page has been blocked", "blocked by court order",
     "blocked by order of", "unavailable for legal reasons", "this domain has been seized",
 )
+_BLOCK_PHRASES = {marker: marker for marker in BLOCK_MARKERS}  # a phrase says itself
 # Maintenance and database-error pages: phrase -> what it says.
 OUTAGE_MARKERS = {
     "сайт временно недоступен": "site temporarily unavailable",
@@ -192,7 +193,10 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
             return result(Cls.NETWORK_DOWN, "the control URL failed too: not evidence")
         return result(Cls.TIMEOUT, "not asked: the host had stopped answering")
     status = after.status or 0
-    changed = not (after.digest and after.digest == before.digest)
+    # Same bytes, or (for 2xx) the same normalized text the crawl hashed: no new wall or
+    # outage page can be there, and no payload needs to be read back to know it.
+    changed = not (after.digest and after.digest == before.digest) and not (
+        200 <= status < 300 and after.text_hash and after.text_hash == before.text_hash)
     if changed and (status in _WALL_STATUSES or status >= 500):
         # A wall or the site's outage page in front of the URL, whatever it served before:
         # the crawl saw that, not the page.
@@ -305,9 +309,10 @@ def _content(before: Snap, after: Snap, ctx: Context, result: Callable[..., Find
     if new is None:  # not HTML: bytes changed, nothing more to say
         return result(Cls.EDITED, "content changed")
     old = ctx.lines(before) or []
-    if _newly_blocked(old, new):
-        return result(Cls.BLOCK_PAGE, "block page text: " + ", ".join(
-            sorted(_markers(new) - _markers(old))), strong=True)
+    blocked = _newly_blocked(old, new)
+    if blocked:
+        return result(Cls.BLOCK_PAGE, "block page text: " + ", ".join(sorted(blocked)),
+                      strong=True)
     login = _new_phrases(old, new, LOGIN_MARKERS)
     if login:
         return result(Cls.LOGIN_WALL, "a login form in place of the page")
@@ -378,23 +383,15 @@ def _login_url(url: str) -> bool:
     return any(segment in LOGIN_SEGMENTS for segment in path.split("/") if segment)
 
 
-def _markers(lines: list[str]) -> set[str]:
-    """Return the block-page phrases a page's text carries."""
-    text = " ".join(lines)
-    return {marker for marker in BLOCK_MARKERS if marker in text}
-
-
-def _newly_blocked(old: list[str] | None, new: list[str]) -> bool:
-    """Return True if ``new`` reads as a block page that replaced ``old``.
+def _newly_blocked(old: list[str] | None, new: list[str]) -> set[str]:
+    """Return the block-page phrases that make ``new`` a block page that replaced ``old``.
 
     A block-page phrase is evidence only when it is new relative to the last good capture
     and the page's own content is gone: a page *about* censorship (Memorial writes about
     Roskomnadzor and the register of banned sites) that changes a sentence, gets a legal
     label inserted or moves keeps its content, and is no block page.
     """
-    if not _markers(new) - _markers(old or []):
-        return False
-    return old is None or _kept(old, new) < 0.5
+    return _new_phrases(old, new, _BLOCK_PHRASES)
 
 
 def _kept(old: list[str], new: list[str]) -> float:

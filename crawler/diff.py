@@ -47,9 +47,9 @@ from crawler.detect import (
 )
 from crawler.fetcher import Fetcher, FetchSettings
 from crawler.models import CrawlUrl, UrlKind
-from crawler.recovery import recover_warcs, result_from_record
+from crawler.recovery import recover_warcs
 from crawler.settings import DetectSettings
-from crawler.store import Stored, capture_row, stored_from_record
+from crawler.store import Stored, capture_from_record, capture_row
 from crawler.warc import WarcSettings, WarcWriter
 from crawler.warcread import RecordUnreadable, read_record
 
@@ -598,21 +598,8 @@ def repair_probe_files(catalog: Catalog, after: CrawlRow) -> None:
     for path in closed:
         log.info("closed %s, left open by an interrupted run", path.name)
     for orphan in orphans:
-        name = orphan.headers.get("WARC-Crawler-Kind", "")
-        kind = UrlKind(name) if name in UrlKind.__members__.values() else UrlKind.RECHECK
-        result = result_from_record(orphan)
-        try:
-            stored, payload = stored_from_record(catalog, after.target, orphan, result)
-            found = None
-            if result.ok and result.content_type in extract.HTML_TYPES:
-                found = extract.extract_safely(orphan.url, result.content_type, payload,
-                                               result.header("content-type"),
-                                               result.header("content-encoding"))
-            item = CrawlUrl(url=orphan.url, key=urls.canonical_key(orphan.url), kind=kind,
-                            depth=0)
-            with catalog.transaction():
-                catalog.add_capture(after.pk, capture_row(item, result, stored, found))
-        finally:
-            result.close()
+        row, _ = capture_from_record(catalog, after.target, orphan, UrlKind.RECHECK)
+        with catalog.transaction():
+            catalog.add_capture(after.pk, row)
     if orphans:
         log.info("entered %d records archived before the interruption", len(orphans))

@@ -17,7 +17,6 @@ reason ``reindexed``; the next run of its target re-checks every URL it had capt
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -27,16 +26,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crawler import extract, urls
+from crawler import urls
 from crawler.catalog import CATALOG_NAME, CaptureRow, Catalog, CrawlRow, CrawlStatus
 from crawler.diff import apply_states, comparison_after_detection
 from crawler.errors import OutputError
 from crawler.layout import target_is_locked
-from crawler.models import CrawlUrl, UrlKind
-from crawler.recovery import iter_records, result_from_record
+from crawler.models import UrlKind
+from crawler.recovery import iter_records
 from crawler.settings import detect_settings_of
-from crawler.store import capture_row, stored_from_record
-from crawler.warc import SERVER_NOT_MODIFIED
+from crawler.store import capture_from_record
 
 log = logging.getLogger("crawler.reindex")
 
@@ -150,25 +148,8 @@ def _rows_of(catalog: Catalog, row: CrawlRow, path: Path, linked: set[str],
              ) -> Iterator[tuple[CaptureRow, list[str]]]:
     """Yield the capture row (and newly linked keys) of each record of one WARC file."""
     for record in iter_records(path, path.name, PAYLOAD_CAP):
-        name = record.headers.get("WARC-Crawler-Kind", UrlKind.PAGE.value)
-        kind = UrlKind(name) if name in UrlKind.__members__.values() else UrlKind.PAGE
-        fetched = result_from_record(record)
-        try:
-            stored, payload = stored_from_record(catalog, row.target, record, fetched)
-            found = None
-            media = fetched.content_type
-            good = (fetched.ok and 200 <= fetched.status < 300) or record.record_type == "revisit"
-            if good and (media in _EXTRACTED or kind is UrlKind.SITEMAP):
-                found = extract.extract_safely(record.url, media, payload,
-                                               fetched.header("content-type"),
-                                               fetched.header("content-encoding"))
-            item = CrawlUrl(url=record.url, key=urls.canonical_key(record.url), kind=kind,
-                            depth=0)
-            capture = capture_row(item, fetched, stored, found)
-            if record.headers.get("WARC-Profile") == SERVER_NOT_MODIFIED:
-                capture = dataclasses.replace(capture, status=304)
-        finally:
-            fetched.close()
+        capture, found = capture_from_record(catalog, row.target, record, UrlKind.PAGE)
+        kind = UrlKind(capture.kind)
         keys: list[str] = []
         if found is not None and kind in (UrlKind.SEED, UrlKind.PAGE):
             for link in found.links:

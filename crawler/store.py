@@ -14,6 +14,7 @@ WARC writes and reads run in the single sink thread, the only writer of WARC fil
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import io
 import logging
@@ -22,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from crawler import urls
+from crawler import extract, urls
 from crawler.catalog import CaptureRow, Catalog, Prior, StoredRecord
 from crawler.models import CrawlUrl, Extracted, FetchResult, Truncation, UrlKind
-from crawler.recovery import OrphanRecord
+from crawler.recovery import OrphanRecord, result_from_record
 from crawler.settings import DedupSettings
 from crawler.warc import (
     SERVER_NOT_MODIFIED,
@@ -303,3 +304,32 @@ def stored_from_record(catalog: Catalog, target: str, orphan: OrphanRecord,
     return Stored(entry, refers_to=original.capture if original else None,
                   mime=result.content_type if not_modified else None,
                   **validators(result)), payload
+
+
+_RECORD_EXTRACTED = extract.HTML_TYPES | {"text/css"}  # parsed again when read back
+
+
+def capture_from_record(catalog: Catalog, target: str, record: OrphanRecord,
+                        default_kind: UrlKind) -> tuple[CaptureRow, Extracted | None]:
+    """Return the catalog row of a record read back from a WARC (one a kill left
+    unentered, or any record when the catalog is rebuilt), as the run that wrote it would
+    have entered it: its kind from ``WARC-Crawler-Kind``, text fingerprints extracted again."""
+    name = record.headers.get("WARC-Crawler-Kind", "")
+    kind = UrlKind(name) if name in UrlKind.__members__.values() else default_kind
+    fetched = result_from_record(record)
+    try:
+        stored, payload = stored_from_record(catalog, target, record, fetched)
+        found = None
+        media = fetched.content_type
+        good = (fetched.ok and 200 <= fetched.status < 300) or record.record_type == "revisit"
+        if good and (media in _RECORD_EXTRACTED or kind is UrlKind.SITEMAP):
+            found = extract.extract_safely(record.url, media, payload,
+                                           fetched.header("content-type"),
+                                           fetched.header("content-encoding"))
+        item = CrawlUrl(url=record.url, key=urls.canonical_key(record.url), kind=kind, depth=0)
+        row = capture_row(item, fetched, stored, found)
+    finally:
+        fetched.close()
+    if record.headers.get("WARC-Profile") == SERVER_NOT_MODIFIED:
+        row = dataclasses.replace(row, status=304)  # the revisit carries the original's
+    return row, found
