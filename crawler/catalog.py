@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from crawler.errors import ExitCode, NoSpace, OutputError
+from crawler.fingerprints import WALL_NOTE
 from crawler.redact import is_redacted, redact_url
 from crawler.writeturn import WriteTurn
 
@@ -679,7 +680,10 @@ class Catalog:
         row = self.db.execute(
             "SELECT count(*) AS urls, "
             "coalesce(sum(CASE WHEN kind IN ('seed','page') AND (status BETWEEN 200 AND 299 "
-            "OR (status = 304 AND record_type = 'revisit')) THEN 1 ELSE 0 END), 0) AS pages, "
+            "OR (status = 304 AND record_type = 'revisit')) AND coalesce(detail, '') "
+            f"NOT LIKE '%{WALL_NOTE}%' THEN 1 ELSE 0 END), 0) AS pages, "
+            f"coalesce(sum(CASE WHEN detail LIKE '%{WALL_NOTE}%' THEN 1 ELSE 0 END), 0) "
+            "AS walls, "
             "coalesce(sum(CASE WHEN record_type = 'revisit' THEN 1 ELSE 0 END), 0) AS revisits, "
             "coalesce(sum(length), 0) AS bytes, "
             "coalesce(sum(CASE WHEN failure IS NOT NULL AND failure NOT IN "

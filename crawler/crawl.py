@@ -33,6 +33,7 @@ from crawler.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.crawllog import CrawlLog
 from crawler.errors import ExitCode, NoSpace, OutputError, write_error
 from crawler.fetcher import Fetcher, retry_after_seconds
+from crawler.fingerprints import WALL_NOTE
 from crawler.frontier import Frontier
 from crawler.layout import lock_target, new_crawl_dir, save_notify
 from crawler.models import CrawlUrl, Extracted, FailureKind, FetchResult, Truncation, UrlKind
@@ -56,6 +57,8 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _RETRY_FAILURES = frozenset({FailureKind.TIMEOUT, FailureKind.RESET, FailureKind.CONNECT})
 _EXTRACT_TYPES = extract.HTML_TYPES | {"text/css"} | extract.SITEMAP_TYPES
 MAX_EXTRACT_BYTES = 32 * 1024 * 1024
+_WALL_ERROR_STATUSES = frozenset({403, 429, 503})  # what challenge pages answer, besides 2xx
+MAX_WALL_BYTES = 256 * 1024
 PARSE_TIMEOUT = 60.0  # seconds one page may take to parse before its links are given up
 COMMIT_TICK = 0.05  # seconds between checks whether the open catalog batch must be committed
 _TRAP_LOG_LIMIT = 20  # log this many hits per trap rule, then only count them
@@ -301,14 +304,16 @@ class Crawl:
     def _shortfall(self, reason: StopReason) -> dict[str, int]:
         """Return what this crawl (all its sessions) did not fetch although in scope, by
         reason; empty when nothing was lost except by rules the user set."""
+        wall = f"'%{WALL_NOTE}%'"  # a challenge page answered: the page was not seen
         counts = dict(self.db.execute(
             "SELECT CASE WHEN failure IN ('trap', 'robots-unreachable', 'host-hung') "
-            "THEN failure WHEN detail LIKE '%capped:%' THEN 'parse-cap' "
+            f"THEN failure WHEN detail LIKE {wall} THEN 'bot-wall' "
+            "WHEN detail LIKE '%capped:%' THEN 'parse-cap' "
             "WHEN failure IS NULL THEN 'truncated' ELSE 'errors' END, count(*) "
             "FROM captures WHERE crawl=? AND final=1 AND kind IN "
             "('seed', 'page', 'requisite', 'sitemap') AND (failure IS NOT NULL OR detail LIKE "
-            "'%capped:%' OR detail LIKE 'time%' OR detail LIKE 'disconnect%') "
-            "AND failure IS NOT 'robots' "
+            f"'%capped:%' OR detail LIKE {wall} OR detail LIKE 'time%' "
+            "OR detail LIKE 'disconnect%') AND failure IS NOT 'robots' "
             "AND failure IS NOT 'out-of-scope' AND (failure IS NOT 'too-large' OR detail LIKE "
             "'%capped:%') GROUP BY 1",
             (self.pk,)).fetchall())
@@ -503,16 +508,21 @@ class Crawl:
             stored, found = await asyncio.gather(
                 self.store.write(result, item),
                 self._extract(result, result.content_type, result.read_body()))
+        elif _may_be_wall(result):
+            stored, found = await asyncio.gather(
+                self.store.write(result, item),
+                self._extract(result, result.content_type, result.read_body()))
+            found = Extracted(wall=found.wall)  # an error page: its links are not followed
         else:
             stored = await self.store.write(result, item)
         failpoints.hit("before-commit")
         if item.kind in _PAGE_KINDS and result.ok and 200 <= result.status < 300:
             self.scope.note_content(item.url, found.shape_hash)
         row = capture_row(item, result, stored, found)
-        if found.capped:  # its links past a cap were not followed
-            capped = "capped:" + ",".join(found.capped)
-            row = dataclasses.replace(row, detail=f"{row.detail}; {capped}" if row.detail
-                                      else capped)
+        notes = [*(["capped:" + ",".join(found.capped)] if found.capped else []),
+                 *([f"{WALL_NOTE}{found.wall}"] if found.wall else [])]
+        if notes:  # its links past a cap were not followed; a wall answered, not the site
+            row = dataclasses.replace(row, detail="; ".join(filter(None, (row.detail, *notes))))
         with self.catalog.transaction():
             self.catalog.add_capture(self.pk, row)
             self._follow(item, content, found)
@@ -523,7 +533,8 @@ class Crawl:
         for cap in found.capped:
             self.stats.capped[cap] += 1
         note = " ".join(filter(None, (_annotation(result, stored),
-                                      *(f"capped:{c}" for c in found.capped))))
+                                      *(f"capped:{c}" for c in found.capped),
+                                      "bot-wall" if found.wall else "")))
         self._line(item, result, note)
         limits = self.settings.limits
         if limits.max_bytes is not None and self.stats.bytes >= limits.max_bytes:
@@ -852,6 +863,14 @@ def _extractable(item: CrawlUrl, status: int, media: str, length: int) -> bool:
     """Return True if a body with this status and media type is parsed for links."""
     return (200 <= status < 300 and length <= MAX_EXTRACT_BYTES
             and (media in _EXTRACT_TYPES or item.kind is UrlKind.SITEMAP))
+
+
+def _may_be_wall(result: FetchResult) -> bool:
+    """Return True if an error response could be a challenge page, and is read to tell
+    (challenge pages are small HTML answered 403, 429 or 503)."""
+    return (result.ok and result.status in _WALL_ERROR_STATUSES
+            and result.content_type in extract.HTML_TYPES
+            and result.body_length <= MAX_WALL_BYTES)
 
 
 def _annotation(result: FetchResult, stored: Stored) -> str:

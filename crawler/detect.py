@@ -15,6 +15,15 @@ from enum import StrEnum
 from urllib.parse import urljoin, urlsplit
 
 from crawler import urls
+from crawler.fingerprints import (
+    BLOCK_MARKERS,
+    LOGIN_MARKERS,
+    LOGIN_SEGMENTS,
+    OUTAGE_MARKERS,
+    WALL_MARKERS,
+    WALL_NOTE,
+    generic,
+)
 
 
 class Cls(StrEnum):
@@ -67,51 +76,7 @@ _NETWORK = {"dns": Cls.DNS, "refused": Cls.REFUSED, "tls": Cls.TLS, "timeout": C
             "reset": Cls.UNREACHABLE, "protocol": Cls.UNREACHABLE, "connect": Cls.UNREACHABLE,
             "other": Cls.UNREACHABLE}
 
-BLOCK_MARKERS = (
-    "доступ ограничен", "доступ к ресурсу ограничен", "доступ к информационному ресурсу",
-    "ресурс заблокирован", "сайт заблокирован", "страница заблокирована",
-    "заблокирован по решению", "заблокирован на основании", "роскомнадзор", "реестр запрещ",
-    "eais.rkn.gov.ru", "blocklist.rkn.gov.ru", "access to this resource has been restricted",
-    "access to this website has been restricted", "this site has been blocked",
-    "this website has been blocked", "this page has been blocked", "blocked by court order",
-    "blocked by order of", "unavailable for legal reasons", "this domain has been seized",
-)
 _BLOCK_PHRASES = {marker: marker for marker in BLOCK_MARKERS}  # a phrase says itself
-# Maintenance and database-error pages: phrase -> what it says.
-OUTAGE_MARKERS = {
-    "сайт временно недоступен": "site temporarily unavailable",
-    "технические работы": "maintenance", "техническое обслуживание": "maintenance",
-    "ведутся работы": "maintenance", "under maintenance": "maintenance",
-    "scheduled maintenance": "maintenance", "down for maintenance": "maintenance",
-    "temporarily unavailable": "temporarily unavailable",
-    "we'll be back soon": "maintenance", "error establishing a database connection":
-    "database error", "database error": "database error", "ошибка базы данных":
-    "database error", "ошибка подключения к базе данных": "database error",
-    "too many connections": "database error",
-}
-# A login form in place of a page's content: phrase -> what it says.
-LOGIN_MARKERS = {
-    "войдите, чтобы": "sign in", "войдите в систему": "sign in",
-    "авторизуйтесь": "sign in", "доступно только зарегистрированным": "members only",
-    "sign in to continue": "sign in", "log in to continue": "sign in",
-    "please log in": "sign in", "please sign in": "sign in", "members only": "members only",
-    "you must be logged in": "sign in",
-}
-# Path segments of login pages (a redirect there puts the page behind an account).
-LOGIN_SEGMENTS = frozenset({"login", "signin", "sign-in", "log-in", "logon", "auth",
-                            "wp-login.php", "accounts", "sso", "вход"})
-# Challenge pages of anti-DDoS and bot-protection services: phrase -> who shows it.
-WALL_MARKERS = {
-    "just a moment": "Cloudflare", "checking your browser before accessing": "a JS challenge",
-    "performance & security by cloudflare": "Cloudflare", "cloudflare ray id": "Cloudflare",
-    "attention required! | cloudflare": "Cloudflare", "cf-chl": "Cloudflare",
-    "ddos-guard": "DDoS-Guard", "ddos protection by": "an anti-DDoS service",
-    "qrator": "Qrator", "variti": "Variti", "stormwall": "StormWall",
-    "enable javascript and cookies to continue": "a JS challenge",
-    "verify you are human": "a captcha", "complete the captcha": "a captcha",
-    "i'm not a robot": "a captcha", "проверка браузера": "a JS challenge",
-    "вы не робот": "a captcha", "подтвердите, что вы не робот": "a captcha",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +97,14 @@ class Snap:
     text_hash: str | None
     record_type: str | None
     record_id: str | None
+    detail: str | None = None  # the crawl's notes (a challenge page: fingerprints.WALL_NOTE)
+
+    @property
+    def wall(self) -> str | None:
+        """Return who showed the challenge page the crawl met here, if it met one."""
+        if not self.detail or WALL_NOTE not in self.detail:
+            return None
+        return self.detail.split(WALL_NOTE, 1)[1].split(";", 1)[0].strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +143,12 @@ def classify(before: Snap | None, after: Snap | None, ctx: Context) -> Finding:
     if after is None:
         assert before is not None
         return Finding(before.url, before.key, Cls.NOT_CHECKED, before, None, "not fetched")
+    if after.wall:  # the crawl met a challenge page here: it did not see the page
+        return Finding(after.url, after.key, Cls.BOT_WALL, before, after,
+                       f"{after.status}: challenge page of {after.wall}")
     if before is None:
+        if after.failure in _NOT_ASKED:  # found, but kept out by a rule: nothing seen
+            return Finding(after.url, after.key, Cls.NOT_CHECKED, None, after, after.failure)
         return Finding(after.url, after.key, Cls.NEW, None, after)
     found = _classify(before, after, ctx)
     if found.cls in (Cls.UNCHANGED, Cls.NOT_MODIFIED, Cls.SEMANTIC, Cls.EDITED) and \
@@ -182,11 +160,14 @@ def classify(before: Snap | None, after: Snap | None, ctx: Context) -> Finding:
     return found
 
 
+_NOT_ASKED = frozenset({"robots", "out-of-scope", "trap", "robots-unreachable"})
+
+
 def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
     def result(cls: Cls, detail: str = "", **extra: object) -> Finding:
         return Finding(after.url, after.key, cls, before, after, detail, **extra)  # type: ignore[arg-type]
 
-    if after.failure in ("robots", "out-of-scope", "trap", "robots-unreachable"):
+    if after.failure in _NOT_ASKED:
         return result(Cls.NOT_CHECKED, after.failure)
     if after.failure == "host-hung":  # not asked: its host had stopped answering
         if ctx.network_down:
@@ -373,7 +354,7 @@ def _new_wall(old: list[str] | None, new: list[str]) -> str | None:
     names = sorted(_new_phrases(old, new, WALL_MARKERS))
     if not names:
         return None
-    specific = [n for n in names if not n.startswith("a ")]
+    specific = [n for n in names if not generic(n)]
     return ", ".join(specific or names)
 
 

@@ -46,6 +46,7 @@ from crawler.detect import (
     roll_up,
 )
 from crawler.fetcher import Fetcher, FetchSettings
+from crawler.fingerprints import WALL_NOTE
 from crawler.models import CrawlUrl, UrlKind
 from crawler.recovery import recover_warcs
 from crawler.settings import DetectSettings
@@ -57,7 +58,10 @@ log = logging.getLogger("crawler.diff")
 
 _COMPARED_KINDS = ("seed", "page", "requisite")
 _SNAP_COLUMNS = ("c.id, c.crawl, c.url, c.key, c.kind, c.fetched_at, c.status, c.failure, "
-                 "c.mime, c.location, c.digest, c.text_hash, c.record_type, c.record_id")
+                 "c.mime, c.location, c.digest, c.text_hash, c.record_type, c.record_id, "
+                 "c.detail")
+# A capture the crawl saw a challenge page in: never a page's "last good" or "last" state.
+_NOT_WALL = f"coalesce(c.detail, '') NOT LIKE '%{WALL_NOTE}%'"
 _GOOD = "(c.status BETWEEN 200 AND 299 OR (c.status = 304 AND c.record_type = 'revisit'))"
 STRONG_CONFIRM = frozenset({Cls.LEGAL, Cls.BLOCK_PAGE})
 _NOT_RECHECKED = frozenset({Cls.DELISTED})  # judged from the link graph of the whole crawl
@@ -184,7 +188,7 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
     last_good = rows.snaps(
         f"SELECT {_SNAP_COLUMNS} FROM captures c JOIN (SELECT max(c.id) AS id FROM captures c "
         f"JOIN crawls k ON k.id = c.crawl WHERE k.target = ? AND c.crawl <= ? AND c.final = 1 "
-        f"AND c.kind IN ('seed', 'page', 'requisite') AND {_GOOD} "
+        f"AND c.kind IN ('seed', 'page', 'requisite') AND {_GOOD} AND {_NOT_WALL} "
         f"AND (c.class IS NULL OR c.class NOT IN ({negative})) GROUP BY c.key) g ON g.id = c.id",
         (after.target, limit))
     now = rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? AND c.final = 1 "
@@ -196,7 +200,7 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
         # before any takedown class (an outage page in front of a 404 is not its new normal)
         f"SELECT {_SNAP_COLUMNS} FROM captures c JOIN (SELECT max(c.id) AS id FROM captures c "
         f"JOIN crawls k ON k.id = c.crawl WHERE k.target = ? AND c.crawl <= ? AND c.final = 1 "
-        f"AND c.kind IN ('seed', 'page', 'requisite') "
+        f"AND c.kind IN ('seed', 'page', 'requisite') AND {_NOT_WALL} "
         f"AND (c.class IS NULL OR c.class NOT IN ({negative})) GROUP BY c.key) g "
         f"ON g.id = c.id", (after.target, limit))
     old = {s.key: s for s in latest}
@@ -561,10 +565,14 @@ def _first_crawl(catalog: Catalog, after: CrawlRow) -> bool:
 def _baseline(catalog: Catalog, after: CrawlRow) -> Comparison:
     """Return the comparison of a target's first crawl: every URL new, counted in SQL (no
     URL is loaded: a first crawl of a three-million-page site must not need the memory)."""
-    (count,) = catalog.db.execute(
-        "SELECT count(DISTINCT key) FROM captures WHERE crawl = ? AND final = 1 "
-        "AND kind IN ('seed', 'page', 'requisite')", (after.pk,)).fetchone()
-    return Comparison(after.target, after, None, [], [], totals={Cls.NEW.value: count})
+    counts = dict(catalog.db.execute(
+        f"SELECT c.detail LIKE '%{WALL_NOTE}%', count(DISTINCT c.key) FROM captures c "
+        "WHERE c.crawl = ? AND c.final = 1 AND c.kind IN ('seed', 'page', 'requisite') "
+        "GROUP BY 1", (after.pk,)).fetchall())
+    walls = counts.pop(1, 0)  # the crawl saw a challenge page there, not the page
+    totals = {Cls.NEW.value: sum(counts.values()), Cls.BOT_WALL.value: walls}
+    totals = {cls: n for cls, n in totals.items() if n}
+    return Comparison(after.target, after, None, [], [], totals=totals)
 
 
 

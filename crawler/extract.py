@@ -22,7 +22,7 @@ from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWar
 from charset_normalizer import from_bytes
 from lxml import etree
 
-from crawler import pagetext, urls
+from crawler import fingerprints, pagetext, urls
 from crawler.models import Extracted
 
 log = logging.getLogger("crawler.extract")
@@ -232,7 +232,8 @@ def extract_from_html(text: str, url: str = "") -> tuple[Extracted, str | None]:
     return Extracted(links=tuple(links), requisites=tuple(requisites), title=title or None,
                      text_hash=pagetext.text_hash(lines),
                      simhash=simhash(" ".join(lines)),
-                     shape_hash=echo_free_hash(url, lines)), base
+                     shape_hash=echo_free_hash(url, lines),
+                     wall=fingerprints.challenge(lines, title, len(links))), base
 
 
 def echo_free_hash(url: str, lines: list[str]) -> str:
@@ -337,7 +338,7 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
         found, base = extract_from_html(text, url)
         found = Extracted(links=found.links, requisites=found.requisites, title=found.title,
                           charset=charset, text_hash=found.text_hash, simhash=found.simhash,
-                          shape_hash=found.shape_hash)
+                          shape_hash=found.shape_hash, wall=found.wall)
     elif media_type == "text/css":
         text, charset = decode_text(body, content_type, markup=False)
         found = Extracted(requisites=tuple(u for u in map(_clean, css_urls(text)) if u),
@@ -359,7 +360,8 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
     keys = {u: urls.canonical_key(u) for group in (links, requisites, sitemaps) for u in group}
     return Extracted(links=links, requisites=requisites, sitemaps=sitemaps, title=found.title,
                      charset=found.charset, keys=keys, text_hash=found.text_hash,
-                     simhash=found.simhash, capped=tuple(capped), shape_hash=found.shape_hash)
+                     simhash=found.simhash, capped=tuple(capped), shape_hash=found.shape_hash,
+                     wall=found.wall)
 
 
 def _resolve(found: tuple[str, ...], base: str, limit: int) -> tuple[str, ...]:

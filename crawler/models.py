@@ -138,3 +138,4 @@ class Extracted:
     simhash: int | None = None  # 64-bit simhash of that text
     capped: tuple[str, ...] = ()  # per-page caps hit ("parse-bytes", "links"): links lost
     shape_hash: str | None = None  # SHA-1 of that text without digits (the trap rules)
+    wall: str | None = None  # who shows the challenge page this is (fingerprints.challenge)

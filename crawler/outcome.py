@@ -105,6 +105,8 @@ SHORTFALL = {  # reason -> how a summary says it
     "robots-unreachable": "{n} URL(s) of hosts whose robots.txt answered with a server "
                           "error (RFC 9309: disallow all)",
     "host-hung": "{n} URL(s) of hosts that stopped answering",
+    "bot-wall": "{n} URL(s) answered with the challenge page of an anti-DDoS or "
+                "bot-protection service: the crawl saw the wall, not the page",
     "parse-cap": "{n} page(s) whose links past a per-page cap were not followed",
     "errors": "{n} URL(s) that failed after all retries",
     "truncated": "{n} response(s) cut short (the server stalled or disconnected)",

@@ -4,12 +4,15 @@ with the innocent variants that could trip a rule beside the guilty ones."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
-from test_takedown import alerts, classes, scenario
+from test_takedown import alerts, classes, scenario, settings_for
 
+from crawler.pipeline import run_target
 from crawler.sample_site import SampleSite
+from crawler.settings import Limits
 
 ARTICLE = "/articles/3.html"  # quotes "Роскомнадзор", "реестр запрещённых", "доступ ограничен"
 
@@ -65,11 +68,60 @@ def test_a_bot_wall_in_front_of_the_site_is_a_bot_wall_never_a_removal(
     persons = [p for p in found if p.startswith("/persons/") and p.endswith(".html")]
     assert len(persons) >= 25 and all(found[p] == "bot-wall" for p in persons), found
     assert alerts(run) == [] and run.report["hosts"] == []
-    # never "complete (exit ok)": a 200 wall was archived but is not the pages (incomplete,
-    # 8); behind a 403/503 wall not one page could be archived (failed, 4)
-    assert run.exit_code == (8 if WALLS[wall][0] == 200 else 4)
+    # never "complete (exit ok)": not one page of the site was archived, only its wall (a
+    # 200 check page is archived too, but it is not a page of the site): failed, 4
+    assert run.exit_code == 4 and run.outcome.status == "failed"
+    assert run.outcome.shortfall.get("bot-wall", 0) >= 25
     assert any("WARNING" in line and "challenge page" in line
                for line in summary_lines(run.report))
+
+
+@pytest.mark.parametrize("wall", ["ddos-guard-200", "captcha-403"])
+def test_a_first_crawl_behind_a_wall_fails_and_says_why(tmp_path: Path, wall: str) -> None:
+    """No earlier capture to compare with: the crawl itself recognises the challenge page,
+    so a site first archived behind a wall never reads as a complete baseline."""
+    from crawler.outcome import shortfall_lines
+    from crawler.takedown_sim import WALLS
+
+    with SampleSite() as site:
+        site.content.takedown.wall = WALLS[wall]
+        run = asyncio.run(run_target(settings_for(site, tmp_path)))
+    assert run.exit_code == 4 and run.outcome.status == "failed"
+    assert run.outcome.shortfall == {"bot-wall": 1}  # the seed answered with the wall
+    assert run.report is not None and run.report["summary"]["classes"] == {"bot-wall": 1}
+    assert "challenge page" in shortfall_lines(run.outcome.shortfall)[0]
+
+
+def test_new_urls_behind_a_wall_never_make_a_complete_crawl(tmp_path: Path) -> None:
+    """A limit-stopped crawl's continuation whose remaining URLs meet a DDoS-Guard check
+    page (200): they are not "new" pages, and the crawl that met them is not complete."""
+    from crawler.takedown_sim import WALLS
+
+    limited = {"limits": Limits(max_pages=8)}
+    with SampleSite() as site:
+        first = asyncio.run(run_target(settings_for(site, tmp_path, **limited)))
+        assert first.outcome.status == "incomplete" and first.outcome.shortfall["limit"] > 0
+        site.content.takedown.wall = WALLS["ddos-guard-200"]
+        second = asyncio.run(run_target(settings_for(site, tmp_path)))
+    assert second.report is not None
+    walled = second.outcome.shortfall.get("bot-wall", 0)
+    assert walled > 0 and second.outcome.status in ("incomplete", "failed"), second.outcome
+    assert second.exit_code != 0
+    counts = second.report["summary"]["classes"]
+    assert counts.get("bot-wall", 0) >= walled and "new" not in counts, counts
+
+
+def test_a_short_page_about_ddos_protection_is_a_page(tmp_path: Path) -> None:
+    """The innocent twins of the crawl-time rule: a short news item that names DDoS-Guard and
+    Cloudflare, in the site's layout (with its navigation), is archived as a page."""
+    notice = ("<h1>О проекте</h1><p>Сайт теперь защищён DDoS-Guard: если вы видите страницу "
+              "«Проверка браузера», подождите. Performance &amp; security by Cloudflare.</p>")
+    with SampleSite() as site:
+        site.content.takedown.rewrite["/about.html"] = ("<h1>О проекте</h1>".encode(),
+                                                        notice.encode())
+        run = asyncio.run(run_target(settings_for(site, tmp_path)))
+    assert run.exit_code == 0 and run.outcome.shortfall == {}, run.outcome.shortfall
+    assert run.report is not None and "bot-wall" not in run.report["summary"]["classes"]
 
 
 def test_an_article_about_captchas_that_changes_is_edited(tmp_path: Path) -> None:
