@@ -41,6 +41,7 @@ from crawler.settings import (
     DetectSettings,
     Limits,
     Politeness,
+    proxy_url,
 )
 from crawler.units import parse_duration, parse_size
 
@@ -118,6 +119,14 @@ def _non_negative(ctx: click.Context, param: click.Parameter, value: Any) -> Any
     if value is not None and value < 0:
         raise click.BadParameter(f"must not be negative, not {value}")
     return value
+
+
+def _proxy_urls(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Reject vantage proxies that are not proxy URLs."""
+    try:
+        return tuple(proxy_url(v) for v in value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _host_ip(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -225,6 +234,10 @@ def cli() -> None:
 @click.option("--notify", "notify_urls", multiple=True, metavar="APPRISE_URL",
               help="Tell this Apprise URL about takedown state changes (repeatable), e.g. "
                    "mailtos://…, json://host/path, tgram://…")
+@click.option("--vantage", multiple=True, metavar="PROXY_URL", callback=_proxy_urls,
+              help="A second vantage point: a proxy (http://, https://, socks5://) through "
+                   "which a suspected takedown is fetched again before it is believed; a page "
+                   "fine from there is blocked-here, not removed (repeatable).")
 @click.option("--control-url", help="A URL outside the target, fetched when fetches fail: if it "
               "fails too, our own network is down and the failures are not evidence.")
 @click.option("--ignore-text", type=RegexType(), multiple=True,
@@ -283,7 +296,12 @@ def resume(target: str | None, output: Path, quiet: bool, as_json: bool) -> None
     if lost:
         click.echo(f"crawler: warning: {len(lost)} notification URL(s) of this crawl could not "
                    f"be restored ({', '.join(lost)}): this run will not notify them", err=True)
-    settings = replace(settings, detect=replace(settings.detect, notify=tuple(notify)))
+    vantage, gone = restore(settings.detect.vantage, saved_notify(output, row.target, "vantage"))
+    if gone:
+        click.echo(f"crawler: warning: {len(gone)} vantage proxy URL(s) of this crawl could not "
+                   f"be restored ({', '.join(gone)}): this run will not use them", err=True)
+    settings = replace(settings, detect=replace(settings.detect, notify=tuple(notify),
+                                                vantage=tuple(vantage)))
     sys.exit(_run(settings, quiet=quiet, as_json=as_json, resume=row))
 
 
@@ -389,7 +407,8 @@ def _settings_from_options(seeds: tuple[str, ...], opts: dict[str, Any]) -> Craw
             rules=TextRules(ignore_selectors=tuple(opts["ignore_selector"]),
                             ignore_patterns=tuple(opts["ignore_text"])),
             recheck_probes=opts["recheck"], recheck_spacing=opts["recheck_spacing"],
-            control_url=opts["control_url"], notify=tuple(opts["notify_urls"])),
+            control_url=opts["control_url"], notify=tuple(opts["notify_urls"]),
+            vantage=tuple(opts["vantage"])),
     )
 
 

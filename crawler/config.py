@@ -31,6 +31,7 @@ from crawler.settings import (
     DetectSettings,
     Limits,
     Politeness,
+    proxy_url,
 )
 from crawler.units import parse_duration, parse_size
 
@@ -115,6 +116,13 @@ def _url(value: Any) -> str:
     try:
         return urls.normalize(_str(value))
     except InvalidURL as exc:
+        raise _Bad(str(exc)) from None
+
+
+def _proxy(value: Any) -> str:
+    try:
+        return proxy_url(_str(value))
+    except ValueError as exc:
         raise _Bad(str(exc)) from None
 
 
@@ -209,6 +217,9 @@ TARGET_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "notify_expiry": (duration, "how long an undelivered notification is retried before "
                                 "it is given up (default 7d)"),
     "control_url": (_url, "a URL outside the target: if it fails too, our network is down"),
+    "vantage": (_list(_proxy), "proxies (http://, socks5://) through which a suspected "
+                               "takedown is fetched again: a page fine from there is "
+                               "blocked-here, not removed"),
 }
 _REQUIRED = ("name", "seeds")
 
@@ -326,7 +337,7 @@ def _target(v: dict[str, Any], root: Path) -> Target:
                         ignore_patterns=v.get("ignore_text", ())),
         recheck_probes=v.get("recheck", 2), recheck_spacing=v.get("recheck_spacing", 2.0),
         confirm_runs=v.get("confirm_runs", 2), control_url=v.get("control_url"),
-        notify=v.get("notify", ()),
+        notify=v.get("notify", ()), vantage=v.get("vantage", ()),
         notify_expiry=v.get("notify_expiry", NOTIFY_EXPIRY),
         outage_confirm_after=v.get("outage_confirm_after", OUTAGE_CONFIRM_AFTER))
     settings = CrawlSettings(

@@ -80,7 +80,8 @@ class Crawl:
         # (pipeline.run_target); a crawl run on its own takes and releases its own.
         self._own_lock = lock is None
         self._lock = lock if lock is not None else lock_target(settings.output, self.target)
-        save_notify(settings.output, self.target, settings.detect.notify)
+        save_notify(settings.output, self.target, settings.detect.notify,
+                    settings.detect.vantage)
         self.resumed = resume is not None
         self.continued = 0  # URLs taken over from the queue an incomplete crawl left
         if resume is not None:

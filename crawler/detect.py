@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from urllib.parse import urljoin, urlsplit
 
@@ -20,6 +20,7 @@ from crawler.fingerprints import (
     LOGIN_MARKERS,
     LOGIN_SEGMENTS,
     OUTAGE_MARKERS,
+    VANTAGE_NOTE,
     WALL_MARKERS,
     WALL_NOTE,
     generic,
@@ -51,6 +52,7 @@ class Cls(StrEnum):
     BLOCK_PAGE = "block-page"
     SERVER_ERROR = "server-error"
     LOGIN_WALL = "login-wall"  # the page now needs an account (401, a login form)
+    BLOCKED_HERE = "blocked-here"  # gone from here, fine through a vantage point: a local block
     OUTAGE = "outage"  # a maintenance or database-error page in place of the page
     DNS = "unreachable-dns"
     REFUSED = "unreachable-refused"
@@ -60,8 +62,8 @@ class Cls(StrEnum):
 
 
 # Classes that may mean a takedown: tracked per URL, confirmed, alerted on.
-NEGATIVE = frozenset({Cls.LOGIN_WALL, Cls.PARTIAL, Cls.REPLACED, Cls.DELISTED, Cls.REMOVED,
-                      Cls.SOFT_404,
+NEGATIVE = frozenset({Cls.LOGIN_WALL, Cls.BLOCKED_HERE, Cls.PARTIAL, Cls.REPLACED,
+                      Cls.DELISTED, Cls.REMOVED, Cls.SOFT_404,
                       Cls.REDIRECT_HOME, Cls.REDIRECT_AWAY, Cls.LEGAL, Cls.BLOCK_PAGE,
                       Cls.SERVER_ERROR, Cls.OUTAGE, Cls.DNS, Cls.REFUSED, Cls.TLS,
                       Cls.TIMEOUT, Cls.UNREACHABLE})
@@ -102,9 +104,17 @@ class Snap:
     @property
     def wall(self) -> str | None:
         """Return who showed the challenge page the crawl met here, if it met one."""
-        if not self.detail or WALL_NOTE not in self.detail:
+        return self._note(WALL_NOTE)
+
+    @property
+    def vantage(self) -> str | None:
+        """Return the vantage point (proxy) this capture was fetched through, if any."""
+        return self._note(VANTAGE_NOTE)
+
+    def _note(self, prefix: str) -> str | None:
+        if not self.detail or prefix not in self.detail:
             return None
-        return self.detail.split(WALL_NOTE, 1)[1].split(";", 1)[0].strip()
+        return self.detail.split(prefix, 1)[1].split(";", 1)[0].strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +163,7 @@ def classify(before: Snap | None, after: Snap | None, ctx: Context) -> Finding:
     found = _classify(before, after, ctx)
     if found.cls in (Cls.UNCHANGED, Cls.NOT_MODIFIED, Cls.SEMANTIC, Cls.EDITED) and \
             before.key in ctx.linked_before and before.key not in ctx.linked_now and \
-            before.key not in ctx.seeds and after.kind == "page" and _good(after):
+            before.key not in ctx.seeds and after.kind == "page" and served(after):
         # (a URL that was always 404 and is no longer linked is not "still served")
         return Finding(after.url, after.key, Cls.DELISTED, before, after,
                        f"still served ({found.cls.value}), no longer linked from the site")
@@ -190,7 +200,7 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
             200 <= status < 300 or status >= 500) else set()
         if outage:
             return result(Cls.OUTAGE, f"{status}: " + ", ".join(sorted(outage)) + " page")
-    if not _good(before):  # it never served content: did it at least stay the same?
+    if not served(before):  # it never served content: did it at least stay the same?
         if (before.status, before.location, before.failure) == (
                 after.status, after.location, after.failure):
             if 300 <= status < 400:  # the same redirect: is where it leads still the same?
@@ -233,6 +243,32 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
     return _content(before, after, ctx, result)
 
 
+def through_vantages(f: Finding, views: list[Snap], ctx: Context) -> Finding:
+    """Return a negative finding judged again with what vantage points (proxies) saw.
+
+    If the page is fine from any of them, it was not removed: it is blocked here. If every
+    vantage point sees the same, the finding says so: that is part of why it is believed.
+    """
+    if f.before is None or not views:
+        return f
+    seen = [(v, _classify(f.before, v, ctx)) for v in views]
+    fine = [(v, found) for v, found in seen if found.cls not in NEGATIVE | NEUTRAL]
+    if fine:
+        view, found = fine[0]
+        return replace(f, cls=Cls.BLOCKED_HERE, strong=False,
+                       detail=f"{f.cls.value} here ({f.detail or f.cls.value}); through "
+                              f"{view.vantage} it answers {view.status}, "
+                              f"{found.cls.value}")
+    same = [v.vantage or "?" for v, found in seen if found.cls is f.cls]
+    others = [f"{v.vantage}: {found.cls.value}" for v, found in seen if found.cls is not f.cls]
+    detail = f.detail
+    if same:
+        detail += f"; the same through {', '.join(same)}"
+    if others:
+        detail += f"; through {', '.join(others)}"
+    return replace(f, detail=detail.lstrip("; "))
+
+
 def _landing_class(after: Snap, ctx: Context) -> Finding | None:
     """Return the finding of where an unchanged redirect leads, if that is now a takedown
     (a redirect that now lands on a block page is no longer "unchanged")."""
@@ -240,13 +276,15 @@ def _landing_class(after: Snap, ctx: Context) -> Finding | None:
     if landing is None or landing.key == after.key:
         return None
     earlier = ctx.before_of(landing.key)
-    if earlier is None or not _good(earlier):
+    if earlier is None or not served(earlier):
         return None
     found = _classify(earlier, landing, ctx)
-    return found if found.cls in NEGATIVE else None
+    # What is gone or blocked there; a change inside the landing page (names removed from
+    # it) is that page's own finding, not the redirect's.
+    return found if found.cls in NEGATIVE - {Cls.PARTIAL, Cls.DELISTED} else None
 
 
-def _good(snap: Snap) -> bool:
+def served(snap: Snap) -> bool:
     """Return True if a capture served content (2xx, or a 304 revisit of it)."""
     status = snap.status or 0
     return 200 <= status < 300 or (status == 304 and snap.record_type == "revisit")
@@ -262,6 +300,13 @@ def _redirect(before: Snap, after: Snap, ctx: Context, result: Callable[..., Fin
         return result(Cls.LOGIN_WALL, f"redirects to a login page at {target}")
     if landing_lines and _newly_blocked(ctx.lines(before), landing_lines):
         return result(Cls.BLOCK_PAGE, f"redirects to a block page at {target}", strong=True)
+    if landing is not None and landing.key != after.key and (
+            landing.status is None or landing.status >= 400):
+        # It leads to an error: what happened to the page is what happened to its target.
+        gone = _classify(before, landing, ctx)
+        if gone.cls in NEGATIVE:
+            return result(gone.cls, f"redirects to {landing.url}, which is {gone.cls.value}"
+                          + (f" ({gone.detail})" if gone.detail else ""), strong=gone.strong)
     if _away(after.url, target):
         return result(Cls.REDIRECT_AWAY, f"redirects to {target}")
     path = urlsplit(target).path or "/"

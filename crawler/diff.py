@@ -28,10 +28,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from crawler import extract, failpoints, pagetext, urls
+from crawler import extract, failpoints, listing, pagetext, urls
 from crawler.catalog import Catalog, CrawlRow, now_iso
 from crawler.detect import (
     NEGATIVE,
@@ -44,12 +44,14 @@ from crawler.detect import (
     Snap,
     classify,
     roll_up,
+    served,
+    through_vantages,
 )
 from crawler.fetcher import Fetcher, FetchSettings
-from crawler.fingerprints import WALL_NOTE
+from crawler.fingerprints import VANTAGE_NOTE, WALL_NOTE
 from crawler.models import CrawlUrl, UrlKind
 from crawler.recovery import recover_warcs
-from crawler.settings import DetectSettings
+from crawler.settings import DetectSettings, proxy_name
 from crawler.store import Stored, capture_from_record, capture_row
 from crawler.warc import WarcSettings, WarcWriter
 from crawler.warcread import RecordUnreadable, read_record
@@ -65,6 +67,15 @@ _NOT_WALL = f"coalesce(c.detail, '') NOT LIKE '%{WALL_NOTE}%'"
 _GOOD = "(c.status BETWEEN 200 AND 299 OR (c.status = 304 AND c.record_type = 'revisit'))"
 STRONG_CONFIRM = frozenset({Cls.LEGAL, Cls.BLOCK_PAGE})
 _NOT_RECHECKED = frozenset({Cls.DELISTED})  # judged from the link graph of the whole crawl
+# Network failures of a whole host: a few of its URLs re-checked stand for all of them.
+_HOST_CLASSES = frozenset({Cls.DNS, Cls.REFUSED, Cls.TLS, Cls.TIMEOUT})
+HOST_RECHECK_SAMPLE = 3
+# Why the crawl may not have fetched a redirect's target, where detection fetches it as
+# evidence (robots.txt is obeyed for evidence too).
+_NOT_FOLLOWED = frozenset({"out-of-scope", "trap"})
+MAX_LANDING_HOPS = 6
+MAX_VANTAGE_CHECKS = 500  # suspected URLs fetched through each vantage point per crawl
+MAX_LANDINGS = 200  # redirect targets fetched as evidence after one crawl
 _PROBE_PAYLOAD_CAP = 32 * 1024 * 1024  # bytes of a recovered probe read back (as a crawl's)
 
 
@@ -79,6 +90,7 @@ class Comparison:
     hosts: list[HostEvent]
     confirmed: set[str] = field(default_factory=set)  # keys whose rechecks all reproduced
     totals: dict[str, int] | None = None  # a baseline: counts only, no findings
+    unlanded: list[str] = field(default_factory=list)  # redirect targets nobody fetched
 
     def counts(self) -> dict[str, int]:
         """Return URLs per class."""
@@ -140,6 +152,19 @@ class _Rows:
             self._lines[snap.capture] = _text_lines(*found, self.rules) if found else None
         return self._lines[snap.capture]
 
+    def html(self, snap: Snap) -> str | None:
+        """Return the decoded HTML of a capture (None if it is not HTML or unreadable)."""
+        found = self.record(snap.capture) if snap.mime in extract.HTML_TYPES else None
+        return _decoded(*found) if found else None
+
+    def lines_without(self, snap: Snap, selector: str) -> list[str] | None:
+        """Return the normalized text of an HTML capture without one element."""
+        html = self.html(snap)
+        if html is None:
+            return None
+        rules = replace(self.rules, ignore_selectors=(*self.rules.ignore_selectors, selector))
+        return pagetext.html_lines(html, rules)
+
     def header(self, snap: Snap, name: str) -> list[str]:
         """Return the values of a response header of a capture."""
         found = self.record(snap.capture)
@@ -153,11 +178,16 @@ def _headers(head: bytes, name: str) -> list[str]:
 
 
 def _text_lines(head: bytes, payload: bytes, rules: pagetext.TextRules) -> list[str]:
+    return pagetext.html_lines(_decoded(head, payload), rules)
+
+
+def _decoded(head: bytes, payload: bytes) -> str:
+    """Return the text of an HTTP payload, inflated and decoded as its headers say."""
     content_type = next(iter(_headers(head, "content-type")), None)
     encoding = next(iter(_headers(head, "content-encoding")), None)
     body = extract.decode_content(payload, encoding)
     text, _ = extract.decode_text(body, content_type)
-    return pagetext.html_lines(text, rules)
+    return text
 
 
 def _blocked_by(rows: _Rows, snap: Snap) -> str | None:
@@ -194,7 +224,8 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
     now = rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? AND c.final = 1 "
                      "AND c.kind IN ('seed', 'page', 'requisite')", (after.pk,))
     extra = rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
-                       "AND c.kind IN ('probe', 'control', 'recheck') ORDER BY c.id",
+                       "AND c.kind IN ('probe', 'control', 'recheck', 'landing', 'vantage') "
+                       "ORDER BY c.id",
                        (after.pk,))
     latest = rows.snaps(  # for URLs that never served content: what they did last time,
         # before any takedown class (an outage page in front of a 404 is not its new normal)
@@ -208,9 +239,28 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
     new = {s.key: s for s in now}
     ctx = _context(rows, old, new, extra, after, before)
     keys = sorted(set(new) | {k for k in old if old[k].kind != "requisite"})
-    findings = [classify(old.get(k), new.get(k), ctx) for k in keys]
+    raw = [classify(old.get(k), new.get(k), ctx) for k in keys]
+
+    def prior(key: str) -> Snap | None:  # a listing page as the previous crawl saw it
+        if before is None:
+            return None
+        found = rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
+                           "AND c.key = ? AND c.final = 1", (before.pk, key))
+        return found[0] if found else None
+
+    findings = listing.regroup(raw, ctx.lines, prior)
+    rotating = _rotating_blocks(findings, rows, extra, ctx)
+    if rotating:  # compare those pages again without the block that changes every visit
+        plain = ctx.lines
+        ctx = replace(ctx, lines=lambda s: rows.lines_without(s, rotating[s.key])
+                      if s.key in rotating else plain(s))
+        raw = [_left_out(classify(f.before, f.after, ctx)) if f.key in rotating else f
+               for f in raw]
+        findings = listing.regroup(raw, ctx.lines, prior)
+    findings = _with_vantages(findings, extra, ctx)
     confirmed = _reproduced(findings, extra)
-    return Comparison(after.target, after, before, findings, roll_up(findings), confirmed)
+    return Comparison(after.target, after, before, findings, roll_up(findings), confirmed,
+                      unlanded=_landings_wanted(findings, _answers(new, extra)))
 
 
 def _context(rows: _Rows, old: dict[str, Snap], new: dict[str, Snap], extra: list[Snap],
@@ -222,16 +272,11 @@ def _context(rows: _Rows, old: dict[str, Snap], new: dict[str, Snap], extra: lis
         return frozenset(r[0] for r in rows.db.execute(
             "SELECT key FROM linked WHERE crawl=?", (crawl.pk,)))
 
-    def landing(snap: Snap) -> Snap | None:
-        current: Snap | None = snap
-        for _ in range(6):
-            if current is None or not current.status or not 300 <= current.status < 400:
-                return current
-            target = urls.try_normalize(current.location or "", current.url)
-            current = by_url.get(urls.canonical_key(target)) if target else None
-        return current
+    by_url = _answers(new, extra)
 
-    by_url = dict(new)
+    def landing(snap: Snap) -> Snap | None:
+        return _chain(snap, by_url)[0]
+
     probes = [s for s in extra if s.kind == "probe" and s.status and 200 <= s.status < 300]
 
     def soft_404(snap: Snap) -> bool:
@@ -250,6 +295,54 @@ def _context(rows: _Rows, old: dict[str, Snap], new: dict[str, Snap], extra: lis
         network_down=bool(controls) and controls[-1].status is None,
         seeds=frozenset(urls.canonical_key(s) for s in after.settings.get("seeds", [])),
         before_of=old.get)
+
+
+def _answers(new: dict[str, Snap], extra: list[Snap]) -> dict[str, Snap]:
+    """Return key -> what this crawl got for it: its capture, or the landing fetched as
+    evidence where the crawl did not fetch the URL."""
+    by_url = dict(new)
+    for snap in extra:
+        if snap.kind == "landing" and _unfetched(by_url.get(snap.key)):
+            by_url[snap.key] = snap
+    return by_url
+
+
+def _unfetched(snap: Snap | None) -> bool:
+    """Return True if the crawl has no answer for a URL (not captured, or kept out)."""
+    return snap is None or (snap.status is None and snap.failure in _NOT_FOLLOWED)
+
+
+def _chain(snap: Snap, by_url: dict[str, Snap]) -> tuple[Snap | None, str | None]:
+    """Return (where a redirect chain ends, or None; the URL where it breaks because
+    nothing answered for it, or None)."""
+    current = snap
+    for _ in range(MAX_LANDING_HOPS):
+        if not current.status or not 300 <= current.status < 400:
+            return current, None
+        target = urls.try_normalize(current.location or "", current.url)
+        if target is None:
+            return None, None
+        found = by_url.get(urls.canonical_key(target))
+        if _unfetched(found):
+            return None, target
+        assert found is not None
+        current = found
+    return None, None
+
+
+def _landings_wanted(findings: list[Finding], answers: dict[str, Snap]) -> list[str]:
+    """Return the redirect targets a finding's class rests on that nobody fetched (the
+    crawl stopped at a limit, a trap rule or the scope): fetched as evidence, so that a
+    verdict never depends on where the crawl happened to stop."""
+    wanted: list[str] = []
+    for f in findings:
+        if f.before is None or f.after is None or not f.after.status or \
+                not 300 <= f.after.status < 400:
+            continue
+        _, missing = _chain(f.after, answers)
+        if missing and missing not in wanted:
+            wanted.append(missing)
+    return wanted[:MAX_LANDINGS]
 
 
 def _trusted_links(before: frozenset[str], now: frozenset[str], old: dict[str, Snap],
@@ -288,20 +381,197 @@ def _reproduced(findings: list[Finding], extra: list[Snap]) -> set[str]:
         if snap.kind == "recheck":
             rechecks.setdefault(snap.key, []).append(snap)
     confirmed = set()
+    hosts: dict[tuple[str, Cls], bool] = {}  # (host, network class) -> every sample reproduced
     for f in findings:
         probes = rechecks.get(f.key)
         if f.after is None or not probes:
             continue
-        if all(_same(f.after, p) for p in probes):
+        same = all(_same(f.after, p) for p in probes)
+        if same:
             confirmed.add(f.key)
+        if f.cls in _HOST_CLASSES:
+            group = (urls.host_of(f.url), f.cls)
+            hosts[group] = hosts.get(group, True) and same
+    # A host that does not resolve, refuses or never answers does so for every URL: the
+    # re-checked sample of its URLs stands for the rest (see _recheck_targets).
+    confirmed.update(f.key for f in findings if f.cls in _HOST_CLASSES
+                     and hosts.get((urls.host_of(f.url), f.cls)))
     return confirmed
+
+
+def _rotating_blocks(findings: list[Finding], rows: _Rows, extra: list[Snap], ctx: Context,
+                     ) -> dict[str, str]:
+    """Return key -> selector of a rotating block to leave out of the page's comparison.
+
+    A block inside the main content that shows different items on every visit ("a random
+    document from the archive") loses lines between any two crawls, and can hide a real
+    removal beside it. It is found two ways:
+
+    - across the site: the element that holds all the changes of a page, the same one on
+      many pages of a host (a template's block), with every line it ever showed (its
+      vocabulary); it is left out of a page only where all it holds is that vocabulary, so
+      the site's own content is never left out;
+    - on one page: another fetch of the page (a re-check of this crawl, or a crawl between
+      the last good capture and this one) that differs from this capture; the lines that
+      differ mark the block.
+    """
+    changed = [f for f in findings if f.cls in (Cls.PARTIAL, Cls.EDITED)
+               and f.before is not None and f.after is not None]
+    found: dict[str, str] = {}
+    learned = _site_blocks(changed, rows, ctx)
+    for f in changed:
+        assert f.before is not None and f.after is not None
+        for selector, vocabulary in learned.get(urls.host_of(f.url), {}).items():
+            inside = [_element(rows, s, selector) for s in (f.before, f.after)]
+            if all(lines is not None and set(lines) <= vocabulary for lines in inside):
+                found[f.key] = selector
+                break
+    rechecks: dict[str, list[Snap]] = {}
+    for snap in extra:
+        if snap.kind == "recheck":
+            rechecks.setdefault(snap.key, []).append(snap)
+    for f in changed:
+        if f.key in found or f.cls is not Cls.PARTIAL:
+            continue
+        assert f.before is not None and f.after is not None
+        now = ctx.lines(f.after) or []
+        for other in [*rechecks.get(f.key, []), *_between(rows, f.before, f.after)]:
+            seen = ctx.lines(other) if served(other) else None
+            volatile = set(now) ^ set(seen if seen is not None else now)
+            selector = _block_of(rows, volatile, f.after, other) if volatile else None
+            if selector is not None:
+                found[f.key] = selector
+                break
+    return found
+
+
+ROTATION_SAMPLE = 40  # changed pages per host looked at to learn its rotating blocks
+ROTATION_PAGES = 3  # pages whose every change lies in one element that make it a block
+
+
+def _site_blocks(changed: list[Finding], rows: _Rows, ctx: Context,
+                 ) -> dict[str, dict[str, set[str]]]:
+    """Return host -> {selector: vocabulary} of the blocks in which all the changes of at
+    least ``ROTATION_PAGES`` of the host's changed pages lie (a sample of them)."""
+    sampled: Counter[str] = Counter()
+    counts: dict[str, Counter[str]] = {}
+    vocabulary: dict[tuple[str, str], Counter[str]] = {}  # line -> pages it was seen on
+    listings = {key for f in changed if (key := listing.listing_key(f.url))}
+    for f in changed:
+        assert f.before is not None and f.after is not None
+        host = urls.host_of(f.url)
+        if sampled[host] >= ROTATION_SAMPLE or listing.listing_key(f.url) or f.url in listings:
+            continue  # (a listing's changes are entries moving between its pages)
+        sampled[host] += 1
+        volatile = set(ctx.lines(f.before) or []) ^ set(ctx.lines(f.after) or [])
+        selector = _block_of(rows, volatile, f.after, f.before) if volatile else None
+        if selector is None:
+            continue
+        counts.setdefault(host, Counter())[selector] += 1
+        seen = vocabulary.setdefault((host, selector), Counter())
+        seen.update({line for snap in (f.before, f.after)
+                     for line in _element(rows, snap, selector) or []})
+    # A rotating block draws from a pool: its items recur across pages. Changes that merely
+    # lie in one element of many pages (each page its own text) are no rotation.
+    return {host: {sel: set(vocabulary[(host, sel)]) for sel, n in found.items()
+                   if n >= ROTATION_PAGES and _recurring(vocabulary[(host, sel)])}
+            for host, found in counts.items()}
+
+
+def _recurring(seen: Counter[str]) -> bool:
+    """Return True if the lines of a block were, on average, seen on two pages or more."""
+    return bool(seen) and sum(seen.values()) >= 2 * len(seen)
+
+
+def _element(rows: _Rows, snap: Snap, selector: str) -> list[str] | None:
+    """Return the lines of the element ``selector`` picks in a capture."""
+    html = rows.html(snap)
+    return pagetext.element_lines(html, selector, rows.rules) if html else None
+
+
+def _block_of(rows: _Rows, volatile: set[str], *snaps: Snap) -> str | None:
+    """Return the selector of the element holding the lines that differ between captures:
+    in each capture the element holding its share of them, the outermost of those (one
+    capture may show a single item of the rotating list, the other several)."""
+    found = []
+    for snap in snaps:
+        html = rows.html(snap)
+        selector = pagetext.volatile_selector(html, volatile, rows.rules) if html else None
+        if selector is not None:
+            found.append(selector)
+    if not found:
+        return None
+    outer = min(found, key=len)
+    return outer if all(s.startswith(outer) for s in found) else None
+
+
+def _left_out(f: Finding) -> Finding:
+    """Return a finding that says a rotating block was left out of its comparison."""
+    note = "a block that changes on every visit was left out of the comparison"
+    return replace(f, detail=f"{f.detail}; {note}" if f.detail else note)
+
+
+def _between(rows: _Rows, before: Snap, after: Snap) -> list[Snap]:
+    """Return the captures of a URL by crawls between its last good capture and now."""
+    return rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.key = ? AND c.final = 1 "
+                      "AND c.crawl > ? AND c.crawl < ? AND c.crawl IN (SELECT id FROM crawls "
+                      "WHERE target = (SELECT target FROM crawls WHERE id = ?)) "
+                      "ORDER BY c.id DESC LIMIT 3",
+                      (after.key, before.crawl, after.crawl, after.crawl))
+
+
+def _with_vantages(findings: list[Finding], extra: list[Snap], ctx: Context,
+                   ) -> list[Finding]:
+    """Return the findings judged again with what vantage points saw (``through_vantages``);
+    a host-wide network failure by the sample of its URLs fetched through them."""
+    views: dict[str, list[Snap]] = {}
+    for snap in extra:
+        if snap.kind == "vantage":
+            views.setdefault(snap.key, []).append(snap)
+    if not views:
+        return findings
+    out: list[Finding] = []
+    hosts: dict[tuple[str, Cls], Finding] = {}  # a judged sample of a host's failure
+    for f in findings:
+        judged = through_vantages(f, views.get(f.key, []), ctx) if f.cls in NEGATIVE else f
+        if f.cls in _HOST_CLASSES and f.key in views:
+            hosts.setdefault((urls.host_of(f.url), f.cls), judged)
+        out.append(judged)
+    for i, f in enumerate(out):
+        sample = hosts.get((urls.host_of(f.url), f.cls))
+        if f.cls in _HOST_CLASSES and f.key not in views and sample is not None:
+            out[i] = replace(f, cls=sample.cls, detail=f"as {sample.url}: {sample.detail}")
+    return out
+
+
+def _recheck_targets(findings: list[Finding]) -> list[Finding]:
+    """Return the suspects to fetch again: every one, except that a host-wide network
+    failure is re-checked on a few of its URLs (each re-check of a host that never answers
+    waits out a timeout; thousands of them would hold a verdict up for hours)."""
+    targets: list[Finding] = []
+    sampled: Counter[tuple[str, Cls]] = Counter()
+    for f in findings:
+        if f.cls not in NEGATIVE or f.cls in _NOT_RECHECKED:
+            continue
+        if f.cls in _HOST_CLASSES:
+            group = (urls.host_of(f.url), f.cls)
+            if sampled[group] >= HOST_RECHECK_SAMPLE:
+                continue
+            sampled[group] += 1
+        targets.append(f)
+    return targets
+
+
+# What a failure the crawl recorded is, as a fresh fetch would see it.
+_AS_FETCHED = {"host-hung": "timeout"}
 
 
 def _same(a: Snap, b: Snap) -> bool:
     """Return True if a recheck shows what the crawl saw."""
     if a.failure in ("robots", "out-of-scope"):
         return False
-    if a.status != b.status or (a.status is None and a.failure != b.failure):
+    if a.status != b.status or (a.status is None and _AS_FETCHED.get(
+            a.failure or "", a.failure) != b.failure):
         return False
     if a.status and 200 <= a.status < 300:
         return a.text_hash == b.text_hash if a.text_hash else a.digest == b.digest
@@ -325,11 +595,16 @@ async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
                         first_serial=len(list(warc_dir.glob("*.warc.gz"))))
     sink = ThreadPoolExecutor(1, thread_name_prefix="probe-sink")  # one writer of the WARC
 
-    async def take(fetcher: Fetcher, url: str, kind: UrlKind, key: str | None = None) -> None:
+    async def take(fetcher: Fetcher, url: str, kind: UrlKind, key: str | None = None,
+                   vantage: str | None = None) -> str | None:
+        """Fetch, archive and enter one URL; return where it redirects, if it does."""
         result = await fetcher.fetch(url)
+        headers = {"WARC-Crawler-Kind": kind.value}
+        if vantage:
+            headers["WARC-Crawler-Vantage"] = vantage
         try:
             entry = await asyncio.get_running_loop().run_in_executor(
-                sink, writer.write_exchange, result, {"WARC-Crawler-Kind": kind.value})
+                sink, writer.write_exchange, result, headers)
             failpoints.hit("probe-written")
             found = None
             if result.ok and result.content_type in extract.HTML_TYPES:
@@ -337,26 +612,57 @@ async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
                                                result.header("content-type"),
                                                result.header("content-encoding"))
             item = CrawlUrl(url=url, key=key or urls.canonical_key(url), kind=kind, depth=0)
+            row = capture_row(item, result, Stored(entry), found)
+            if vantage:
+                row = replace(row, detail="; ".join(filter(None, (
+                    f"{VANTAGE_NOTE}{vantage}", row.detail))))
             with catalog.transaction():
-                catalog.add_capture(after.pk, capture_row(item, result, Stored(entry), found))
+                catalog.add_capture(after.pk, row)
+            redirect = result.ok and result.status in (301, 302, 303, 307, 308)
+            return result.header("location") if redirect else None
         finally:
             result.close()
 
+    async def take_chain(fetcher: Fetcher, url: str) -> None:
+        seen: set[str] = set()
+        next_url: str | None = url
+        while next_url and next_url not in seen and len(seen) < MAX_LANDING_HOPS:
+            seen.add(next_url)
+            location = await take(fetcher, next_url, UrlKind.LANDING)
+            next_url = urls.try_normalize(location, next_url) if location else None
+
     try:
-        probes = _probe_urls(first, settings.max_probe_dirs)
+        landings = first.unlanded
         network = [f for f in first.findings if f.cls in (Cls.DNS, Cls.REFUSED, Cls.TLS,
                                                            Cls.TIMEOUT, Cls.UNREACHABLE)]
         control = settings.control_url if network else None
+        probes = _probe_urls(first, settings.max_probe_dirs)
         async with Fetcher(fetch) as fetcher:
+            for url in landings:
+                await take_chain(fetcher, url)
             for url in probes:
                 await take(fetcher, url, UrlKind.PROBE)
             if control:
                 await take(fetcher, control, UrlKind.CONTROL)
-        # Probes and the control URL can change classes (soft-404, our network down).
-        current = compare(catalog, after, rules=settings.rules) if probes or control else first
-        suspects = [f for f in current.findings
-                    if f.cls in NEGATIVE and f.cls not in _NOT_RECHECKED]
+        # Landings, probes and the control URL can change classes (where a redirect leads,
+        # soft-404, our network down).
+        current = compare(catalog, after, rules=settings.rules) if (
+            landings or probes or control) else first
+        suspects = _recheck_targets(current.findings)
         gate = asyncio.Semaphore(4)  # gentle: a struggling server is being asked again
+        if suspects and settings.vantage:
+            # Another network path: a page fine from there is blocked here, not removed.
+            for proxy in settings.vantage:
+                name = proxy_name(proxy)
+                async with Fetcher(replace(fetch, proxy=proxy)) as fetcher:
+                    async def through(f: Finding, fetcher: Fetcher = fetcher,
+                                      name: str = name) -> None:
+                        async with gate:
+                            await take(fetcher, f.url, UrlKind.VANTAGE, f.key, name)
+
+                    await asyncio.gather(*(through(f) for f in suspects[:MAX_VANTAGE_CHECKS]))
+            current = compare(catalog, after, rules=settings.rules)
+            suspects = _recheck_targets(current.findings)
         for n in range(settings.recheck_probes if suspects else 0):
             await asyncio.sleep(settings.recheck_spacing if n else 0)
             # A new client per round: no connection, and no remembered DNS failure, is reused.

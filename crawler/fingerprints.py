@@ -60,6 +60,8 @@ WALL_MARKERS = {
 # How a capture's detail marks a challenge page (``bot-wall:Cloudflare``), for the crawl's
 # shortfall and for detection, which must not take a wall for the page.
 WALL_NOTE = "bot-wall:"
+# How a capture's detail names the vantage point (proxy) it was fetched through.
+VANTAGE_NOTE = "vantage:"
 # A challenge page is small and leads nowhere: longer pages or pages with more links than
 # this are the site's own (an article about Cloudflare or captchas is no wall).
 CHALLENGE_MAX_CHARS = 2000

@@ -65,18 +65,21 @@ def target_is_locked(root: Path, target: str) -> bool:
     return False
 
 
-def save_notify(root: Path, target: str, urls: tuple[str, ...]) -> None:
-    """Keep a target's notification URLs where only the owner can read them, for resume."""
+def save_notify(root: Path, target: str, urls: tuple[str, ...],
+                vantage: tuple[str, ...] = ()) -> None:
+    """Keep a target's notification URLs and vantage-point proxies (both may carry
+    passwords) where only the owner can read them, for resume."""
     path = root / target / NOTIFY_FILE
-    if urls:
-        write_private(path, {"notify": list(urls)})
+    if urls or vantage:
+        write_private(path, {"notify": list(urls), "vantage": list(vantage)})
     elif path.exists():
         path.unlink()
 
 
-def saved_notify(root: Path, target: str) -> list[str]:
-    """Return the notification URLs ``save_notify`` kept for a target."""
+def saved_notify(root: Path, target: str, key: str = "notify") -> list[str]:
+    """Return the notification URLs (or, with ``key="vantage"``, the proxies) that
+    ``save_notify`` kept for a target."""
     data = read_private(root / target / NOTIFY_FILE)
-    if isinstance(data, dict) and isinstance(data.get("notify"), list):
-        return [u for u in data["notify"] if isinstance(u, str)]
+    if isinstance(data, dict) and isinstance(data.get(key), list):
+        return [u for u in data[key] if isinstance(u, str)]
     return []

@@ -21,6 +21,9 @@ class UrlKind(StrEnum):
     PROBE = "probe"  # a random URL beside changed pages: what the site's not-found looks like
     RECHECK = "recheck"  # a suspected URL fetched again to confirm what happened to it
     CONTROL = "control"  # the control URL: is our own network down?
+    VANTAGE = "vantage"  # a suspected URL fetched through a vantage-point proxy
+    LANDING = "landing"  # where a redirect leads, when the crawl did not fetch it (a limit,
+    # a trap rule, out of scope): the evidence a redirect's class rests on
 
 
 class FailureKind(StrEnum):

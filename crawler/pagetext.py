@@ -106,13 +106,18 @@ def page_lines(soup: BeautifulSoup, rules: TextRules = DEFAULT_RULES) -> list[st
 
 
 def _block_lines(root: Tag) -> list[str]:
-    """Return the text of ``root`` as one line per innermost block element.
+    """Return the text of ``root`` as one line per innermost block element."""
+    return [line for line, _ in _blocks(root)]
+
+
+def _blocks(root: Tag) -> list[tuple[str, Tag]]:
+    """Return (text, block element) for each line of ``root``.
 
     Consecutive strings with the same innermost block ancestor form a line; a change of
     table cell within it adds " | ". Walking up from each string (with a cache) is several
     times faster than marking every block boundary in the tree.
     """
-    lines: list[str] = []
+    lines: list[tuple[str, Tag]] = []
     parts: list[str] = []
     current: Tag | None = None
     cell: Tag | None = None
@@ -135,16 +140,80 @@ def _block_lines(root: Tag) -> list[str]:
             found = blocks[id(parent)] = (block, cell_of)
         block, cell_of = found
         if block is not current:
-            if parts:
-                lines.append("".join(parts))
+            if parts and current is not None:
+                lines.append(("".join(parts), current))
             parts, current, cell = [], block, cell_of
         elif cell_of is not cell:
             parts.append(" | ")
             cell = cell_of
         parts.append(text)
-    if parts:
-        lines.append("".join(parts))
+    if parts and current is not None:
+        lines.append(("".join(parts), current))
     return lines
+
+
+def element_lines(html: str, selector: str, rules: TextRules = DEFAULT_RULES,
+                  ) -> list[str] | None:
+    """Return the normalized lines of the one element ``selector`` picks, or None if it
+    picks none or several."""
+    soup = parse(html)
+    for tag in soup.find_all(_DROP):
+        tag.decompose()
+    picked = soup.select(selector)
+    if len(picked) != 1:
+        return None
+    return normalize_lines((text for text, _ in _blocks(picked[0])), rules.ignore_patterns)
+
+
+def _only_caption(tag: Tag, volatile: set[str], rules: TextRules) -> bool:
+    """Return True if all ``tag`` holds besides ``volatile`` lines is a caption: one short
+    line at most."""
+    rest = [line for line in normalize_lines((text for text, _ in _blocks(tag)),
+                                             rules.ignore_patterns) if line not in volatile]
+    return len(rest) <= 1 and sum(map(len, rest)) <= 60
+
+
+def volatile_selector(html: str, volatile: set[str], rules: TextRules = DEFAULT_RULES,
+                      ) -> str | None:
+    """Return a CSS selector for the one element of the main content that holds every line
+    of ``volatile`` (lines that differ between two fetches of the page moments or runs
+    apart: a rotating block), or None if they are not in one element short of the whole
+    main content. Ignoring that element, the rest of the page can be compared."""
+    soup = parse(html)
+    for tag in soup.find_all(_DROP):
+        tag.decompose()
+    for selector in rules.ignore_selectors:
+        for tag in soup.select(selector):
+            tag.decompose()
+    found: dict[str, list[Tag]] = {name: soup.find_all(name) for name in _WANTED}
+    role_main = soup.find(attrs={"role": "main"})
+    root = _main(soup, found, role_main if isinstance(role_main, Tag) else None)
+    holders = [tag for text, tag in _blocks(root)
+               if set(normalize_lines([text], rules.ignore_patterns)) & volatile]
+    if not holders:
+        return None
+    common = holders[0]
+    for tag in holders[1:]:
+        ancestors = {id(a) for a in [tag, *tag.parents]}
+        while id(common) not in ancestors and common.parent is not None:
+            common = common.parent
+    # One item of a list that rotates (a <p> among <p>s), or one under a caption ("From the
+    # archive"): the block is the list, not the item.
+    while isinstance(common.parent, Tag) and common.parent is not root and (
+            any(isinstance(sib, Tag) and sib.name == common.name
+                for sib in (*common.previous_siblings, *common.next_siblings))
+            or _only_caption(common.parent, volatile, rules)):
+        common = common.parent
+    if common is root or any(a is common for a in root.parents):
+        return None
+    steps = []
+    node: Tag | None = common
+    while node is not None and node.name != "[document]":
+        index = 1 + sum(1 for sib in node.previous_siblings
+                        if isinstance(sib, Tag) and sib.name == node.name)
+        steps.append(f"{node.name}:nth-of-type({index})")
+        node = node.parent
+    return " > ".join(reversed(steps))
 
 
 def normalize_lines(lines: Iterable[str], patterns: Sequence[re.Pattern[str]] = (),

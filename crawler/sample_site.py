@@ -121,7 +121,12 @@ class SampleSiteContent:
     @property
     def pages(self) -> int:
         """Return the number of index pages."""
-        return max(1, -(-self.persons // self.per_page))
+        return max(1, -(-len(self.listed()) // self.per_page))
+
+    def listed(self) -> list[int]:
+        """Return the persons the index lists, in its order (pages re-flow, as real ones do:
+        when names are dropped, every later name moves up)."""
+        return [n for n in range(1, self.persons + 1) if n not in self.delisted]
 
     def page_paths(self) -> list[str]:
         """Return the paths of every HTML page a full crawl should capture."""
@@ -139,8 +144,8 @@ class SampleSiteContent:
         paths += [f"/img/persons/{n}.png" for n in range(1, self.persons + 1)]
         return paths
 
-    def respond(self, target: str) -> Reply:
-        """Return the reply for a request target (path and query)."""
+    def respond(self, target: str, client: str = "") -> Reply:
+        """Return the reply for a request target (path and query) to a client (its IP)."""
         parts = urlsplit(target)
         path = unquote(parts.path)
         if path in self.moved:
@@ -149,7 +154,7 @@ class SampleSiteContent:
         reply = self._route(source, parse_qs(parts.query))
         if not self.validators:
             reply = replace(reply, etag=None, last_modified=None)
-        return self.takedown.apply(path, reply, _page)
+        return self.takedown.apply(path, reply, _page, client)
 
     def _route(self, path: str, query: dict[str, list[str]]) -> Reply:
         """Return the reply for a path, before the moved-pages and validators switches."""
@@ -256,10 +261,9 @@ class SampleSiteContent:
         """Return one page of the alphabetical person index."""
         if page < 1 or page > self.pages:
             return Reply(404, _page("Не найдено", "<p>Нет такой страницы.</p>"))
-        first = (page - 1) * self.per_page + 1
-        last = min(self.persons, page * self.per_page)
+        shown = self.listed()[(page - 1) * self.per_page:page * self.per_page]
         rows = "".join(f'<tr><td><a href="/persons/{n}.html">{self.name(n)}</a></td></tr>'
-                       for n in range(first, last + 1) if n not in self.delisted)
+                       for n in shown)
         nav = " ".join(f'<a href="/persons/?page={p}">{p}</a>' for p in range(1, self.pages + 1))
         return Reply(200, _page(f"Список имён, страница {page}",
                                 f"<h1>Список имён</h1><table>{rows}</table><p>{nav}</p>"))
@@ -348,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:  # type: ignore[attr-defined]
             content.hits[key] += 1
             self.server.requests.append(self.path)  # type: ignore[attr-defined]
-        reply = content.respond(self.path)
+        reply = content.respond(self.path, self.client_address[0])
         if content.latency:
             time.sleep(content.latency)
         if _not_modified(reply, self.headers.get("If-None-Match"),

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from crawler import urls
 from crawler.fetcher import FetchSettings
@@ -59,6 +60,36 @@ OUTAGE_CONFIRM_AFTER = 6 * 3600.0  # default: an outage must last 6 hours to be 
 NOTIFY_EXPIRY = 7 * 86400.0  # default: an undelivered notification is retried for a week
 
 
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def proxy_url(value: str) -> str:
+    """Return a vantage-point proxy URL, or raise ValueError saying what is wrong with it."""
+    parts = urlsplit(value)
+    if parts.scheme not in PROXY_SCHEMES or not parts.hostname:
+        raise ValueError(f"{redact_url(value)!r} is not a proxy URL (scheme://host:port, "
+                         f"scheme one of {', '.join(PROXY_SCHEMES)})")
+    try:
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        raise ValueError(f"{redact_url(value)!r} has a bad port") from None
+    return value
+
+
+def proxy_name(url: str) -> str:
+    """Return how a proxy is named in reports and WARC headers: without its credentials."""
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _secret_proxy(url: str) -> str:
+    """Return a proxy URL as kept in crawl.json: redacted when it holds credentials."""
+    parts = urlsplit(url)
+    return redact_url(url) if parts.username or parts.password else url
+
+
 @dataclass(frozen=True, slots=True)
 class DetectSettings:
     """How a target's crawls are compared and when a change becomes an alert (diff.py)."""
@@ -71,6 +102,9 @@ class DetectSettings:
     outage_confirm_after: float = OUTAGE_CONFIRM_AFTER
     control_url: str | None = None  # fetched when fetches failed: is our own network down?
     max_probe_dirs: int = 50  # soft-404 probes (random URLs beside changed pages) per crawl
+    # Proxies (http://, socks5://) through which a suspected takedown is fetched again
+    # before it is believed: a page fine from there is blocked-here, not removed.
+    vantage: tuple[str, ...] = ()
     notify: tuple[str, ...] = ()  # Apprise URLs told about state changes
     notify_expiry: float = NOTIFY_EXPIRY  # seconds an undelivered notification is retried
 
@@ -108,11 +142,13 @@ class CrawlSettings:
     def to_json(self) -> dict[str, Any]:
         """Return the settings as JSON-ready data (crawl.json, the catalog).
 
-        Notification URLs are redacted (they carry tokens and passwords): ``crawler resume``
-        gets them back from the target's private file (``layout.save_notify``).
+        Notification URLs and vantage proxies are redacted (they carry tokens and
+        passwords): ``crawler resume`` gets them back from the target's private file
+        (``layout.save_notify``).
         """
         data = _jsonable(asdict(self))
         data["detect"]["notify"] = [redact_url(u) for u in self.detect.notify]
+        data["detect"]["vantage"] = [_secret_proxy(u) for u in self.detect.vantage]
         return data
 
     @classmethod
@@ -144,7 +180,8 @@ def _detect_from_json(data: dict[str, Any] | None) -> DetectSettings:
         rules=TextRules(ignore_selectors=tuple(rules.get("ignore_selectors", ())),
                         ignore_patterns=tuple(re.compile(p) for p in
                                               rules.get("ignore_patterns", ()))),
-        **{k: tuple(v) if k == "notify" else v for k, v in data.items() if k != "rules"})
+        **{k: tuple(v) if k in ("notify", "vantage") else v for k, v in data.items()
+           if k != "rules"})
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,6 +8,7 @@ soft-404s, redirects home, noise that must not alarm, a flaky server...).
 from __future__ import annotations
 
 import itertools
+import random
 import secrets
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -51,6 +52,15 @@ LOGIN_TEXT = ("<h1>Вход</h1><p>Войдите, чтобы продолжит
               "<input type='password' name='password'></label><button>Войти</button></form>")
 NOT_FOUND_TEXT = "<h1>Страница не найдена</h1><p>Запрошенная страница не существует.</p>"
 BLOCKED_BY = "https://rkn.example/registry"
+# What a rotating "from the archive" block shows, a few at random on every visit.
+ARCHIVE_DOCUMENTS = (
+    "Письмо из лагеря, 1938", "Протокол допроса", "Справка о реабилитации, выданная "
+    "прокуратурой Ленинградской области в 1989 году по заявлению дочери",
+    "Фотография семьи", "Анкета арестованного", "Приговор тройки НКВД",
+    "Воспоминания сына о последнем свидании с отцом в Бутырской тюрьме весной 1937 года",
+    "Открытка", "Ордер на арест", "Список этапа", "Дневник", "Заявление о пересмотре дела",
+)
+LOCAL_CLIENT = "127.0.0.1"  # the crawler's own address, as the site sees it
 
 
 @dataclass
@@ -71,15 +81,22 @@ class Takedown:
     outage: tuple[int, bytes] | None = None  # every HTML page answers this (OUTAGES)
     login: set[str] = field(default_factory=set)  # paths redirected (302) to /login?next=…
     unauthorized: set[str] = field(default_factory=set)  # paths answered 401 with a login form
+    # paths answered with a block page to clients at LOCAL_CLIENT only: a block on our own
+    # network path (an ISP's), which a second vantage point does not see
+    local: set[str] = field(default_factory=set)
+    rotating: bool = False  # every page shows 1-4 random documents in its main content
     _requests: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
-    def apply(self, path: str, reply: Reply, page: object) -> Reply:
-        """Return what the site serves for ``path`` instead of ``reply``.
+    def apply(self, path: str, reply: Reply, page: object, client: str = "") -> Reply:
+        """Return what the site serves for ``path`` to ``client`` (an IP address) instead
+        of ``reply``.
 
         ``page(title, body)`` renders a page in the site's layout.
         """
         if path == "/robots.txt":
             return reply
+        if path in self.local and client == LOCAL_CLIENT:
+            return _page_reply(reply, page("Доступ ограничен", BLOCK_TEXT), 200)
         if self.wall is not None:  # an anti-DDoS service in front of the whole site
             status, body = self.wall
             return _page_reply(reply, body, status)
@@ -115,6 +132,12 @@ class Takedown:
             return _page_reply(reply, page("Доступ ограничен", BLOCK_TEXT), 200)
         if path in self.soft404 or (self.soft404_all and reply.status == 404):
             return _page_reply(reply, page("Не найдено", NOT_FOUND_TEXT), 200)
+        if self.rotating and html and reply.status == 200 and reply.mode == "plain":
+            picks = random.sample(ARCHIVE_DOCUMENTS, random.randint(1, 4))
+            block = ("<div class='random'><h2>Из архива</h2>" + "".join(
+                f"<p>{title}</p>" for title in picks) + "</div></main>").encode()
+            reply = replace(reply, body=reply.body.replace(b"</main>", block, 1), etag=None,
+                            last_modified=None)
         if self.noise and html and reply.status == 200 and reply.mode == "plain":
             stamp = datetime.now(UTC).isoformat()
             extra = (f"<p>Просмотров: {secrets.randbelow(90000) + 1000}. Страница "

@@ -5,14 +5,24 @@ with the innocent variants that could trip a rule beside the guilty ones."""
 from __future__ import annotations
 
 import asyncio
+import re
+import sqlite3
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_takedown import alerts, classes, scenario, settings_for
+from test_takedown import DETECT, PERSONS, alerts, classes, scenario, settings_for
 
+from crawler.fetcher import FetchSettings
+from crawler.listing import listing_key
+from crawler.outcome import shortfall_lines
 from crawler.pipeline import run_target
+from crawler.proxy_sim import VantageProxy
+from crawler.report import summary_lines
 from crawler.sample_site import SampleSite
-from crawler.settings import Limits
+from crawler.settings import Limits, Politeness
+from crawler.takedown_sim import OUTAGES, WALLS
 
 ARTICLE = "/articles/3.html"  # quotes "Роскомнадзор", "реестр запрещённых", "доступ ограничен"
 
@@ -60,9 +70,6 @@ def test_a_bot_wall_in_front_of_the_site_is_a_bot_wall_never_a_removal(
         tmp_path: Path, wall: str) -> None:
     """Before: hundreds of confirmed server errors (503 challenge), confirmed soft-404s (200
     check page), `forbidden` for a 403 captcha, and the crawl ended "complete (exit ok)"."""
-    from crawler.report import summary_lines
-    from crawler.takedown_sim import WALLS
-
     site, run = scenario(tmp_path, lambda s: setattr(s.content.takedown, "wall", WALLS[wall]))
     found = classes(run, site)
     persons = [p for p in found if p.startswith("/persons/") and p.endswith(".html")]
@@ -80,9 +87,6 @@ def test_a_bot_wall_in_front_of_the_site_is_a_bot_wall_never_a_removal(
 def test_a_first_crawl_behind_a_wall_fails_and_says_why(tmp_path: Path, wall: str) -> None:
     """No earlier capture to compare with: the crawl itself recognises the challenge page,
     so a site first archived behind a wall never reads as a complete baseline."""
-    from crawler.outcome import shortfall_lines
-    from crawler.takedown_sim import WALLS
-
     with SampleSite() as site:
         site.content.takedown.wall = WALLS[wall]
         run = asyncio.run(run_target(settings_for(site, tmp_path)))
@@ -95,8 +99,6 @@ def test_a_first_crawl_behind_a_wall_fails_and_says_why(tmp_path: Path, wall: st
 def test_new_urls_behind_a_wall_never_make_a_complete_crawl(tmp_path: Path) -> None:
     """A limit-stopped crawl's continuation whose remaining URLs meet a DDoS-Guard check
     page (200): they are not "new" pages, and the crawl that met them is not complete."""
-    from crawler.takedown_sim import WALLS
-
     limited = {"limits": Limits(max_pages=8)}
     with SampleSite() as site:
         first = asyncio.run(run_target(settings_for(site, tmp_path, **limited)))
@@ -139,8 +141,6 @@ def test_a_site_wide_outage_is_an_outage_and_rechecks_never_confirm_it(
         tmp_path: Path, outage: str) -> None:
     """Before: a maintenance or database-error page on every URL was confirmed as mass
     soft-404 or server error by re-checks seconds apart."""
-    from crawler.takedown_sim import OUTAGES
-
     site, run = scenario(tmp_path, lambda s: setattr(s.content.takedown, "outage",
                                                      OUTAGES[outage]))
     found = classes(run, site)
@@ -154,14 +154,6 @@ def test_a_site_wide_outage_is_an_outage_and_rechecks_never_confirm_it(
 def test_an_outage_is_confirmed_only_when_it_lasts_over_runs_and_time(tmp_path: Path) -> None:
     """Scheduled runs: three crawls of a site in maintenance, minutes apart, never confirm
     with the default of 6 hours; with 0 they confirm at the second crawl, saying why."""
-    import asyncio
-    from dataclasses import replace
-
-    from test_takedown import DETECT, settings_for
-
-    from crawler.pipeline import run_target
-    from crawler.takedown_sim import OUTAGES
-
     with SampleSite() as site:
         def run(detect: object) -> object:
             return asyncio.run(run_target(settings_for(site, tmp_path, detect=detect)))
@@ -220,3 +212,180 @@ def test_a_redirect_that_now_lands_on_a_block_page_is_not_unchanged(tmp_path: Pa
     assert found["/old-address.html"] == "block-page"
     (finding,) = [f for f in run.report["findings"] if f["url"].endswith("/old-address.html")]
     assert "redirects to" in finding["detail"] and "block-page" in finding["detail"]
+
+
+def _per_page(n: int) -> object:
+    def change(site: SampleSite) -> None:
+        site.content.per_page = n
+    return change
+
+
+@pytest.mark.parametrize(("before", "after"), [(25, 10), (10, 25)], ids=["25-to-10", "10-to-25"])
+def test_a_listing_shown_with_another_page_size_loses_no_names(
+        tmp_path: Path, before: int, after: int) -> None:
+    """Before: 25 -> 10 names a page gave confirmed partial removals of names still listed.
+    Fewer pages: the last page answers 404, and every name it held is listed elsewhere."""
+    site, run = scenario(tmp_path, _per_page(after), setup=_per_page(before))
+    found = classes(run, site)
+    assert "partial-removal" not in found.values() and "removed" not in found.values(), found
+    assert alerts(run) == [] and run.exit_code == 0
+    if after > before:
+        assert found["/persons/?page=3"] == "moved"  # its 10 names are on pages 1 and 2
+
+
+def test_names_dropped_from_a_reflowing_listing_are_exactly_those_names(tmp_path: Path) -> None:
+    """Before: three names dropped from page 1 (later names move up) were reported as the
+    removal of three other people, still listed on page 2."""
+    site, run = scenario(tmp_path, lambda s: setattr(s.content, "delisted", {2, 3, 4}))
+    found = classes(run, site)
+    assert found["/persons/?page=1"] == "partial-removal"
+    removed = [f["removed"] for f in run.report["findings"] if f["class"] == "partial-removal"]
+    names = [site.content.name(n).casefold() for n in (2, 3, 4)]
+    assert removed == [names], removed
+    assert found.get("/persons/?page=2") != "partial-removal"
+    assert found.get("/persons/?page=3") != "partial-removal"
+
+
+@pytest.mark.parametrize(("url", "key"), [
+    ("https://m.example/persons/?page=2", "https://m.example/persons/"),
+    ("https://m.example/persons/?letter=%D0%90&page=3",
+     "https://m.example/persons/?letter=%D0%90"),
+    ("https://m.example/news/page/4/", "https://m.example/news/"),
+    ("https://m.example/?p=123", None),  # a WordPress post, not a page number
+    ("https://m.example/persons/12.html", None),
+])
+def test_listing_keys(url: str, key: str | None) -> None:
+
+    assert listing_key(url) == key
+
+
+def test_a_host_that_stops_answering_is_a_confirmed_timeout_in_bounded_time(
+        tmp_path: Path) -> None:
+    """The host accepts connections and never answers: the crawl's circuit breaker gives it
+    up, and a few re-checks of the host (not one per URL, each waiting out its timeout)
+    confirm unreachable-timeout for every page, never "not checked"."""
+    hang = {"fetch": FetchSettings(read_timeout=0.5, connect_timeout=0.5, total_timeout=1.0),
+            "detect": replace(DETECT, recheck_spacing=0.5),
+            "politeness": Politeness(concurrency=8, per_host=4, delay=0.0, retries=1,
+                                     backoff=0.1, hang_limit=4, hang_pause=0.5, hang_trips=2)}
+    started: list[float] = []
+
+    def stop_answering(site: SampleSite) -> None:
+        site.content.latency = 120.0
+        started.append(time.monotonic())
+
+    site, run = scenario(tmp_path, stop_answering, after=hang)
+    elapsed = time.monotonic() - started[0]
+    found = classes(run, site)
+    assert found["/"] == "unreachable-timeout"
+    assert all(found[p] == "unreachable-timeout" for p in PERSONS), found
+    assert [h["class"] for h in run.report["hosts"]] == ["unreachable-timeout"]
+    events = [(e["class"], e["state"]) for e in run.report["events"]]
+    assert ("unreachable-timeout", "confirmed") in events, events
+    assert elapsed < 45, elapsed
+
+
+def test_a_redirect_is_judged_by_its_target_even_where_the_crawl_did_not_go(
+        tmp_path: Path) -> None:
+    """Before: a redirect whose target the crawl did not fetch (a limit, a trap rule, the
+    scope) was "moved (not captured)", whatever the target was. The target is fetched as
+    evidence: a page moved with its content is moved, one sent to a 404 is removed."""
+    def move(site: SampleSite) -> None:
+        site.content.moved = {"/persons/5.html": "/elsewhere/5.html",
+                              "/persons/6.html": "/elsewhere/6.html"}
+        site.content.takedown.removed = {"/elsewhere/6.html": 404}
+
+    with SampleSite() as probe_site:
+        scope = settings_for(probe_site, tmp_path).scope
+    fenced = {"scope": replace(scope, exclude=(*scope.exclude, re.compile("/elsewhere/")))}
+    site, run = scenario(tmp_path, move, after=fenced)
+    found = classes(run, site)
+    assert found["/persons/5.html"] == "moved"
+    assert found["/persons/6.html"] == "removed"
+    details = {f["url"].replace(site.url, "/", 1): f["detail"] for f in run.report["findings"]}
+    assert "not captured" not in details["/persons/5.html"]
+    assert "404" in details["/persons/6.html"]
+    db = sqlite3.connect(tmp_path / "catalog.sqlite3")
+    landed = {u.replace(site.url, "/", 1) for (u,) in db.execute(
+        "SELECT url FROM captures WHERE kind = 'landing'")}
+    assert landed == {"/elsewhere/5.html", "/elsewhere/6.html"}
+
+
+def _block_locally(site: SampleSite) -> None:
+    site.content.takedown.local = {"/persons/3.html", "/persons/4.html"}  # our ISP's block
+    site.content.takedown.removed = {"/persons/6.html": 404}  # gone for everyone
+
+
+def test_a_page_blocked_only_on_our_network_path_is_blocked_here(tmp_path: Path) -> None:
+    """Second vantage point: a proxy whose requests reach the site from another address. A
+    page blocked for our address but fine through the proxy is blocked-here, not a block
+    page; a page gone for everyone stays removed, and says the proxy saw the same."""
+    with VantageProxy() as proxy:
+        vantage = {"detect": replace(DETECT, vantage=(proxy.url,))}
+        site, run = scenario(tmp_path, _block_locally, after=vantage)
+        through = proxy.requests
+    found = classes(run, site)
+    assert found["/persons/3.html"] == found["/persons/4.html"] == "blocked-here", found
+    assert found["/persons/6.html"] == "removed"
+    details = {f["url"].replace(site.url, "/", 1): f["detail"] for f in run.report["findings"]}
+    assert f"through {proxy.url}" in details["/persons/3.html"]
+    assert f"the same through {proxy.url}" in details["/persons/6.html"]
+    assert {u.replace(site.url, "/", 1) for u in through} == {
+        "/persons/3.html", "/persons/4.html", "/persons/6.html"}
+    events = {(e["url"].replace(site.url, "/", 1), e["class"], e["state"])
+              for e in run.report["events"]}
+    assert ("/persons/3.html", "blocked-here", "confirmed") in events, events
+    db = sqlite3.connect(tmp_path / "catalog.sqlite3")
+    kinds = {k for (k,) in db.execute("SELECT kind FROM captures WHERE detail LIKE 'vantage:%'")}
+    assert kinds == {"vantage"}
+
+
+def test_without_a_vantage_point_a_local_block_is_a_block_page(tmp_path: Path) -> None:
+    """The same block seen from one place only: it is what the crawl saw, a block page."""
+    site, run = scenario(tmp_path, _block_locally)
+    assert classes(run, site)["/persons/3.html"] == "block-page"
+
+
+def test_a_vantage_url_must_be_a_proxy_url(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from crawler.cli import cli
+
+    result = CliRunner().invoke(cli, ["archive", "http://127.0.0.1:9/", "--output",
+                                      str(tmp_path), "--vantage", "ftp://user:secret@x:21"])
+    assert result.exit_code == 2 and "not a proxy URL" in result.output
+    assert "secret" not in result.output
+
+
+def _scheduled_runs(tmp_path: Path, site: SampleSite, runs: int) -> list[list[tuple[str, str]]]:
+    """Run the target ``runs`` times as the daemon does (no re-checks; confirmed by two
+    consecutive crawls); return each run's (path, class) of confirmed events."""
+    scheduled = replace(DETECT, recheck_probes=0, confirm_runs=2)
+    confirmed = []
+    for _ in range(runs):
+        run = asyncio.run(run_target(settings_for(site, tmp_path, detect=scheduled)))
+        confirmed.append([(e.url.replace(site.url, "/", 1), e.cls) for e in run.events
+                          if e.state == "confirmed"])
+    return confirmed
+
+
+def test_a_rotating_block_in_the_main_content_raises_no_partial_removal(tmp_path: Path) -> None:
+    """Every page shows 1-4 random documents "from the archive" inside <main>: between any
+    two crawls lines vanish. Four scheduled runs confirm nothing."""
+    with SampleSite() as site:
+        site.content.takedown.rotating = True
+        confirmed = _scheduled_runs(tmp_path, site, 4)
+    assert confirmed == [[], [], [], []], confirmed
+
+
+def test_names_removed_beside_a_rotating_block_are_still_confirmed(tmp_path: Path) -> None:
+    """The guilty twin: the same rotation, and three names dropped from the listing:
+    confirmed by the second run after the removal, as without a rotating block."""
+    with SampleSite() as site:
+        site.content.takedown.rotating = True
+        _scheduled_runs(tmp_path, site, 1)
+        site.content.delisted = {2, 3, 4}
+        runs = _scheduled_runs(tmp_path, site, 2)
+    confirmed = [event for run in runs for event in run]
+    assert ("/persons/?page=1", "partial-removal") in confirmed, runs
+    assert not [e for e in confirmed if e[1] == "partial-removal" and e[0] != "/persons/?page=1"]
