@@ -258,7 +258,7 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
                for f in raw]
         findings = listing.regroup(raw, ctx.lines, prior)
     findings = _with_vantages(findings, extra, ctx)
-    confirmed = _reproduced(findings, extra)
+    confirmed = _reproduced(findings, extra, ctx.lines)
     return Comparison(after.target, after, before, findings, roll_up(findings), confirmed,
                       unlanded=_landings_wanted(findings, _answers(new, extra)))
 
@@ -266,11 +266,12 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
 def _context(rows: _Rows, old: dict[str, Snap], new: dict[str, Snap], extra: list[Snap],
              after: CrawlRow, before: CrawlRow | None) -> Context:
     """Gather what classification needs to know about the crawl as a whole."""
-    def linked(crawl: CrawlRow | None) -> frozenset[str]:
-        if crawl is None:
-            return frozenset()
-        return frozenset(r[0] for r in rows.db.execute(
-            "SELECT key FROM linked WHERE crawl=?", (crawl.pk,)))
+    def linked(*crawls: int) -> frozenset[str]:
+        found: set[str] = set()
+        for pk in crawls:
+            found.update(r[0] for r in rows.db.execute("SELECT key FROM linked WHERE crawl=?",
+                                                       (pk,)))
+        return frozenset(found)
 
     by_url = _answers(new, extra)
 
@@ -287,7 +288,10 @@ def _context(rows: _Rows, old: dict[str, Snap], new: dict[str, Snap], extra: lis
         return any(urls.host_of(p.url) == host and rows.lines(p) == mine for p in probes)
 
     controls = [s for s in extra if s.kind == "control"]
-    linked_before, linked_now = linked(before), linked(after)
+    # Linked "before": by the previous crawl, or by the crawl of a page's last good capture
+    # (a page delisted two crawls ago is still delisted, and can be confirmed by the runs).
+    then = {snap.crawl for snap in old.values()} | ({before.pk} if before else set())
+    linked_before, linked_now = linked(*sorted(then)), linked(after.pk)
     return Context(
         lines=rows.lines, landing=landing, blocked_by=lambda s: _blocked_by(rows, s),
         soft_404=soft_404, collapsed=_collapsed(old, new),
@@ -374,8 +378,10 @@ def _collapsed(old: dict[str, Snap], new: dict[str, Snap], minimum: int = 3) -> 
     return frozenset(h for h, before in groups.items() if len(before) >= minimum)
 
 
-def _reproduced(findings: list[Finding], extra: list[Snap]) -> set[str]:
-    """Return keys whose rechecks all showed the same thing as the crawl."""
+def _reproduced(findings: list[Finding], extra: list[Snap],
+                lines: Callable[[Snap], list[str] | None]) -> set[str]:
+    """Return keys whose rechecks all showed the same thing as the crawl (the same text as
+    compared: ignore rules and rotating blocks left out)."""
     rechecks: dict[str, list[Snap]] = {}
     for snap in extra:
         if snap.kind == "recheck":
@@ -386,7 +392,7 @@ def _reproduced(findings: list[Finding], extra: list[Snap]) -> set[str]:
         probes = rechecks.get(f.key)
         if f.after is None or not probes:
             continue
-        same = all(_same(f.after, p) for p in probes)
+        same = all(_same(f.after, p, lines) for p in probes)
         if same:
             confirmed.add(f.key)
         if f.cls in _HOST_CLASSES:
@@ -566,7 +572,7 @@ def _recheck_targets(findings: list[Finding]) -> list[Finding]:
 _AS_FETCHED = {"host-hung": "timeout"}
 
 
-def _same(a: Snap, b: Snap) -> bool:
+def _same(a: Snap, b: Snap, lines: Callable[[Snap], list[str] | None]) -> bool:
     """Return True if a recheck shows what the crawl saw."""
     if a.failure in ("robots", "out-of-scope"):
         return False
@@ -574,7 +580,9 @@ def _same(a: Snap, b: Snap) -> bool:
             a.failure or "", a.failure) != b.failure):
         return False
     if a.status and 200 <= a.status < 300:
-        return a.text_hash == b.text_hash if a.text_hash else a.digest == b.digest
+        if not a.text_hash:
+            return a.digest == b.digest
+        return a.text_hash == b.text_hash or lines(a) == lines(b)
     return True
 
 
@@ -676,10 +684,9 @@ async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
         sink.shutdown()
         writer.close()
     if suspects and settings.recheck_probes:
-        rows = _Rows(catalog, settings.rules)
-        rechecks = rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
-                              "AND c.kind = 'recheck' ORDER BY c.id", (after.pk,))
-        current.confirmed = _reproduced(current.findings, rechecks)
+        # Judged again with the re-checks: they confirm classes, and they show which blocks
+        # of a page change on every visit.
+        current = compare(catalog, after, rules=settings.rules)
     return current
 
 
@@ -891,13 +898,7 @@ def comparison_after_detection(catalog: Catalog, after: CrawlRow,
     states were committed but before its report was written."""
     if _first_crawl(catalog, after):
         return _baseline(catalog, after)
-    comparison = compare(catalog, after, rules=settings.rules)
-    rows = _Rows(catalog, settings.rules)
-    rechecks = rows.snaps(f"SELECT {_SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
-                          "AND c.kind = 'recheck' ORDER BY c.id", (after.pk,))
-    if rechecks:
-        comparison.confirmed = _reproduced(comparison.findings, rechecks)
-    return comparison
+    return compare(catalog, after, rules=settings.rules)
 
 
 def repair_probe_files(catalog: Catalog, after: CrawlRow) -> None:

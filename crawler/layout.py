@@ -71,7 +71,10 @@ def save_notify(root: Path, target: str, urls: tuple[str, ...],
     passwords) where only the owner can read them, for resume."""
     path = root / target / NOTIFY_FILE
     if urls or vantage:
-        write_private(path, {"notify": list(urls), "vantage": list(vantage)})
+        kept = {"notify": list(urls)}
+        if vantage:
+            kept["vantage"] = list(vantage)
+        write_private(path, kept)
     elif path.exists():
         path.unlink()
 

@@ -18,6 +18,7 @@ conditional-request support off.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import socket
@@ -401,7 +402,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        # (the client may have given up waiting, in a slow-server scenario)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(body)
 
 
 def _not_modified(reply: Reply, if_none_match: str | None, if_modified_since: str | None) -> bool:

@@ -77,6 +77,8 @@ resolve = { "lists.memo.ru" = "192.0.2.7" }
     ('archives = "out"\n', "targets", "at least one"),
     ('log_file = "../../etc/cron.d/x"\n' + GOOD, "log_file", "inside the archive root"),
     ("archives = [unclosed", "(syntax)", "not valid TOML"),
+    (GOOD.replace('every = "12h"', 'vantage = ["ftp://user:pw@proxy:21"]'),
+     "targets[1].vantage", "not a proxy URL"),
 ])
 def test_each_error_names_file_key_and_reason(tmp_path: Path, text: str, key: str,
                                              reason: str) -> None:

@@ -21,7 +21,7 @@ from crawler.pipeline import run_target
 from crawler.proxy_sim import VantageProxy
 from crawler.report import summary_lines
 from crawler.sample_site import SampleSite
-from crawler.settings import Limits, Politeness
+from crawler.settings import CrawlSettings, DetectSettings, Limits, Politeness, proxy_name
 from crawler.takedown_sim import OUTAGES, WALLS
 
 ARTICLE = "/articles/3.html"  # quotes "Роскомнадзор", "реестр запрещённых", "доступ ограничен"
@@ -332,9 +332,12 @@ def test_a_page_blocked_only_on_our_network_path_is_blocked_here(tmp_path: Path)
     assert f"the same through {proxy.url}" in details["/persons/6.html"]
     assert {u.replace(site.url, "/", 1) for u in through} == {
         "/persons/3.html", "/persons/4.html", "/persons/6.html"}
-    events = {(e["url"].replace(site.url, "/", 1), e["class"], e["state"])
+    events = {(e["url"].replace(site.url, "/", 1), e["class"], e["state"]): e["detail"]
               for e in run.report["events"]}
     assert ("/persons/3.html", "blocked-here", "confirmed") in events, events
+    # the report says why each alert is believed, vantage points included
+    why = events[("/persons/6.html", "removed", "confirmed")]
+    assert f"the same through {proxy.url}" in why and "re-checks" in why, why
     db = sqlite3.connect(tmp_path / "catalog.sqlite3")
     kinds = {k for (k,) in db.execute("SELECT kind FROM captures WHERE detail LIKE 'vantage:%'")}
     assert kinds == {"vantage"}
@@ -389,3 +392,13 @@ def test_names_removed_beside_a_rotating_block_are_still_confirmed(tmp_path: Pat
     confirmed = [event for run in runs for event in run]
     assert ("/persons/?page=1", "partial-removal") in confirmed, runs
     assert not [e for e in confirmed if e[1] == "partial-removal" and e[0] != "/persons/?page=1"]
+
+
+def test_a_vantage_proxy_password_is_never_written_in_clear(tmp_path: Path) -> None:
+    proxy = "socks5://archivist:pa55word@proxy.example:1080"
+    settings = CrawlSettings(seeds=("http://127.0.0.1:9/",), output=tmp_path,
+                             detect=DetectSettings(vantage=(proxy, "http://open.example:3128")))
+    saved = settings.to_json()
+    assert "pa55word" not in str(saved)
+    assert saved["detect"]["vantage"][1] == "http://open.example:3128"  # nothing to hide
+    assert proxy_name(proxy) == "socks5://proxy.example:1080"  # how reports name it
