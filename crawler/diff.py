@@ -121,6 +121,7 @@ class _Rows:
         self._dirs = {r["id"]: catalog.resolve(r["directory"]) for r in
                       self.db.execute("SELECT id, directory FROM crawls")}
         self._lines: dict[int, list[str] | None] = {}
+        self._split: dict[tuple[int, str], tuple[list[str] | None, list[str]] | None] = {}
 
     def snaps(self, sql: str, args: Iterable[object]) -> list[Snap]:
         return [Snap(*row) for row in self.db.execute(sql, tuple(args))]
@@ -157,13 +158,19 @@ class _Rows:
         found = self.record(snap.capture) if snap.mime in extract.HTML_TYPES else None
         return _decoded(*found) if found else None
 
+    def split(self, snap: Snap, selector: str) -> tuple[list[str] | None, list[str]] | None:
+        """Return (lines of the element ``selector`` picks, the page's lines without it) for
+        an HTML capture (one parse per capture and selector, kept)."""
+        if (snap.capture, selector) not in self._split:
+            html = self.html(snap)
+            self._split[(snap.capture, selector)] = (
+                pagetext.split_lines(html, selector, self.rules) if html else None)
+        return self._split[(snap.capture, selector)]
+
     def lines_without(self, snap: Snap, selector: str) -> list[str] | None:
         """Return the normalized text of an HTML capture without one element."""
-        html = self.html(snap)
-        if html is None:
-            return None
-        rules = replace(self.rules, ignore_selectors=(*self.rules.ignore_selectors, selector))
-        return pagetext.html_lines(html, rules)
+        found = self.split(snap, selector)
+        return found[1] if found else None
 
     def header(self, snap: Snap, name: str) -> list[str]:
         """Return the values of a response header of a capture."""
@@ -491,8 +498,8 @@ def _recurring(seen: Counter[str]) -> bool:
 
 def _element(rows: _Rows, snap: Snap, selector: str) -> list[str] | None:
     """Return the lines of the element ``selector`` picks in a capture."""
-    html = rows.html(snap)
-    return pagetext.element_lines(html, selector, rows.rules) if html else None
+    found = rows.split(snap, selector)
+    return found[0] if found else None
 
 
 def _block_of(rows: _Rows, volatile: set[str], *snaps: Snap) -> str | None:

@@ -152,17 +152,21 @@ def _blocks(root: Tag) -> list[tuple[str, Tag]]:
     return lines
 
 
-def element_lines(html: str, selector: str, rules: TextRules = DEFAULT_RULES,
-                  ) -> list[str] | None:
-    """Return the normalized lines of the one element ``selector`` picks, or None if it
-    picks none or several."""
+def split_lines(html: str, selector: str, rules: TextRules = DEFAULT_RULES,
+                ) -> tuple[list[str] | None, list[str]]:
+    """Return (the normalized lines of the one element ``selector`` picks, or None if it
+    picks none or several; the page's lines without it), from one parse."""
     soup = parse(html)
     for tag in soup.find_all(_DROP):
         tag.decompose()
     picked = soup.select(selector)
-    if len(picked) != 1:
-        return None
-    return normalize_lines((text for text, _ in _blocks(picked[0])), rules.ignore_patterns)
+    inside = None
+    if len(picked) == 1:
+        inside = normalize_lines((text for text, _ in _blocks(picked[0])),
+                                 rules.ignore_patterns)
+    for tag in picked:
+        tag.decompose()
+    return inside, page_lines(soup, rules)
 
 
 def _only_caption(tag: Tag, volatile: set[str], rules: TextRules) -> bool:

@@ -4,12 +4,16 @@ to sites come from another loopback address (127.0.0.2).
 The sample site can block one client address (``Takedown.local``), as an ISP blocks a page
 for its customers; through this proxy the site sees another client and serves the page. Used
 by the tests, the scoring benchmark and anyone trying ``--vantage`` without a real proxy.
-Plain HTTP only (absolute-form GET requests); nothing here reaches beyond 127.0.0.0/8.
+An HTTP proxy (absolute-form GET requests) or a SOCKS5 one (CONNECT, no authentication);
+nothing here reaches beyond 127.0.0.0/8.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
+import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -57,24 +61,91 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _Socks5(socketserver.BaseRequestHandler):
+    """SOCKS5 (RFC 1928), no authentication, CONNECT only, to loopback addresses."""
+
+    def handle(self) -> None:
+        client = self.request
+        head = _read(client, 2)
+        _read(client, head[1])  # the methods offered: "no authentication" is taken
+        client.sendall(b"\x05\x00")
+        version, command, _, kind = _read(client, 4)
+        if kind == 1:
+            host = socket.inet_ntoa(_read(client, 4))
+        elif kind == 3:
+            host = _read(client, _read(client, 1)[0]).decode("ascii", "replace")
+        else:
+            client.sendall(b"\x05\x08\x00\x01" + bytes(6))  # address type not supported
+            return
+        port = int.from_bytes(_read(client, 2), "big")
+        if version != 5 or command != 1 or not host.startswith("127."):
+            client.sendall(b"\x05\x02\x00\x01" + bytes(6))  # not allowed
+            return
+        self.server.requests.append(f"{host}:{port}")  # type: ignore[attr-defined]
+        try:
+            upstream = socket.create_connection((host, port), timeout=30,
+                                                source_address=(OTHER_ADDRESS, 0))
+        except OSError:
+            client.sendall(b"\x05\x05\x00\x01" + bytes(6))  # connection refused
+            return
+        client.sendall(b"\x05\x00\x00\x01" + socket.inet_aton(OTHER_ADDRESS) + bytes(2))
+        with upstream:
+            pump = threading.Thread(target=_relay, args=(upstream, client), daemon=True)
+            pump.start()
+            _relay(client, upstream)
+            pump.join(30)
+
+
+def _read(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the client closed the connection")
+        data += chunk
+    return data
+
+
+def _relay(source: socket.socket, sink: socket.socket) -> None:
+    """Copy bytes one way until either side closes."""
+    try:
+        while chunk := source.recv(65536):
+            sink.sendall(chunk)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+class _ThreadingTCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
 class VantageProxy:
     """Run the proxy on 127.0.0.1 (a free port) in a thread: ``with VantageProxy() as p:``
-    and pass ``p.url`` to ``--vantage``."""
+    and pass ``p.url`` to ``--vantage``. ``kind="socks5"`` runs a SOCKS5 proxy instead."""
 
-    def __init__(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
+    def __init__(self, kind: str = "http") -> None:
+        self.kind = kind
+        server: socketserver.TCPServer
+        if kind == "socks5":
+            server = _ThreadingTCPServer(("127.0.0.1", 0), _Socks5)
+        else:
+            server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+            server.daemon_threads = True
+        self._server = server
         self._server.requests = []  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         """Return the proxy URL."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self.kind}://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def requests(self) -> list[str]:
-        """Return the URLs fetched through the proxy so far."""
+        """Return what was fetched through the proxy so far (URLs; for SOCKS5, host:port)."""
         return list(self._server.requests)  # type: ignore[attr-defined]
 
     def __enter__(self) -> VantageProxy:
