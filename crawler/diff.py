@@ -73,6 +73,7 @@ HOST_RECHECK_SAMPLE = 3
 # Why the crawl may not have fetched a redirect's target, where detection fetches it as
 # evidence (robots.txt is obeyed for evidence too).
 _NOT_FOLLOWED = frozenset({"out-of-scope", "trap"})
+_NOT_ASKED_FAILURES = ("robots", "out-of-scope", "trap", "robots-unreachable")
 MAX_LANDING_HOPS = 6
 MAX_VANTAGE_CHECKS = 500  # suspected URLs fetched through each vantage point per crawl
 MAX_LANDINGS = 200  # redirect targets fetched as evidence after one crawl
@@ -302,7 +303,8 @@ def _context(rows: _Rows, old: dict[str, Snap], new: dict[str, Snap], extra: lis
     return Context(
         lines=rows.lines, landing=landing, blocked_by=lambda s: _blocked_by(rows, s),
         soft_404=soft_404, collapsed=_collapsed(old, new),
-        linked_before=_trusted_links(linked_before, linked_now, old), linked_now=linked_now,
+        linked_before=_trusted_links(linked_before, linked_now, old, new),
+        linked_now=linked_now,
         network_down=bool(controls) and controls[-1].status is None,
         seeds=frozenset(urls.canonical_key(s) for s in after.settings.get("seeds", [])),
         before_of=old.get)
@@ -357,12 +359,15 @@ def _landings_wanted(findings: list[Finding], answers: dict[str, Snap]) -> list[
 
 
 def _trusted_links(before: frozenset[str], now: frozenset[str], old: dict[str, Snap],
-                   ) -> frozenset[str]:
+                   new: dict[str, Snap]) -> frozenset[str]:
     """Return the links of the earlier crawl on hosts whose link graph still stands.
 
     When a host's pages link to less than half of what they linked to before (the site is
     blocked, down, or replaced), a page no longer linked says nothing about that page: it is
-    not called delisted.
+    not called delisted. Nor when a page of the host that served content before failed this
+    time for a passing reason (a 5xx, a 429, no answer, a wall): the links it holds were not
+    seen, so pages it alone links to would look delisted. (A page removed on purpose, 404 or
+    451, takes its links with it: those pages are delisted.)
     """
     def host(key: str) -> str:
         snap = old.get(key)
@@ -371,7 +376,18 @@ def _trusted_links(before: frozenset[str], now: frozenset[str], old: dict[str, S
     counts_before = Counter(host(k) for k in before)
     counts_now = Counter(host(k) for k in now if k in old)
     standing = {h for h, n in counts_before.items() if counts_now[h] >= 0.5 * n}
+    standing -= {urls.host_of(snap.url) for key, snap in new.items()
+                 if snap.kind in ("seed", "page") and _passing_failure(snap)
+                 and (prev := old.get(key)) is not None and served(prev)}
     return frozenset(k for k in before if host(k) in standing)
+
+
+def _passing_failure(snap: Snap) -> bool:
+    """Return True if a capture failed for a reason that passes (its links went unseen)."""
+    status = snap.status or 0
+    if snap.wall or status >= 500 or status == 429:
+        return True
+    return snap.status is None and snap.failure not in (*_NOT_ASKED_FAILURES, None)
 
 
 def _collapsed(old: dict[str, Snap], new: dict[str, Snap], minimum: int = 3) -> frozenset[str]:

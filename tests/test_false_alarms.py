@@ -407,3 +407,12 @@ def test_a_vantage_proxy_password_is_never_written_in_clear(tmp_path: Path) -> N
     assert "pa55word" not in str(saved)
     assert saved["detect"]["vantage"][1] == "http://open.example:3128"  # nothing to hide
     assert proxy_name(proxy) == "socks5://proxy.example:1080"  # how reports name it
+
+
+def test_pages_linked_only_from_a_page_that_failed_are_not_delisted(tmp_path: Path) -> None:
+    """The home page answers 503 this time: the pages only it links to are still fetched
+    (known from the last crawl) and no longer linked, because their link went unseen."""
+    site, run = scenario(tmp_path, lambda s: s.content.takedown.removed.update({"/": 503}))
+    found = classes(run, site)
+    assert found["/"] == "server-error"
+    assert "delisted" not in found.values(), found
