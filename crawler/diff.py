@@ -92,6 +92,7 @@ class Comparison:
     confirmed: set[str] = field(default_factory=set)  # keys whose rechecks all reproduced
     totals: dict[str, int] | None = None  # a baseline: counts only, no findings
     unlanded: list[str] = field(default_factory=list)  # redirect targets nobody fetched
+    notes: list[str] = field(default_factory=list)  # what was capped or left unchecked
 
     def counts(self) -> dict[str, int]:
         """Return URLs per class."""
@@ -267,8 +268,32 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
         findings = listing.regroup(raw, ctx.lines, prior)
     findings = _with_vantages(findings, extra, ctx)
     confirmed = _reproduced(findings, extra, ctx.lines)
+    wanted = _landings_wanted(findings, _answers(new, extra))
     return Comparison(after.target, after, before, findings, roll_up(findings), confirmed,
-                      unlanded=_landings_wanted(findings, _answers(new, extra)))
+                      unlanded=wanted[:MAX_LANDINGS], notes=_caps(findings, extra, wanted))
+
+
+def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str]) -> list[str]:
+    """Return what a reader must know was not checked: redirect targets past the cap of
+    evidence fetches, suspected URLs past the cap of vantage-point fetches."""
+    notes = []
+    landed = {s.url for s in extra if s.kind == "landing"}
+    missing = [u for u in unlanded if u not in landed]
+    if len(missing) > MAX_LANDINGS:
+        notes.append(f"{len(missing) - MAX_LANDINGS} redirect target(s) the crawl did not "
+                     f"fetch were not fetched as evidence either (at most {MAX_LANDINGS} per "
+                     "crawl): those redirects are judged without knowing where they lead")
+    viewed = {s.key for s in extra if s.kind == "vantage"}
+    if viewed:
+        hosts = {(urls.host_of(f.url), f.cls) for f in findings if f.key in viewed}
+        unseen = [f for f in findings if f.cls in NEGATIVE - _NOT_RECHECKED
+                  and f.key not in viewed
+                  and not (f.cls in _HOST_CLASSES and (urls.host_of(f.url), f.cls) in hosts)]
+        if unseen:
+            notes.append(f"{len(unseen)} suspected URL(s) were not fetched through the "
+                         f"vantage point(s) (at most {MAX_VANTAGE_CHECKS} a crawl, of the URLs "
+                         "suspected before the re-checks): their class is as seen from here")
+    return notes
 
 
 def _context(rows: _Rows, old: dict[str, Snap], new: dict[str, Snap], extra: list[Snap],
@@ -355,7 +380,7 @@ def _landings_wanted(findings: list[Finding], answers: dict[str, Snap]) -> list[
         _, missing = _chain(f.after, answers)
         if missing and missing not in wanted:
             wanted.append(missing)
-    return wanted[:MAX_LANDINGS]
+    return wanted
 
 
 def _trusted_links(before: frozenset[str], now: frozenset[str], old: dict[str, Snap],

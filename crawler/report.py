@@ -98,7 +98,7 @@ def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict
         "findings": [_finding(target, f, states, comparison.confirmed)
                      for f in findings[:MAX_LISTED]],
         "timeline": timeline(catalog, target),
-        "warnings": warnings(comparison.counts()),
+        "warnings": warnings(comparison.counts()) + list(comparison.notes),
     }
 
 

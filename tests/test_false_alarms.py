@@ -416,3 +416,16 @@ def test_pages_linked_only_from_a_page_that_failed_are_not_delisted(tmp_path: Pa
     found = classes(run, site)
     assert found["/"] == "server-error"
     assert "delisted" not in found.values(), found
+
+
+def test_suspects_past_the_vantage_cap_are_said_to_be_unchecked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import crawler.diff
+
+    monkeypatch.setattr(crawler.diff, "MAX_VANTAGE_CHECKS", 1)
+    with VantageProxy() as proxy:
+        vantage = {"detect": replace(DETECT, vantage=(proxy.url,))}
+        _site, run = scenario(tmp_path, _block_locally, after=vantage)
+        assert len(proxy.requests) == 1
+    assert any(w.startswith("2 suspected URL(s) were not fetched through the vantage")
+               for w in run.report["warnings"]), run.report["warnings"]
