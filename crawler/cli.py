@@ -335,7 +335,7 @@ def status(target: str | None, output: Path, as_json: bool, config_path: Path | 
                        f"exit {'-' if c['exit_code'] is None else c['exit_code']}  "
                        f"{c['stop_reason'] or ''}")
             for line in shortfall_lines(c["shortfall"]):
-                click.echo(f"      not fetched: {line}")
+                click.echo(f"      not archived: {line}")
             if c["phase"] and c["state"] != "running":
                 click.echo(f"      unfinished: its {PHASE_WORDS.get(c['phase'], c['phase'])} "
                            f"was cut short; `crawler resume {name}` finishes it")

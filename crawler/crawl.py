@@ -528,7 +528,7 @@ class Crawl:
             self.catalog.add_capture(self.pk, row)
             self._follow(item, content, found)
             self.frontier.finish(item, failed=not result.ok)
-        self.stats.count(result, page=item.kind in _PAGE_KINDS,
+        self.stats.count(result, page=item.kind in _PAGE_KINDS and not found.wall,
                          revisit=stored.entry.record_type == "revisit",
                          not_modified=stored.mime is not None)
         for cap in found.capped:

@@ -64,6 +64,8 @@ def _state(outcome: CrawlOutcome) -> str:
     if outcome.status == "incomplete":
         return "INCOMPLETE" + (f", stopped by {stop}" if stop != "complete" else "")
     if outcome.status == "failed":
+        if outcome.shortfall.get("bot-wall"):
+            return "FAILED: not one page could be archived, only an anti-DDoS challenge page"
         return "FAILED: not one page could be archived"
     if stop == "no-space":
         return ("STOPPED: no space left on the archive's disk (what was written is valid; "
@@ -80,7 +82,7 @@ def summary_lines(outcome: CrawlOutcome) -> list[str]:
     lines = [
         f"Crawl {outcome.target}/{outcome.crawl_id}: {_state(outcome)} "
         f"(exit {outcome.exit_code.name.lower()})",
-        *(f"  not fetched: {line}" for line in shortfall_lines(outcome.shortfall)),
+        *(f"  not archived: {line}" for line in shortfall_lines(outcome.shortfall)),
     ]
     if st.get("phases_only"):
         lines.append("  the crawl had ended in an earlier session; this run finished what a "
