@@ -34,8 +34,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from crawler.catalog import CaptureRow, Catalog
+from crawler.comparison import compare
 from crawler.detect import NEGATIVE, SLOW_CONFIRM, Cls
-from crawler.diff import compare
 from crawler.fetcher import FetchSettings
 from crawler.models import FetchResult
 from crawler.pipeline import run_target

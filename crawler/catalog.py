@@ -118,7 +118,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE captures ADD COLUMN last_modified TEXT;  -- conditional request
     CREATE INDEX captures_digest ON captures (digest) WHERE record_type = 'response';
     """,
-    # 3 -> 4: takedown detection (see detect.py and diff.py)
+    # 3 -> 4: takedown detection (see detect.py and states.py)
     """
     ALTER TABLE captures ADD COLUMN class TEXT;          -- what happened to the URL (diff)
     CREATE TABLE linked (                                -- keys linked from this crawl's pages

@@ -173,7 +173,7 @@ def config_check(file: Path) -> None:
 def config_status(config_path: Path, as_json: bool) -> None:
     """Print each configured target's last crawl, result, open takedown events, next run."""
     from crawler.daemon import next_runs
-    from crawler.diff import open_states
+    from crawler.states import open_states
 
     config = load_or_exit(config_path)
     runs = next_runs(config.archives)

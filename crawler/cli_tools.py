@@ -150,7 +150,7 @@ def diff(target: str, from_id: str | None, to_id: str | None, output: Path,
     (if it ran them) are used. Each URL is compared with its last good capture.
     """
     from crawler import report
-    from crawler.diff import compare
+    from crawler.comparison import compare
 
     with open_catalog(output, read_only=True) as catalog:
         crawls = catalog.crawls(target)

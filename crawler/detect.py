@@ -2,7 +2,7 @@
 
 The taxonomy of DESIGN.md §5. ``classify`` is pure: everything it needs about the crawl as a
 whole (the text of pages, redirect landings, soft-404 probes, URLs collapsing onto one body,
-links, whether our own network was down) comes in through ``Context``, which ``diff.py``
+links, whether our own network was down) comes in through ``Context``, which ``comparison.py``
 builds from the catalog and the WARCs.
 """
 
@@ -134,7 +134,7 @@ class Finding:
 
 @dataclass
 class Context:
-    """What classification needs to know beyond two captures (see ``diff.py``)."""
+    """What classification needs to know beyond two captures (see ``comparison.py``)."""
 
     lines: Callable[[Snap], list[str] | None]  # normalized text of an HTML capture
     landing: Callable[[Snap], Snap | None]  # where a redirect (chain) ends, in this crawl

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crawler import urls as urlkit
-from crawler.diff import Event
 from crawler.redact import redact_url
+from crawler.states import Event
 
 log = logging.getLogger("crawler.notify")
 

@@ -25,12 +25,13 @@ from typing import IO, Any
 from crawler import failpoints, notify, outbox, report
 from crawler.catalog import Catalog, CrawlRow, CrawlStatus, Phase
 from crawler.crawl import Crawl, run_crawl
-from crawler.diff import Event, comparison_after_detection, detect_after_crawl, events_of
+from crawler.diff import comparison_after_detection, detect_after_crawl
 from crawler.errors import ExitCode
 from crawler.layout import lock_target
 from crawler.outcome import CrawlOutcome, CrawlStats, StopReason
 from crawler.package import refresh_after_detection
 from crawler.settings import CrawlSettings
+from crawler.states import Event, events_of
 from crawler.wacz import wacz_path, write_wacz
 
 log = logging.getLogger("crawler.pipeline")

@@ -28,12 +28,13 @@ from typing import Any
 
 from crawler import urls
 from crawler.catalog import CATALOG_NAME, CaptureRow, Catalog, CrawlRow, CrawlStatus
-from crawler.diff import apply_states, comparison_after_detection
+from crawler.diff import comparison_after_detection
 from crawler.errors import OutputError
 from crawler.layout import target_is_locked
 from crawler.models import UrlKind
 from crawler.recovery import iter_records
 from crawler.settings import detect_settings_of
+from crawler.states import apply_states
 from crawler.store import capture_from_record
 
 log = logging.getLogger("crawler.reindex")

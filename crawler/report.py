@@ -18,9 +18,10 @@ from typing import Any
 
 from crawler import __version__, urls
 from crawler.catalog import Catalog, now_iso
+from crawler.comparison import Comparison
 from crawler.detect import NEGATIVE, Cls, Finding, Snap
-from crawler.diff import Comparison, Event
 from crawler.outcome import shortfall_lines  # the same words as the terminal summary
+from crawler.states import Event
 from crawler.warc import timestamp17_of
 
 SCHEMA = "crawler-report/1"

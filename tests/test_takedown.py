@@ -19,12 +19,12 @@ from conftest import fast_settings, free_port
 
 from crawler.catalog import Catalog
 from crawler.cli import cli
-from crawler.diff import open_states
 from crawler.fetcher import FetchSettings
 from crawler.pipeline import TargetRun, run_target
 from crawler.sample_site import SampleSite
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 from crawler.settings import CrawlSettings, DetectSettings, Limits
+from crawler.states import open_states
 from crawler.takedown_sim import BLOCKED_BY
 
 DETECT = DetectSettings(recheck_probes=2, recheck_spacing=0.05)
