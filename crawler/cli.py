@@ -26,7 +26,7 @@ from crawler.catalog import Catalog, CrawlRow, CrawlStatus, Phase
 from crawler.cli_tools import open_catalog as _catalog
 from crawler.crawl import Crawl, CrawlOutcome
 from crawler.errors import CrawlerError, ExitCode
-from crawler.fetcher import DEFAULT_USER_AGENT, FetchSettings
+from crawler.fetcher import FetchSettings
 from crawler.layout import saved_notify, target_is_locked
 from crawler.outcome import shortfall_lines
 from crawler.pagetext import TextRules
@@ -35,7 +35,6 @@ from crawler.redact import restore
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 from crawler.settings import (
-    MIN_FREE_SPACE,
     CrawlSettings,
     DedupSettings,
     DetectSettings,
@@ -43,11 +42,14 @@ from crawler.settings import (
     Politeness,
     proxy_url,
 )
-from crawler.units import parse_duration, parse_size
+from crawler.units import duration_text, parse_duration, parse_size, size_text
 
 if TYPE_CHECKING:
     from crawler.pipeline import TargetRun
 
+# Every default an option shows is the settings' own (settings.py): one home, so the CLI,
+# the targets file and --help agree (tests/test_defaults.py).
+_D = CrawlSettings(seeds=())
 DEMO_PORT = 8737  # fixed, so that running the demo again is a recrawl of the same URLs
 FAILURE_CLASSES = ["dns", "refused", "tls", "timeout", "reset", "protocol", "connect", "other",
                    "too-large", "robots", "robots-unreachable", "trap", "host-hung",
@@ -143,26 +145,30 @@ def crawl_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every command that crawls."""
     options = [
         click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-                     default=Path("archives"), show_default=True,
+                     default=_D.output, show_default=True,
                      help="Archive root; crawls go to OUTPUT/TARGET/CRAWL-ID/."),
-        click.option("--concurrency", type=int, default=16, show_default=True,
+        click.option("--concurrency", type=int, default=_D.politeness.concurrency,
+                     show_default=True,
                      callback=_positive, help="Requests in flight across all hosts."),
-        click.option("--per-host", type=int, default=2, show_default=True, callback=_positive,
+        click.option("--per-host", type=int, default=_D.politeness.per_host, show_default=True,
+                     callback=_positive,
                      help="Requests in flight to one host."),
-        click.option("--delay", type=float, default=0.5, show_default=True,
+        click.option("--delay", type=float, default=_D.politeness.delay, show_default=True,
                      callback=_non_negative,
                      help="Seconds between request starts to one host (raised by Crawl-delay)."),
         click.option("--robots", type=click.Choice([p.value for p in RobotsPolicy]),
-                     default="obey", show_default=True,
+                     default=_D.robots.value, show_default=True,
                      help="Obey robots.txt, or ignore it for rescue crawls (it is still "
                           "fetched and archived, and the policy is written into warcinfo)."),
-        click.option("--user-agent", default=DEFAULT_USER_AGENT, show_default=False,
+        click.option("--user-agent", default=_D.fetch.user_agent, show_default=False,
                      help="User-Agent header."),
-        click.option("--warc-size", type=SizeType(), default="1G", show_default=True,
+        click.option("--warc-size", type=SizeType(), default=size_text(_D.warc_size),
+                     show_default=True,
                      callback=_positive, help="Start a new WARC file past this size."),
         click.option("--no-dedup", is_flag=True,
                      help="Store every payload in full, even one archived before."),
-        click.option("--dedup-min-size", type=SizeType(), default="256", show_default=True,
+        click.option("--dedup-min-size", type=SizeType(), default=size_text(_D.dedup.min_size),
+                     show_default=True,
                      callback=_non_negative,
                      help="Payloads smaller than this are stored in full, not as revisits."),
         click.option("--no-conditional", is_flag=True,
@@ -191,7 +197,8 @@ def cli() -> None:
 @click.argument("seeds", nargs=-1, required=True, type=SeedType())
 @click.option("--target", "-t", help="Name to file the crawl under (default: the first seed's "
               "host). Re-running with the same target is a recrawl.")
-@click.option("--scope", type=click.Choice([k.value for k in ScopeKind]), default="prefix",
+@click.option("--scope", type=click.Choice([k.value for k in ScopeKind]),
+              default=_D.scope.kind.value,
               show_default=True, help="page: the seeds only; prefix: under each seed's "
               "directory; host: the seed hosts; domain: their registrable domains.")
 @click.option("--depth", type=int, default=None, callback=_non_negative,
@@ -202,8 +209,8 @@ def cli() -> None:
               help="Stop after downloading this much (e.g. 5G).")
 @click.option("--max-time", type=DurationType(), default=None, callback=_positive,
               help="Stop after this long (e.g. 90m, 6h).")
-@click.option("--min-free-space", type=SizeType(), default=MIN_FREE_SPACE,
-              show_default="1G",
+@click.option("--min-free-space", type=SizeType(), default=size_text(_D.limits.min_free_space),
+              show_default=True,
               help="Warn at the start when the archive root has less free space. A full "
                    "disk stops the crawl cleanly (exit 10); resume once space is freed.")
 @click.option("--include", type=RegexType(), multiple=True,
@@ -213,18 +220,22 @@ def cli() -> None:
 @click.option("--no-requisites", is_flag=True,
               help="Do not fetch images, CSS, scripts and fonts of pages.")
 @click.option("--no-sitemaps", is_flag=True, help="Do not read sitemaps of the seed hosts.")
-@click.option("--retries", type=int, default=2, show_default=True, callback=_non_negative,
+@click.option("--retries", type=int, default=_D.politeness.retries, show_default=True,
+              callback=_non_negative,
               help="Extra attempts after timeouts, resets, 429 and 5xx.")
-@click.option("--timeout", type=DurationType(), default="30", show_default=True,
+@click.option("--timeout", type=DurationType(), default=duration_text(_D.fetch.read_timeout),
+              show_default=True,
               callback=_positive, help="Longest silence allowed while reading a response.")
-@click.option("--max-body", type=SizeType(), default="256M", show_default=True,
+@click.option("--max-body", type=SizeType(), default=size_text(_D.fetch.max_body_bytes),
+              show_default=True,
               callback=_positive, help="Truncate responses past this size (WARC-Truncated).")
-@click.option("--max-query-variants", type=int, default=100, show_default=True,
+@click.option("--max-query-variants", type=int, default=_D.scope.traps.max_query_variants,
+              show_default=True,
               callback=_positive, help="Trap defence: distinct query shapes per path (page "
               "numbers, ids and dates are one shape; free-text values make new ones).")
 @click.option("--verify-tls", is_flag=True, help="Refuse servers with invalid certificates "
               "(default: archive them anyway, as Heritrix and Browsertrix do).")
-@click.option("--parse-workers", type=int, default=1, show_default=True,
+@click.option("--parse-workers", type=int, default=_D.extract_workers, show_default=True,
               callback=_non_negative,
               help="Processes that parse HTML/CSS (0: parse in the main process).")
 @click.option("--operator", help="Who runs this crawl (written into warcinfo).")
@@ -244,9 +255,11 @@ def cli() -> None:
               help="Regex removed from page text before comparing crawls (repeatable).")
 @click.option("--ignore-selector", multiple=True, metavar="CSS",
               help="Elements removed before comparing crawls, e.g. '.banner' (repeatable).")
-@click.option("--recheck", type=int, default=2, show_default=True, callback=_non_negative,
+@click.option("--recheck", type=int, default=_D.detect.recheck_probes, show_default=True,
+              callback=_non_negative,
               help="Fetch each suspected takedown again this many times to confirm it.")
-@click.option("--recheck-spacing", type=DurationType(), default="2", show_default=True,
+@click.option("--recheck-spacing", type=DurationType(),
+              default=duration_text(_D.detect.recheck_spacing), show_default=True,
               help="Time between those fetches.")
 @crawl_options
 def archive(seeds: tuple[str, ...], **opts: Any) -> None:
@@ -269,7 +282,7 @@ def archive(seeds: tuple[str, ...], **opts: Any) -> None:
 @cli.command()
 @click.argument("target", required=False)
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("archives"), show_default=True, help="Archive root.")
+              default=_D.output, show_default=True, help="Archive root.")
 @click.option("--quiet", "-q", is_flag=True, help="Only print warnings and errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 def resume(target: str | None, output: Path, quiet: bool, as_json: bool) -> None:
@@ -308,7 +321,7 @@ def resume(target: str | None, output: Path, quiet: bool, as_json: bool) -> None
 @cli.command()
 @click.argument("target", required=False)
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("archives"), show_default=True, help="Archive root.")
+              default=_D.output, show_default=True, help="Archive root.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Show the configured targets instead: last crawl, result, open takedown "
@@ -354,7 +367,7 @@ def status(target: str | None, output: Path, as_json: bool, config_path: Path | 
 @click.option("--failure", type=click.Choice(FAILURE_CLASSES), help="Only this failure class.")
 @click.option("--url", "url_pattern", type=RegexType(), help="Only URLs matching this regex.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("archives"), show_default=True, help="Archive root.")
+              default=_D.output, show_default=True, help="Archive root.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 def list_captures(target: str, crawl_id: str | None, http_status: int | None,
                   failure: str | None, url_pattern: re.Pattern[str] | None, output: Path,
@@ -565,7 +578,7 @@ def _outcome_json(outcome: CrawlOutcome) -> dict[str, Any]:
 def replay_instructions(outcome: CrawlOutcome) -> str:
     """Return how to open a crawl in pywb and ReplayWeb.page."""
     root = outcome.directory.parent.parent
-    opt = "" if root == Path("archives") else f" --output {root}"
+    opt = "" if root == _D.output else f" --output {root}"
     wacz = outcome.wacz or f"(first: crawler wacz {outcome.target} --crawl {outcome.crawl_id}{opt})"
     return f"""
 How to replay it:

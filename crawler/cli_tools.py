@@ -18,7 +18,7 @@ import click
 
 from crawler.catalog import Catalog
 from crawler.errors import CrawlerError, ExitCode
-from crawler.settings import detect_settings_of
+from crawler.settings import ARCHIVES, detect_settings_of
 
 
 @contextlib.contextmanager
@@ -46,7 +46,7 @@ def _port(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 @click.argument("target")
 @click.option("--crawl", "crawl_id", help="Package only this crawl (default: every crawl).")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("archives"), show_default=True, help="Archive root.")
+              default=ARCHIVES, show_default=True, help="Archive root.")
 @click.option("--file", "dest", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the WACZ (default: OUTPUT/TARGET/TARGET-….wacz).")
 def wacz(target: str, crawl_id: str | None, output: Path, dest: Path | None) -> None:
@@ -79,7 +79,7 @@ def wacz(target: str, crawl_id: str | None, output: Path, dest: Path | None) -> 
 @click.command()
 @click.argument("target", required=False)
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("archives"), show_default=True, help="Archive root.")
+              default=ARCHIVES, show_default=True, help="Archive root.")
 @click.option("--port", type=int, default=8080, show_default=True, callback=_port)
 def replay(target: str | None, output: Path, port: int) -> None:
     """Serve TARGET's crawls (or every target's) through pywb on 127.0.0.1 until Ctrl-C.
@@ -140,7 +140,7 @@ def _latest_report(catalog: Catalog, target: str) -> Path | None:
 @click.option("--from", "from_id", help="Compare with this crawl (default: the one before).")
 @click.option("--to", "to_id", help="The crawl to check (default: the latest).")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("archives"), show_default=True, help="Archive root.")
+              default=ARCHIVES, show_default=True, help="Archive root.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def diff(target: str, from_id: str | None, to_id: str | None, output: Path,
          as_json: bool) -> None:
@@ -178,7 +178,7 @@ def diff(target: str, from_id: str | None, to_id: str | None, output: Path,
 @click.argument("target", required=False)
 @click.option("--crawl", "crawl_id", help="Check only this crawl of TARGET.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("archives"), show_default=True, help="Archive root.")
+              default=ARCHIVES, show_default=True, help="Archive root.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(target: str | None, crawl_id: str | None, output: Path, as_json: bool) -> None:
     """Prove an archive whole: fixity and consistency of TARGET's crawls (or of every target).
@@ -217,7 +217,7 @@ def verify(target: str | None, crawl_id: str | None, output: Path, as_json: bool
 @click.command(name="outbox")
 @click.argument("target", required=False)
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("archives"), show_default=True, help="Archive root.")
+              default=ARCHIVES, show_default=True, help="Archive root.")
 @click.option("--send", is_flag=True,
               help="Try every queued notification now, without waiting for its back-off "
                    "(e.g. once a webhook is back).")
@@ -277,7 +277,7 @@ def outbox_command(target: str | None, output: Path, send: bool, as_json: bool) 
 
 @click.command()
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("archives"), show_default=True, help="Archive root.")
+              default=ARCHIVES, show_default=True, help="Archive root.")
 @click.option("--force", is_flag=True,
               help="Rebuild even a catalog that is not damaged (what only it held is lost: "
                    "see below).")

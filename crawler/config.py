@@ -18,14 +18,12 @@ from typing import Any
 
 from crawler import urls
 from crawler.errors import ConfigError, InvalidURL
-from crawler.fetcher import DEFAULT_USER_AGENT, FetchSettings
+from crawler.fetcher import FetchSettings
 from crawler.pagetext import TextRules
 from crawler.robots import RobotsPolicy
-from crawler.scope import ScopeKind, ScopeRules, TrapRules
+from crawler.scope import ScopeKind, ScopeRules
 from crawler.settings import (
-    MIN_FREE_SPACE,
-    NOTIFY_EXPIRY,
-    OUTAGE_CONFIRM_AFTER,
+    ARCHIVES,
     CrawlSettings,
     DedupSettings,
     DetectSettings,
@@ -279,7 +277,7 @@ def load(path: Path) -> Config:
     entries = data.get("targets", [])
     if not isinstance(entries, list) or not entries:
         raise ConfigError(where, "targets", "at least one [[targets]] table is needed")
-    root = (path.parent / top.get("archives", "archives")).resolve()
+    root = (path.parent / top.get("archives", str(ARCHIVES))).resolve()
     targets: dict[str, Target] = {}
     for n, entry in enumerate(entries, 1):
         prefix = f"targets[{n}]."
@@ -325,37 +323,39 @@ def _validate(table: Any, schema: dict[str, tuple[Callable[[Any], Any], str]], w
     return found
 
 
+def _given(v: dict[str, Any], **fields: str) -> dict[str, Any]:
+    """Return field -> value for the config keys (``field="key"``) present in ``v``: what a
+    file leaves out keeps the settings' own default (settings.py), as on the command line."""
+    return {name: v[key] for name, key in fields.items() if key in v}
+
+
 def _target(v: dict[str, Any], root: Path) -> Target:
     """Build the crawl settings and schedule of one target from validated values."""
-    fetch = FetchSettings(user_agent=v.get("user_agent", DEFAULT_USER_AGENT),
-                          read_timeout=v.get("timeout", 30.0),
-                          max_body_bytes=v.get("max_body", 256 * 1024 * 1024),
-                          max_connections=max(v.get("concurrency", 16), 1),
-                          resolve=v.get("resolve", ()))
+    politeness = Politeness(**_given(v, concurrency="concurrency", per_host="per_host",
+                                     delay="delay", retries="retries"))
+    fetch = FetchSettings(**_given(v, user_agent="user_agent", read_timeout="timeout",
+                                   max_body_bytes="max_body", resolve="resolve"),
+                          max_connections=max(politeness.concurrency, 1))  # as the CLI does
     detect = DetectSettings(
-        rules=TextRules(ignore_selectors=v.get("ignore_selectors", ()),
-                        ignore_patterns=v.get("ignore_text", ())),
-        recheck_probes=v.get("recheck", 2), recheck_spacing=v.get("recheck_spacing", 2.0),
-        confirm_runs=v.get("confirm_runs", 2), control_url=v.get("control_url"),
-        notify=v.get("notify", ()), vantage=v.get("vantage", ()),
-        notify_expiry=v.get("notify_expiry", NOTIFY_EXPIRY),
-        outage_confirm_after=v.get("outage_confirm_after", OUTAGE_CONFIRM_AFTER))
+        rules=TextRules(**_given(v, ignore_selectors="ignore_selectors",
+                                 ignore_patterns="ignore_text")),
+        **_given(v, recheck_probes="recheck", recheck_spacing="recheck_spacing",
+                 confirm_runs="confirm_runs", control_url="control_url", notify="notify",
+                 vantage="vantage", notify_expiry="notify_expiry",
+                 outage_confirm_after="outage_confirm_after"))
+    scope = {**_given(v, depth="depth", include="include", exclude="exclude",
+                      requisites="requisites")}
+    if "scope" in v:
+        scope["kind"] = ScopeKind(v["scope"])
     settings = CrawlSettings(
-        seeds=v["seeds"], output=root, target=v["name"],
-        scope=ScopeRules(kind=ScopeKind(v.get("scope", "prefix")), depth=v.get("depth"),
-                         include=v.get("include", ()), exclude=v.get("exclude", ()),
-                         requisites=v.get("requisites", True), traps=TrapRules()),
-        limits=Limits(max_pages=v.get("max_pages"), max_bytes=v.get("max_bytes"),
-                      max_time=v.get("max_time"),
-                      min_free_space=v.get("min_free_space", MIN_FREE_SPACE)),
-        politeness=Politeness(concurrency=v.get("concurrency", 16),
-                              per_host=v.get("per_host", 2), delay=v.get("delay", 0.5),
-                              retries=v.get("retries", 2)),
-        fetch=fetch, robots=RobotsPolicy(v.get("robots", "obey")),
-        warc_size=v.get("warc_size", 1_000_000_000), sitemaps=v.get("sitemaps", True),
-        operator=v.get("operator"),
-        dedup=DedupSettings(dedup=v.get("dedup", True), conditional=v.get("conditional", True)),
-        wacz=v.get("wacz", False), detect=detect)
+        seeds=v["seeds"], output=root, target=v["name"], scope=ScopeRules(**scope),
+        limits=Limits(**_given(v, max_pages="max_pages", max_bytes="max_bytes",
+                               max_time="max_time", min_free_space="min_free_space")),
+        politeness=politeness, fetch=fetch, detect=detect,
+        dedup=DedupSettings(**_given(v, dedup="dedup", conditional="conditional")),
+        **_given(v, warc_size="warc_size", sitemaps="sitemaps", operator="operator",
+                 wacz="wacz"),
+        **({"robots": RobotsPolicy(v["robots"])} if "robots" in v else {}))
     schedule = None
     if "schedule" in v or "every" in v:
         schedule = Schedule(cron=v.get("schedule"), every=v.get("every"),

@@ -17,6 +17,7 @@ from crawler.redact import redact_url
 from crawler.robots import RobotsPolicy
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 
+ARCHIVES = Path("archives")  # default archive root (relative to where the command runs)
 MIN_FREE_SPACE = 1024 ** 3  # default: warn below 1 GiB free under the archive root
 
 
@@ -114,14 +115,14 @@ class CrawlSettings:
     """Everything one crawl needs; built by the CLI (or, later, from a target config)."""
 
     seeds: tuple[str, ...]
-    output: Path = Path("archives")
+    output: Path = ARCHIVES
     target: str | None = None  # defaults to the first seed's host
     scope: ScopeRules = field(default_factory=ScopeRules)
     limits: Limits = field(default_factory=Limits)
     politeness: Politeness = field(default_factory=Politeness)
     fetch: FetchSettings = field(default_factory=FetchSettings)
     robots: RobotsPolicy = RobotsPolicy.OBEY
-    warc_size: int = 1_000_000_000
+    warc_size: int = 1024 ** 3  # start a new WARC file past this size (1G)
     warc_prefix: str | None = None  # defaults to the target name
     sitemaps: bool = True  # read robots.txt Sitemap: lines and /sitemap.xml of seed hosts
     extract_workers: int = 1  # processes parsing HTML/CSS; 0 parses in the event loop

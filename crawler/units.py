@@ -36,3 +36,23 @@ def format_size(value: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{value} B"
+
+
+def size_text(value: int) -> str:
+    """Return a byte count as people write it and ``parse_size`` reads it back exactly:
+    1073741824 -> "1G", 268435456 -> "256M", 256 -> "256"."""
+    for unit in ("t", "g", "m", "k"):
+        step = _SIZE_UNITS[unit]
+        if value >= step and value % step == 0:
+            return f"{value // step}{unit.upper()}"
+    return str(value)
+
+
+def duration_text(value: float) -> str:
+    """Return seconds as people write them and ``parse_duration`` reads them back exactly:
+    21600 -> "6h", 2 -> "2s", 0.5 -> "0.5s"."""
+    for unit in ("d", "h", "m"):
+        step = _TIME_UNITS[unit]
+        if value >= step and value % step == 0:
+            return f"{int(value // step)}{unit}"
+    return f"{value:g}s"
