@@ -1,16 +1,13 @@
 """Command line: each command parses its options, makes one call, and exits with a named code.
 
-``asyncio.run`` and signal handlers live here and nowhere else.
+Running a target (progress, signals, ``asyncio.run``) is ``runner.py``'s; the daemon's commands
+are in ``cli_daemon.py``, the archive tools in ``cli_tools.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import os
 import re
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -18,21 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.logging import RichHandler
 
 from crawler import __version__, cli_daemon, cli_tools, outbox, urls
-from crawler.catalog import Catalog, CrawlRow, CrawlStatus, Phase
+from crawler.catalog import Catalog, CrawlStatus, Phase
 from crawler.cli_tools import open_catalog as _catalog
-from crawler.crawl import Crawl, CrawlOutcome
 from crawler.errors import CrawlerError, ExitCode
 from crawler.fetcher import FetchSettings
 from crawler.layout import saved_notify, target_is_locked
 from crawler.outcome import shortfall_lines
 from crawler.pagetext import TextRules
-from crawler.progress import live_progress, summary_lines
 from crawler.redact import restore
 from crawler.robots import RobotsPolicy
+from crawler.runner import run_with_ui
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
 from crawler.settings import (
     CrawlSettings,
@@ -45,7 +39,7 @@ from crawler.settings import (
 from crawler.units import duration_text, parse_duration, parse_size, size_text
 
 if TYPE_CHECKING:
-    from crawler.pipeline import TargetRun
+    pass
 
 # Every default an option shows is the settings' own (settings.py): one home, so the CLI,
 # the targets file and --help agree (tests/test_defaults.py).
@@ -276,7 +270,7 @@ def archive(seeds: tuple[str, ...], **opts: Any) -> None:
         if (last is not None and last.crawl_resumable
                 and tuple(last.settings["seeds"]) == seeds):
             resume = last
-    sys.exit(_run(settings, quiet=opts["quiet"], as_json=opts["as_json"], resume=resume))
+    sys.exit(run_with_ui(settings, quiet=opts["quiet"], as_json=opts["as_json"], resume=resume))
 
 
 @cli.command()
@@ -315,7 +309,7 @@ def resume(target: str | None, output: Path, quiet: bool, as_json: bool) -> None
                    f"be restored ({', '.join(gone)}): this run will not use them", err=True)
     settings = replace(settings, detect=replace(settings.detect, notify=tuple(notify),
                                                 vantage=tuple(vantage)))
-    sys.exit(_run(settings, quiet=quiet, as_json=as_json, resume=row))
+    sys.exit(run_with_ui(settings, quiet=quiet, as_json=as_json, resume=row))
 
 
 @cli.command()
@@ -477,7 +471,7 @@ def demo(ctx: click.Context, persons: int, **opts: Any) -> None:
             dedup=_dedup_settings(opts), wacz=True,  # the demo always shows the WACZ
             detect=DetectSettings(recheck_spacing=0.5))
         say(f"1/3  Archiving the sample history site at {site.url} (CDN at {site.cdn_url})")
-        _run(settings, quiet=quiet, as_json=as_json)
+        run_with_ui(settings, quiet=quiet, as_json=as_json)
         takedown = site.content.takedown
         takedown.removed = {"/persons/3.html": 404, "/persons/4.html": 410}
         takedown.legal = {"/articles/2.html"}
@@ -486,108 +480,10 @@ def demo(ctx: click.Context, persons: int, **opts: Any) -> None:
             "blocked (451),\n     persons 7 and 8 cut from the name index (their pages are "
             "still served)")
         say("\n3/3  Archiving it again and comparing the two crawls")
-        code = _run(settings, quiet=quiet, as_json=as_json, replay_help=True)
+        code = run_with_ui(settings, quiet=quiet, as_json=as_json, replay_help=True)
     # The tour succeeded if it ran: its sample site has a calendar trap, so its crawls end
     # incomplete (and say why), and its takedown is the point.
     sys.exit(0 if code in (ExitCode.OK, ExitCode.TAKEDOWN, ExitCode.INCOMPLETE) else code)
-
-
-def _run(settings: CrawlSettings, *, quiet: bool, as_json: bool,
-         replay_help: bool = False, resume: CrawlRow | None = None) -> int:
-    """Run a crawl with logging, progress and signals; print the summary; return the code."""
-    from crawler.report import summary_lines as report_lines  # not in the parser processes
-    console = Console(stderr=True)
-    _setup_logging(console, quiet)
-    if resume is not None and not quiet and not as_json:
-        click.echo(f"Resuming crawl {resume.target}/{resume.crawl_id}", err=True)
-    try:
-        run = asyncio.run(_crawl_with_ui(settings, console, resume=resume,
-                                         show_progress=console.is_terminal and not quiet
-                                         and not as_json))
-    except CrawlerError as exc:
-        click.echo(f"crawler: error: {exc}", err=True)
-        return int(exc.exit_code)
-    outcome = run.outcome
-    if as_json:
-        data = _outcome_json(outcome)
-        data["exit_status"], data["exit_code"] = run.exit_code.name.lower(), int(run.exit_code)
-        if run.report is not None and run.report_paths is not None:
-            data["takedown"] = {"report": str(run.report_paths[0]),
-                                "html": str(run.report_paths[1]),
-                                "summary": run.report["summary"], "events": run.report["events"]}
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-    elif not quiet:
-        for line in summary_lines(outcome):
-            click.echo(line)
-        if run.report is not None and run.report_paths is not None:
-            for line in report_lines(run.report):
-                click.echo(line)
-            click.echo(f"  report: {run.report_paths[1]}")
-        if replay_help:
-            click.echo(replay_instructions(outcome))
-    return int(run.exit_code)
-
-
-async def _crawl_with_ui(settings: CrawlSettings, console: Console, *,
-                         show_progress: bool, resume: CrawlRow | None = None) -> TargetRun:
-    """Run the crawl; first SIGINT/SIGTERM stops gracefully, a second exits at once."""
-    from crawler.pipeline import run_target  # the parser processes re-import this module
-    loop = asyncio.get_running_loop()
-    box: list[Crawl] = []
-
-    def on_signal(signum: int) -> None:
-        if box and not box[0].stopping:
-            console.print(f"[yellow]{signal.Signals(signum).name}: finishing in-flight requests "
-                          "and closing WARCs (send again to quit at once)[/]")
-            box[0].request_stop()
-        else:
-            console.print("[red]second signal: exiting now[/]")
-            os._exit(int(ExitCode.INTERRUPTED))
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        if show_progress:
-            async with live_progress(console, box):
-                return await run_target(settings, resume=resume, on_start=box.append)
-        return await run_target(settings, resume=resume, on_start=box.append)
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-
-
-def _outcome_json(outcome: CrawlOutcome) -> dict[str, Any]:
-    """Return the --json summary."""
-    return {
-        "crawl_id": outcome.crawl_id,
-        "target": outcome.target,
-        "directory": str(outcome.directory),
-        "exit_status": outcome.exit_code.name.lower(),
-        "exit_code": int(outcome.exit_code),
-        "status": outcome.status,
-        "shortfall": outcome.shortfall,
-        "stop_reason": outcome.stop_reason.value,
-        "warcs": [str(p) for p in outcome.warcs],
-        "index": str(outcome.index),
-        "pages": str(outcome.pages),
-        "wacz": str(outcome.wacz) if outcome.wacz else None,
-        "stats": outcome.stats,
-    }
-
-
-def replay_instructions(outcome: CrawlOutcome) -> str:
-    """Return how to open a crawl in pywb and ReplayWeb.page."""
-    root = outcome.directory.parent.parent
-    opt = "" if root == _D.output else f" --output {root}"
-    wacz = outcome.wacz or f"(first: crawler wacz {outcome.target} --crawl {outcome.crawl_id}{opt})"
-    return f"""
-How to replay it:
-  pywb, every crawl of the target:   crawler replay {outcome.target}{opt}
-      (serves on http://127.0.0.1:8080/{outcome.target}/ and installs pywb in its own
-      virtual environment on first use)
-  ReplayWeb.page (https://replayweb.page or the desktop app): open the WACZ
-      {wacz}
-"""
 
 
 PHASE_WORDS = {Phase.DETECT: "takedown detection", Phase.REPORT: "report and notification",
@@ -611,15 +507,6 @@ def crawl_report(catalog: Catalog, output: Path, target: str | None) -> dict[str
             "notifications": outbox.crawl_counts(catalog, row.pk),
             **catalog.crawl_totals(row.pk)})
     return report
-
-
-def _setup_logging(console: Console, quiet: bool) -> None:
-    """Log to stderr through rich, so log lines and the live display do not collide."""
-    handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler],
-                        format="%(message)s", force=True)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff, cli_tools.verify,

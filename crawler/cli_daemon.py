@@ -21,6 +21,7 @@ import click
 
 from crawler.catalog import Catalog
 from crawler.errors import ConfigError, CrawlerError, ExitCode
+from crawler.runner import run_with_ui
 
 if TYPE_CHECKING:
     from crawler.config import Config
@@ -134,8 +135,6 @@ def daemon(config_path: Path) -> None:
 def run_command(target: str, config_path: Path, quiet: bool, as_json: bool) -> None:
     """Run one configured TARGET now (a one-off run: suspected takedowns are re-checked
     within the run). An interrupted or killed crawl of the target is resumed."""
-    from crawler.cli import _run
-
     config = load_or_exit(config_path)
     if target not in config.targets:
         click.echo(f"crawler: config error: {config_path.name}: targets: no target named "
@@ -148,7 +147,7 @@ def run_command(target: str, config_path: Path, quiet: bool, as_json: bool) -> N
         catalog.close()
     # a run whose crawl ended but whose detection was cut short is finished by run_target
     resume = last if last is not None and last.crawl_resumable else None
-    sys.exit(_run(config.targets[target].settings, quiet=quiet, as_json=as_json,
+    sys.exit(run_with_ui(config.targets[target].settings, quiet=quiet, as_json=as_json,
                   resume=resume))
 
 

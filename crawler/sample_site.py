@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from crawler.takedown_sim import BLOCK_TEXT, Takedown
+from crawler.takedown_sim import BLOCK_TEXT, Reply, Takedown
 
 PERSON_NAMES = [
     "Иванов Иван Петрович", "Смирнова Анна Сергеевна", "Кузнецов Павел Ильич",
@@ -48,19 +48,6 @@ PDF_DOC = (
     b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 300 144]>>endobj\n"
     b"trailer<</Root 1 0 R>>\n%%EOF\n"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One canned response."""
-
-    status: int
-    body: bytes = b""
-    content_type: str | None = "text/html; charset=utf-8"
-    headers: tuple[tuple[str, str], ...] = ()
-    mode: str = "plain"  # plain | gzip | chunked | truncate | stall | garbage | reset
-    etag: str | None = None  # validators: the handler answers a matching condition with 304
-    last_modified: str | None = None
 
 
 LAST_MODIFIED = "Mon, 02 Nov 2026 10:00:00 GMT"

@@ -12,10 +12,21 @@ import random
 import secrets
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from crawler.sample_site import Reply
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One canned response of the sample site (the switches below rewrite them)."""
+
+    status: int
+    body: bytes = b""
+    content_type: str | None = "text/html; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+    mode: str = "plain"  # plain | gzip | chunked | truncate | stall | garbage | reset
+    etag: str | None = None  # validators: the handler answers a matching condition with 304
+    last_modified: str | None = None
+
+
 
 BLOCK_TEXT = ("<h1>Доступ ограничен</h1><p>Доступ к информационному ресурсу ограничен на "
               "основании Федерального закона от 27.07.2006 № 149-ФЗ «Об информации, "
