@@ -68,7 +68,7 @@ class HostBreakers:
     def pause_for(self, host: str) -> float:
         """Return how long to pause ``host`` after its latest trip (doubling each time)."""
         trips = self._hosts[host].trips if host in self._hosts else 1
-        return self.hang_pause * 2 ** max(0, trips - 1)
+        return float(self.hang_pause * 2 ** max(0, trips - 1))
 
     def given_up(self, host: str) -> bool:
         """Return True if ``host`` is given up for this crawl."""

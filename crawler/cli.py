@@ -49,7 +49,7 @@ FAILURE_CLASSES = ["dns", "refused", "tls", "timeout", "reset", "protocol", "con
                    "too-large", "robots", "robots-unreachable", "trap", "host-hung",
                    "out-of-scope"]
 
-class SizeType(click.ParamType):
+class SizeType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
     """A byte count such as 500M, 1G or 1048576."""
 
     name = "SIZE"
@@ -61,7 +61,7 @@ class SizeType(click.ParamType):
         return found
 
 
-class DurationType(click.ParamType):
+class DurationType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
     """A duration such as 90, 30s, 15m, 2h or 1d."""
 
     name = "DURATION"
@@ -74,7 +74,7 @@ class DurationType(click.ParamType):
         return found
 
 
-class RegexType(click.ParamType):
+class RegexType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
     """A Python regular expression, compiled."""
 
     name = "REGEX"
@@ -89,7 +89,7 @@ class RegexType(click.ParamType):
             self.fail(f"{value!r} is not a valid regular expression: {exc}", param, ctx)
 
 
-class SeedType(click.ParamType):
+class SeedType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
     """An http(s) URL to start from."""
 
     name = "URL"
@@ -440,7 +440,7 @@ def _target_name(value: str | None) -> str | None:
               help="Size of the sample site's person index.")
 @crawl_options
 @click.pass_context
-def demo(ctx: click.Context, persons: int, **opts: Any) -> None:
+def demo(ctx: click.Context, /, persons: int, **opts: Any) -> None:
     """A guided tour on a bundled sample history site (127.0.0.1, no network needed).
 
     It archives the site, simulates a takedown (pages removed, one blocked by a 451, part of

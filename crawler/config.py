@@ -347,15 +347,17 @@ def _target(v: dict[str, Any], root: Path) -> Target:
                       requisites="requisites")}
     if "scope" in v:
         scope["kind"] = ScopeKind(v["scope"])
+    rest: dict[str, Any] = _given(v, warc_size="warc_size", sitemaps="sitemaps",
+                                  operator="operator", wacz="wacz")
+    if "robots" in v:
+        rest["robots"] = RobotsPolicy(v["robots"])
     settings = CrawlSettings(
         seeds=v["seeds"], output=root, target=v["name"], scope=ScopeRules(**scope),
         limits=Limits(**_given(v, max_pages="max_pages", max_bytes="max_bytes",
                                max_time="max_time", min_free_space="min_free_space")),
         politeness=politeness, fetch=fetch, detect=detect,
         dedup=DedupSettings(**_given(v, dedup="dedup", conditional="conditional")),
-        **_given(v, warc_size="warc_size", sitemaps="sitemaps", operator="operator",
-                 wacz="wacz"),
-        **({"robots": RobotsPolicy(v["robots"])} if "robots" in v else {}))
+        **rest)
     schedule = None
     if "schedule" in v or "every" in v:
         schedule = Schedule(cron=v.get("schedule"), every=v.get("every"),

@@ -567,7 +567,7 @@ class Crawl:
                 # host for the rest of the crawl. The answer is final and recorded as such.
                 return None
             wait = max(wait, told)
-        return wait
+        return float(wait)
 
     def _new_parse_pool(self) -> ProcessPoolExecutor | None:
         """Start the parser processes (none with ``extract_workers`` 0)."""

@@ -205,8 +205,8 @@ def extract_from_html(text: str, url: str = "") -> tuple[Extracted, str | None]:
         if name in ("a", "area"):
             _add(links, attrs.get("href"))
         elif name == "link":
-            rels = attrs.get("rel") or []
-            rel_set = {r.lower() for r in (rels if isinstance(rels, list) else [rels])}
+            rels: object = attrs.get("rel") or []
+            rel_set = {str(r).lower() for r in (rels if isinstance(rels, list) else [rels])}
             target = requisites if rel_set & _REQUISITE_RELS else links
             _add(target, attrs.get("href"))
         elif name == "meta":

@@ -24,13 +24,8 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bs4 import (
-    BeautifulSoup,
-    MarkupResemblesLocatorWarning,
-    NavigableString,
-    Tag,
-    XMLParsedAsHTMLWarning,
-)
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, XMLParsedAsHTMLWarning
+from bs4.element import NavigableString
 
 _DROP = ["script", "style", "noscript", "template", "svg", "head"]
 _CHROME = ["header", "nav", "footer", "aside"]
@@ -190,7 +185,7 @@ def volatile_selector(html: str, volatile: set[str], rules: TextRules = DEFAULT_
         for tag in soup.select(selector):
             tag.decompose()
     found: dict[str, list[Tag]] = {name: soup.find_all(name) for name in _WANTED}
-    role_main = soup.find(attrs={"role": "main"})
+    role_main = soup.find(True, attrs={"role": "main"})
     root = _main(soup, found, role_main if isinstance(role_main, Tag) else None)
     holders = [tag for text, tag in _blocks(root)
                if set(normalize_lines([text], rules.ignore_patterns)) & volatile]

@@ -117,9 +117,15 @@ def _relay(source: socket.socket, sink: socket.socket) -> None:
         sink.shutdown(socket.SHUT_WR)
 
 
-class _ThreadingTCPServer(socketserver.ThreadingTCPServer):
+class _TCPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    requests: list[str]  # what was fetched through it
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    requests: list[str]
 
 
 class VantageProxy:
@@ -128,14 +134,13 @@ class VantageProxy:
 
     def __init__(self, kind: str = "http") -> None:
         self.kind = kind
-        server: socketserver.TCPServer
+        server: _TCPServer | _HTTPServer
         if kind == "socks5":
-            server = _ThreadingTCPServer(("127.0.0.1", 0), _Socks5)
+            server = _TCPServer(("127.0.0.1", 0), _Socks5)
         else:
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-            server.daemon_threads = True
+            server = _HTTPServer(("127.0.0.1", 0), _Handler)
+        server.requests = []
         self._server = server
-        self._server.requests = []  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -146,7 +151,7 @@ class VantageProxy:
     @property
     def requests(self) -> list[str]:
         """Return what was fetched through the proxy so far (URLs; for SOCKS5, host:port)."""
-        return list(self._server.requests)  # type: ignore[attr-defined]
+        return list(self._server.requests)
 
     def __enter__(self) -> VantageProxy:
         self._thread.start()

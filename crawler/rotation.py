@@ -58,9 +58,9 @@ def rotating_blocks(findings: list[Finding], rows: Captures, extra: list[Snap], 
         for other in [*rechecks.get(f.key, []), *between(rows, f.before, f.after)]:
             seen = ctx.lines(other) if served(other) else None
             volatile = set(now) ^ set(seen if seen is not None else now)
-            selector = _block_of(rows, volatile, f.after, other) if volatile else None
-            if selector is not None:
-                found[f.key] = selector
+            block = _block_of(rows, volatile, f.after, other) if volatile else None
+            if block is not None:
+                found[f.key] = block
                 break
     return found
 

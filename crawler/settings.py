@@ -147,7 +147,7 @@ class CrawlSettings:
         passwords): ``crawler resume`` gets them back from the target's private file
         (``layout.save_notify``).
         """
-        data = _jsonable(asdict(self))
+        data: dict[str, Any] = _jsonable(asdict(self))
         data["detect"]["notify"] = [redact_url(u) for u in self.detect.notify]
         data["detect"]["vantage"] = [_secret_proxy(u) for u in self.detect.vantage]
         return data
@@ -177,12 +177,13 @@ def _detect_from_json(data: dict[str, Any] | None) -> DetectSettings:
     if not data:
         return DetectSettings()
     rules = data.get("rules") or {}
+    values: dict[str, Any] = {k: tuple(v) if k in ("notify", "vantage") else v
+                              for k, v in data.items() if k != "rules"}
     return DetectSettings(
         rules=TextRules(ignore_selectors=tuple(rules.get("ignore_selectors", ())),
                         ignore_patterns=tuple(re.compile(p) for p in
                                               rules.get("ignore_patterns", ()))),
-        **{k: tuple(v) if k in ("notify", "vantage") else v for k, v in data.items()
-           if k != "rules"})
+        **values)
 
 
 def _jsonable(value: Any) -> Any:

@@ -19,9 +19,11 @@ import functools
 import io
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import ParamSpec, TypedDict, TypeVar
 
 from crawler import extract, urls
 from crawler.catalog import CaptureRow, Catalog, Prior, StoredRecord
@@ -58,6 +60,17 @@ class Conditional:
         if self.prior.last_modified:
             headers["If-Modified-Since"] = self.prior.last_modified
         return headers
+
+
+class Validators(TypedDict):
+    """A good 200's validators, which a later crawl sends as conditions."""
+
+    etag: str | None
+    last_modified: str | None
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +111,7 @@ class Store:
             "AND id<? LIMIT 1",
             (target, crawl_pk)).fetchone() is not None
 
-    async def _in_sink(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def _in_sink(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``func`` in the sink thread."""
         call = functools.partial(func, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self.pool, call)
@@ -205,7 +218,7 @@ class Store:
         self.pool.shutdown()
 
 
-def validators(result: FetchResult) -> dict[str, str | None]:
+def validators(result: FetchResult) -> Validators:
     """Return the ETag and Last-Modified of a good 200 (a later crawl makes them conditions)."""
     if not result.ok or result.status != 200 or result.truncated is not None:
         return {"etag": None, "last_modified": None}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import random
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -98,7 +99,8 @@ class Takedown:
     rotating: bool = False  # every page shows 1-4 random documents in its main content
     _requests: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
-    def apply(self, path: str, reply: Reply, page: object, client: str = "") -> Reply:
+    def apply(self, path: str, reply: Reply, page: Callable[[str, str], bytes],
+              client: str = "") -> Reply:
         """Return what the site serves for ``path`` to ``client`` (an IP address) instead
         of ``reply``.
 

@@ -100,7 +100,7 @@ def try_normalize(url: str, base: str | None = None) -> str | None:
 @lru_cache(maxsize=8192)
 def surt_key(url: str) -> str:
     """Return the SURT key pywb would compute for ``url`` (CDXJ sort key)."""
-    return surt.surt(url)
+    return str(surt.surt(url))
 
 
 @lru_cache(maxsize=8192)
@@ -113,7 +113,7 @@ def canonical_key(url: str) -> str:
     ``/wiki/MEMORIAL``, so the crawler must fetch both. (pywb's own SURT, lower-cased, stays
     the replay index's key: ``surt_key``.)
     """
-    return surt.surt(url, path_lowercase=False, query_lowercase=False)
+    return str(surt.surt(url, path_lowercase=False, query_lowercase=False))
 
 
 def host_of(url: str) -> str:

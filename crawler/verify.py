@@ -23,6 +23,7 @@ written), and the report says so.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import zipfile
@@ -130,7 +131,7 @@ class _RecordParser:
                     self._reset()
                 continue
             if self._headers is None:
-                if not self._head and view[0:1] in (b"\r", b"\n"):
+                if not self._head and bytes(view[0:1]) in (b"\r", b"\n"):
                     view = view[1:]  # stray line ends between records: tolerated
                     continue
                 self._head += view
@@ -240,7 +241,7 @@ def scan_warc(path: Path, problems: list[Problem]) -> dict[int, ScannedRecord]:
         start = 0  # file offset of the member being read
         pending = b""  # compressed bytes read but not yet decompressed, starting at ``start``
         while start < size:
-            parser = _RecordParser(lambda at=start: f"{path.name}@{at}", problems)
+            parser = _RecordParser(functools.partial(_where, path.name, start), problems)
             consumed, pending, trouble = _read_member(fh, pending, parser)
             if trouble is None:
                 trouble = parser.end_of_member()
@@ -312,6 +313,11 @@ def _next_member(fh: BinaryIO, after: int, size: int) -> int | None:
 
 
 # -- the archive --------------------------------------------------------------------------------
+
+def _where(name: str, offset: int) -> str:
+    """Return where a record starts, as problems name it: file@offset."""
+    return f"{name}@{offset}"
+
 
 def verify_archive(catalog: Catalog, *, target: str | None = None,
                    crawl_id: str | None = None,

@@ -32,7 +32,7 @@ class WriteTurn:
     def __init__(self, root: Path) -> None:
         self._root = root
         self._fds: tuple[int, int] | None = None
-        self._closer: weakref.finalize | None = None
+        self._closer: weakref.finalize[[tuple[int, int]], WriteTurn] | None = None
         self.held = False
 
     def _files(self) -> tuple[int, int]:
