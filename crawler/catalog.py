@@ -196,6 +196,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_pending ON outbox (target, next_attempt)
         WHERE delivered IS NULL AND expired IS NULL;
     """,
+    # 7 -> 8: the per-page simhash is no longer computed: nothing ever read it (near-duplicate
+    # pages are found by their text fingerprint, ``text_hash``)
+    """
+    ALTER TABLE captures DROP COLUMN simhash;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -279,7 +284,6 @@ class CaptureRow:
     record_type: str | None = None
     title: str | None = None
     text_hash: str | None = None
-    simhash: int | None = None
     outlinks: int | None = None
     final: bool = True
     record_id: str | None = None
@@ -331,20 +335,6 @@ _ORIGINAL_SQL = (
 def now_iso() -> str:
     """Return the current UTC time in ISO 8601 with a Z."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _signed64(value: int | None) -> int | None:
-    """Map an unsigned 64-bit value into SQLite's signed INTEGER range."""
-    if value is None:
-        return None
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _unsigned64(value: int | None) -> int | None:
-    """Undo _signed64."""
-    if value is None:
-        return None
-    return value + (1 << 64) if value < 0 else value
 
 
 @dataclass
@@ -700,7 +690,6 @@ class Catalog:
     def add_capture(self, crawl_pk: int, capture: CaptureRow) -> None:
         """Insert a capture row (inside the caller's transaction)."""
         values = [getattr(capture, f) for f in _CAPTURE_FIELDS]
-        values[_CAPTURE_FIELDS.index("simhash")] = _signed64(capture.simhash)
         values[_CAPTURE_FIELDS.index("final")] = int(capture.final)
         self.db.execute(
             f"INSERT INTO captures (crawl, {', '.join(_CAPTURE_FIELDS)}) "
@@ -884,6 +873,5 @@ def _statements(script: str) -> list[str]:
 
 def _capture_row(row: sqlite3.Row) -> CaptureRow:
     values = {f: row[f] for f in _CAPTURE_FIELDS}
-    values["simhash"] = _unsigned64(values["simhash"])
     values["final"] = bool(values["final"])
     return CaptureRow(**values)

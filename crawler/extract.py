@@ -7,7 +7,6 @@ plain picklable data and never touches the network or the disk.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import logging
 import os
 import re
@@ -231,7 +230,6 @@ def extract_from_html(text: str, url: str = "") -> tuple[Extracted, str | None]:
     lines = pagetext.page_lines(soup)  # main content without noise: see pagetext.py
     return Extracted(links=tuple(links), requisites=tuple(requisites), title=title or None,
                      text_hash=pagetext.text_hash(lines),
-                     simhash=simhash(" ".join(lines)),
                      shape_hash=echo_free_hash(url, lines),
                      wall=fingerprints.challenge(lines, title, len(links))), base
 
@@ -252,30 +250,6 @@ def echo_free_hash(url: str, lines: list[str]) -> str:
         return "" if (match.group(0).lstrip("0") or "0") in echoed else match.group(0)
 
     return pagetext.text_hash([_DIGIT_RUNS.sub(unechoed, line) for line in lines])
-
-
-def simhash(text: str, width: int = 3) -> int:
-    """Return the 64-bit simhash of word ``width``-shingles: near texts share most bits.
-
-    Bits are counted column by column at C speed (``bytes.translate`` maps each byte to its
-    bit, ``count`` adds them up) rather than bit by bit per shingle in Python, which was
-    ~3 ms for a 600-word page.
-    """
-    words = text.split()
-    shingles = [" ".join(words[i:i + width]) for i in range(max(1, len(words) - width + 1))]
-    digests = b"".join(hashlib.blake2b(s.encode("utf-8"), digest_size=8).digest()
-                       for s in shingles)
-    half = len(shingles) / 2
-    result = 0
-    for position in range(8):
-        column = digests[position::8]
-        for bit in range(8):
-            if column.translate(_BIT_OF[bit]).count(1) > half:
-                result |= 1 << ((7 - position) * 8 + bit)
-    return result
-
-
-_BIT_OF = tuple(bytes(v >> bit & 1 for v in range(256)) for bit in range(8))
 
 
 def _add(target: list[str], value: object) -> None:
@@ -337,7 +311,7 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
             capped.append("parse-bytes")
         found, base = extract_from_html(text, url)
         found = Extracted(links=found.links, requisites=found.requisites, title=found.title,
-                          charset=charset, text_hash=found.text_hash, simhash=found.simhash,
+                          charset=charset, text_hash=found.text_hash,
                           shape_hash=found.shape_hash, wall=found.wall)
     elif media_type == "text/css":
         text, charset = decode_text(body, content_type, markup=False)
@@ -360,7 +334,7 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
     keys = {u: urls.canonical_key(u) for group in (links, requisites, sitemaps) for u in group}
     return Extracted(links=links, requisites=requisites, sitemaps=sitemaps, title=found.title,
                      charset=found.charset, keys=keys, text_hash=found.text_hash,
-                     simhash=found.simhash, capped=tuple(capped), shape_hash=found.shape_hash,
+                     capped=tuple(capped), shape_hash=found.shape_hash,
                      wall=found.wall)
 
 
