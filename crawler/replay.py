@@ -18,11 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-
-import httpx
 
 from crawler.catalog import Catalog, CrawlStatus
 from crawler.errors import OutputError
@@ -147,12 +147,21 @@ def start_wayback(root: Path, port: int, bindir: Path, *, quiet: bool = True,
         if proc.poll() is not None:
             raise OutputError(f"pywb exited at start-up (code {proc.returncode}); "
                               f"is port {port} free?")
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-        except httpx.HTTPError:
+        if not _answers(port):
             time.sleep(0.2)
             continue
         if proc.poll() is None:  # the answer came from our pywb, not a program that won
             return proc          # the port between our check and pywb's start
     proc.kill()
     raise OutputError("pywb did not start within 60 s")
+
+
+def _answers(port: int) -> bool:
+    """Return True if an HTTP server answers on 127.0.0.1:``port`` (any status)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # an error status is an answer
+    except (urllib.error.URLError, OSError):
+        return False

@@ -44,7 +44,11 @@ def normalize(url: str, base: str | None = None) -> str:
 
 
 def _normalize_full(raw: str) -> str:
-    """Return the fetch URL of an absolute http(s) URL via w3lib and httpx (any input)."""
+    """Return the fetch URL of an absolute http(s) URL via w3lib and httpx (any input).
+
+    httpx parses it because httpx will request it: the URL the crawler records is exactly the
+    one it fetches (fetcher.py is the only other module that imports httpx).
+    """
     try:
         safe = safe_url_string(raw)
         parsed = httpx.URL(safe)
