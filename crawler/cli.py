@@ -10,21 +10,18 @@ import json
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from crawler import __version__, cli_daemon, cli_tools, outbox, urls
-from crawler.catalog import Catalog, CrawlStatus, Phase
+from crawler import __version__, cli_daemon, cli_tools, urls
+from crawler import status as status_of
 from crawler.cli_tools import open_catalog as _catalog
 from crawler.errors import CrawlerError, ExitCode
 from crawler.fetcher import FetchSettings
-from crawler.layout import saved_notify, target_is_locked
-from crawler.outcome import shortfall_lines
 from crawler.pagetext import TextRules
-from crawler.redact import restore
 from crawler.robots import RobotsPolicy
 from crawler.runner import run_with_ui
 from crawler.scope import ScopeKind, ScopeRules, TrapRules
@@ -286,29 +283,14 @@ def resume(target: str | None, output: Path, quiet: bool, as_json: bool) -> None
     notifications are done then, from where they stopped.
     """
     with _catalog(output) as catalog:
-        latest = {c.target: c for c in catalog.crawls(target)}  # oldest first: last one wins
-        candidates = [c for c in latest.values() if c.resumable]
-    candidates = [c for c in candidates if not target_is_locked(output, c.target)]
-    if not candidates:
-        click.echo(f"crawler: nothing to resume{' for ' + target if target else ''} under "
-                   f"{output}", err=True)
-        sys.exit(int(ExitCode.CONFIG))
-    if len(candidates) > 1:
-        names = ", ".join(sorted(c.target for c in candidates))
-        click.echo(f"crawler: several crawls can be resumed ({names}); name a TARGET", err=True)
-        sys.exit(int(ExitCode.USAGE))
-    row = candidates[0]
-    settings = replace(CrawlSettings.from_json(row.settings), output=output)
-    notify, lost = restore(settings.detect.notify, saved_notify(output, row.target))
-    if lost:
-        click.echo(f"crawler: warning: {len(lost)} notification URL(s) of this crawl could not "
-                   f"be restored ({', '.join(lost)}): this run will not notify them", err=True)
-    vantage, gone = restore(settings.detect.vantage, saved_notify(output, row.target, "vantage"))
-    if gone:
-        click.echo(f"crawler: warning: {len(gone)} vantage proxy URL(s) of this crawl could not "
-                   f"be restored ({', '.join(gone)}): this run will not use them", err=True)
-    settings = replace(settings, detect=replace(settings.detect, notify=tuple(notify),
-                                                vantage=tuple(vantage)))
+        try:
+            row = status_of.crawl_to_resume(catalog, output, target)
+        except CrawlerError as exc:
+            click.echo(f"crawler: {exc}", err=True)
+            sys.exit(int(exc.exit_code))
+    settings, warnings = status_of.settings_to_resume(row, output)
+    for warning in warnings:
+        click.echo(f"crawler: warning: {warning}", err=True)
     sys.exit(run_with_ui(settings, quiet=quiet, as_json=as_json, resume=row))
 
 
@@ -326,32 +308,13 @@ def status(target: str | None, output: Path, as_json: bool, config_path: Path | 
         cli_daemon.config_status(config_path, as_json)
         return
     with _catalog(output, read_only=True) as catalog:
-        report = crawl_report(catalog, output, target)
+        report = status_of.crawl_report(catalog, output, target)
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
-        return
-    if not report:
+    elif not report:
         click.echo(f"No crawls under {output}.")
-    for name, crawls in report.items():
-        click.echo(name)
-        for c in crawls:
-            click.echo(f"  {c['crawl_id']}  {c['state']:<11} started {c['started'][:19]}  "
-                       f"ended {(c['finished'] or '-')[:19]:<19}  pages {c['pages']:>6}  "
-                       f"URLs {c['urls']:>6}  revisits {c['revisits']:>6}  "
-                       f"bytes {c['bytes']:>10}  failures {c['failures']:>4}  "
-                       f"exit {'-' if c['exit_code'] is None else c['exit_code']}  "
-                       f"{c['stop_reason'] or ''}")
-            for line in shortfall_lines(c["shortfall"]):
-                click.echo(f"      not archived: {line}")
-            if c["phase"] and c["state"] != "running":
-                click.echo(f"      unfinished: its {PHASE_WORDS.get(c['phase'], c['phase'])} "
-                           f"was cut short; `crawler resume {name}` finishes it")
-            sent = c["notifications"]
-            if sent["queued"] or sent["expired"]:
-                click.echo(f"      notifications: {sent['delivered']} delivered, "
-                           f"{sent['queued']} queued (next try {sent['next_attempt'] or '-'}),"
-                           f" {sent['expired']} expired undelivered; last error: "
-                           f"{sent['last_error'] or 'none'}")
+    else:
+        click.echo("\n".join(status_of.report_lines(report)))
 
 
 @cli.command(name="list")
@@ -484,29 +447,6 @@ def demo(ctx: click.Context, /, persons: int, **opts: Any) -> None:
     # The tour succeeded if it ran: its sample site has a calendar trap, so its crawls end
     # incomplete (and say why), and its takedown is the point.
     sys.exit(0 if code in (ExitCode.OK, ExitCode.TAKEDOWN, ExitCode.INCOMPLETE) else code)
-
-
-PHASE_WORDS = {Phase.DETECT: "takedown detection", Phase.REPORT: "report and notification",
-               Phase.PACKAGE: "packaging (index, WACZ)"}
-
-
-def crawl_report(catalog: Catalog, output: Path, target: str | None) -> dict[str, list[dict[
-        str, Any]]]:
-    """Return target -> crawls with their totals and state (for `crawler status`)."""
-    report: dict[str, list[dict[str, Any]]] = {}
-    for row in catalog.crawls(target):
-        state = row.status
-        if row.status == CrawlStatus.RUNNING:
-            state = "running" if target_is_locked(output, row.target) else "killed"
-        report.setdefault(row.target, []).append({
-            "crawl_id": row.crawl_id, "state": state, "started": row.started,
-            "finished": row.finished, "stop_reason": row.stop_reason,
-            "exit_code": row.exit_code, "shortfall": row.shortfall,
-            "directory": str(row.directory),
-            "resumable": row.resumable and state != "running", "phase": row.phase,
-            "notifications": outbox.crawl_counts(catalog, row.pk),
-            **catalog.crawl_totals(row.pk)})
-    return report
 
 
 for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff, cli_tools.verify,
