@@ -18,6 +18,7 @@ import click
 
 from crawler import __version__, cli_daemon, cli_tools, urls
 from crawler import status as status_of
+from crawler.catalog import CATALOG_NAME
 from crawler.cli_tools import open_catalog as _catalog
 from crawler.errors import CrawlerError, ExitCode
 from crawler.fetcher import FetchSettings
@@ -282,6 +283,9 @@ def resume(target: str | None, output: Path, quiet: bool, as_json: bool) -> None
     Also finishes a run that a kill cut short after its crawl: detection, report and
     notifications are done then, from where they stopped.
     """
+    if not (output / CATALOG_NAME).exists():  # (a root that is not there stays so)
+        click.echo(f"crawler: nothing to resume under {output}: no archive there", err=True)
+        sys.exit(int(ExitCode.CONFIG))
     with _catalog(output) as catalog:
         try:
             row = status_of.crawl_to_resume(catalog, output, target)
