@@ -308,6 +308,8 @@ def _alertable(scheduled: bool) -> set[str]:
 
 def report(results: dict[str, Outcome]) -> None:
     """Print per-scenario accuracy and alerts, the confusion table, precision and recall."""
+    if not results:
+        return
     print(f"{'scenario':38} {'URLs':>5} {'correct':>8} {'alerts':>7} {'false':>6} "
           f"{'missed':>7} {'seconds':>8}")
     everything: list[tuple[str, str]] = []

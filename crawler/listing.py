@@ -31,6 +31,8 @@ _GONE = frozenset({Cls.REMOVED, Cls.SOFT_404, Cls.REDIRECT_HOME})
 def listing_key(url: str) -> str | None:
     """Return the listing a paginated URL belongs to (the URL without its page number), or
     None if the URL carries no page number."""
+    if "?" not in url and "/page" not in url.lower():
+        return None  # (most URLs: no parse needed)
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     kept = [(k, v) for k, v in query if not (k.lower() in PAGE_PARAMS and v.isdigit())]
@@ -55,13 +57,13 @@ def regroup(findings: list[Finding], lines: Callable[[Snap], list[str] | None],
     entry listed by the previous crawl on any page is not "new" to the listing either.
     """
     groups: dict[str, list[int]] = {}
-    for i, f in enumerate(findings):
-        key = listing_key(f.url)
+    keys = [listing_key(f.url) for f in findings]
+    for i, key in enumerate(keys):
         if key is not None:
             groups.setdefault(key, []).append(i)
     # A listing's first page is often also its bare address (/persons/ = /persons/?page=1).
     for i, f in enumerate(findings):
-        if listing_key(f.url) is None and f.url in groups:
+        if keys[i] is None and f.url in groups:
             groups[f.url].append(i)
     out = list(findings)
     for members in groups.values():
