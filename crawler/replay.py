@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import http.client
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -157,11 +156,18 @@ def start_wayback(root: Path, port: int, bindir: Path, *, quiet: bool = True,
 
 
 def _answers(port: int) -> bool:
-    """Return True if an HTTP server answers on 127.0.0.1:``port`` (any status)."""
+    """Return True if an HTTP server answers on 127.0.0.1:``port`` (any status).
+
+    A keep-alive request that we close ourselves: the side that closes first keeps the
+    connection in TIME_WAIT, and it must be ours, or pywb's port could not be bound again
+    for a minute after it stops (urllib asks the server to close).
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True  # an error status is an answer
-    except (urllib.error.URLError, OSError):
+        conn.request("GET", "/")
+        conn.getresponse().read()
+        return True
+    except (OSError, http.client.HTTPException):
         return False
+    finally:
+        conn.close()
