@@ -251,6 +251,15 @@ def through_vantages(f: Finding, views: list[Snap], ctx: Context) -> Finding:
     """
     if f.before is None or not views:
         return f
+    # No HTTP answer through a proxy while one came here: the proxy (or its path) failed,
+    # which says nothing about the page.
+    failed = [v for v in views if v.status is None and f.after is not None
+              and f.after.status is not None]
+    views = [v for v in views if v not in failed]
+    unused = "".join(f"; not seen through {v.vantage}: the proxy failed ({v.failure})"
+                     for v in failed)
+    if not views:
+        return replace(f, detail=f"{f.detail}{unused}".lstrip("; "))
     seen = [(v, _classify(f.before, v, ctx)) for v in views]
     fine = [(v, found) for v, found in seen if found.cls not in NEGATIVE | NEUTRAL]
     if fine:
@@ -266,7 +275,7 @@ def through_vantages(f: Finding, views: list[Snap], ctx: Context) -> Finding:
         detail += f"; the same through {', '.join(same)}"
     if others:
         detail += f"; through {', '.join(others)}"
-    return replace(f, detail=detail.lstrip("; "))
+    return replace(f, detail=(detail + unused).lstrip("; "))
 
 
 def _landing_class(after: Snap, ctx: Context) -> Finding | None:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from test_takedown import DETECT, PERSONS, alerts, classes, scenario, settings_for
 
 from crawler.fetcher import FetchSettings
@@ -431,3 +432,16 @@ def test_suspects_past_the_vantage_cap_are_said_to_be_unchecked(
         assert len(proxy.requests) == 1
     assert any(w.startswith("2 suspected URL(s) were not fetched through the vantage")
                for w in run.report["warnings"]), run.report["warnings"]
+
+
+def test_a_vantage_proxy_that_fails_is_said_to_have_failed(tmp_path: Path) -> None:
+    """A proxy that refuses us tells nothing about the page: the finding keeps its class and
+    says the proxy failed, not that the site is unreachable from there."""
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    vantage = {"detect": replace(DETECT, vantage=(dead,))}
+    site, run = scenario(tmp_path, _block_locally, after=vantage)
+    found = classes(run, site)
+    assert found["/persons/3.html"] == "block-page" and found["/persons/6.html"] == "removed"
+    details = {f["url"].replace(site.url, "/", 1): f["detail"] for f in run.report["findings"]}
+    assert f"not seen through {dead}: the proxy failed" in details["/persons/6.html"]
+    assert "unreachable" not in details["/persons/6.html"]
