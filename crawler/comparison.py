@@ -21,6 +21,7 @@ from crawler import listing, pagetext, urls
 from crawler.catalog import Catalog, CrawlRow
 from crawler.detect import (
     NEGATIVE,
+    NOT_ASKED,
     Cls,
     Context,
     Finding,
@@ -42,7 +43,6 @@ HOST_RECHECK_SAMPLE = 3
 # Why the crawl may not have fetched a redirect's target, where detection fetches it as
 # evidence (robots.txt is obeyed for evidence too).
 _NOT_FOLLOWED = frozenset({"out-of-scope", "trap"})
-_NOT_ASKED_FAILURES = ("robots", "out-of-scope", "trap", "robots-unreachable")
 MAX_LANDING_HOPS = 6
 MAX_VANTAGE_CHECKS = 500  # suspected URLs fetched through each vantage point per crawl
 MAX_LANDINGS = 200  # redirect targets fetched as evidence after one crawl
@@ -291,7 +291,7 @@ def _passing_failure(snap: Snap) -> bool:
     status = snap.status or 0
     if snap.wall or status >= 500 or status == 429:
         return True
-    return snap.status is None and snap.failure not in (*_NOT_ASKED_FAILURES, None)
+    return snap.status is None and snap.failure is not None and snap.failure not in NOT_ASKED
 
 
 def _collapsed(old: dict[str, Snap], new: dict[str, Snap], minimum: int = 3) -> frozenset[str]:

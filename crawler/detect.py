@@ -157,7 +157,7 @@ def classify(before: Snap | None, after: Snap | None, ctx: Context) -> Finding:
         return Finding(after.url, after.key, Cls.BOT_WALL, before, after,
                        f"{after.status}: challenge page of {after.wall}")
     if before is None:
-        if after.failure in _NOT_ASKED:  # found, but kept out by a rule: nothing seen
+        if after.failure in NOT_ASKED:  # found, but kept out by a rule: nothing seen
             return Finding(after.url, after.key, Cls.NOT_CHECKED, None, after, after.failure)
         return Finding(after.url, after.key, Cls.NEW, None, after)
     found = _classify(before, after, ctx)
@@ -170,14 +170,15 @@ def classify(before: Snap | None, after: Snap | None, ctx: Context) -> Finding:
     return found
 
 
-_NOT_ASKED = frozenset({"robots", "out-of-scope", "trap", "robots-unreachable"})
+# Failures of URLs deliberately not fetched (a rule kept them out): nothing was seen.
+NOT_ASKED = frozenset({"robots", "out-of-scope", "trap", "robots-unreachable"})
 
 
 def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
     def result(cls: Cls, detail: str = "", **extra: object) -> Finding:
         return Finding(after.url, after.key, cls, before, after, detail, **extra)  # type: ignore[arg-type]
 
-    if after.failure in _NOT_ASKED:
+    if after.failure in NOT_ASKED:
         return result(Cls.NOT_CHECKED, after.failure)
     if after.failure == "host-hung":  # not asked: its host had stopped answering
         if ctx.network_down:
