@@ -5,7 +5,7 @@
 
 What it does (everything on 127.0.0.1, nothing on the web):
 
-* starts ``--targets`` sample sites (``crawler.sample_site.SampleSite``, ``--persons`` person
+* starts ``--targets`` sample sites (``crawler.demo.sample_site.SampleSite``, ``--persons`` person
   pages each, a little latency so that a crawl takes a couple of seconds) in this process, a
   JSON webhook (a threading HTTP server on one fixed port) that records every message it
   accepts, and ``crawler daemon`` as a subprocess whose targets recrawl every 16-20 s with
@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from crawler.sample_site import SampleSite
+from crawler.demo.sample_site import SampleSite
 
 CLI = [sys.executable, "-m", "crawler"]
 MESSAGE_ID = re.compile(r"^crawler-message: (\S+)/(\S+)\s*$", re.MULTILINE)

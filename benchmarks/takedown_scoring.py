@@ -33,18 +33,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from crawler.catalog import CaptureRow, Catalog
-from crawler.comparison import compare
-from crawler.detect import NEGATIVE, SLOW_CONFIRM, Cls
-from crawler.fetcher import FetchSettings
-from crawler.models import FetchResult
-from crawler.pipeline import run_target
-from crawler.proxy_sim import VantageProxy
-from crawler.sample_site import SampleSite
-from crawler.scope import ScopeKind, ScopeRules, TrapRules
-from crawler.settings import CrawlSettings, DetectSettings, Limits, Politeness
-from crawler.takedown_sim import OUTAGES, WALLS
-from crawler.warc import WarcSettings, WarcWriter
+from crawler.archive.catalog import CaptureRow, Catalog
+from crawler.archive.warc import WarcSettings, WarcWriter
+from crawler.capture.fetcher import FetchSettings
+from crawler.capture.scope import ScopeKind, ScopeRules, TrapRules
+from crawler.capture.settings import CrawlSettings, DetectSettings, Limits, Politeness
+from crawler.core.models import FetchResult
+from crawler.demo.proxy_sim import VantageProxy
+from crawler.demo.sample_site import SampleSite
+from crawler.demo.takedown_sim import OUTAGES, WALLS
+from crawler.detection.comparison import compare
+from crawler.detection.detect import NEGATIVE, SLOW_CONFIRM, Cls
+from crawler.jobs.pipeline import run_target
 
 QUIET = {Cls.UNCHANGED.value, Cls.NOT_MODIFIED.value, Cls.SEMANTIC.value}
 ALERT_STATES = ("confirmed", "provisional")

@@ -5,7 +5,7 @@ it is a package's ``__main__``; keeping the entry here means a parser process im
 what parsing needs, not the whole CLI (about 20 MB less per process).
 """
 
-from crawler.entry import main
+from crawler.commands.entry import main
 
 if __name__ == "__main__":
     main()

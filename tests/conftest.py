@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crawler import replay
-from crawler.catalog import Catalog
-from crawler.crawl import CrawlOutcome, CrawlSettings, Politeness, run_crawl
-from crawler.sample_site import SampleSite
-from crawler.scope import ScopeKind, ScopeRules, TrapRules
+from crawler.archive import replay
+from crawler.archive.catalog import Catalog
+from crawler.capture.scope import ScopeKind, ScopeRules, TrapRules
+from crawler.crawl.engine import CrawlOutcome, CrawlSettings, Politeness, run_crawl
+from crawler.demo.sample_site import SampleSite
 
 REPO = Path(__file__).resolve().parent.parent
 

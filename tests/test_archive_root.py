@@ -22,8 +22,8 @@ from typing import ClassVar
 import pytest
 from click.testing import CliRunner
 
-from crawler.cli import cli
-from crawler.sample_site import SampleSite
+from crawler.commands.cli import cli
+from crawler.demo.sample_site import SampleSite
 
 CLI = [sys.executable, "-m", "crawler"]
 
@@ -85,8 +85,8 @@ def test_every_command_works_from_elsewhere_and_after_the_root_moves(
     on_disk = {p.name for p in moved.glob("t/*/warc/*.warc.gz")}
     assert packaged == on_disk and len(on_disk) >= 3  # two crawls and the detection WARC
 
-    from crawler.catalog import Catalog
-    from crawler.replay import build_collections
+    from crawler.archive.catalog import Catalog
+    from crawler.archive.replay import build_collections
     catalog = Catalog.open(Path(root))
     try:
         config = build_collections(catalog, Path(root), ["t"])

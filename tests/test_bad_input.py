@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 from conftest import crawl, fast_settings, read_records, responses
 
-from crawler.crawl import CrawlOutcome
-from crawler.errors import ExitCode
-from crawler.fetcher import FetchSettings
-from crawler.sample_site import SampleSite
+from crawler.capture.fetcher import FetchSettings
+from crawler.core.errors import ExitCode
+from crawler.crawl.engine import CrawlOutcome
+from crawler.demo.sample_site import SampleSite
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import read_records
 
-from crawler.catalog import MIGRATIONS, SCHEMA_VERSION, CaptureRow, Catalog
-from crawler.errors import OutputError
-from crawler.models import FetchResult
-from crawler.recovery import complete_members_end, recover_warcs
-from crawler.warc import OPEN_SUFFIX, WarcSettings, WarcWriter
+from crawler.archive.catalog import MIGRATIONS, SCHEMA_VERSION, CaptureRow, Catalog
+from crawler.archive.recovery import complete_members_end, recover_warcs
+from crawler.archive.warc import OPEN_SUFFIX, WarcSettings, WarcWriter
+from crawler.core.errors import OutputError
+from crawler.core.models import FetchResult
 
 
 def test_migrates_an_older_schema_and_keeps_its_data(tmp_path: Path) -> None:
@@ -113,7 +113,7 @@ def test_processes_creating_one_catalog_at_once_upgrade_it_once(tmp_path: Path) 
     import subprocess
     import sys
 
-    code = ("import sys; from pathlib import Path; from crawler.catalog import Catalog; "
+    code = ("import sys; from pathlib import Path; from crawler.archive.catalog import Catalog; "
             "Catalog.open(Path(sys.argv[1])).close()")
     for round_ in range(5):
         root = tmp_path / str(round_)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from crawler.cli import cli
-from crawler.sample_site import SampleSite
+from crawler.commands.cli import cli
+from crawler.demo.sample_site import SampleSite
 
 
 def test_archive_json_summary(site: SampleSite, tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from crawler.cli import cli
-from crawler.config import KEYS, TARGET_KEYS, load
-from crawler.errors import ConfigError
+from crawler.commands.cli import cli
+from crawler.core.errors import ConfigError
+from crawler.schedule.config import KEYS, TARGET_KEYS, load
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = '''

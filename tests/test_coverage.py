@@ -19,11 +19,11 @@ from click.testing import CliRunner
 from conftest import fast_settings
 from hostile import HostileServer, Route, response, send, stall
 
-from crawler.cli import cli
-from crawler.errors import ExitCode
-from crawler.fetcher import FetchSettings
-from crawler.pipeline import run_target
-from crawler.settings import DetectSettings, Politeness
+from crawler.capture.fetcher import FetchSettings
+from crawler.capture.settings import DetectSettings, Politeness
+from crawler.commands.cli import cli
+from crawler.core.errors import ExitCode
+from crawler.jobs.pipeline import run_target
 
 
 def _page(title: str, links: list[str] | tuple[str, ...] = ()) -> bytes:
@@ -321,7 +321,7 @@ def test_a_parse_that_takes_too_long_costs_its_links_not_the_crawl(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every parse here outlasts the (shortened) limit: each page's links are given up and
     recorded, the parser process is replaced, and the crawl ends on its own."""
-    import crawler.crawl
+    import crawler.crawl.engine
 
     monkeypatch.setattr(crawler.crawl, "PARSE_TIMEOUT", 0.0001)
     routes = {"/": _html("home", ["/a", "/b"]), "/a": _html("a"), "/b": _html("b")}

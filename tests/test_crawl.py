@@ -11,13 +11,13 @@ from urllib.parse import quote
 
 from conftest import crawl, fast_settings, read_records, responses
 
-from crawler.catalog import Catalog
-from crawler.crawl import CrawlOutcome, Limits, StopReason
-from crawler.errors import ExitCode
-from crawler.models import UrlKind
-from crawler.robots import RobotsPolicy
-from crawler.sample_site import SampleSite
-from crawler.scope import ScopeKind, ScopeRules
+from crawler.archive.catalog import Catalog
+from crawler.capture.robots import RobotsPolicy
+from crawler.capture.scope import ScopeKind, ScopeRules
+from crawler.core.errors import ExitCode
+from crawler.core.models import UrlKind
+from crawler.crawl.engine import CrawlOutcome, Limits, StopReason
+from crawler.demo.sample_site import SampleSite
 
 
 def test_full_crawl_captures_every_page_and_image_once(full_crawl: tuple[SampleSite,

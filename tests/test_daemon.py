@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.daemon import next_runs
-from crawler.sample_site import SampleSite
+from crawler.demo.sample_site import SampleSite
+from crawler.schedule.daemon import next_runs
 
 CLI = [sys.executable, "-m", "crawler"]
 
@@ -224,7 +224,7 @@ def test_the_daemon_waits_for_a_manual_run_of_the_same_target(tmp_path: Path,
                                                              daemons: list[Daemon]) -> None:
     """A manual run holds the target: the daemon's scheduled run waits for it instead of
     failing or running beside it."""
-    from crawler.layout import lock_target
+    from crawler.archive.layout import lock_target
 
     with SampleSite() as site:
         config = tmp_path / "t.toml"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.sample_site import SampleSite
+from crawler.demo.sample_site import SampleSite
 
 CLI = [sys.executable, "-m", "crawler"]
 

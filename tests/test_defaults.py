@@ -11,9 +11,9 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from crawler.cli import _settings_from_options, archive, cli
-from crawler.config import load
-from crawler.settings import CrawlSettings
+from crawler.capture.settings import CrawlSettings
+from crawler.commands.cli import _settings_from_options, archive, cli
+from crawler.schedule.config import load
 
 
 def _from_cli(tmp_path: Path) -> CrawlSettings:

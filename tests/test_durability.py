@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import read_records, start_pywb
 
-from crawler.sample_site import SampleSite
+from crawler.demo.sample_site import SampleSite
 
 CLI = [sys.executable, "-m", "crawler"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 
-from crawler import extract
+from crawler.capture import extract
 
 BASE = "http://h.org/dir/page.html"
 

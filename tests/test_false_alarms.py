@@ -15,15 +15,15 @@ import pytest
 from conftest import free_port
 from test_takedown import DETECT, PERSONS, alerts, classes, scenario, settings_for
 
-from crawler.fetcher import FetchSettings
-from crawler.listing import listing_key
-from crawler.outcome import shortfall_lines
-from crawler.pipeline import run_target
-from crawler.proxy_sim import VantageProxy
-from crawler.report import summary_lines
-from crawler.sample_site import SampleSite
-from crawler.settings import CrawlSettings, DetectSettings, Limits, Politeness, proxy_name
-from crawler.takedown_sim import OUTAGES, WALLS
+from crawler.capture.fetcher import FetchSettings
+from crawler.capture.settings import CrawlSettings, DetectSettings, Limits, Politeness, proxy_name
+from crawler.core.outcome import shortfall_lines
+from crawler.demo.proxy_sim import VantageProxy
+from crawler.demo.sample_site import SampleSite
+from crawler.demo.takedown_sim import OUTAGES, WALLS
+from crawler.detection.listing import listing_key
+from crawler.jobs.pipeline import run_target
+from crawler.reporting.report import summary_lines
 
 ARTICLE = "/articles/3.html"  # quotes "Роскомнадзор", "реестр запрещённых", "доступ ограничен"
 
@@ -358,7 +358,7 @@ def test_without_a_vantage_point_a_local_block_is_a_block_page(tmp_path: Path) -
 def test_a_vantage_url_must_be_a_proxy_url(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from crawler.cli import cli
+    from crawler.commands.cli import cli
 
     result = CliRunner().invoke(cli, ["archive", "http://127.0.0.1:9/", "--output",
                                       str(tmp_path), "--vantage", "ftp://user:secret@x:21"])
@@ -421,8 +421,8 @@ def test_pages_linked_only_from_a_page_that_failed_are_not_delisted(tmp_path: Pa
 
 def test_suspects_past_the_vantage_cap_are_said_to_be_unchecked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import crawler.comparison
-    import crawler.probes
+    import crawler.detection.comparison
+    import crawler.detection.probes
 
     for module in (crawler.comparison, crawler.probes):  # the cap, and what the report says
         monkeypatch.setattr(module, "MAX_VANTAGE_CHECKS", 1)

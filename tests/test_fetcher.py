@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from crawler.fetcher import Fetcher, FetchSettings, classify
-from crawler.models import FailureKind, FetchResult, Truncation
+from crawler.capture.fetcher import Fetcher, FetchSettings, classify
+from crawler.core.models import FailureKind, FetchResult, Truncation
 
 
 def fetch(url: str, settings: FetchSettings | None = None,

@@ -11,9 +11,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crawler.catalog import Catalog
-from crawler.frontier import Frontier
-from crawler.models import CrawlUrl, UrlKind
+from crawler.archive.catalog import Catalog
+from crawler.archive.frontier import Frontier
+from crawler.core.models import CrawlUrl, UrlKind
 
 
 def new_catalog() -> tuple[Catalog, int]:

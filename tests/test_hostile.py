@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from hostile import HostileServer, Route, drip, reset, response, send, stall
 
-from crawler.cli import cli
+from crawler.commands.cli import cli
 
 GOOD = [f"/good/{n}.html" for n in range(1, 9)]
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from crawler.sample_site import SampleSite
+from crawler.demo.sample_site import SampleSite
 
 CLI = [sys.executable, "-m", "crawler"]
 
@@ -57,7 +57,7 @@ def test_a_second_run_is_refused_while_the_first_is_still_comparing(tmp_path: Pa
 
 
 def test_a_seed_host_of_dots_stays_inside_the_archive_root() -> None:
-    from crawler.settings import CrawlSettings
+    from crawler.capture.settings import CrawlSettings
 
     for seed in ("http://../x", "http://.../", "http://./"):
         name = CrawlSettings(seeds=(seed,)).target_name()

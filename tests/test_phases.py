@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from crawler.sample_site import SampleSite
+from crawler.demo.sample_site import SampleSite
 
 CLI = [sys.executable, "-m", "crawler"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import Pywb, start_pywb
 
-from crawler.crawl import CrawlOutcome
-from crawler.sample_site import SampleSite
+from crawler.crawl.engine import CrawlOutcome
+from crawler.demo.sample_site import SampleSite
 
 pytestmark = pytest.mark.pywb
 

@@ -31,13 +31,13 @@ from conftest import (
     serve_archive_root,
 )
 
-from crawler.catalog import Catalog
-from crawler.cli import cli
-from crawler.crawl import CrawlOutcome
-from crawler.replay import start_wayback
-from crawler.sample_site import SampleSite
-from crawler.settings import DedupSettings
-from crawler.warc import IDENTICAL_PAYLOAD, SERVER_NOT_MODIFIED
+from crawler.archive.catalog import Catalog
+from crawler.archive.replay import start_wayback
+from crawler.archive.warc import IDENTICAL_PAYLOAD, SERVER_NOT_MODIFIED
+from crawler.capture.settings import DedupSettings
+from crawler.commands.cli import cli
+from crawler.crawl.engine import CrawlOutcome
+from crawler.demo.sample_site import SampleSite
 
 STATIC = ("/img/", "/favicon.ico", "/about.html", "/articles/1", "/articles/2", "/articles/3",
           "/cp1251.html")  # the sample site sends ETag/Last-Modified for these

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crawler.models import UrlKind
-from crawler.scope import Scope, ScopeKind, ScopeRules, TrapRules
+from crawler.capture.scope import Scope, ScopeKind, ScopeRules, TrapRules
+from crawler.core.models import UrlKind
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 SEED = "http://www.memo.ru/history/index.html"

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from conftest import read_records
 
-from crawler.catalog import Catalog
-from crawler.fetcher import payload_digest
-from crawler.models import CrawlUrl, FetchResult, UrlKind
-from crawler.settings import DedupSettings
-from crawler.store import Store, Stored, capture_row
-from crawler.warc import WarcSettings, WarcWriter
+from crawler.archive.catalog import Catalog
+from crawler.archive.store import Store, Stored, capture_row
+from crawler.archive.warc import WarcSettings, WarcWriter
+from crawler.capture.fetcher import payload_digest
+from crawler.capture.settings import DedupSettings
+from crawler.core.models import CrawlUrl, FetchResult, UrlKind
 
 
 def _result(url: str, body: bytes, status: int = 200) -> FetchResult:

@@ -17,15 +17,15 @@ import pytest
 from click.testing import CliRunner
 from conftest import fast_settings, free_port
 
-from crawler.catalog import Catalog
-from crawler.cli import cli
-from crawler.fetcher import FetchSettings
-from crawler.pipeline import TargetRun, run_target
-from crawler.sample_site import SampleSite
-from crawler.scope import ScopeKind, ScopeRules, TrapRules
-from crawler.settings import CrawlSettings, DetectSettings, Limits
-from crawler.states import open_states
-from crawler.takedown_sim import BLOCKED_BY
+from crawler.archive.catalog import Catalog
+from crawler.capture.fetcher import FetchSettings
+from crawler.capture.scope import ScopeKind, ScopeRules, TrapRules
+from crawler.capture.settings import CrawlSettings, DetectSettings, Limits
+from crawler.commands.cli import cli
+from crawler.demo.sample_site import SampleSite
+from crawler.demo.takedown_sim import BLOCKED_BY
+from crawler.detection.states import open_states
+from crawler.jobs.pipeline import TargetRun, run_target
 
 DETECT = DetectSettings(recheck_probes=2, recheck_spacing=0.05)
 PERSONS = [f"/persons/{n}.html" for n in range(1, 31)]
@@ -138,7 +138,7 @@ def test_whole_site_block_page(tmp_path: Path) -> None:
 def test_a_whole_site_block_is_one_alert_and_a_bounded_report(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Before, a site-wide block of 430 URLs gave 431 alerts and a 602 KB report.json."""
-    from crawler import report as report_module
+    from crawler.reporting import report as report_module
 
     monkeypatch.setattr(report_module, "MAX_LISTED", 10)  # the sample site is small
     server = HTTPServer(("127.0.0.1", 0), _Hook)
@@ -294,7 +294,7 @@ def test_reports_and_the_diff_command(tmp_path: Path) -> None:
 def test_the_diff_command_applies_the_targets_ignore_rules(tmp_path: Path) -> None:
     """Before, `crawler diff` compared without the target's ignore rules: the same crawl pair
     gave semantically-unchanged in the report and edited from the command."""
-    from crawler.pagetext import TextRules
+    from crawler.capture.pagetext import TextRules
 
     rules = TextRules(ignore_patterns=(re.compile(r"реабилитирован в \d+ году\.?"),),
                       ignore_selectors=(".counter",))
@@ -369,7 +369,7 @@ def test_compared_with_the_last_good_capture_not_the_last_one(tmp_path: Path) ->
 
 
 def test_a_name_that_did_not_resolve_is_not_asked_again_at_once() -> None:
-    from crawler.fetcher import Fetcher
+    from crawler.capture.fetcher import Fetcher
 
     async def twice() -> list[str]:
         async with Fetcher(FetchSettings()) as fetcher:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crawler import urls
-from crawler.errors import InvalidURL
+from crawler.capture import urls
+from crawler.core.errors import InvalidURL
 
 
 @pytest.mark.parametrize(("raw", "expected"), [

@@ -18,14 +18,14 @@ import pytest
 from click.testing import CliRunner
 from conftest import fast_settings, read_records
 
-from crawler.catalog import Catalog
-from crawler.cli import cli
-from crawler.errors import ExitCode
-from crawler.pipeline import run_target
-from crawler.sample_site import SampleSite
-from crawler.settings import DetectSettings
-from crawler.verify import scan_warc
-from crawler.wacz import zip_layout_problems
+from crawler.archive.catalog import Catalog
+from crawler.archive.verify import scan_warc
+from crawler.archive.wacz import zip_layout_problems
+from crawler.capture.settings import DetectSettings
+from crawler.commands.cli import cli
+from crawler.core.errors import ExitCode
+from crawler.demo.sample_site import SampleSite
+from crawler.jobs.pipeline import run_target
 
 
 @dataclass
@@ -290,7 +290,7 @@ def test_zip64_decision_at_and_around_the_limit(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Sizes just under the limit (where Python's guess adds a local ZIP64 field), at it and
     past it: every entry is read right by the central-directory reader."""
-    from crawler import wacz as wacz_module
+    from crawler.archive import wacz as wacz_module
 
     monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 1000)
     members = []

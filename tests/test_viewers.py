@@ -26,14 +26,14 @@ from click.testing import CliRunner
 from conftest import Pywb, fast_settings, free_port, pywb_bin, serve_archive_root
 from viewers import ReplayWebPage
 
-from crawler.catalog import Catalog
-from crawler.cli import cli
-from crawler.pipeline import run_target
-from crawler.replay import start_wayback
-from crawler.sample_site import SampleSite
-from crawler.settings import CrawlSettings, DetectSettings
-from crawler.warc import timestamp17_of
-from crawler.warcread import read_record
+from crawler.archive.catalog import Catalog
+from crawler.archive.replay import start_wayback
+from crawler.archive.warc import timestamp17_of
+from crawler.archive.warcread import read_record
+from crawler.capture.settings import CrawlSettings, DetectSettings
+from crawler.commands.cli import cli
+from crawler.demo.sample_site import SampleSite
+from crawler.jobs.pipeline import run_target
 
 PERSONS = 12
 

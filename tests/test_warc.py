@@ -10,8 +10,8 @@ from pathlib import Path
 
 from conftest import read_records
 
-from crawler.models import FailureKind, FetchResult, Truncation
-from crawler.warc import OPEN_SUFFIX, WarcSettings, WarcWriter, response_head
+from crawler.archive.warc import OPEN_SUFFIX, WarcSettings, WarcWriter, response_head
+from crawler.core.models import FailureKind, FetchResult, Truncation
 
 WHEN = datetime(2026, 11, 23, 10, 15, 0, 123456, tzinfo=UTC)
 

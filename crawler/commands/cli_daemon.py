@@ -1,0 +1,206 @@
+"""Commands for configured targets: `crawler daemon`, `run`, `config check`, and the
+per-target view of `crawler status --config`.
+
+Registered on the main group by ``cli.py``. Signal handlers for the daemon live here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from crawler.archive.catalog import Catalog
+from crawler.commands.runner import run_with_ui
+from crawler.core.errors import ConfigError, CrawlerError, ExitCode
+
+if TYPE_CHECKING:
+    from crawler.schedule.config import Config
+
+_CONFIG = click.Path(exists=False, dir_okay=False, path_type=Path)
+
+
+def load_or_exit(path: Path) -> Config:
+    """Load a configuration, or print its error (file, key, reason) and exit 3.
+
+    A file that names notification URLs (tokens, passwords) and that other users can read
+    is loaded, with a warning saying how to fix it.
+    """
+    from crawler.schedule.config import load
+
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        click.echo(f"crawler: config error: {exc}", err=True)
+        sys.exit(int(ExitCode.CONFIG))
+    if any(t.settings.detect.notify for t in config.targets.values()):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            click.echo(f"crawler: warning: {path} holds notification URLs (tokens, passwords) "
+                       f"and other users can read it (mode {mode & 0o777:o}): "
+                       f"chmod 600 {path}", err=True)
+    return config
+
+
+class _LogfmtFormatter(logging.Formatter):
+    """One line per event: ``time=… level=… logger=… thread=… msg="…"`` (grep- and
+    parser-friendly, for a daemon that runs for months)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += " | " + self.formatException(record.exc_info).replace("\n", " | ")
+        when = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return (f"time={when} level={record.levelname.lower()} logger={record.name} "
+                f"thread={record.threadName} msg={json.dumps(message, ensure_ascii=False)}")
+
+
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file only its owner can read: a daemon's log may name what it watches
+    and where it reports (notification URLs are redacted, but the log is private anyway)."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        stream = super()._open()
+        os.chmod(self.baseFilename, 0o600)
+        return stream
+
+
+def setup_daemon_logging(config: Config) -> None:
+    """Log structured lines to stderr and to a rotating file in the archive root."""
+    config.archives.mkdir(parents=True, exist_ok=True)
+    formatter = _LogfmtFormatter()
+    handlers: list[logging.Handler] = [
+        logging.StreamHandler(sys.stderr),
+        _PrivateRotatingFileHandler(config.archives / config.log_file,
+                                    maxBytes=10 * 1024 * 1024, backupCount=5,
+                                    encoding="utf-8"),
+    ]
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    for noisy in ("httpx", "httpcore", "apscheduler.executors", "apscheduler.scheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.command()
+@click.option("--config", "config_path", type=_CONFIG, required=True,
+              help="TOML file of targets (see docs/config.md).")
+def daemon(config_path: Path) -> None:
+    """Recrawl the configured targets on their schedules until stopped.
+
+    SIGTERM or SIGINT: stop scheduling; running crawls finish their in-flight requests, close
+    their WARCs and resume at the next start. SIGHUP: reload the configuration (an invalid
+    one is logged and ignored). Logs go to stderr and ARCHIVES/crawler.log.
+    """
+    from crawler.schedule.daemon import Daemon
+
+    config = load_or_exit(config_path)
+    setup_daemon_logging(config)
+    stop, reload = threading.Event(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    try:
+        service = Daemon(config_path)
+        service.start()
+    except CrawlerError as exc:
+        logging.getLogger("crawler.daemon").error("cannot start: %s", exc)
+        sys.exit(int(exc.exit_code))
+    while not stop.is_set():
+        stop.wait(0.5)
+        if reload.is_set():
+            reload.clear()
+            service.reload()
+    service.stop()
+
+
+@click.command(name="run")
+@click.argument("target")
+@click.option("--config", "config_path", type=_CONFIG, required=True,
+              help="TOML file of targets.")
+@click.option("--quiet", "-q", is_flag=True, help="Only print warnings and errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
+def run_command(target: str, config_path: Path, quiet: bool, as_json: bool) -> None:
+    """Run one configured TARGET now (a one-off run: suspected takedowns are re-checked
+    within the run). An interrupted or killed crawl of the target is resumed."""
+    config = load_or_exit(config_path)
+    if target not in config.targets:
+        click.echo(f"crawler: config error: {config_path.name}: targets: no target named "
+                   f"{target!r} (have: {', '.join(config.targets)})", err=True)
+        sys.exit(int(ExitCode.CONFIG))
+    catalog = Catalog.open(config.archives)
+    try:
+        last = catalog.latest_crawl(target)
+    finally:
+        catalog.close()
+    # a run whose crawl ended but whose detection was cut short is finished by run_target
+    resume = last if last is not None and last.crawl_resumable else None
+    sys.exit(run_with_ui(config.targets[target].settings, quiet=quiet, as_json=as_json,
+                  resume=resume))
+
+
+@click.group(name="config")
+def config_group() -> None:
+    """Work with configuration files."""
+
+
+@config_group.command(name="check")
+@click.argument("file", type=_CONFIG)
+def config_check(file: Path) -> None:
+    """Validate FILE: every error names the file, the key and the reason (exit 3)."""
+    config = load_or_exit(file)
+    click.echo(f"{file}: OK, archives {config.archives}, "
+               f"{len(config.targets)} target(s):")
+    for name, target in config.targets.items():
+        when = target.schedule.describe() if target.schedule else "not scheduled"
+        click.echo(f"  {name}: {len(target.settings.seeds)} seed(s), "
+                   f"scope {target.settings.scope.kind.value}, {when}")
+
+
+def config_status(config_path: Path, as_json: bool) -> None:
+    """Print each configured target's last crawl, result, open takedown events, next run."""
+    from crawler.detection.states import open_states
+    from crawler.schedule.daemon import next_runs
+
+    config = load_or_exit(config_path)
+    runs = next_runs(config.archives)
+    catalog = Catalog.open(config.archives)
+    report: dict[str, Any] = {}
+    try:
+        for name in config.targets:
+            last = catalog.latest_crawl(name)
+            states = open_states(catalog, name)
+            nxt = runs.get(name)
+            report[name] = {
+                "last_crawl": last.crawl_id if last else None,
+                "state": last.status if last else None,
+                "exit_code": last.exit_code if last else None,
+                "finished": last.finished if last else None,
+                "open_events": [{"url": s["url"], "class": s["class"], "state": s["state"],
+                                 "since": s["since"]} for s in states],
+                "next_run": nxt.isoformat() if nxt else None}
+    finally:
+        catalog.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    for name, item in report.items():
+        state = item["state"] or "never crawled"
+        click.echo(f"{name}: last crawl {item['last_crawl'] or '-'} ({state}); next run "
+                   f"{item['next_run'] or 'not scheduled'}; {len(item['open_events'])} open "
+                   "takedown event(s)")
+        for event in item["open_events"][:20]:
+            click.echo(f"    {event['state']:11} {event['class']:22} {event['url']} since "
+                       f"{event['since'][:19]}")

@@ -1,0 +1,394 @@
+"""Compare a crawl of a target with its earlier crawls: every URL one class, with evidence.
+
+Offline and repeatable (``crawler diff`` redoes it at any time): load the last good capture of
+every URL before the crawl and the crawl's own captures from the catalog, re-read payloads
+only where text hashes differ, classify with ``detect.classify``, judge paginated listings as
+one (``listing.py``), leave rotating blocks out (``rotation.py``), take in what the evidence
+fetched after the crawl showed (redirect landings, soft-404 probes, the control URL, vantage
+points, re-checks), and return a ``Comparison``. It writes nothing.
+
+Before-captures are the last *good* ones: 2xx (or a 304 revisit) whose own class was not a
+takedown class, so a page compared after a failed crawl is compared with what it used to be.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from crawler.archive.catalog import Catalog, CrawlRow
+from crawler.capture import pagetext, urls
+from crawler.capture.fingerprints import WALL_NOTE
+from crawler.detection import listing
+from crawler.detection.detect import (
+    NEGATIVE,
+    NOT_ASKED,
+    Cls,
+    Context,
+    Finding,
+    HostEvent,
+    Snap,
+    classify,
+    roll_up,
+    served,
+    through_vantages,
+)
+from crawler.detection.rotation import left_out, rotating_blocks
+from crawler.detection.snapshots import GOOD, NOT_WALL, SNAP_COLUMNS, Captures, blocked_by
+
+_NOT_RECHECKED = frozenset({Cls.DELISTED})  # judged from the link graph of the whole crawl
+# Network failures of a whole host: a few of its URLs re-checked stand for all of them.
+_HOST_CLASSES = frozenset({Cls.DNS, Cls.REFUSED, Cls.TLS, Cls.TIMEOUT})
+HOST_RECHECK_SAMPLE = 3
+# Why the crawl may not have fetched a redirect's target, where detection fetches it as
+# evidence (robots.txt is obeyed for evidence too).
+_NOT_FOLLOWED = frozenset({"out-of-scope", "trap"})
+MAX_LANDING_HOPS = 6
+MAX_VANTAGE_CHECKS = 500  # suspected URLs fetched through each vantage point per crawl
+MAX_LANDINGS = 200  # redirect targets fetched as evidence after one crawl
+
+
+@dataclass
+class Comparison:
+    """A crawl compared with the target's earlier crawls."""
+
+    target: str
+    after: CrawlRow
+    before: CrawlRow | None  # the previous crawl (for links and the report)
+    findings: list[Finding]
+    hosts: list[HostEvent]
+    confirmed: set[str] = field(default_factory=set)  # keys whose rechecks all reproduced
+    totals: dict[str, int] | None = None  # a baseline: counts only, no findings
+    unlanded: list[str] = field(default_factory=list)  # redirect targets nobody fetched
+    notes: list[str] = field(default_factory=list)  # what was capped or left unchecked
+
+    def counts(self) -> dict[str, int]:
+        """Return URLs per class."""
+        if self.totals is not None:
+            return dict(self.totals)
+        return dict(Counter(f.cls.value for f in self.findings).most_common())
+
+
+def previous_crawl(catalog: Catalog, after: CrawlRow) -> CrawlRow | None:
+    """Return the target's latest crawl before ``after`` that got anywhere."""
+    earlier = [c for c in catalog.crawls(after.target)
+               if c.pk < after.pk and c.status in ("complete", "incomplete", "interrupted")]
+    return earlier[-1] if earlier else None
+
+
+def first_crawl(catalog: Catalog, after: CrawlRow) -> bool:
+    """Return True if no earlier crawl of the target captured anything."""
+    return catalog.db.execute(
+        "SELECT 1 FROM captures c JOIN crawls k ON k.id = c.crawl WHERE k.target = ? "
+        "AND c.crawl < ? LIMIT 1", (after.target, after.pk)).fetchone() is None
+
+
+def baseline(catalog: Catalog, after: CrawlRow) -> Comparison:
+    """Return the comparison of a target's first crawl: every URL new, counted in SQL (no
+    URL is loaded: a first crawl of a three-million-page site must not need the memory)."""
+    counts = dict(catalog.db.execute(
+        f"SELECT c.detail LIKE '%{WALL_NOTE}%', count(DISTINCT c.key) FROM captures c "
+        "WHERE c.crawl = ? AND c.final = 1 AND c.kind IN ('seed', 'page', 'requisite') "
+        "GROUP BY 1", (after.pk,)).fetchall())
+    walls = counts.pop(1, 0)  # the crawl saw a challenge page there, not the page
+    totals = {Cls.NEW.value: sum(counts.values()), Cls.BOT_WALL.value: walls}
+    totals = {cls: n for cls, n in totals.items() if n}
+    return Comparison(after.target, after, None, [], [], totals=totals)
+
+
+def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None,
+            rules: pagetext.TextRules = pagetext.DEFAULT_RULES) -> Comparison:
+    """Classify every URL of ``after`` against its last good capture up to ``before``."""
+    rows = Captures(catalog, rules)
+    before = before or previous_crawl(catalog, after)
+    limit = before.pk if before else after.pk - 1
+    negative = ",".join(f"'{c.value}'" for c in NEGATIVE)
+    last_good = rows.snaps(
+        f"SELECT {SNAP_COLUMNS} FROM captures c JOIN (SELECT max(c.id) AS id FROM captures c "
+        f"JOIN crawls k ON k.id = c.crawl WHERE k.target = ? AND c.crawl <= ? AND c.final = 1 "
+        f"AND c.kind IN ('seed', 'page', 'requisite') AND {GOOD} AND {NOT_WALL} "
+        f"AND (c.class IS NULL OR c.class NOT IN ({negative})) GROUP BY c.key) g ON g.id = c.id",
+        (after.target, limit))
+    now = rows.snaps(f"SELECT {SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? AND c.final = 1 "
+                     "AND c.kind IN ('seed', 'page', 'requisite')", (after.pk,))
+    extra = rows.snaps(f"SELECT {SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
+                       "AND c.kind IN ('probe', 'control', 'recheck', 'landing', 'vantage') "
+                       "ORDER BY c.id",
+                       (after.pk,))
+    latest = rows.snaps(  # for URLs that never served content: what they did last time,
+        # before any takedown class (an outage page in front of a 404 is not its new normal)
+        f"SELECT {SNAP_COLUMNS} FROM captures c JOIN (SELECT max(c.id) AS id FROM captures c "
+        f"JOIN crawls k ON k.id = c.crawl WHERE k.target = ? AND c.crawl <= ? AND c.final = 1 "
+        f"AND c.kind IN ('seed', 'page', 'requisite') AND {NOT_WALL} "
+        f"AND (c.class IS NULL OR c.class NOT IN ({negative})) GROUP BY c.key) g "
+        f"ON g.id = c.id", (after.target, limit))
+    old = {s.key: s for s in latest}
+    old.update((s.key, s) for s in last_good)
+    new = {s.key: s for s in now}
+    ctx = _context(rows, old, new, extra, after, before)
+    keys = sorted(set(new) | {k for k in old if old[k].kind != "requisite"})
+    raw = [classify(old.get(k), new.get(k), ctx) for k in keys]
+
+    def prior(key: str) -> Snap | None:  # a listing page as the previous crawl saw it
+        if before is None:
+            return None
+        found = rows.snaps(f"SELECT {SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
+                           "AND c.key = ? AND c.final = 1", (before.pk, key))
+        return found[0] if found else None
+
+    findings = listing.regroup(raw, ctx.lines, prior)
+    rotating = rotating_blocks(findings, rows, extra, ctx)
+    if rotating:  # compare those pages again without the block that changes every visit
+        plain = ctx.lines
+        ctx = replace(ctx, lines=lambda s: rows.lines_without(s, rotating[s.key])
+                      if s.key in rotating else plain(s))
+        raw = [left_out(classify(f.before, f.after, ctx)) if f.key in rotating else f
+               for f in raw]
+        findings = listing.regroup(raw, ctx.lines, prior)
+    findings = _with_vantages(findings, extra, ctx)
+    confirmed = _reproduced(findings, extra, ctx.lines)
+    wanted = _landings_wanted(findings, _answers(new, extra))
+    return Comparison(after.target, after, before, findings, roll_up(findings), confirmed,
+                      unlanded=wanted[:MAX_LANDINGS], notes=_caps(findings, extra, wanted))
+
+
+def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str]) -> list[str]:
+    """Return what a reader must know was not checked: redirect targets past the cap of
+    evidence fetches, suspected URLs past the cap of vantage-point fetches."""
+    notes = []
+    landed = {s.url for s in extra if s.kind == "landing"}
+    missing = [u for u in unlanded if u not in landed]
+    if len(missing) > MAX_LANDINGS:
+        notes.append(f"{len(missing) - MAX_LANDINGS} redirect target(s) the crawl did not "
+                     f"fetch were not fetched as evidence either (at most {MAX_LANDINGS} per "
+                     "crawl): those redirects are judged without knowing where they lead")
+    viewed = {s.key for s in extra if s.kind == "vantage"}
+    if viewed:
+        hosts = {(urls.host_of(f.url), f.cls) for f in findings if f.key in viewed}
+        unseen = [f for f in findings if f.cls in NEGATIVE - _NOT_RECHECKED
+                  and f.key not in viewed
+                  and not (f.cls in _HOST_CLASSES and (urls.host_of(f.url), f.cls) in hosts)]
+        if unseen:
+            notes.append(f"{len(unseen)} suspected URL(s) were not fetched through the "
+                         f"vantage point(s) (at most {MAX_VANTAGE_CHECKS} a crawl, of the URLs "
+                         "suspected before the re-checks): their class is as seen from here")
+    return notes
+
+
+def _context(rows: Captures, old: dict[str, Snap], new: dict[str, Snap], extra: list[Snap],
+             after: CrawlRow, before: CrawlRow | None) -> Context:
+    """Gather what classification needs to know about the crawl as a whole."""
+    def linked(*crawls: int) -> frozenset[str]:
+        found: set[str] = set()
+        for pk in crawls:
+            found.update(r[0] for r in rows.db.execute("SELECT key FROM linked WHERE crawl=?",
+                                                       (pk,)))
+        return frozenset(found)
+
+    by_url = _answers(new, extra)
+
+    def landing(snap: Snap) -> Snap | None:
+        return _chain(snap, by_url)[0]
+
+    probes = [s for s in extra if s.kind == "probe" and s.status and 200 <= s.status < 300]
+
+    def soft_404(snap: Snap) -> bool:
+        mine = rows.lines(snap)
+        if not mine:
+            return False
+        host = urls.host_of(snap.url)
+        return any(urls.host_of(p.url) == host and rows.lines(p) == mine for p in probes)
+
+    controls = [s for s in extra if s.kind == "control"]
+    # Linked "before": by the previous crawl, or by the crawl of a page's last good capture
+    # (a page delisted two crawls ago is still delisted, and can be confirmed by the runs).
+    then = {snap.crawl for snap in old.values()} | ({before.pk} if before else set())
+    linked_before, linked_now = linked(*sorted(then)), linked(after.pk)
+    return Context(
+        lines=rows.lines, landing=landing, blocked_by=lambda s: blocked_by(rows, s),
+        soft_404=soft_404, collapsed=_collapsed(old, new),
+        linked_before=_trusted_links(linked_before, linked_now, old, new),
+        linked_now=linked_now,
+        network_down=bool(controls) and controls[-1].status is None,
+        seeds=frozenset(urls.canonical_key(s) for s in after.settings.get("seeds", [])),
+        before_of=old.get)
+
+
+def _answers(new: dict[str, Snap], extra: list[Snap]) -> dict[str, Snap]:
+    """Return key -> what this crawl got for it: its capture, or the landing fetched as
+    evidence where the crawl did not fetch the URL."""
+    by_url = dict(new)
+    for snap in extra:
+        if snap.kind == "landing" and _unfetched(by_url.get(snap.key)):
+            by_url[snap.key] = snap
+    return by_url
+
+
+def _unfetched(snap: Snap | None) -> bool:
+    """Return True if the crawl has no answer for a URL (not captured, or kept out)."""
+    return snap is None or (snap.status is None and snap.failure in _NOT_FOLLOWED)
+
+
+def _chain(snap: Snap, by_url: dict[str, Snap]) -> tuple[Snap | None, str | None]:
+    """Return (where a redirect chain ends, or None; the URL where it breaks because
+    nothing answered for it, or None)."""
+    current = snap
+    for _ in range(MAX_LANDING_HOPS):
+        if not current.status or not 300 <= current.status < 400:
+            return current, None
+        target = urls.try_normalize(current.location or "", current.url)
+        if target is None:
+            return None, None
+        found = by_url.get(urls.canonical_key(target))
+        if _unfetched(found):
+            return None, target
+        assert found is not None
+        current = found
+    return None, None
+
+
+def _landings_wanted(findings: list[Finding], answers: dict[str, Snap]) -> list[str]:
+    """Return the redirect targets a finding's class rests on that nobody fetched (the
+    crawl stopped at a limit, a trap rule or the scope): fetched as evidence, so that a
+    verdict never depends on where the crawl happened to stop."""
+    wanted: list[str] = []
+    for f in findings:
+        if f.before is None or f.after is None or not f.after.status or \
+                not 300 <= f.after.status < 400:
+            continue
+        _, missing = _chain(f.after, answers)
+        if missing and missing not in wanted:
+            wanted.append(missing)
+    return wanted
+
+
+def _trusted_links(before: frozenset[str], now: frozenset[str], old: dict[str, Snap],
+                   new: dict[str, Snap]) -> frozenset[str]:
+    """Return the links of the earlier crawl on hosts whose link graph still stands.
+
+    When a host's pages link to less than half of what they linked to before (the site is
+    blocked, down, or replaced), a page no longer linked says nothing about that page: it is
+    not called delisted. Nor when a page of the host that served content before failed this
+    time for a passing reason (a 5xx, a 429, no answer, a wall): the links it holds were not
+    seen, so pages it alone links to would look delisted. (A page removed on purpose, 404 or
+    451, takes its links with it: those pages are delisted.)
+    """
+    def host(key: str) -> str:
+        snap = old.get(key)
+        return urls.host_of(snap.url) if snap is not None else ""
+
+    counts_before = Counter(host(k) for k in before)
+    counts_now = Counter(host(k) for k in now if k in old)
+    standing = {h for h, n in counts_before.items() if counts_now[h] >= 0.5 * n}
+    standing -= {urls.host_of(snap.url) for key, snap in new.items()
+                 if snap.kind in ("seed", "page") and _passing_failure(snap)
+                 and (prev := old.get(key)) is not None and served(prev)}
+    return frozenset(k for k in before if host(k) in standing)
+
+
+def _passing_failure(snap: Snap) -> bool:
+    """Return True if a capture failed for a reason that passes (its links went unseen)."""
+    status = snap.status or 0
+    if snap.wall or status >= 500 or status == 429:
+        return True
+    return snap.status is None and snap.failure is not None and snap.failure not in NOT_ASKED
+
+
+def _collapsed(old: dict[str, Snap], new: dict[str, Snap], minimum: int = 3) -> frozenset[str]:
+    """Return text hashes that several formerly different pages now all have."""
+    groups: dict[str, set[str | None]] = {}
+    for key, snap in new.items():
+        prev = old.get(key)
+        if (prev is not None and snap.text_hash and snap.status == 200
+                and snap.text_hash != prev.text_hash):
+            groups.setdefault(snap.text_hash, set()).add(prev.text_hash)
+    return frozenset(h for h, before in groups.items() if len(before) >= minimum)
+
+
+def _reproduced(findings: list[Finding], extra: list[Snap],
+                lines: Callable[[Snap], list[str] | None]) -> set[str]:
+    """Return keys whose rechecks all showed the same thing as the crawl (the same text as
+    compared: ignore rules and rotating blocks left out)."""
+    rechecks: dict[str, list[Snap]] = {}
+    for snap in extra:
+        if snap.kind == "recheck":
+            rechecks.setdefault(snap.key, []).append(snap)
+    confirmed = set()
+    hosts: dict[tuple[str, Cls], bool] = {}  # (host, network class) -> every sample reproduced
+    for f in findings:
+        probes = rechecks.get(f.key)
+        if f.after is None or not probes:
+            continue
+        same = all(_same(f.after, p, lines) for p in probes)
+        if same:
+            confirmed.add(f.key)
+        if f.cls in _HOST_CLASSES:
+            group = (urls.host_of(f.url), f.cls)
+            hosts[group] = hosts.get(group, True) and same
+    # A host that does not resolve, refuses or never answers does so for every URL: the
+    # re-checked sample of its URLs stands for the rest (see recheck_targets).
+    confirmed.update(f.key for f in findings if f.cls in _HOST_CLASSES
+                     and hosts.get((urls.host_of(f.url), f.cls)))
+    return confirmed
+
+
+def _with_vantages(findings: list[Finding], extra: list[Snap], ctx: Context,
+                   ) -> list[Finding]:
+    """Return the findings judged again with what vantage points saw (``through_vantages``);
+    a host-wide network failure by the sample of its URLs fetched through them."""
+    views: dict[str, list[Snap]] = {}
+    for snap in extra:
+        if snap.kind == "vantage":
+            views.setdefault(snap.key, []).append(snap)
+    if not views:
+        return findings
+    out: list[Finding] = []
+    hosts: dict[tuple[str, Cls], Finding] = {}  # a judged sample of a host's failure
+    for f in findings:
+        judged = through_vantages(f, views.get(f.key, []), ctx) if f.cls in NEGATIVE else f
+        if f.cls in _HOST_CLASSES and f.key in views:
+            hosts.setdefault((urls.host_of(f.url), f.cls), judged)
+        out.append(judged)
+    for i, f in enumerate(out):
+        sample = hosts.get((urls.host_of(f.url), f.cls))
+        if f.cls in _HOST_CLASSES and f.key not in views and sample is not None:
+            out[i] = replace(f, cls=sample.cls, detail=f"as {sample.url}: {sample.detail}")
+    return out
+
+
+def recheck_targets(findings: list[Finding]) -> list[Finding]:
+    """Return the suspects to fetch again: every one, except that a host-wide network
+    failure is re-checked on a few of its URLs (each re-check of a host that never answers
+    waits out a timeout; thousands of them would hold a verdict up for hours)."""
+    targets: list[Finding] = []
+    sampled: Counter[tuple[str, Cls]] = Counter()
+    for f in findings:
+        if f.cls not in NEGATIVE or f.cls in _NOT_RECHECKED:
+            continue
+        if f.cls in _HOST_CLASSES:
+            group = (urls.host_of(f.url), f.cls)
+            if sampled[group] >= HOST_RECHECK_SAMPLE:
+                continue
+            sampled[group] += 1
+        targets.append(f)
+    return targets
+
+
+# What a failure the crawl recorded is, as a fresh fetch would see it.
+_AS_FETCHED = {"host-hung": "timeout"}
+
+
+def _same(a: Snap, b: Snap, lines: Callable[[Snap], list[str] | None]) -> bool:
+    """Return True if a recheck shows what the crawl saw."""
+    if a.failure in ("robots", "out-of-scope"):
+        return False
+    if a.status != b.status or (a.status is None and _AS_FETCHED.get(
+            a.failure or "", a.failure) != b.failure):
+        return False
+    if a.status and 200 <= a.status < 300:
+        if not a.text_hash:
+            return a.digest == b.digest
+        return a.text_hash == b.text_hash or lines(a) == lines(b)
+    return True
+

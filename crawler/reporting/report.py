@@ -1,0 +1,331 @@
+"""Takedown reports: ``report.json`` (schema in docs/detection.md), a self-contained
+``report.html``, and the terminal summary.
+
+The HTML has no external resources (archivists open it offline and attach it to mails): a
+summary, the state transitions, one table per class with inline text diffs (removed lines
+highlighted) and links to the before/after captures in ``crawler replay``, and an inline SVG
+timeline of page classes across the target's crawls.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from crawler import __version__
+from crawler.archive.catalog import Catalog, now_iso
+from crawler.archive.warc import timestamp17_of
+from crawler.capture import urls
+from crawler.core.outcome import shortfall_lines  # the same words as the terminal summary
+from crawler.detection.comparison import Comparison
+from crawler.detection.detect import NEGATIVE, Cls, Finding, Snap
+from crawler.detection.states import Event
+
+SCHEMA = "crawler-report/1"
+DETAILS = "findings.jsonl"  # every transition and finding, beside the bounded report
+MAX_LISTED = 1000  # transitions and findings listed in report.json (the rest: DETAILS)
+# Counted, not listed: the report of a 3-million-page baseline crawl must stay small.
+QUIET = frozenset({Cls.UNCHANGED, Cls.NOT_MODIFIED, Cls.SEMANTIC, Cls.NEW})
+REPLAY_BASE = "http://127.0.0.1:8080"  # `crawler replay`'s default address
+# Points the replay links at the address in ?replay= (only http(s)://host:port is taken).
+_REPLAY_SCRIPT = """<script>(function () {
+  var base = new URLSearchParams(location.search).get("replay");
+  if (!base || !/^https?:\\/\\/[A-Za-z0-9.\\[\\]:-]+$/.test(base)) return;
+  document.querySelectorAll("a[data-replay]").forEach(function (a) {
+    a.href = base + a.getAttribute("data-replay");
+  });
+  document.getElementById("replay-base").textContent = base;
+})();</script>"""
+_COLOURS = {"unchanged": "#b7d7b0", "not-modified": "#9cc995", "semantically-unchanged": "#cfe6c9",
+            "edited": "#f3e2a9", "new": "#a9c8f3", "moved": "#d6c8f0"}
+
+
+def _replay_path(target: str, snap: Snap | None) -> str | None:
+    """Return where `crawler replay` shows a capture, below its address: the capture's own
+    17-digit timestamp, so the link opens this capture and not a neighbour in time."""
+    if snap is None or snap.record_type not in ("response", "revisit"):
+        return None
+    return f"/{target}/{timestamp17_of(snap.fetched_at)}/{snap.url}"
+
+
+def _snap(target: str, snap: Snap | None) -> dict[str, Any] | None:
+    if snap is None:
+        return None
+    path = _replay_path(target, snap)
+    return {"capture": snap.capture, "fetched_at": snap.fetched_at, "status": snap.status,
+            "failure": snap.failure, "digest": snap.digest, "record_id": snap.record_id,
+            "record_type": snap.record_type, "replay_path": path,
+            "replay": REPLAY_BASE + path if path else None}
+
+
+def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict[str, Any]:
+    """Return the report as JSON-ready data, bounded in size whatever the crawl's.
+
+    Transitions that a whole-host event of the same run explains are rolled up into it (a
+    blocked site is one line, not one per page); at most ``MAX_LISTED`` transitions and
+    findings are listed, with their totals. Every one of them, one per line, is in
+    ``findings.jsonl`` beside the report (``detail_lines``).
+    """
+    target = comparison.target
+    states = {r["key"]: r["state"] for r in catalog.db.execute(
+        "SELECT key, state FROM url_states WHERE target=?", (target,))}
+    findings = [f for f in comparison.findings if f.cls not in QUIET]
+    new_alerts = [e for e in events if e.state in ("confirmed", "provisional")]
+    shown, folded = roll_up(events)
+    before = comparison.before
+    return {
+        "schema": SCHEMA,
+        "software": f"crawler/{__version__}",
+        "generated": now_iso(),
+        "target": target,
+        "crawl": {"crawl_id": comparison.after.crawl_id, "started": comparison.after.started,
+                  "finished": comparison.after.finished, "status": comparison.after.status,
+                  "shortfall": comparison.after.shortfall},
+        "compared_with": ({"crawl_id": before.crawl_id, "started": before.started}
+                          if before else None),
+        "summary": {"urls": sum(comparison.counts().values()), "classes": comparison.counts(),
+                    "transitions": len(events), "new_alerts": len(new_alerts),
+                    "open_states": len(states)},
+        "listed": {"events": min(len(shown), MAX_LISTED), "events_total": len(events),
+                   "rolled_up": sum(folded.values()),
+                   "findings": min(len(findings), MAX_LISTED),
+                   "findings_total": len(findings), "details": DETAILS},
+        "hosts": [{"host": h.host, "class": h.cls.value, "urls": h.urls, "of": h.of,
+                   "since": h.since} for h in comparison.hosts],
+        "events": [_event(e, folded.get(e.key, 0)) for e in shown[:MAX_LISTED]],
+        "findings": [_finding(target, f, states, comparison.confirmed)
+                     for f in findings[:MAX_LISTED]],
+        "timeline": timeline(catalog, target),
+        "warnings": warnings(comparison.counts()) + list(comparison.notes),
+    }
+
+
+def warnings(counts: dict[str, int]) -> list[str]:
+    """Return what a reader must know before trusting the findings."""
+    found = []
+    walls = counts.get(Cls.BOT_WALL.value, 0)
+    if walls:
+        found.append(f"{walls} URL(s) answered with the challenge page of an anti-DDoS or "
+                     "bot-protection service: the crawl saw the wall, not the pages, so they "
+                     "say nothing about takedowns either way. Crawl again later, more slowly "
+                     "(--delay), or from another network path.")
+    return found
+
+
+def roll_up(events: list[Event]) -> tuple[list[Event], dict[str, int]]:
+    """Return the transitions to list, and per whole-host event how many URL transitions of
+    its host, class and state it stands for (those are left out of the list)."""
+    hosts = {(e.url, e.cls, e.state): e.key for e in events if e.key.startswith("host:")}
+    folded: dict[str, int] = {}
+    shown = []
+    for e in events:
+        host = hosts.get((urls.host_of(e.url), e.cls, e.state)) if not e.key.startswith(
+            "host:") else None
+        if host is None:
+            shown.append(e)
+        else:
+            folded[host] = folded.get(host, 0) + 1
+    return shown, folded
+
+
+def detail_lines(catalog: Catalog, comparison: Comparison,
+                 events: list[Event]) -> Iterator[str]:
+    """Yield ``findings.jsonl``: every transition, then every finding, one JSON object per
+    line (``"type": "event"`` or ``"finding"``), however many there are."""
+    target = comparison.target
+    states = {r["key"]: r["state"] for r in catalog.db.execute(
+        "SELECT key, state FROM url_states WHERE target=?", (target,))}
+    for e in events:
+        yield json.dumps({"type": "event", **_event(e, 0)}, ensure_ascii=False) + "\n"
+    for f in comparison.findings:
+        if f.cls not in QUIET:
+            yield json.dumps({"type": "finding", **_finding(target, f, states,
+                                                            comparison.confirmed)},
+                             ensure_ascii=False) + "\n"
+
+
+def _event(e: Event, rolled_up: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"key": e.key, "url": e.url, "class": e.cls, "state": e.state,
+                            "since": e.since, "detail": e.detail}
+    if e.key.startswith("host:"):
+        data["urls_rolled_up"] = rolled_up
+    return data
+
+
+def _finding(target: str, f: Finding, states: dict[str, str],
+             confirmed: set[str]) -> dict[str, Any]:
+    return {"url": f.url, "key": f.key, "class": f.cls.value, "detail": f.detail,
+            "takedown": f.cls in NEGATIVE, "state": states.get(f.key),
+            "confirmed_by_recheck": f.key in confirmed,
+            "before": _snap(target, f.before), "after": _snap(target, f.after),
+            "removed": list(f.removed), "added": list(f.added)}
+
+
+def timeline(catalog: Catalog, target: str) -> list[dict[str, Any]]:
+    """Return URLs per class for every compared crawl of the target, oldest first."""
+    rows = catalog.db.execute(
+        "SELECT k.crawl_id, k.started, c.class, c.urls FROM crawl_classes c "
+        "JOIN crawls k ON k.id = c.crawl WHERE k.target=? ORDER BY k.id", (target,))
+    found: dict[str, dict[str, Any]] = {}
+    for crawl_id, started, cls, n in rows:
+        found.setdefault(crawl_id, {"crawl_id": crawl_id, "started": started,
+                                    "classes": {}})["classes"][cls] = n
+    return list(found.values())
+
+
+def write(report: dict[str, Any], directory: Path,
+          details: Iterable[str] = ()) -> tuple[Path, Path]:
+    """Write report.json, report.html and findings.jsonl (streamed from ``details``) into a
+    crawl directory, each atomically."""
+    tmp = directory / (DETAILS + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.writelines(details)
+    os.replace(tmp, directory / DETAILS)
+    paths = (directory / "report.json", directory / "report.html")
+    texts = (json.dumps(report, indent=2, ensure_ascii=False) + "\n", render_html(report))
+    for path, text in zip(paths, texts, strict=True):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, "utf-8")
+        os.replace(tmp, path)
+    return paths
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """Return the terminal summary of a report."""
+    s = report["summary"]
+    against = report["compared_with"]["crawl_id"] if report["compared_with"] else "nothing"
+    classes = ", ".join(f"{k}: {v}" for k, v in s["classes"].items())
+    lines = [f"Takedown check of {report['target']} {report['crawl']['crawl_id']} "
+             f"against {against}: {s['urls']} URLs ({classes})"]
+    lines += [f"  WARNING: {w}" for w in report.get("warnings", [])]
+    for host in report["hosts"]:
+        lines.append(f"  HOST {host['host']}: {host['class']} ({host['urls']} of "
+                     f"{host['of']} URLs) since {host['since'][:19]}")
+    for event in report["events"][:30]:
+        lines.append(f"  {event['state'].upper():11} {event['class']:22} {event['url']}"
+                     + (f"  ({event['detail']})" if event["detail"] else ""))
+    if len(report["events"]) > 30:
+        lines.append(f"  … and {len(report['events']) - 30} more transitions")
+    if not report["events"]:
+        lines.append("  no state changes")
+    return lines
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _colour(cls: str) -> str:
+    if cls in _COLOURS:
+        return _COLOURS[cls]
+    return "#e8868a" if cls in {c.value for c in NEGATIVE} else "#cccccc"
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """Return the self-contained HTML report."""
+    s = report["summary"]
+    parts = [f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+<title>Takedown report: {_e(report['target'])} {_e(report['crawl']['crawl_id'])}</title>
+<style>body{{font:15px/1.4 system-ui,sans-serif;margin:2em;max-width:80em}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 6px;
+vertical-align:top;text-align:left}}del{{background:#f6c5c5}}ins{{background:#c9ecc4;
+text-decoration:none}}.t{{color:#b00;font-weight:bold}}code{{font-size:90%}}</style></head><body>
+<h1>Takedown report: {_e(report['target'])}</h1>{_coverage(report['crawl'])}
+{"".join(f"<p class=t>Warning: {_e(w)}</p>" for w in report.get("warnings", []))}
+<p>Crawl <b>{_e(report['crawl']['crawl_id'])}</b> compared with
+<b>{_e((report['compared_with'] or {}).get('crawl_id', 'nothing'))}</b> (last good capture of
+each URL). {s['urls']} URLs; {s['transitions']} state changes, {s['new_alerts']} new alerts,
+{s['open_states']} open states. Generated {_e(report['generated'])} by
+{_e(report['software'])}.</p>
+<p>Before/after links open the captures in <code>crawler replay</code> at
+<span id="replay-base">{REPLAY_BASE}</span>; opened with <code>?replay=http://127.0.0.1:PORT</code>
+after its address (as <code>crawler replay --port PORT</code> prints it), they follow that
+port.</p>""", _svg(report["timeline"]), "<h2>Summary</h2><table>"]
+    parts += [f"<tr><td style='background:{_colour(c)}'>{_e(c)}</td><td>{n}</td></tr>"
+              for c, n in s["classes"].items()]
+    parts.append("</table>")
+    if report["hosts"]:
+        parts.append(_table("Whole hosts", ("host", "class", "URLs", "since"), (
+            (_e(h["host"]), f"<b class=t>{_e(h['class'])}</b>",
+             f"{h['urls']} of {h['of']}", _e(h["since"])) for h in report["hosts"])))
+    parts.append(_table("State changes", ("state", "class", "URL", "since", "detail"), (
+        (*(_e(e[k]) for k in ("state", "class", "url", "since")), _e(e["detail"]) + (
+            f" <b>and {e['urls_rolled_up']} URL(s) of this host in the same state</b> "
+            f"(in {DETAILS})" if e.get("urls_rolled_up") else ""))
+        for e in report["events"])))
+    listed = report.get("listed") or {}
+    if listed and (listed["events"] < listed["events_total"] - listed["rolled_up"]
+                   or listed["findings"] < listed["findings_total"]):
+        parts.append(f"<p class=t>This page lists {listed['events']} of "
+                     f"{listed['events_total']} state changes and {listed['findings']} of "
+                     f"{listed['findings_total']} findings; all of them are in "
+                     f"<code>{DETAILS}</code> beside it.</p>")
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for f in report["findings"]:
+        by_class.setdefault(f["class"], []).append(f)
+    for cls, items in by_class.items():
+        parts.append(f"<h2 id='{_e(cls)}'>{_e(cls)} ({len(items)})</h2><table><tr><th>URL</th>"
+                     "<th>detail</th><th>state</th><th>before / after</th><th>changes</th></tr>")
+        parts += [_finding_row(f) for f in items[:500]]
+        parts.append("</table>")
+    parts.append(_REPLAY_SCRIPT + "</body></html>\n")  # after the links it rewrites
+    return "".join(parts)
+
+
+def _coverage(crawl: dict[str, Any]) -> str:
+    """Return what the crawl did not fetch, so no reader takes its findings as the whole."""
+    shortfall = crawl.get("shortfall") or {}
+    if not shortfall:
+        return ""
+    items = "".join(f"<li>{_e(line)}</li>" for line in shortfall_lines(shortfall))
+    return (f"<p class=t>This crawl ended {_e(str(crawl.get('status', '')).upper())}: what it "
+            f"did not fetch was not checked.</p><ul>{items}</ul>")
+
+
+def _table(title: str, headers: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> str:
+    """Return a titled HTML table; cells come already escaped."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    return f"<h2>{_e(title)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def _finding_row(f: dict[str, Any]) -> str:
+    links = []
+    for label in ("before", "after"):
+        snap = f[label]
+        if snap and snap["replay"]:
+            links.append(f"<a href='{_e(snap['replay'])}' "
+                         f"data-replay='{_e(snap['replay_path'])}'>{label}</a>")
+        elif snap:
+            links.append(f"{label}: {_e(snap['status'] or snap['failure'])}")
+    changes = "".join(f"<del>{_e(line)}</del><br>" for line in f["removed"][:40])
+    changes += "".join(f"<ins>{_e(line)}</ins><br>" for line in f["added"][:20])
+    return (f"<tr><td><code>{_e(f['url'])}</code></td><td>{_e(f['detail'])}</td>"
+            f"<td>{_e(f['state'] or '')}</td><td>{' · '.join(links)}</td><td>{changes}</td></tr>")
+
+
+def _svg(points: list[dict[str, Any]]) -> str:
+    """Return an inline SVG of URLs per class for each crawl (stacked bars)."""
+    if not points:
+        return ""
+    width, height, bar = 60 * len(points) + 40, 180, 40
+    most = max(sum(p["classes"].values()) for p in points) or 1
+    shapes = []
+    for i, point in enumerate(points):
+        y = height - 30
+        for cls, n in sorted(point["classes"].items()):
+            h = (height - 50) * n / most
+            y -= h
+            shapes.append(f"<rect x='{20 + 60 * i}' y='{y:.1f}' width='{bar}' height='{h:.1f}' "
+                          f"fill='{_colour(cls)}'><title>{_e(point['crawl_id'])}: {_e(cls)} "
+                          f"{n}</title></rect>")
+        shapes.append(f"<text x='{20 + 60 * i}' y='{height - 12}' font-size='9'>"
+                      f"{_e(point['crawl_id'][:8])}</text>")
+    return (f"<h2>Timeline</h2><svg xmlns='http://www.w3.org/2000/svg' width='{width}' "
+            f"height='{height}' role='img' aria-label='URL classes per crawl'>"
+            + "".join(shapes) + "</svg>")

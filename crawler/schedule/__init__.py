@@ -1,0 +1,1 @@
+"""Running targets on a schedule: the config file loader and the APScheduler daemon."""
