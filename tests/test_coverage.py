@@ -321,9 +321,9 @@ def test_a_parse_that_takes_too_long_costs_its_links_not_the_crawl(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every parse here outlasts the (shortened) limit: each page's links are given up and
     recorded, the parser process is replaced, and the crawl ends on its own."""
-    import crawler.crawl.engine
+    from crawler.crawl import engine
 
-    monkeypatch.setattr(crawler.crawl, "PARSE_TIMEOUT", 0.0001)
+    monkeypatch.setattr(engine, "PARSE_TIMEOUT", 0.0001)
     routes = {"/": _html("home", ["/a", "/b"]), "/a": _html("a"), "/b": _html("b")}
     with HostileServer(routes) as server:
         settings = fast_settings(server.url, tmp_path, sitemaps=False, extract_workers=1,

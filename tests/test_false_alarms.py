@@ -421,10 +421,9 @@ def test_pages_linked_only_from_a_page_that_failed_are_not_delisted(tmp_path: Pa
 
 def test_suspects_past_the_vantage_cap_are_said_to_be_unchecked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import crawler.detection.comparison
-    import crawler.detection.probes
+    from crawler.detection import comparison, probes
 
-    for module in (crawler.comparison, crawler.probes):  # the cap, and what the report says
+    for module in (comparison, probes):  # the cap, and what the report says
         monkeypatch.setattr(module, "MAX_VANTAGE_CHECKS", 1)
     with VantageProxy() as proxy:
         vantage = {"detect": replace(DETECT, vantage=(proxy.url,))}

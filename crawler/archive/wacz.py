@@ -40,7 +40,7 @@ _CHUNK = 1 << 20
 
 
 def wacz_path(output: Path, target: str, crawls: list[CrawlRow], *, whole: bool) -> Path:
-    """Return where the package of these crawls goes (DESIGN.md §3)."""
+    """Return where the package of these crawls goes (README, "What it writes")."""
     label = f"all-{crawls[-1].crawl_id}" if whole else crawls[0].crawl_id
     return output / target / f"{target}-{label}.wacz"
 

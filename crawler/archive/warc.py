@@ -1,6 +1,6 @@
 """Write WARC/1.1 files: naming, `.open` then rename, rotation, warcinfo, and one record per event.
 
-Conventions (DESIGN.md §4, checked by replaying in pywb): one gzip member per record; response
+Conventions (docs/warc.md, checked by replaying in pywb): one gzip member per record; response
 then request, the request pointing at the response with WARC-Concurrent-To; the HTTP block keeps
 the headers as received except that de-chunked bodies lose ``Transfer-Encoding`` and
 ``Content-Length`` is made truthful (pywb#584, iipc/warc-specifications#22); the status line is
@@ -373,7 +373,7 @@ class WarcWriter:
         keeps the HTTP head as received. With it (the server answered 304 to a conditional
         request): the profile is server-not-modified and the revisit carries the original's
         status line and headers, because pywb and ReplayWeb.page replay only that shape
-        (DESIGN.md §4); the 304 head the server actually sent follows as evidence in a
+        (docs/warc.md); the 304 head the server actually sent follows as evidence in a
         metadata record (WARC-Concurrent-To the revisit) of ``application/warc-fields``
         (``http-status-line:`` and one ``http-header:`` per header line): as warc-fields it is
         never indexed for replay by pywb or cdxj-indexer, so it cannot shadow the revisit.

@@ -28,7 +28,7 @@ from crawler.core.models import FailureKind, FetchResult, Truncation, new_body_b
 DEFAULT_USER_AGENT = (
     f"Mozilla/5.0 (compatible; crawler/{__version__}; web-archive preservation crawler)"
 )
-# No zstd or br: pywb and ReplayWeb.page must be able to decode what we store (DESIGN.md §4).
+# No zstd or br: pywb and ReplayWeb.page must be able to decode what we store (docs/warc.md).
 ACCEPT_ENCODING = "gzip, deflate"
 ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 

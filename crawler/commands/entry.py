@@ -1,7 +1,7 @@
 """The ``crawler`` console script: imports the CLI only when run.
 
 A spawned parser process re-imports its parent's main script; a script that imports
-``crawler.cli`` at the top would load the whole CLI into every parser process.
+``crawler.commands.cli`` at the top would load the whole CLI into every parser process.
 """
 
 

@@ -1,7 +1,7 @@
 """Switches that make the sample site suffer what at-risk sites suffer, between two crawls.
 
 Used by the takedown tests, the scoring benchmark and the guided demo: each switch turns the
-sample site into one scenario of DESIGN.md §5 (pages removed, a legal block, a block page,
+sample site into one scenario of docs/detection.md (pages removed, a legal block, a block page,
 soft-404s, redirects home, noise that must not alarm, a flaky server...).
 """
 

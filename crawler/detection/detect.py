@@ -1,6 +1,6 @@
 """What happened to a URL between its last good capture and now: one class, with evidence.
 
-The taxonomy of DESIGN.md §5. ``classify`` is pure: everything it needs about the crawl as a
+The classes of docs/detection.md. ``classify`` is pure: everything it needs about the crawl as a
 whole (the text of pages, redirect landings, soft-404 probes, URLs collapsing onto one body,
 links, whether our own network was down) comes in through ``Context``, which ``comparison.py``
 builds from the catalog and the WARCs.
