@@ -73,6 +73,17 @@ def test_charset_priority() -> None:
     assert "Архив памяти" in text
 
 
+def test_charset_labels_are_read_as_browsers_read_them() -> None:
+    assert extract.charset_from_content_type("text/html; charset=latin-1") == "cp1252"
+    assert extract.charset_from_content_type("text/html; charset=x-klingon") is None
+    assert extract.sniff_charset(b'<?xml version="1.0" encoding="windows-1251"?><p>', None) \
+        == "cp1251"  # an XML declaration counts as the document's own
+    assert extract.sniff_charset(b'<meta charset="utf-16"><p>plain</p>', None) == "utf-8"
+    css = '@charset "koi8-r"; a::after { content: "Мемориал" }'.encode("koi8-r")
+    assert extract.sniff_charset(css, None, markup=False) == "koi8-r"
+    assert extract.sniff_charset(b"<meta charset=koi8-r>", None, markup=False) == "utf-8"
+
+
 def test_content_decoding_and_bomb_cap() -> None:
     data = b"<a href=x>" * 10
     assert extract.decode_content(gzip.compress(data), "gzip") == data

@@ -6,7 +6,6 @@ plain picklable data and never touches the network or the disk.
 
 from __future__ import annotations
 
-import codecs
 import logging
 import os
 import re
@@ -20,6 +19,12 @@ from typing import Final
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWarning
 from charset_normalizer import from_bytes
 from lxml import etree
+from w3lib.encoding import (
+    html_body_declared_encoding,
+    http_content_type_encoding,
+    read_bom,
+    resolve_encoding,
+)
 
 from crawler.capture import fingerprints, pagetext, urls
 from crawler.core.models import Extracted
@@ -31,14 +36,6 @@ MAX_DECODED_BYTES: Final = 32 * 1024 * 1024  # cap on inflated bodies: gzip bomb
 MAX_PARSE_CHARS: Final = 8 * 1024 * 1024  # HTML characters given to the parser
 MAX_LINKS: Final = 20_000  # links (and as many requisites) kept from one HTML or CSS document
 MAX_SITEMAP_LINKS: Final = 50_000  # the sitemap protocol's own limit per file
-_META_SNIFF_BYTES: Final = 4096
-
-_BOMS: Final = (
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.\-]+)""", re.I)
 _CSS_CHARSET = re.compile(rb'^@charset\s+"([a-zA-Z0-9_\-]+)"')
 _CSS_URL = re.compile(r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^)'"\s]*))\s*\)""", re.I)
 _CSS_IMPORT = re.compile(r"""@import\s+(?:"([^"]*)"|'([^']*)')""", re.I)
@@ -75,38 +72,27 @@ SITEMAP_TYPES: Final = frozenset({"application/xml", "text/xml", "application/gz
 
 
 def charset_from_content_type(value: str | None) -> str | None:
-    """Return the charset parameter of a Content-Type header, if it names a known codec."""
-    if not value:
-        return None
-    for param in value.split(";")[1:]:
-        name, _, charset = param.partition("=")
-        if name.strip().lower() == "charset":
-            return _known_codec(charset.strip().strip("\"'"))
-    return None
-
-
-def _known_codec(name: str) -> str | None:
-    """Return Python's codec name for a charset label, or None if unknown."""
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
-        return None
+    """Return the codec a Content-Type header's charset names, if it is a known one (labels
+    are read as browsers read them: ``latin-1`` is windows-1252)."""
+    return http_content_type_encoding(value) if value else None
 
 
 def sniff_charset(body: bytes, http_charset: str | None, *, markup: bool = True) -> str:
-    """Choose a charset: BOM, then HTTP header, then <meta>, then detection (WHATWG order)."""
-    for bom, name in _BOMS:
-        if body.startswith(bom):
-            return name
+    """Choose a charset: BOM, then HTTP header, then the document's own declaration (``<meta>``
+    or an XML declaration; ``@charset`` for CSS), then detection (WHATWG order)."""
+    bom, _ = read_bom(body)
+    if bom:
+        return bom
     if http_charset:
         return http_charset
-    head = body[:_META_SNIFF_BYTES]
-    match = (_META_CHARSET if markup else _CSS_CHARSET).search(head)
-    if match:
-        found = _known_codec(match.group(1).decode("ascii", "replace"))
-        if found:
-            # A page that claims UTF-16 in ASCII-compatible bytes is really ASCII-compatible.
-            return "utf-8" if found.startswith("utf-16") else found
+    if markup:
+        declared = html_body_declared_encoding(body)
+    else:
+        rule = _CSS_CHARSET.search(body[:1024])
+        declared = resolve_encoding(rule.group(1).decode("ascii")) if rule else None
+    if declared:
+        # A page that claims UTF-16 in ASCII-compatible bytes is really ASCII-compatible.
+        return "utf-8" if declared.startswith("utf-16") else declared
     try:
         body.decode("utf-8")
         return "utf-8"

@@ -15,7 +15,8 @@ import asyncio
 import ipaddress
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpcore
@@ -95,15 +96,81 @@ def _is_address(name: str) -> bool:
 
 
 def transport(table: dict[str, str], *, verify: bool, max_connections: int,
-              ) -> httpx.AsyncHTTPTransport:
-    """Return an httpx transport whose connections go through a ResolvingBackend.
+              ) -> ResolvingTransport:
+    """Return an httpx transport whose connections go through a ResolvingBackend."""
+    return ResolvingTransport(httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+        max_connections=max_connections, max_keepalive_connections=max_connections,
+        keepalive_expiry=5.0, network_backend=ResolvingBackend(table)))
 
-    httpx has no public hook for the network backend, so the transport's connection pool is
-    rebuilt with httpx's own settings plus the backend (httpx is pinned below 1.0).
+
+class ResolvingTransport(httpx.AsyncBaseTransport):
+    """httpx's transport interface over an httpcore pool of our making.
+
+    httpx's own transport takes no network backend, so this one stands in for it, with the
+    public APIs of both libraries: a request is handed to the pool as httpcore's request, the
+    answer comes back as an httpx response, and httpcore's errors as httpx's errors of the
+    same name (which is what the fetcher classifies).
     """
-    made = httpx.AsyncHTTPTransport(verify=verify, trust_env=False)
-    made._pool = httpcore.AsyncConnectionPool(
-        ssl_context=made._pool._ssl_context, max_connections=max_connections,
-        max_keepalive_connections=max_connections, keepalive_expiry=5.0,
-        network_backend=ResolvingBackend(table))
-    return made
+
+    def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        sent = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port,
+                             target=url.raw_path),
+            headers=request.headers.raw, content=_Upload(request.stream),
+            extensions=request.extensions)
+        with _as_httpx_errors():
+            answer = await self._pool.handle_async_request(sent)
+        return httpx.Response(status_code=answer.status, headers=answer.headers,
+                              stream=_Body(answer.stream), extensions=answer.extensions)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+class _Upload:
+    """A request body as httpcore reads it (our GETs have none, but a body must not be lost)."""
+
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        assert isinstance(self._stream, httpx.AsyncByteStream)
+        async for part in self._stream:
+            yield part
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body read from the pool, its errors said in httpx's words."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors():
+            async for part in self._stream:
+                yield part
+
+    async def aclose(self) -> None:
+        with _as_httpx_errors():
+            await self._stream.aclose()
+
+
+@contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    """Raise an httpcore error as the httpx error of the same (or nearest parent's) name."""
+    try:
+        yield
+    except Exception as exc:
+        if not type(exc).__module__.startswith("httpcore"):
+            raise
+        for kind in type(exc).__mro__:
+            mapped = getattr(httpx, kind.__name__, None)
+            if isinstance(mapped, type) and issubclass(mapped, httpx.TransportError):
+                raise mapped(str(exc)) from exc
+        raise
