@@ -3,11 +3,12 @@
 An archive is evidence, so its keeper must be able to prove it whole, and to find out, before
 relying on it, what was lost to a bad disk, a careless copy or a killed process. Checked:
 
-* every WARC file read to its end, gzip member by gzip member, with the streaming reader
-  below rather than warcio's: warcio stops quietly at a file cut short in the middle of a
-  record, which is the damage most worth finding. Per record: the gzip CRC, the block
-  length against ``Content-Length``, ``WARC-Block-Digest``, and for responses
-  ``WARC-Payload-Digest``;
+* every WARC file read to its end, gzip member by gzip member: warcio parses the records
+  and checks their digests as ``warcio check`` does, fed by a reader of our own that inflates
+  one member at a time, because warcio alone stops quietly at a file cut short in the middle
+  of a record (the damage most worth finding) and cannot go on after damaged gzip data. Per
+  record: the gzip CRC, the block length against ``Content-Length``, ``WARC-Block-Digest``
+  (not for revisits, as in warcio), and for responses ``WARC-Payload-Digest``;
 * every catalog row that names a record: the record starts at that offset, has that length,
   that ``WARC-Record-ID``, type and target URI;
 * every revisit: its original is in the catalog, its record intact, with the same payload
@@ -22,10 +23,10 @@ written), and the report says so.
 
 from __future__ import annotations
 
-import base64
-import functools
 import hashlib
+import io
 import json
+import re
 import zipfile
 import zlib
 from collections import Counter
@@ -34,13 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
+from warcio.statusandheaders import StatusAndHeadersParserException
+
 from crawler.archive.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.archive.wacz import zip_layout_problems
 from crawler.archive.warc import OPEN_SUFFIX
 from crawler.archive.warcread import RecordUnreadable, read_intact
 
 _CHUNK = 1 << 20
-_MAX_HEAD = 1 << 16  # WARC or HTTP headers longer than this are not ours: reported
+_HEAD_ROOM = 1 << 20  # inflated bytes allowed while a record's headers are sought
+_DIGEST_FAILED = re.compile(r"^(block|payload) digest failed: (.*)$")
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 
 
@@ -89,143 +95,103 @@ class ScannedRecord:
 
 # -- reading a WARC file to its end ------------------------------------------------------------
 
-class _RecordParser:
-    """Parses the decompressed bytes of WARC records fed to it, hashing blocks as they pass.
+class _Trouble(Exception):
+    """The member cannot be read on: damaged gzip data, the file's end, or runaway headers."""
 
-    Works on a stream, so a record of any size costs a bounded amount of memory.
+
+class _Member(io.RawIOBase):
+    """The inflated bytes of one gzip member of a file, handed out in bounded pieces.
+
+    warcio parses what this yields; this class owns what warcio does not report: gzip damage
+    (a CRC or data error, raised as ``_Trouble`` wherever it is met), a file that ends inside
+    the member, and where the member ends (its compressed length, and the bytes read past it).
+    ``limit`` caps what may be inflated while warcio is still looking for a record's headers,
+    so a gzip bomb of header bytes costs bounded memory.
     """
 
-    def __init__(self, where: Callable[[], str], problems: list[Problem]) -> None:
-        self._where = where
-        self.problems = problems
-        self.records: list[tuple[str, str, str]] = []  # (type, id, uri) finished here
-        self._reset()
+    def __init__(self, fh: BinaryIO, pending: bytes) -> None:
+        self._fh = fh
+        self._unzip = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._pending = pending
+        self._fed = 0  # compressed bytes given to the decompressor
+        self._out = 0  # inflated bytes handed out
+        self.limit: int | None = _HEAD_ROOM
+        self.rest = b""  # compressed bytes read past the member's end
 
-    def _reset(self) -> None:
-        self._head = bytearray()
-        self._headers: dict[str, str] | None = None
-        self._left = 0  # block bytes still to come
-        self._trailer = 0  # bytes of the closing CRLF CRLF still to come
-        self._block = hashlib.sha1()
-        self._payload: Any = None  # sha1 of the payload, for responses
-        self._http = bytearray()  # the HTTP head, until its end is found
-        self._http_done = False
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._out
 
     @property
-    def idle(self) -> bool:
-        """Return True between records."""
-        return self._headers is None and not self._head and not self._trailer
+    def ended(self) -> bool:
+        return self._unzip.eof
 
-    def feed(self, data: bytes) -> None:
-        """Take the next decompressed bytes."""
-        view = memoryview(data)
-        while view:
-            if self._trailer:
-                take = min(self._trailer, len(view))
-                if bytes(view[:take]) != b"\r\n\r\n"[4 - self._trailer:4 - self._trailer + take]:
-                    self.problems.append(Problem(self._where(), "record not followed by CRLF "
-                                                 "CRLF (block longer than Content-Length?)"))
-                self._trailer -= take
-                view = view[take:]
-                if not self._trailer:
-                    self._reset()
-                continue
-            if self._headers is None:
-                if not self._head and bytes(view[0:1]) in (b"\r", b"\n"):
-                    view = view[1:]  # stray line ends between records: tolerated
-                    continue
-                self._head += view
-                end = self._head.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(self._head) > _MAX_HEAD:
-                        raise _Unparseable("WARC header too long or missing")
-                    return
-                rest = bytes(self._head[end + 4:])
-                self._start(bytes(self._head[:end]))
-                self._head = bytearray()
-                view = memoryview(rest)
-                if not self._left:
-                    self._finish()
-                continue
-            take = min(self._left, len(view))
-            self._consume(bytes(view[:take]))
-            self._left -= take
-            view = view[take:]
-            if not self._left:
-                self._finish()
+    @property
+    def length(self) -> int:
+        """Return the member's compressed length so far (all of it, once ended)."""
+        return self._fed - len(self.rest)
 
-    def _start(self, head: bytes) -> None:
-        lines = head.decode("utf-8", "replace").split("\r\n")
-        if not lines[0].startswith("WARC/"):
-            raise _Unparseable(f"not a WARC record (starts {lines[0][:40]!r})")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers.setdefault(name.strip().lower(), value.strip())
-        try:
-            self._left = int(headers.get("content-length", ""))
-        except ValueError as exc:
-            raise _Unparseable("WARC record without a Content-Length") from exc
-        self._headers = headers
-        is_http = headers.get("content-type", "").startswith("application/http")
-        self._http_done = not (is_http and headers.get("warc-type") in ("response", "revisit"))
-        if headers.get("warc-type") == "response" and is_http:
-            self._payload = hashlib.sha1()
+    def release(self) -> None:
+        """A record's headers were found: its block may be read at any length."""
+        self.limit = None
 
-    def _consume(self, data: bytes) -> None:
-        self._block.update(data)
-        if self._http_done:
-            if self._payload is not None:
-                self._payload.update(data)
-            return
-        self._http += data
-        end = self._http.find(b"\r\n\r\n")
-        if end >= 0:
-            self._http_done = True
-            if self._payload is not None:
-                self._payload.update(bytes(self._http[end + 4:]))
-            self._http = bytearray()
-        elif len(self._http) > _MAX_HEAD:
-            self.problems.append(Problem(self._where(), "HTTP head too long or missing"))
-            self._http_done, self._payload = True, None
+    def hold(self) -> None:
+        """A record ended: the next one's headers get the same bounded room."""
+        self.limit = self._out + _HEAD_ROOM
 
-    def _finish(self) -> None:
-        assert self._headers is not None
-        h = self._headers
-        where = self._where()
-        declared = h.get("warc-block-digest")
-        if declared and _sha1_mismatch(declared, self._block):
-            self.problems.append(Problem(where, f"block digest does not match ({declared})"))
-        declared = h.get("warc-payload-digest")
-        if self._payload is not None and declared and _sha1_mismatch(declared, self._payload):
-            self.problems.append(Problem(where, f"payload digest does not match ({declared})"))
-        self.records.append((h.get("warc-type", ""), h.get("warc-record-id", ""),
-                             h.get("warc-target-uri", "")))
-        self._headers = None
-        self._trailer = 4
-
-    def end_of_member(self) -> str | None:
-        """Return what is wrong if a gzip member ended inside a record (else None)."""
-        if self._headers is not None:
-            return f"record cut short: {self._left} bytes of its block missing"
-        if self._head:
-            return "record cut short inside its WARC header"
-        if self._trailer:
-            self._reset()  # a missing final CRLF CRLF is tolerated, as warcio does
-        return None
+    def readinto(self, buffer: Any) -> int:
+        while not self._unzip.eof:
+            source = self._unzip.unconsumed_tail
+            if not source:
+                source, self._pending = self._pending or self._fh.read(_CHUNK), b""
+                if not source:
+                    raise _Trouble("the file ends inside this record: it was cut short"
+                                   if self._fed else "no data")
+                self._fed += len(source)
+            try:
+                out = self._unzip.decompress(source, len(buffer))
+            except zlib.error as exc:
+                raise _Trouble(f"damaged gzip data ({exc})") from exc
+            if self._unzip.eof:
+                self.rest = self._unzip.unused_data
+            if out:
+                buffer[:len(out)] = out
+                self._out += len(out)
+                if self.limit is not None and self._out > self.limit:
+                    raise _Trouble("WARC header too long or missing")
+                return len(out)
+        return 0
 
 
-class _Unparseable(Exception):
-    """The bytes are not WARC records: scanning the member stops."""
-
-
-def _sha1_mismatch(declared: str, hasher: Any) -> bool:
-    """Return True if a declared ``sha1:`` digest differs from the hasher's (other algorithms
-    are not ours and are not checked)."""
-    algorithm, _, value = declared.partition(":")
-    if algorithm.lower() != "sha1":
-        return False
-    return value.upper() != base64.b32encode(hasher.digest()).decode("ascii")
+def _read_records(member: _Member, where: str, problems: list[Problem],
+                  ) -> list[tuple[str, str, str]]:
+    """Parse the member's records with warcio, reading each block to its end so its digests
+    are checked; return (type, id, target URI) of each. Digests are checked as ``warcio
+    check`` checks them: block and payload for responses, blocks of other records except
+    revisits (whose bytes the gzip CRC still covers)."""
+    found = []
+    for record in ArchiveIterator(member, check_digests=True, arc2warc=False):
+        member.release()
+        read = 0
+        while chunk := record.raw_stream.read(_CHUNK):
+            read += len(chunk)
+        if record.http_headers is not None and record.payload_length >= 0:
+            read += record.length - record.payload_length  # the HTTP head, parsed by warcio
+        if record.length is not None and read < record.length:
+            problems.append(Problem(where, f"record cut short: {record.length - read} bytes "
+                                    "of its block missing"))
+        for said in record.digest_checker.problems:
+            problems.append(Problem(where, _DIGEST_FAILED.sub(r"\1 digest does not match (\2)",
+                                                              said)))
+        headers = record.rec_headers
+        found.append((record.rec_type or "", headers.get_header("WARC-Record-ID") or "",
+                      headers.get_header("WARC-Target-URI") or ""))
+        member.hold()
+    if not member.ended:
+        raise _Trouble("bytes after the record that are not a WARC record")
+    return found
 
 
 def scan_warc(path: Path, problems: list[Problem]) -> dict[int, ScannedRecord]:
@@ -239,59 +205,31 @@ def scan_warc(path: Path, problems: list[Problem]) -> dict[int, ScannedRecord]:
     size = path.stat().st_size
     with open(path, "rb") as fh:
         start = 0  # file offset of the member being read
-        pending = b""  # compressed bytes read but not yet decompressed, starting at ``start``
+        pending = b""  # compressed bytes read but not yet inflated, starting at ``start``
         while start < size:
-            parser = _RecordParser(functools.partial(_where, path.name, start), problems)
-            consumed, pending, trouble = _read_member(fh, pending, parser)
+            member = _Member(fh, pending)
+            where = _where(path.name, start)
+            trouble = None
+            try:
+                records = _read_records(member, where, problems)
+            except _Trouble as exc:
+                records, trouble = [], str(exc)
+            except (ArchiveLoadFailed, StatusAndHeadersParserException, ValueError) as exc:
+                records, trouble = [], f"not a WARC record ({exc})"
+            for kind, record_id, uri in records[:1]:
+                found[start] = ScannedRecord(start, member.length, kind, record_id, uri)
             if trouble is None:
-                trouble = parser.end_of_member()
-            for kind, record_id, uri in parser.records[:1]:
-                found[start] = ScannedRecord(start, consumed, kind, record_id, uri)
-            if trouble is not None:
-                found.setdefault(start, ScannedRecord(start, consumed, "", "", "", True))
-            if trouble is None:
-                start += consumed
+                start, pending = start + member.length, member.rest
                 continue
-            problems.append(Problem(f"{path.name}@{start}", trouble))
+            found.setdefault(start, ScannedRecord(start, member.length, "", "", "", True))
+            problems.append(Problem(where, trouble))
             resume = _next_member(fh, start + 1, size)
             if resume is None:
                 break
-            problems.append(Problem(f"{path.name}@{start}",
-                                    f"{resume - start} bytes skipped to the next record"))
+            problems.append(Problem(where, f"{resume - start} bytes skipped to the next record"))
             start, pending = resume, b""
             fh.seek(resume)
     return found
-
-
-def _read_member(fh: BinaryIO, pending: bytes, parser: _RecordParser,
-                 ) -> tuple[int, bytes, str | None]:
-    """Decompress one gzip member (``pending`` first, then the file) into ``parser``.
-
-    Returns the member's compressed length, the bytes read past its end, and what went wrong
-    (None if nothing). Output is produced in bounded pieces, so a record of any size (or a
-    gzip bomb) costs bounded memory.
-    """
-    unzip = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    consumed = 0
-    data = pending or fh.read(_CHUNK)
-    while True:
-        try:
-            out = unzip.decompress(data, _CHUNK)
-            parser.feed(out)
-            while unzip.unconsumed_tail and not unzip.eof:
-                parser.feed(unzip.decompress(unzip.unconsumed_tail, _CHUNK))
-        except zlib.error as exc:
-            return consumed, b"", f"damaged gzip data ({exc})"
-        except _Unparseable as exc:
-            return consumed, b"", str(exc)
-        if unzip.eof:
-            rest = unzip.unused_data
-            return consumed + len(data) - len(rest), rest, None
-        consumed += len(data)
-        data = fh.read(_CHUNK)
-        if not data:
-            return consumed, b"", ("the file ends inside this record: it was cut short"
-                                   if consumed else "no data")
 
 
 def _next_member(fh: BinaryIO, after: int, size: int) -> int | None:

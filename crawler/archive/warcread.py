@@ -3,16 +3,21 @@
 Used where the crawl needs bytes it archived earlier: the HTTP head an earlier capture stored
 (a 304 revisit carries it so that it replays), the payload of an unchanged page (its links are
 extracted again), and whole gzip members copied into a WACZ. Only our own layout is read: one
-gzip member per record (warc.py), so a record is ``length`` bytes at ``offset``.
+gzip member per record (warc.py), so a record is ``length`` bytes at ``offset``; warcio parses it.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
+from warcio.statusandheaders import StatusAndHeadersParser, StatusAndHeadersParserException
 
 from crawler.archive.warc import OPEN_SUFFIX
 
@@ -50,32 +55,43 @@ def read_member(path: Path, offset: int, length: int) -> bytes:
 
 
 def read_record(path: Path, offset: int, length: int) -> ArchivedRecord:
-    """Return the record at ``offset``, split into WARC headers, HTTP head and payload."""
+    """Return the record at ``offset``, split into WARC headers, HTTP head and payload.
+
+    The member is inflated whole first, so its gzip CRC is checked (warcio stops reading at
+    the end of the record's block and would not notice a flipped byte in the trailer); warcio
+    then parses the record.
+    """
     member = read_member(path, offset, length)
     try:
         data = zlib.decompress(member, zlib.MAX_WBITS | 16)
     except zlib.error as exc:
         raise RecordUnreadable(f"{path}@{offset}: not a gzip member ({exc})") from exc
-    head_end = data.find(b"\r\n\r\n")
-    if head_end < 0 or not data.startswith(b"WARC/"):
+    try:
+        record = next(iter(ArchiveIterator(io.BytesIO(data), no_record_parse=True,
+                                           arc2warc=False)))
+    except (ArchiveLoadFailed, StopIteration, ValueError) as exc:
+        raise RecordUnreadable(f"{path}@{offset}: not a WARC record ({exc})") from exc
+    if record.format != "warc":
         raise RecordUnreadable(f"{path}@{offset}: not a WARC record")
     headers: dict[str, str] = {}
-    for line in data[:head_end].decode("utf-8", "replace").split("\r\n")[1:]:
-        name, _, value = line.partition(":")
-        headers.setdefault(name.strip(), value.strip())
-    try:
-        block_length = int(headers.get("Content-Length", ""))
-    except ValueError as exc:
-        raise RecordUnreadable(f"{path}@{offset}: no Content-Length") from exc
-    block = data[head_end + 4: head_end + 4 + block_length]
-    if len(block) != block_length:
+    for name, value in record.rec_headers.headers:
+        headers.setdefault(name, value)
+    if record.length is None or "Content-Length" not in headers:
+        raise RecordUnreadable(f"{path}@{offset}: no Content-Length")
+    block = record.raw_stream.read()
+    if len(block) != record.length:
         raise RecordUnreadable(f"{path}@{offset}: block cut short")
-    if headers.get("WARC-Type") not in ("response", "revisit", "request"):
+    if record.rec_type not in ("response", "revisit", "request"):
         return ArchivedRecord(headers, b"", block, block)
-    http_end = block.find(b"\r\n\r\n")
-    if http_end < 0:
+    body = io.BytesIO(block)
+    try:
+        StatusAndHeadersParser([], verify=False).parse(body)
+    except StatusAndHeadersParserException as exc:
+        raise RecordUnreadable(f"{path}@{offset}: no HTTP head in the block") from exc
+    http_end = body.tell()
+    if not block[:http_end].endswith(b"\r\n\r\n"):
         raise RecordUnreadable(f"{path}@{offset}: no HTTP head in the block")
-    return ArchivedRecord(headers, block[: http_end + 4], block[http_end + 4:], block)
+    return ArchivedRecord(headers, block[:http_end], block[http_end:], block)
 
 
 def sha1_digest(data: bytes) -> str:
