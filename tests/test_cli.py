@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from crawler.commands.cli import cli
-from crawler.demo.sample_site import SampleSite
+from crawler.demo.sample_site import DEMO_DELAY, DEMO_PER_HOST, SampleSite
 
 
 def test_archive_json_summary(site: SampleSite, tmp_path: Path) -> None:
@@ -46,6 +46,26 @@ def test_demo_is_a_guided_tour_of_a_takedown(tmp_path: Path) -> None:
     wacz = sorted((tmp_path / "demo").glob("demo-*.wacz"))[-1]
     assert "ReplayWeb.page" in result.stdout and str(wacz) in result.stdout
     assert list((tmp_path / "demo").glob("*/warc/*.warc.gz"))
+
+
+def test_demo_json_is_one_document_with_both_crawls(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--output", str(tmp_path), "--persons", "5",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)  # one document, nothing else on stdout
+    first, second = document["crawls"]
+    assert first["target"] == second["target"] == "demo"
+    assert first["crawl_id"] < second["crawl_id"]
+    assert not first["takedown"]["events"]  # nothing to compare the first crawl with
+    assert second["takedown"]["events"]  # the tour's takedown
+
+
+def test_demo_help_shows_the_defaults_it_uses() -> None:
+    shown = " ".join(CliRunner().invoke(cli, ["demo", "--help"]).stdout.split())
+    assert f"--per-host INTEGER Requests in flight to one host. [default: {DEMO_PER_HOST}]" \
+        in shown
+    assert f"[default: {DEMO_DELAY}]" in shown
+    assert "--wacz" not in shown  # the tour always packages WACZ
 
 
 @pytest.mark.parametrize(("args", "message"), [

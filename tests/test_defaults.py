@@ -59,3 +59,31 @@ def test_help_shows_the_defaults_in_use(tmp_path: Path) -> None:
     }
     for option, value in shown.items():
         assert re.search(rf"{option}\b[^\[]*\[default: {re.escape(value)}\]", text), option
+
+
+def test_the_readme_options_table_is_whole_and_shows_the_defaults_in_use() -> None:
+    """The README's table renders as one table (no row stranded after a paragraph) and every
+    default it states is the one ``crawler archive`` uses."""
+    lines = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8").splitlines()
+    start = lines.index("| option | default | meaning |")
+    rows: dict[str, str] = {}
+    end = start + 2
+    for end in range(start + 2, len(lines)):
+        if not lines[end].startswith("|"):
+            break
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", lines[end])[1:-1]]
+        assert len(cells) == 3, lines[end]
+        for name in re.findall(r"`(--[a-z-]+)", cells[0]):
+            rows[name] = cells[1].strip("`")
+    stranded = [line for line in lines[end:] if line.startswith("| `--")]
+    assert stranded == []
+    checked = 0
+    for param in archive.params:
+        if getattr(param, "show_default", False) and param.default is not None \
+                and not getattr(param, "is_flag", False):
+            name = max(param.opts, key=len)
+            assert rows.get(name) == str(param.default), name
+            checked += 1
+    assert checked >= 15
+    assert {max(p.opts, key=len) for p in archive.params if p.opts[0].startswith("-")} \
+        - set(rows) - {"--help"} == set()  # every option is in the table

@@ -36,6 +36,7 @@ from crawler.commands.cli_tools import open_catalog as _catalog
 from crawler.commands.runner import run_with_ui
 from crawler.core.errors import CrawlerError, ExitCode
 from crawler.core.units import duration_text, parse_duration, parse_size, size_text
+from crawler.demo.sample_site import DEMO_DELAY, DEMO_PER_HOST, SampleSite
 from crawler.reporting import status as status_of
 
 if TYPE_CHECKING:
@@ -135,8 +136,20 @@ def _host_ip(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return tuple(pairs)
 
 
-def crawl_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by every command that crawls."""
+def crawl_options(*, per_host: int = _D.politeness.per_host,
+                  delay: float = _D.politeness.delay, wacz: bool = True,
+                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Options shared by every command that crawls; a command with other defaults (the demo)
+    passes them here, so its ``--help`` shows the values it uses."""
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(_crawl_options(per_host, delay, wacz)):
+            func = option(func)
+        return func
+    return decorate
+
+
+def _crawl_options(per_host: int, delay: float, wacz: bool) -> list[Callable[..., Any]]:
+    """Return the shared crawl options, with these defaults."""
     options = [
         click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
                      default=_D.output, show_default=True,
@@ -144,10 +157,10 @@ def crawl_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--concurrency", type=int, default=_D.politeness.concurrency,
                      show_default=True,
                      callback=_positive, help="Requests in flight across all hosts."),
-        click.option("--per-host", type=int, default=_D.politeness.per_host, show_default=True,
+        click.option("--per-host", type=int, default=per_host, show_default=True,
                      callback=_positive,
                      help="Requests in flight to one host."),
-        click.option("--delay", type=float, default=_D.politeness.delay, show_default=True,
+        click.option("--delay", type=float, default=delay, show_default=True,
                      callback=_non_negative,
                      help="Seconds between request starts to one host (raised by Crawl-delay)."),
         click.option("--robots", type=click.Choice([p.value for p in RobotsPolicy]),
@@ -167,15 +180,14 @@ def crawl_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Payloads smaller than this are stored in full, not as revisits."),
         click.option("--no-conditional", is_flag=True,
                      help="Do not send If-None-Match/If-Modified-Since from earlier crawls."),
-        click.option("--wacz", is_flag=True,
-                     help="Also package the finished crawl as OUTPUT/TARGET/TARGET-ID.wacz."),
+        *([click.option("--wacz", is_flag=True,
+                        help="Also package the finished crawl as OUTPUT/TARGET/TARGET-ID.wacz.")]
+          if wacz else []),
         click.option("--quiet", "-q", is_flag=True, help="Only print warnings and errors."),
         click.option("--json", "as_json", is_flag=True,
-                     help="Print a machine-readable summary on stdout."),
+                     help="Print a machine-readable summary on stdout (one JSON document)."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -255,7 +267,7 @@ def cli() -> None:
 @click.option("--recheck-spacing", type=DurationType(),
               default=duration_text(_D.detect.recheck_spacing), show_default=True,
               help="Time between those fetches.")
-@crawl_options
+@crawl_options()
 def archive(seeds: tuple[str, ...], **opts: Any) -> None:
     """Crawl SEEDS and write WARCs, a CDXJ index and a page list under --output.
 
@@ -407,52 +419,45 @@ def _target_name(value: str | None) -> str | None:
 @cli.command()
 @click.option("--persons", type=int, default=30, show_default=True, callback=_positive,
               help="Size of the sample site's person index.")
-@crawl_options
-@click.pass_context
-def demo(ctx: click.Context, /, persons: int, **opts: Any) -> None:
+@crawl_options(per_host=DEMO_PER_HOST, delay=DEMO_DELAY, wacz=False)
+def demo(persons: int, **opts: Any) -> None:
     """A guided tour on a bundled sample history site (127.0.0.1, no network needed).
 
     It archives the site, simulates a takedown (pages removed, one blocked by a 451, part of
     the person index gutted), archives it again, prints the takedown report, and shows how to
-    open both crawls in pywb or ReplayWeb.page. The site is local, so unless given, --delay
-    is 0 and --per-host 4 here.
+    open both crawls in pywb or ReplayWeb.page. Both crawls are packaged as WACZ. With --json,
+    one JSON document holds both crawls' summaries, under "crawls".
     """
-    from crawler.demo.sample_site import SampleSite
-
-    def chosen(name: str, demo_default: Any) -> Any:
-        source = ctx.get_parameter_source(name)
-        return demo_default if source is click.core.ParameterSource.DEFAULT else opts[name]
-
     quiet, as_json = opts["quiet"], opts["as_json"]
 
     def say(text: str) -> None:
         if not quiet and not as_json:
             click.echo(text)
 
+    summaries: list[dict[str, Any]] = []
     with SampleSite(persons=persons, port=DEMO_PORT, cdn_port=DEMO_PORT + 1) as site:
         settings = CrawlSettings(
             seeds=(site.url,), output=opts["output"], target="demo",
             scope=ScopeRules(kind=ScopeKind.HOST, traps=TrapRules(max_query_variants=24)),
-            politeness=Politeness(concurrency=opts["concurrency"],
-                                  per_host=chosen("per_host", 4), delay=chosen("delay", 0.0)),
+            politeness=Politeness(concurrency=opts["concurrency"], per_host=opts["per_host"],
+                                  delay=opts["delay"]),
             fetch=FetchSettings(user_agent=opts["user_agent"]),
             robots=RobotsPolicy(opts["robots"]), warc_size=opts["warc_size"],
             dedup=_dedup_settings(opts), wacz=True,  # the demo always shows the WACZ
             detect=DetectSettings(recheck_spacing=0.5))
         say(f"1/3  Archiving the sample history site at {site.url} (CDN at {site.cdn_url})")
-        run_with_ui(settings, quiet=quiet, as_json=as_json)
-        takedown = site.content.takedown
-        takedown.removed = {"/persons/3.html": 404, "/persons/4.html": 410}
-        takedown.legal = {"/articles/2.html"}
-        site.content.delisted = {7, 8}
-        say("\n2/3  Simulating a takedown: persons 3 and 4 removed (404, 410), article 2 "
-            "blocked (451),\n     persons 7 and 8 cut from the name index (their pages are "
-            "still served)")
+        first = run_with_ui(settings, quiet=quiet, as_json=as_json, json_into=summaries)
+        say(f"\n2/3  Simulating a takedown: {site.take_down()}")
         say("\n3/3  Archiving it again and comparing the two crawls")
-        code = run_with_ui(settings, quiet=quiet, as_json=as_json, replay_help=True)
+        code = run_with_ui(settings, quiet=quiet, as_json=as_json, replay_help=True,
+                           json_into=summaries)
+    if as_json:
+        click.echo(json.dumps({"crawls": summaries}, indent=2, ensure_ascii=False))
     # The tour succeeded if it ran: its sample site has a calendar trap, so its crawls end
     # incomplete (and say why), and its takedown is the point.
-    sys.exit(0 if code in (ExitCode.OK, ExitCode.TAKEDOWN, ExitCode.INCOMPLETE) else code)
+    toured = (ExitCode.OK, ExitCode.TAKEDOWN, ExitCode.INCOMPLETE)
+    failed = [c for c in (first, code) if c not in toured]
+    sys.exit(failed[0] if failed else 0)
 
 
 for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff, cli_tools.verify,

@@ -28,8 +28,13 @@ if TYPE_CHECKING:
 
 
 def run_with_ui(settings: CrawlSettings, *, quiet: bool, as_json: bool,
-         replay_help: bool = False, resume: CrawlRow | None = None) -> int:
-    """Run a crawl with logging, progress and signals; print the summary; return the code."""
+                replay_help: bool = False, resume: CrawlRow | None = None,
+                json_into: list[dict[str, Any]] | None = None) -> int:
+    """Run a crawl with logging, progress and signals; print the summary; return the code.
+
+    With ``as_json``, the summary is one JSON document on stdout, or, with ``json_into``, is
+    appended there for the caller to print as part of its own single document.
+    """
     from crawler.reporting.report import (
         summary_lines as report_lines,  # not in the parser processes
     )
@@ -52,7 +57,10 @@ def run_with_ui(settings: CrawlSettings, *, quiet: bool, as_json: bool,
             data["takedown"] = {"report": str(run.report_paths[0]),
                                 "html": str(run.report_paths[1]),
                                 "summary": run.report["summary"], "events": run.report["events"]}
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        if json_into is None:
+            click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        else:
+            json_into.append(data)
     elif not quiet:
         for line in summary_lines(outcome):
             click.echo(line)

@@ -419,6 +419,11 @@ def _bind(port: int, handler: type[BaseHTTPRequestHandler]) -> _Server:
         return _Server(("127.0.0.1", 0), handler)
 
 
+# The tour's politeness: its site is local, so it need not wait between requests.
+DEMO_PER_HOST = 4
+DEMO_DELAY = 0.0
+
+
 class SampleSite:
     """The sample site and its CDN, each on its own 127.0.0.1 port; a context manager."""
 
@@ -449,6 +454,15 @@ class SampleSite:
     def cdn_url(self) -> str:
         """Return the CDN's root URL."""
         return self.content.cdn + "/"
+
+    def take_down(self) -> str:
+        """Make the site suffer the demo's takedown; return what was done, in words."""
+        takedown = self.content.takedown
+        takedown.removed = {"/persons/3.html": 404, "/persons/4.html": 410}
+        takedown.legal = {"/articles/2.html"}
+        self.content.delisted = {7, 8}
+        return ("persons 3 and 4 removed (404, 410), article 2 blocked (451),\n     persons 7 "
+                "and 8 cut from the name index (their pages are still served)")
 
     @property
     def requests(self) -> list[str]:
