@@ -228,30 +228,16 @@ def outbox_command(target: str | None, output: Path, send: bool, as_json: bool) 
     Undelivered notifications are kept and retried with back-off by every later run of
     their target and by the daemon, until delivered or expired (`notify_expiry`).
     """
-    from crawler.archive.layout import CrawlInProgress, lock_target
     from crawler.reporting import notify, outbox
 
     with open_catalog(output, read_only=not send) as catalog:
-        queued = outbox.pending(catalog, target)
         done = None
         if send:
-            sent = outbox.Delivery()
-            for name in sorted({q.target for q in queued}):
-                try:  # a run of the target delivers its own: never send one message twice
-                    lock = lock_target(output, name)
-                except CrawlInProgress:
-                    click.echo(f"crawler: {name} is running; its run delivers its own "
-                               "notifications", err=True)
-                    continue
-                try:
-                    one = outbox.deliver_due(catalog, notify.send_one, target=name, force=True)
-                finally:
-                    lock.close()
-                sent = outbox.Delivery(*(a + b for a, b in zip(
-                    (sent.delivered, sent.failed, sent.expired, sent.waiting),
-                    (one.delivered, one.failed, one.expired, one.waiting), strict=True)))
-            done = sent
-            queued = outbox.pending(catalog, target)
+            done, running = outbox.deliver_now(catalog, output, target, notify.send_one)
+            for name in running:
+                click.echo(f"crawler: {name} is running; its run delivers its own "
+                           "notifications", err=True)
+        queued = outbox.pending(catalog, target)
     if as_json:
         data: dict[str, Any] = {"queued": [
             {"target": q.target, "destination": q.destination, "title": q.title,
@@ -291,33 +277,15 @@ def reindex(output: Path, force: bool) -> None:
     notifications, and the queue of a crawl that had not finished (it becomes incomplete,
     stop reason `reindexed`).
     """
-    import sqlite3
-
-    from crawler.archive.catalog import CATALOG_NAME, CatalogDamaged
+    from crawler.archive.catalog import CATALOG_NAME
     from crawler.jobs.reindex import reindex as rebuild
 
-    path = output / CATALOG_NAME
-    if path.exists() and not force:
-        try:
-            catalog = Catalog.open(output, read_only=True)
-            try:
-                catalog.check_integrity()
-            finally:
-                catalog.close()
-        except (CatalogDamaged, sqlite3.DatabaseError):
-            pass  # damaged: rebuild it
-        except CrawlerError as exc:
-            click.echo(f"crawler: error: {exc}", err=True)
-            sys.exit(int(exc.exit_code))
-        else:
-            click.echo(f"crawler: {path} passes SQLite's integrity check; rebuild it anyway "
-                       "with --force (the notification outbox and rows of URLs deliberately "
-                       "not fetched are not in the WARCs and would be lost)", err=True)
-            sys.exit(int(ExitCode.USAGE))
     try:
-        result = rebuild(output, progress=lambda line: click.echo(f"  {line}", err=True))
+        result = rebuild(output, force=force,
+                         progress=lambda line: click.echo(f"  {line}", err=True))
     except CrawlerError as exc:
-        click.echo(f"crawler: error: {exc}", err=True)
+        click.echo(f"crawler: {'' if exc.exit_code == ExitCode.USAGE else 'error: '}{exc}",
+                   err=True)
         sys.exit(int(exc.exit_code))
     for aside in result.moved_aside:
         click.echo(f"old catalog kept as {aside}")

@@ -63,6 +63,13 @@ class OutputError(CrawlerError):
     exit_code = ExitCode.CONFIG
 
 
+class CatalogSound(CrawlerError):
+    """``crawler reindex`` without --force on a catalog that passes SQLite's integrity check:
+    rebuilding it would lose what the WARCs do not hold."""
+
+    exit_code = ExitCode.USAGE
+
+
 class NoSpace(OutputError):
     """A write failed for lack of space (disk full, quota): what was written stays valid."""
 

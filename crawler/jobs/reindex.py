@@ -20,19 +20,27 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crawler.archive.catalog import CATALOG_NAME, CaptureRow, Catalog, CrawlRow, CrawlStatus
+from crawler.archive.catalog import (
+    CATALOG_NAME,
+    CaptureRow,
+    Catalog,
+    CatalogDamaged,
+    CrawlRow,
+    CrawlStatus,
+)
 from crawler.archive.layout import target_is_locked
 from crawler.archive.recovery import iter_records
 from crawler.archive.store import capture_from_record
 from crawler.capture import urls
 from crawler.capture.settings import detect_settings_of
-from crawler.core.errors import OutputError
+from crawler.core.errors import CatalogSound, OutputError
 from crawler.core.models import UrlKind
 from crawler.detection.diff import comparison_after_detection
 from crawler.detection.states import apply_states
@@ -55,6 +63,21 @@ class ReindexResult:
     unreadable: list[str] = field(default_factory=list)  # WARC files that could not be read
 
 
+def _sound(root: Path) -> bool:
+    """Return True if the root has a catalog that opens and passes the integrity check."""
+    if not (root / CATALOG_NAME).exists():
+        return False
+    try:
+        catalog = Catalog.open(root, read_only=True)
+        try:
+            catalog.check_integrity()
+        finally:
+            catalog.close()
+    except (CatalogDamaged, sqlite3.DatabaseError):
+        return False
+    return True
+
+
 def crawl_dirs(root: Path) -> list[tuple[str, Path]]:
     """Return (target, directory) of every crawl under the root, oldest crawl id first."""
     found = []
@@ -65,9 +88,20 @@ def crawl_dirs(root: Path) -> list[tuple[str, Path]]:
     return sorted(found, key=lambda item: (item[1].name, item[0]))
 
 
-def reindex(root: Path, *, progress: Callable[[str], None] = log.info) -> ReindexResult:
-    """Move the catalog aside and rebuild it from the WARCs under ``root``."""
+def reindex(root: Path, *, force: bool = False,
+            progress: Callable[[str], None] = log.info) -> ReindexResult:
+    """Move the catalog aside and rebuild it from the WARCs under ``root``.
+
+    Without ``force``, a catalog that passes SQLite's integrity check is left alone
+    (``CatalogSound``): the notification outbox and the rows of URLs deliberately not fetched
+    are not in the WARCs, and a rebuild would lose them.
+    """
     root = root.resolve()
+    if not force and _sound(root):
+        raise CatalogSound(
+            f"{root / CATALOG_NAME} passes SQLite's integrity check; rebuild it anyway with "
+            "--force (the notification outbox and rows of URLs deliberately not fetched are "
+            "not in the WARCs and would be lost)")
     busy = [t for t, _ in crawl_dirs(root) if target_is_locked(root, t)]
     if busy:
         raise OutputError(f"runs of {', '.join(sorted(set(busy)))} are in progress under "

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from crawler.archive.catalog import Catalog, now_iso
+from crawler.archive.layout import CrawlInProgress, lock_target
 from crawler.capture.settings import NOTIFY_EXPIRY
 from crawler.core.redact import read_private, redact_url, write_private
 
@@ -64,6 +65,10 @@ class Delivery:
     failed: int = 0  # tried and still queued
     expired: int = 0
     waiting: int = 0  # not due yet, or no known URL for their destination
+
+    def __add__(self, other: Delivery) -> Delivery:
+        return Delivery(self.delivered + other.delivered, self.failed + other.failed,
+                        self.expired + other.expired, self.waiting + other.waiting)
 
 
 def fingerprint(url: str) -> str:
@@ -111,6 +116,25 @@ def crawl_counts(catalog: Catalog, crawl_pk: int) -> dict[str, object]:
         "max(CASE WHEN delivered IS NULL THEN last_error END) AS last_error "
         "FROM outbox WHERE crawl=?", (crawl_pk,)).fetchone()
     return dict(row)
+
+
+def deliver_now(catalog: Catalog, root: Path, target: str | None, send: Sender,
+                ) -> tuple[Delivery, list[str]]:
+    """Try every queued message (of one target) now, back-off or not (``crawler outbox
+    --send``); return what happened and the targets skipped because a run of theirs is going
+    on: that run delivers its own, so no message is ever sent twice."""
+    done, running = Delivery(), []
+    for name in sorted({q.target for q in pending(catalog, target)}):
+        try:
+            lock = lock_target(root, name)
+        except CrawlInProgress:
+            running.append(name)
+            continue
+        try:
+            done += deliver_due(catalog, send, target=name, force=True)
+        finally:
+            lock.close()
+    return done, running
 
 
 def deliver_due(catalog: Catalog, send: Sender, *, target: str | None = None,
