@@ -47,7 +47,8 @@ def _normalize_full(raw: str) -> str:
     """Return the fetch URL of an absolute http(s) URL via w3lib and httpx (any input).
 
     httpx parses it because httpx will request it: the URL the crawler records is exactly the
-    one it fetches (fetcher.py is the only other module that imports httpx).
+    one it fetches (fetcher.py and resolver.py, the HTTP client, are the only other modules
+    that import httpx).
     """
     try:
         safe = safe_url_string(raw)

@@ -15,7 +15,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -171,26 +171,14 @@ def config_check(file: Path) -> None:
 
 def config_status(config_path: Path, as_json: bool) -> None:
     """Print each configured target's last crawl, result, open takedown events, next run."""
-    from crawler.detection.states import open_states
+    from crawler.reporting.status import targets_report
     from crawler.schedule.daemon import next_runs
 
     config = load_or_exit(config_path)
     runs = next_runs(config.archives)
     catalog = Catalog.open(config.archives)
-    report: dict[str, Any] = {}
     try:
-        for name in config.targets:
-            last = catalog.latest_crawl(name)
-            states = open_states(catalog, name)
-            nxt = runs.get(name)
-            report[name] = {
-                "last_crawl": last.crawl_id if last else None,
-                "state": last.status if last else None,
-                "exit_code": last.exit_code if last else None,
-                "finished": last.finished if last else None,
-                "open_events": [{"url": s["url"], "class": s["class"], "state": s["state"],
-                                 "since": s["since"]} for s in states],
-                "next_run": nxt.isoformat() if nxt else None}
+        report = targets_report(catalog, list(config.targets), runs)
     finally:
         catalog.close()
     if as_json:

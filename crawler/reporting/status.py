@@ -5,6 +5,7 @@ lines; and which crawl a resume continues, with the secrets its settings need re
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from crawler.capture.settings import CrawlSettings
 from crawler.core.errors import CrawlerError, ExitCode
 from crawler.core.outcome import shortfall_lines
 from crawler.core.redact import restore
+from crawler.detection.states import open_states
 from crawler.reporting import outbox
 
 PHASE_WORDS = {Phase.DETECT: "takedown detection", Phase.REPORT: "report and notification",
@@ -106,3 +108,22 @@ def settings_to_resume(row: CrawlRow, output: Path) -> tuple[CrawlSettings, list
                         f"({', '.join(gone)}): this run will not use them")
     detect = replace(settings.detect, notify=tuple(notify), vantage=tuple(vantage))
     return replace(settings, detect=detect), warnings
+
+
+def targets_report(catalog: Catalog, names: list[str], next_runs: dict[str, datetime | None],
+                   ) -> dict[str, dict[str, Any]]:
+    """Return each configured target's last crawl, its result, open takedown events and next
+    scheduled run (``crawler status --config``)."""
+    report: dict[str, dict[str, Any]] = {}
+    for name in names:
+        last = catalog.latest_crawl(name)
+        nxt = next_runs.get(name)
+        report[name] = {
+            "last_crawl": last.crawl_id if last else None,
+            "state": last.status if last else None,
+            "exit_code": last.exit_code if last else None,
+            "finished": last.finished if last else None,
+            "open_events": [{"url": s["url"], "class": s["class"], "state": s["state"],
+                             "since": s["since"]} for s in open_states(catalog, name)],
+            "next_run": nxt.isoformat() if nxt else None}
+    return report
