@@ -114,7 +114,9 @@ class _Member(io.RawIOBase):
         self._unzip = zlib.decompressobj(zlib.MAX_WBITS | 16)
         self._pending = pending
         self._fed = 0  # compressed bytes given to the decompressor
-        self._out = 0  # inflated bytes handed out
+        self._out = 0  # inflated bytes so far
+        self._ready = memoryview(b"")  # inflated bytes not yet handed out
+        self._at = 0
         self.limit: int | None = _HEAD_ROOM
         self.rest = b""  # compressed bytes read past the member's end
 
@@ -122,7 +124,7 @@ class _Member(io.RawIOBase):
         return True
 
     def tell(self) -> int:
-        return self._out
+        return self._out - (len(self._ready) - self._at)
 
     @property
     def ended(self) -> bool:
@@ -139,9 +141,18 @@ class _Member(io.RawIOBase):
 
     def hold(self) -> None:
         """A record ended: the next one's headers get the same bounded room."""
-        self.limit = self._out + _HEAD_ROOM
+        self.limit = self._out + _HEAD_ROOM  # counted from what was inflated
 
     def readinto(self, buffer: Any) -> int:
+        if self._at >= len(self._ready):
+            self._ready, self._at = self._inflate(), 0
+        taken = min(len(buffer), len(self._ready) - self._at)
+        buffer[:taken] = self._ready[self._at:self._at + taken]
+        self._at += taken
+        return taken
+
+    def _inflate(self) -> memoryview:
+        """Return the next piece of the member's inflated bytes (empty at its end)."""
         while not self._unzip.eof:
             source = self._unzip.unconsumed_tail
             if not source:
@@ -151,18 +162,17 @@ class _Member(io.RawIOBase):
                                    if self._fed else "no data")
                 self._fed += len(source)
             try:
-                out = self._unzip.decompress(source, len(buffer))
+                out = self._unzip.decompress(source, _CHUNK)
             except zlib.error as exc:
                 raise _Trouble(f"damaged gzip data ({exc})") from exc
             if self._unzip.eof:
                 self.rest = self._unzip.unused_data
             if out:
-                buffer[:len(out)] = out
                 self._out += len(out)
                 if self.limit is not None and self._out > self.limit:
                     raise _Trouble("WARC header too long or missing")
-                return len(out)
-        return 0
+                return memoryview(out)
+        return memoryview(b"")
 
 
 def _read_records(member: _Member, where: str, problems: list[Problem],
