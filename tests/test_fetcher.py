@@ -117,3 +117,97 @@ def test_classify_keeps_causes_apart() -> None:
     assert classify(wrapped(ssl.SSLError("bad handshake"))) is FailureKind.TLS
     assert classify(httpx.ReadTimeout("slow")) is FailureKind.TIMEOUT
     assert classify(wrapped(ConnectionResetError())) is FailureKind.RESET
+
+
+class _CountingServer:
+    """A loopback HTTP/1.1 server that counts the connections it accepts; with ``close``, it
+    drops each connection after answering without saying so (a keep-alive timeout)."""
+
+    def __init__(self, *, close: bool = False) -> None:
+        self.close = close
+        self.accepted = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            buffered = b""
+            while True:
+                while b"\r\n\r\n" not in buffered:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    buffered += data
+                _, _, buffered = buffered.partition(b"\r\n\r\n")
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                if self.close:
+                    return
+
+
+def test_connections_are_kept_alive_and_reused() -> None:
+    server = _CountingServer()
+
+    async def run() -> list[int | None]:
+        async with Fetcher(FetchSettings(max_connections=4)) as f:
+            statuses = []
+            for _ in range(20):
+                result = await f.fetch(f"http://127.0.0.1:{server.port}/x")
+                statuses.append(result.status)
+                result.close()
+            return statuses
+
+    assert asyncio.run(run()) == [200] * 20
+    assert server.accepted == 1
+    server.sock.close()
+
+
+def test_a_kept_connection_the_server_dropped_is_replaced() -> None:
+    """Servers close idle connections without warning: the next request must not fail."""
+    server = _CountingServer(close=True)
+
+    async def run() -> list[int | None]:
+        async with Fetcher(FetchSettings(max_connections=4)) as f:
+            statuses = []
+            for _ in range(5):
+                result = await f.fetch(f"http://127.0.0.1:{server.port}/x")
+                statuses.append(result.status)
+                result.close()
+                await asyncio.sleep(0.05)  # the server's close arrives before the next ask
+            return statuses
+
+    assert asyncio.run(run()) == [200] * 5
+    assert server.accepted == 5
+    server.sock.close()
+
+
+def test_idle_connections_are_bounded_across_hosts() -> None:
+    """A crawl over many hosts keeps at most max_connections idle connections in all."""
+    from crawler.capture import resolver
+
+    servers = [_CountingServer() for _ in range(5)]
+
+    async def run() -> int:
+        transport = resolver.transport({}, verify=True, max_connections=2)
+        async with httpx.AsyncClient(transport=transport) as client:
+            for server in servers:
+                for _ in range(2):
+                    response = await client.get(f"http://127.0.0.1:{server.port}/")
+                    assert response.status_code == 200
+            return transport._idle_count
+
+    assert asyncio.run(run()) == 2
+    assert [s.accepted for s in servers] == [1] * 5
+    for server in servers:
+        server.sock.close()
