@@ -51,10 +51,19 @@ class HostSlot:
     active: int = 0  # requests in flight to this host
     next_start: float = 0.0  # monotonic time before which no new request may start
     delay: float = 0.0  # seconds between request starts (max of --delay and Crawl-delay)
+    floor: float = 0.0  # what an adaptive delay may not go below (robots.txt Crawl-delay)
 
     def buffered(self) -> int:
         """Return how many URLs of this host are in memory."""
         return len(self.pending) + len(self.urgent)
+
+
+@dataclass(frozen=True, slots=True)
+class Adaptive:
+    """Bounds of an adaptive per-host delay (``--adaptive-delay``)."""
+
+    min_delay: float
+    max_delay: float
 
 
 _COLUMNS = "key, url, host, kind, depth, via, redirects, embeds, attempt"
@@ -64,7 +73,7 @@ class Frontier:
     """URLs of one crawl, scheduled politely per host, stored in the catalog database."""
 
     def __init__(self, db: sqlite3.Connection, crawl_pk: int, *, per_host: int, delay: float,
-                 buffer_per_host: int = BUFFER_PER_HOST,
+                 adaptive: Adaptive | None = None, buffer_per_host: int = BUFFER_PER_HOST,
                  transaction: Callable[[], AbstractContextManager[object]] | None = None,
                  ) -> None:
         self.db = db
@@ -74,6 +83,7 @@ class Frontier:
         self.crawl = crawl_pk
         self.per_host = per_host
         self.delay = delay
+        self.adaptive = adaptive
         self.buffer_per_host = buffer_per_host
         self._hosts: dict[str, HostSlot] = {}
         self._in_flight = 0
@@ -97,7 +107,8 @@ class Frontier:
             self._queued += count
         for host, delay in self.db.execute("SELECT host, delay FROM hosts WHERE crawl=?",
                                            (self.crawl,)):
-            self._slot(host).delay = max(self.delay, delay)
+            slot = self._slot(host)
+            slot.delay, slot.floor = max(self.delay, delay), delay
 
     def _exec(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
         """Run one write statement inside a transaction (the caller's, or its own)."""
@@ -232,10 +243,39 @@ class Frontier:
     def set_host_delay(self, host: str, delay: float) -> None:
         """Raise the delay between requests to ``host`` (robots.txt Crawl-delay), durably."""
         slot = self._slot(host)
-        slot.delay = max(slot.delay, delay)
+        slot.delay, slot.floor = max(slot.delay, delay), max(slot.floor, delay)
         self._exec("INSERT INTO hosts (crawl, host, delay) VALUES (?, ?, ?) "
                    "ON CONFLICT (crawl, host) DO UPDATE SET delay=excluded.delay",
                    (self.crawl, host, slot.delay))
+
+    def host_delay(self, host: str) -> float:
+        """Return the seconds now kept between request starts to ``host``."""
+        return self._slot(host).delay
+
+    def observe(self, host: str, seconds: float, *, trouble: bool, may_lower: bool) -> None:
+        """Adapt ``host``'s delay to how it answered (adaptive politeness only).
+
+        The delay aims at the response time divided by the requests allowed in flight to the
+        host, the pace at which the server keeps that many busy: it rises to that at once and
+        falls halfway toward it per answer, as Scrapy's AutoThrottle does. Trouble (5xx, 429,
+        a timeout, a reset) doubles it. Only full answers (2xx, 304) may lower it: error
+        pages and redirects are small and quick and say little about the server's load.
+        Bounds: the adaptive minimum and maximum, and robots.txt Crawl-delay as a floor.
+        """
+        rules = self.adaptive
+        if rules is None:
+            return
+        slot = self._slot(host)
+        target = seconds / self.per_host
+        if trouble:
+            wanted = max(slot.delay * 2, rules.min_delay)
+        elif target >= slot.delay:
+            wanted = target
+        elif may_lower:
+            wanted = (slot.delay + target) / 2
+        else:
+            return
+        slot.delay = max(min(wanted, rules.max_delay), rules.min_delay, slot.floor)
 
     def back_off(self, host: str, seconds: float) -> None:
         """Start no request to ``host`` for ``seconds`` (Retry-After, 429/503)."""

@@ -44,6 +44,13 @@ class Politeness:
     hang_limit: int = 5  # consecutive hangs (timeouts) that trip a host's breaker
     hang_pause: float = 30.0  # first pause of a tripped host (doubles with each trip)
     hang_trips: int = 3  # trips after which a host is given up for the crawl
+    # Adaptive delay (off by default): each host's delay follows its response times, like
+    # Scrapy's AutoThrottle: it starts at ``delay`` and moves toward response time divided by
+    # ``per_host``, never below ``min_delay`` nor above ``max_delay``; errors (5xx, 429,
+    # timeouts, resets) double it. robots.txt Crawl-delay stays a floor.
+    adaptive: bool = False
+    min_delay: float = 0.1
+    max_delay: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

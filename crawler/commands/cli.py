@@ -229,6 +229,14 @@ def cli() -> None:
 @click.option("--retries", type=int, default=_D.politeness.retries, show_default=True,
               callback=_non_negative,
               help="Extra attempts after timeouts, resets, 429 and 5xx.")
+@click.option("--adaptive-delay", is_flag=True,
+              help="Let each host's delay follow its response times (AutoThrottle): it starts "
+                   "at --delay, aims at response time / --per-host, stays within --min-delay "
+                   "and --max-delay, and doubles on 5xx, 429, timeouts and resets.")
+@click.option("--min-delay", type=float, default=_D.politeness.min_delay, show_default=True,
+              callback=_non_negative, help="Lowest delay --adaptive-delay may reach.")
+@click.option("--max-delay", type=float, default=_D.politeness.max_delay, show_default=True,
+              callback=_non_negative, help="Highest delay --adaptive-delay may reach.")
 @click.option("--timeout", type=DurationType(), default=duration_text(_D.fetch.read_timeout),
               show_default=True,
               callback=_positive, help="Longest silence allowed while reading a response.")
@@ -367,6 +375,9 @@ def list_captures(target: str, crawl_id: str | None, http_status: int | None,
 
 def _settings_from_options(seeds: tuple[str, ...], opts: dict[str, Any]) -> CrawlSettings:
     """Build crawl settings from parsed archive options."""
+    if opts["min_delay"] > opts["max_delay"]:
+        raise click.BadParameter(f"{opts['min_delay']:g} is above --max-delay "
+                                 f"({opts['max_delay']:g})", param_hint="--min-delay")
     return CrawlSettings(
         seeds=seeds,
         output=opts["output"],
@@ -379,7 +390,9 @@ def _settings_from_options(seeds: tuple[str, ...], opts: dict[str, Any]) -> Craw
                       min_free_space=opts["min_free_space"],
                       max_time=opts["max_time"]),
         politeness=Politeness(concurrency=opts["concurrency"], per_host=opts["per_host"],
-                              delay=opts["delay"], retries=opts["retries"]),
+                              delay=opts["delay"], retries=opts["retries"],
+                              adaptive=opts["adaptive_delay"], min_delay=opts["min_delay"],
+                              max_delay=opts["max_delay"]),
         fetch=FetchSettings(user_agent=opts["user_agent"], read_timeout=opts["timeout"],
                             max_body_bytes=opts["max_body"], verify_tls=opts["verify_tls"],
                             max_connections=max(opts["concurrency"], 1),

@@ -29,7 +29,7 @@ from typing import IO
 
 from crawler import __version__
 from crawler.archive.catalog import Catalog, CrawlRow, CrawlStatus
-from crawler.archive.frontier import Frontier
+from crawler.archive.frontier import Adaptive, Frontier
 from crawler.archive.layout import lock_target, new_crawl_dir, save_notify
 from crawler.archive.package import index_entries, page_entries, write_cdxj, write_pages
 from crawler.archive.recovery import OrphanRecord, recover_warcs, result_from_record
@@ -112,6 +112,8 @@ class Crawl:
         self.stats = CrawlStats()
         pol = settings.politeness
         self.frontier = Frontier(self.db, self.pk, per_host=pol.per_host, delay=pol.delay,
+                                 adaptive=(Adaptive(pol.min_delay, pol.max_delay)
+                                           if pol.adaptive else None),
                                  transaction=catalog.transaction)
         self.scope = Scope(settings.scope, [*settings.seeds, *self.frontier.seed_urls()],
                            variants=self.frontier)
@@ -461,6 +463,9 @@ class Crawl:
         conditional = await self.store.conditional(item)
         result = await self.fetcher.fetch(item.url, conditional.headers if conditional else None)
         self._watch_host(host, result)
+        self.frontier.observe(host, result.elapsed, trouble=_troubled(result),
+                              may_lower=result.ok and (200 <= result.status < 300
+                                                       or result.status == 304))
         self.frontier.release_host(item)
         slot.released = True
         try:
@@ -873,6 +878,14 @@ async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,
     finally:
         if own:
             catalog.close()
+
+
+def _troubled(result: FetchResult) -> bool:
+    """Return True if the answer says the server is struggling (for adaptive politeness)."""
+    if result.failure in (FailureKind.TIMEOUT, FailureKind.RESET, FailureKind.CONNECT,
+                          FailureKind.REFUSED):
+        return True
+    return result.ok and (result.status == 429 or result.status >= 500)
 
 
 def _extractable(item: CrawlUrl, status: int, media: str, length: int) -> bool:

@@ -187,6 +187,9 @@ TARGET_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "per_host": (_int(1), "requests in flight to one host"),
     "delay": (_number, "seconds between request starts to one host"),
     "retries": (_int(0), "extra attempts after timeouts, resets, 429 and 5xx"),
+    "adaptive_delay": (_bool, "let each host's delay follow its response times"),
+    "min_delay": (_number, "lowest delay adaptive_delay may reach"),
+    "max_delay": (_number, "highest delay adaptive_delay may reach"),
     "timeout": (duration, "longest silence while reading a response"),
     "max_body": (_size, "truncate larger responses"),
     "robots": (_choice([p.value for p in RobotsPolicy]), "obey or ignore robots.txt"),
@@ -293,7 +296,12 @@ def load(path: Path) -> Config:
             raise ConfigError(where, f"{prefix}name", f"{values['name']!r} is used twice")
         if "schedule" in values and "every" in values:
             raise ConfigError(where, f"{prefix}every", "give schedule or every, not both")
-        targets[values["name"]] = _target(values, root)
+        target = _target(values, root)
+        politeness = target.settings.politeness
+        if politeness.min_delay > politeness.max_delay:
+            raise ConfigError(where, f"{prefix}min_delay", f"{politeness.min_delay:g} is above "
+                              f"max_delay ({politeness.max_delay:g})")
+        targets[values["name"]] = target
     return Config(path=path.resolve(), archives=root,
                   max_concurrent_crawls=top.get("max_concurrent_crawls", 2),
                   log_file=top.get("log_file", "crawler.log"), targets=targets,
@@ -332,7 +340,8 @@ def _given(v: dict[str, Any], **fields: str) -> dict[str, Any]:
 def _target(v: dict[str, Any], root: Path) -> Target:
     """Build the crawl settings and schedule of one target from validated values."""
     politeness = Politeness(**_given(v, concurrency="concurrency", per_host="per_host",
-                                     delay="delay", retries="retries"))
+                                     delay="delay", retries="retries", adaptive="adaptive_delay",
+                                     min_delay="min_delay", max_delay="max_delay"))
     fetch = FetchSettings(**_given(v, user_agent="user_agent", read_timeout="timeout",
                                    max_body_bytes="max_body", resolve="resolve"),
                           max_connections=max(politeness.concurrency, 1))  # as the CLI does
