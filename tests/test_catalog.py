@@ -40,7 +40,7 @@ def test_migrates_an_older_schema_and_keeps_its_data(tmp_path: Path) -> None:
     (tmp_path / "memo" / "c1" / "crawl.json").write_text(json.dumps({"settings": json.loads(
         settings)}), "utf-8")
     catalog = Catalog.open(tmp_path)
-    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
     # v5: directories relative to the archive root; secrets redacted everywhere
     assert catalog.crawls("memo")[0].directory == tmp_path.resolve() / "memo" / "c1"
     stored = catalog.db.execute("SELECT directory, settings FROM crawls").fetchone()
@@ -97,8 +97,8 @@ def test_repair_cuts_a_partial_record_and_returns_uncommitted_ones(tmp_path: Pat
     writer._file.close()  # the process is gone; nothing renames the file
     assert path.name.endswith(OPEN_SUFFIX)
     assert complete_members_end(path) == complete
-    closed, orphans = recover_warcs(tmp_path, lambda name: {first.offset},
-                                    payload_cap=1 << 20)
+    found = recover_warcs(tmp_path, lambda name: {first.offset}, payload_cap=1 << 20)
+    closed, orphans = found.closed, found.orphans
     assert [p.name for p in closed] == [first.filename]
     assert closed[0].stat().st_size == complete
     assert [(o.url, o.status, o.payload) for o in orphans] == [
@@ -124,3 +124,47 @@ def test_processes_creating_one_catalog_at_once_upgrade_it_once(tmp_path: Path) 
         catalog = Catalog.open(root)
         assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         catalog.close()
+
+
+def test_a_watermark_never_passes_a_record_not_entered() -> None:
+    from crawler.archive.watermark import Watermark
+
+    mark = Watermark()
+    mark.written("f", 100)  # the warcinfo record: no catalog row
+    for start, end in ((100, 200), (200, 300)):
+        mark.begin("f", start)
+        mark.written("f", end)
+    assert mark.marks() == {"f": 100}
+    assert mark.marks([("f", 100)]) == {"f": 200}  # as if the commit about to run succeeds
+    mark.entered([("f", 200)])  # entered out of order: the first group still holds it
+    assert mark.marks() == {"f": 100}
+    mark.entered([("f", 100)])
+    assert mark.marks() == {"f": 300}
+    mark.begin("f", 300)  # a write that failed and was cut back
+    mark.abandon("f", 300)
+    assert mark.marks() == {"f": 300}
+
+
+def test_a_capture_rolled_back_is_not_counted_as_entered(tmp_path: Path) -> None:
+    from crawler.archive.watermark import Watermark
+
+    catalog = Catalog.open(tmp_path)
+    pk = catalog.add_crawl("t", "c1", tmp_path / "t" / "c1", {})
+    mark = Watermark()
+    mark.written("f", 10)
+    for start in (10, 20):
+        mark.begin("f", start)
+    mark.written("f", 30)
+    catalog.track_marks(pk, mark)
+    catalog.begin_batch()
+    with catalog.transaction():
+        catalog.add_capture(pk, CaptureRow(url="http://h/a", key="a", kind="page", depth=0,
+                                           fetched_at="2026", warc_file="f", warc_offset=10))
+    with pytest.raises(RuntimeError), catalog.transaction():
+        catalog.add_capture(pk, CaptureRow(url="http://h/b", key="b", kind="page", depth=0,
+                                           fetched_at="2026", warc_file="f", warc_offset=20))
+        raise RuntimeError("the page's transaction failed")
+    catalog.end_batch()
+    assert catalog.warc_marks(pk) == {"f": 20}  # b's record is not in the catalog
+    assert mark.marks() == {"f": 20}
+    catalog.close()

@@ -17,13 +17,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from crawler.archive.writeturn import WriteTurn
 from crawler.capture.fingerprints import WALL_NOTE
 from crawler.core.errors import ExitCode, NoSpace, OutputError
 from crawler.core.redact import is_redacted, redact_url
+
+if TYPE_CHECKING:
+    from crawler.archive.watermark import Watermark
 
 CATALOG_NAME = "catalog.sqlite3"
 
@@ -201,6 +204,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE captures DROP COLUMN simhash;
     """,
+    # 8 -> 9: per WARC file of a running crawl, the offset below which every record is in
+    # the catalog, so a resume reads only what lies past it (watermark.py)
+    """
+    CREATE TABLE warc_marks (
+        crawl INTEGER NOT NULL,
+        warc_file TEXT NOT NULL,
+        complete_to INTEGER NOT NULL,
+        PRIMARY KEY (crawl, warc_file)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -346,6 +359,10 @@ class Catalog:
     turn: WriteTurn = field(repr=False)
     _batching: bool = field(default=False, repr=False)
     _batch_started: float = field(default=0.0, repr=False)
+    # The crawl whose WARC marks each commit writes, and its captures entered since the last
+    # commit (file, offset): see ``track_marks``.
+    _marks: tuple[int, Watermark] | None = field(default=None, repr=False)
+    _entering: list[tuple[str, int]] = field(default_factory=list, repr=False)
 
     @property
     def root(self) -> Path:
@@ -568,10 +585,38 @@ class Catalog:
             raise
         self._batch_started = time.monotonic()
 
+    def track_marks(self, crawl_pk: int | None, watermark: Watermark | None = None) -> None:
+        """Write ``crawl_pk``'s WARC marks with every commit from now on (None: stop).
+
+        Each commit writes, in its own transaction, how far each WARC file of the crawl is
+        entered, counting the captures it commits; the watermark hears they were entered
+        only once the commit succeeded (watermark.py).
+        """
+        self._marks = None if crawl_pk is None or watermark is None else (crawl_pk, watermark)
+        self._entering.clear()
+
+    def warc_marks(self, crawl_pk: int) -> dict[str, int]:
+        """Return WARC file -> the offset below which all its records are in the catalog."""
+        return {row[0]: int(row[1]) for row in self.db.execute(
+            "SELECT warc_file, complete_to FROM warc_marks WHERE crawl=?", (crawl_pk,))}
+
+    def set_warc_marks(self, crawl_pk: int, marks: dict[str, int]) -> None:
+        """Record marks (inside the caller's transaction)."""
+        self.db.executemany(
+            "INSERT INTO warc_marks (crawl, warc_file, complete_to) VALUES (?, ?, ?) "
+            "ON CONFLICT (crawl, warc_file) DO UPDATE SET complete_to=excluded.complete_to",
+            [(crawl_pk, name, offset) for name, offset in marks.items()])
+
     def _commit(self) -> None:
         """Commit (or, if the commit fails, roll back) and give the turn back."""
+        entering, self._entering = self._entering, []
         try:
+            if self._marks is not None:
+                crawl_pk, watermark = self._marks
+                self.set_warc_marks(crawl_pk, watermark.marks(entering))
             self.db.execute("COMMIT")
+            if self._marks is not None:
+                self._marks[1].entered(entering)
         except BaseException as exc:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
@@ -592,6 +637,7 @@ class Catalog:
 
     def _rollback(self) -> None:
         """Roll back the open transaction and give the turn back."""
+        self._entering.clear()
         try:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
@@ -691,6 +737,9 @@ class Catalog:
         """Insert a capture row (inside the caller's transaction)."""
         values = [getattr(capture, f) for f in _CAPTURE_FIELDS]
         values[_CAPTURE_FIELDS.index("final")] = int(capture.final)
+        if (self._marks is not None and crawl_pk == self._marks[0]
+                and capture.warc_file and capture.warc_offset is not None):
+            self._entering.append((capture.warc_file, capture.warc_offset))
         self.db.execute(
             f"INSERT INTO captures (crawl, {', '.join(_CAPTURE_FIELDS)}) "
             f"VALUES (?{', ?' * len(_CAPTURE_FIELDS)})", (crawl_pk, *values))
@@ -811,6 +860,7 @@ class _Transaction:
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
         self._own = False
+        self._entering_before = 0
 
     def __enter__(self) -> sqlite3.Connection:
         catalog = self._catalog
@@ -820,6 +870,7 @@ class _Transaction:
             self._own = not catalog._batching  # in a batch, it stays open for the next
         if not self._own:
             catalog.db.execute("SAVEPOINT grp")
+        self._entering_before = len(catalog._entering)
         return catalog.db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -833,8 +884,10 @@ class _Transaction:
                 catalog._commit()
             return
         if exc_type and not catalog.db.in_transaction:
+            catalog._entering.clear()
             catalog.turn.release()  # SQLite rolled it all back itself (e.g. disk full)
         elif exc_type:
+            del catalog._entering[self._entering_before:]
             catalog.db.execute("ROLLBACK TO grp")
             catalog.db.execute("RELEASE grp")
         else:

@@ -45,12 +45,14 @@ class OrphanRecord:
     payload: bytes  # raw payload (capped)
 
 
-def complete_members_end(path: Path) -> int:
-    """Return the offset just past the last complete gzip member of ``path``."""
-    end = 0
-    pos = 0
+def complete_members_end(path: Path, start: int = 0) -> int:
+    """Return the offset just past the last complete gzip member of ``path``, reading from
+    ``start`` (a member boundary: a watermark)."""
+    end = start
+    pos = start
     inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
     with open(path, "rb") as fh:
+        fh.seek(start)
         while chunk := fh.read(_CHUNK):
             data = chunk
             while data:
@@ -72,56 +74,69 @@ def complete_members_end(path: Path) -> int:
     return end
 
 
+@dataclass(slots=True)
+class Recovered:
+    """What ``recover_warcs`` did: files it closed, records the catalog lacked, and how far
+    each file it looked at was read (its end: once the records are entered, its mark)."""
+
+    closed: list[Path]
+    orphans: list[OrphanRecord]
+    read_to: dict[str, int]
+    skipped_bytes: int = 0  # below the watermarks: not read
+
+
 def recover_warcs(warc_dir: Path, known_offsets: Callable[[str], set[int]], *,
-                  payload_cap: int) -> tuple[list[Path], list[OrphanRecord]]:
+                  payload_cap: int, marks: dict[str, int] | None = None) -> Recovered:
     """Close every ``*.open`` WARC in ``warc_dir`` and find records the catalog lacks.
 
     ``known_offsets(file)`` returns the offsets of the records the catalog points at. Open
     files are truncated after their last complete record and renamed. Closed files are read
     too: a file can be closed by rotation before the transaction that enters its last records
-    commits. Returns the files closed here and the complete records the catalog did not know,
-    in file and offset order.
+    commits. Records are entered in the order their transactions run, not the order they were
+    written (a page waits for its parser while others are written after it), so an unknown
+    record can sit before known ones: each file is read from its watermark (``marks``, the
+    offset below which every record is in the catalog; watermark.py), or whole without one.
+    Returns the files closed here and the complete records the catalog did not know, in file
+    and offset order.
     """
-    closed: list[Path] = []
-    orphans: list[OrphanRecord] = []
+    marks = marks or {}
+    found = Recovered([], [], {})
     for path in sorted(warc_dir.glob("*.warc.gz*")):
-        if path.name.endswith(OPEN_SUFFIX):
-            size = path.stat().st_size
-            end = complete_members_end(path)
+        is_open = path.name.endswith(OPEN_SUFFIX)
+        if not is_open and not path.name.endswith(".warc.gz"):
+            continue
+        final = path.with_name(path.name[: -len(OPEN_SUFFIX)]) if is_open else path
+        size = path.stat().st_size
+        start = min(marks.get(final.name, 0), size)
+        if is_open:
+            end = complete_members_end(path, start)
             if end < size:
                 log.warning("%s: cutting an unfinished record (%d of %d bytes kept)",
                             path.name, end, size)
                 os.truncate(path, end)
-            final = path.with_name(path.name[: -len(OPEN_SUFFIX)])
-            orphans.extend(_unknown_records(path, final.name, known_offsets(final.name),
-                                            payload_cap))
+                size = end
+        if start < size:
+            known = known_offsets(final.name)
+            found.orphans.extend(r for r in iter_records(path, final.name, payload_cap, start)
+                                 if r.offset not in known)
+        found.skipped_bytes += start
+        found.read_to[final.name] = size
+        if is_open:
             with open(path, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(path, final)
-            closed.append(final)
-        elif path.name.endswith(".warc.gz"):
-            orphans.extend(_unknown_records(path, path.name, known_offsets(path.name),
-                                            payload_cap))
-    return closed, orphans
+            found.closed.append(final)
+    return found
 
 
-def _unknown_records(path: Path, name: str, known: set[int],
-                     payload_cap: int) -> list[OrphanRecord]:
-    """Return the response/revisit/failure records of ``path`` not at an offset in ``known``.
-
-    The whole file is read: records are entered in the order their transactions run, not the
-    order they were written (a page waits for its parser while others are written after it),
-    so an unknown record can sit before known ones. Reading every file makes a resume cost
-    time in proportion to the crawl's WARCs (see docs/architecture.md).
-    """
-    return [r for r in iter_records(path, name, payload_cap) if r.offset not in known]
-
-
-def iter_records(path: Path, name: str, payload_cap: int) -> Iterator[OrphanRecord]:
-    """Yield every response, revisit and failure (metadata) record of a WARC file, in file
-    order, with its payload read up to ``payload_cap`` bytes (one record in memory at once).
-    Evidence attached to another record (a 304's own head) is skipped."""
+def iter_records(path: Path, name: str, payload_cap: int,
+                 start: int = 0) -> Iterator[OrphanRecord]:
+    """Yield every response, revisit and failure (metadata) record of a WARC file from
+    ``start`` (a record boundary), in file order, with its payload read up to
+    ``payload_cap`` bytes (one record in memory at once). Evidence attached to another
+    record (a 304's own head) is skipped."""
     with open(path, "rb") as fh:
+        fh.seek(start)
         records = ArchiveIterator(fh)
         for record in records:
             if record.rec_type not in ("response", "revisit", "metadata"):

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
@@ -35,6 +35,9 @@ from crawler.capture import urls
 from crawler.core import failpoints
 from crawler.core.errors import OutputError, write_error
 from crawler.core.models import FetchResult
+
+if TYPE_CHECKING:
+    from crawler.archive.watermark import Watermark
 
 log = logging.getLogger("crawler.warc")
 
@@ -227,8 +230,10 @@ def timestamp17_of(iso: str) -> str:
 class WarcWriter:
     """Writes records into rotating WARC files under one directory."""
 
-    def __init__(self, settings: WarcSettings, *, first_serial: int = 0) -> None:
+    def __init__(self, settings: WarcSettings, *, first_serial: int = 0,
+                 watermark: Watermark | None = None) -> None:
         self.settings = settings
+        self.watermark = watermark  # told where each exchange starts and ends (a crawl's)
         self.hostname = socket.gethostname().split(".")[0] or "localhost"
         self._serial = first_serial  # a resumed crawl continues the numbering
         self._file: IO[bytes] | None = None
@@ -257,8 +262,10 @@ class WarcWriter:
         self._file = open(self._path, "xb", buffering=0)  # noqa: SIM115 - see _close_file
         self._gzip = _GzipMemberWriter(self._file, self.settings.compress_level)
         self._writer = _Writer(self._gzip, gzip=False, warc_version="WARC/1.1")
-        with self._guarded():
+        with self._guarded(group=False):
             self._write_warcinfo(name)
+        if self.watermark is not None:
+            self.watermark.written(name, self._tell())
 
     def _write_warcinfo(self, filename: str) -> None:
         """Write the warcinfo record that opens every file."""
@@ -290,15 +297,26 @@ class WarcWriter:
         return self._writer
 
     @contextlib.contextmanager
-    def _guarded(self) -> Iterator[None]:
+    def _guarded(self, *, group: bool = True) -> Iterator[None]:
         """Write one exchange or nothing: on a failed write (disk full), cut the file back
         to where the exchange began, so it ends with complete records and closes valid,
-        and refuse every later write (the crawl stops; its resume starts a new file)."""
+        and refuse every later write (the crawl stops; its resume starts a new file).
+
+        A ``group`` is an exchange the catalog will point at: the watermark hears where it
+        starts before it is written and where the file ends after (watermark.py)."""
         assert self._file is not None and self._path is not None
         file, name, start = self._file, self._path.name, self._file.tell()
+        final = name[: -len(OPEN_SUFFIX)]
+        mark = self.watermark if group else None
+        if mark is not None:
+            mark.begin(final, start)
         try:
             yield
+            if mark is not None and not file.closed:  # (closed: rotated, end told then)
+                mark.written(final, file.tell())
         except OSError as exc:
+            if mark is not None:
+                mark.abandon(final, start)
             self.failed = write_error(exc, f"WARC file {name}")
             with contextlib.suppress(OSError, ValueError):  # ValueError: closed by rotation
                 os.ftruncate(file.fileno(), start)
@@ -454,7 +472,7 @@ class WarcWriter:
         self._ensure_open()
         assert self._file is not None
         placed = []
-        with self._guarded():
+        with self._guarded(group=False):  # copies for a package, not the crawl's
             for entry, member in members:
                 placed.append(dataclasses.replace(entry, offset=self._tell(),
                                                   filename=self.current_name or ""))
@@ -490,6 +508,8 @@ class WarcWriter:
         if self._file is None or self._path is None:
             return
         self.bytes_written += self._file.tell()
+        if self.watermark is not None and self.current_name is not None:
+            self.watermark.written(self.current_name, self._file.tell())
         try:
             self._file.flush()
             os.fsync(self._file.fileno())

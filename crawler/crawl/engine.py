@@ -42,6 +42,7 @@ from crawler.archive.store import (
     unfetched_row,
 )
 from crawler.archive.warc import SERVER_NOT_MODIFIED, WarcSettings, WarcWriter
+from crawler.archive.watermark import Watermark
 from crawler.capture import extract, urls
 from crawler.capture.breaker import HostBreakers, Verdict
 from crawler.capture.fetcher import Fetcher, retry_after_seconds
@@ -240,9 +241,11 @@ class Crawl:
             else:
                 self._queue_start_urls()
             serial = len(list(warc_dir.glob("*.warc.gz")))
+            watermark = Watermark()
             warc = WarcWriter(WarcSettings(
                 directory=warc_dir, prefix=s.warc_prefix or self.target, max_size=s.warc_size,
-                warcinfo=self._warcinfo_fields()), first_serial=serial)
+                warcinfo=self._warcinfo_fields()), first_serial=serial, watermark=watermark)
+            self.catalog.track_marks(self.pk, watermark)
             self.store = Store(warc, self.catalog, target=self.target, crawl_pk=self.pk,
                                settings=s.dedup)
             for host, (status, body) in self.frontier.saved_robots().items():
@@ -268,6 +271,7 @@ class Crawl:
                 self.catalog.end_batch()  # commit before closing the WARC: see recover_warcs
             except OutputError as exc:  # its records are in the WARCs: entered on resume
                 self._write_failed(exc)
+            self.catalog.track_marks(None)
             if self.store is not None:
                 await self.store.close()
                 self.stats.damaged_originals = self.store.damaged_originals
@@ -801,15 +805,20 @@ class Crawl:
 
     def _recover(self, warc_dir: Path) -> None:
         """Close WARCs a killed session left open and enter records it did not commit."""
-        closed, orphans = recover_warcs(
+        found = recover_warcs(
             warc_dir, lambda name: self.catalog.record_offsets(self.pk, name),
-            payload_cap=MAX_EXTRACT_BYTES)
-        for path in closed:
+            payload_cap=MAX_EXTRACT_BYTES, marks=self.catalog.warc_marks(self.pk))
+        for path in found.closed:
             log.info("closed %s left open by an interrupted session", path.name)
-        for orphan in orphans:
+        for orphan in found.orphans:
             self._import_orphan(orphan)
-        if orphans:
-            log.info("entered %d records written before the interruption", len(orphans))
+        with self.catalog.transaction():  # every record up to each file's end is entered
+            self.catalog.set_warc_marks(self.pk, found.read_to)
+        if found.orphans:
+            log.info("entered %d records written before the interruption", len(found.orphans))
+        log.info("resume read %s of WARC past the watermarks (%s below them not read)",
+                 format_size(sum(found.read_to.values()) - found.skipped_bytes),
+                 format_size(found.skipped_bytes))
 
     def _import_orphan(self, orphan: OrphanRecord) -> None:
         """Enter one record found in a WARC but not in the catalog, as its crawl would have."""

@@ -163,10 +163,10 @@ def repair_probe_files(catalog: Catalog, after: CrawlRow) -> None:
     warc_dir = after.directory / "warc"
     if not warc_dir.is_dir():
         return
-    closed, orphans = recover_warcs(warc_dir,
-                                    lambda name: catalog.record_offsets(after.pk, name),
-                                    payload_cap=_PROBE_PAYLOAD_CAP)
-    for path in closed:
+    found = recover_warcs(warc_dir, lambda name: catalog.record_offsets(after.pk, name),
+                          payload_cap=_PROBE_PAYLOAD_CAP, marks=catalog.warc_marks(after.pk))
+    orphans = found.orphans
+    for path in found.closed:
         log.info("closed %s, left open by an interrupted run", path.name)
     for orphan in orphans:
         row, _ = capture_from_record(catalog, after.target, orphan, UrlKind.RECHECK)
