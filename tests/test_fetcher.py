@@ -211,3 +211,56 @@ def test_idle_connections_are_bounded_across_hosts() -> None:
     assert [s.accepted for s in servers] == [1] * 5
     for server in servers:
         server.sock.close()
+
+
+@pytest.fixture
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A loopback HTTPS server with a self-signed certificate (made by the openssl tool)."""
+    import ssl
+    import subprocess
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    folder = tmp_path_factory.mktemp("tls")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"secure")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_tls_sites_are_archived_with_their_peer_address(tls_server: int) -> None:
+    """A self-signed certificate is archived anyway by default (the evidence matters more
+    than the certificate), and refused with verify_tls; keep-alive works over TLS too."""
+    url = f"https://127.0.0.1:{tls_server}/"
+
+    async def run() -> list[FetchResult]:
+        async with Fetcher(FetchSettings()) as f:
+            results = [await f.fetch(url) for _ in range(3)]
+            for result in results:
+                result.close()
+            return results
+
+    results = asyncio.run(run())
+    assert [(r.status, r.peer_ip) for r in results] == [(200, "127.0.0.1")] * 3
+    refused = fetch(url, FetchSettings(verify_tls=True))
+    assert refused.failure is FailureKind.TLS and not refused.status

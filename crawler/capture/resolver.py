@@ -51,8 +51,8 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
         name = host.lower()
         mapped = self._table.get(name)
         if mapped is not None or _is_address(name):
-            return await self._backend.connect_tcp(mapped or host, port, timeout,
-                                                   local_address, socket_options)
+            return _Stream(await self._backend.connect_tcp(mapped or host, port, timeout,
+                                                           local_address, socket_options))
         if name in self._settled:
             return await self._connect(name, host, port, timeout, local_address,
                                        socket_options)
@@ -80,7 +80,7 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
             raise
         self._failed.pop(name, None)
         self._settled.add(name)
-        return stream
+        return _Stream(stream)
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Iterable[Any] | None = None,
@@ -89,6 +89,38 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """A connection's stream whose fixed facts (peer and local address, socket, TLS object)
+    are looked up once: anyio builds a table of every attribute on each lookup, and the
+    fetcher asks for the peer address of every response (``WARC-IP-Address``)."""
+
+    _FIXED = frozenset({"server_addr", "client_addr", "socket", "ssl_object"})
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._known: dict[str, Any] = {}
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info not in self._FIXED:  # e.g. is_readable: asked anew each time
+            return self._inner.get_extra_info(info)
+        if info not in self._known:
+            self._known[info] = self._inner.get_extra_info(info)
+        return self._known[info]
 
 
 def _is_address(name: str) -> bool:
