@@ -156,19 +156,24 @@ class _CountingServer:
                     return
 
 
-def test_connections_are_kept_alive_and_reused() -> None:
-    server = _CountingServer()
-
+def _fetch_in_turn(url: str, times: int, pause: float = 0.0) -> list[int | None]:
+    """Fetch ``url`` ``times`` times one after another with one fetcher; return statuses."""
     async def run() -> list[int | None]:
         async with Fetcher(FetchSettings(max_connections=4)) as f:
             statuses = []
-            for _ in range(20):
-                result = await f.fetch(f"http://127.0.0.1:{server.port}/x")
+            for _ in range(times):
+                result = await f.fetch(url)
                 statuses.append(result.status)
                 result.close()
+                await asyncio.sleep(pause)
             return statuses
 
-    assert asyncio.run(run()) == [200] * 20
+    return asyncio.run(run())
+
+
+def test_connections_are_kept_alive_and_reused() -> None:
+    server = _CountingServer()
+    assert _fetch_in_turn(f"http://127.0.0.1:{server.port}/x", 20) == [200] * 20
     assert server.accepted == 1
     server.sock.close()
 
@@ -176,18 +181,8 @@ def test_connections_are_kept_alive_and_reused() -> None:
 def test_a_kept_connection_the_server_dropped_is_replaced() -> None:
     """Servers close idle connections without warning: the next request must not fail."""
     server = _CountingServer(close=True)
-
-    async def run() -> list[int | None]:
-        async with Fetcher(FetchSettings(max_connections=4)) as f:
-            statuses = []
-            for _ in range(5):
-                result = await f.fetch(f"http://127.0.0.1:{server.port}/x")
-                statuses.append(result.status)
-                result.close()
-                await asyncio.sleep(0.05)  # the server's close arrives before the next ask
-            return statuses
-
-    assert asyncio.run(run()) == [200] * 5
+    # (a pause: the server's close arrives before the next ask)
+    assert _fetch_in_turn(f"http://127.0.0.1:{server.port}/x", 5, pause=0.05) == [200] * 5
     assert server.accepted == 5
     server.sock.close()
 
