@@ -80,7 +80,8 @@ def wacz(target: str, crawl_id: str | None, output: Path, dest: Path | None) -> 
 @click.argument("target", required=False)
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
               default=ARCHIVES, show_default=True, help="Archive root.")
-@click.option("--port", type=int, default=8080, show_default=True, callback=_port)
+@click.option("--port", type=int, default=8080, show_default=True, callback=_port,
+              help="Port on 127.0.0.1 that pywb listens on.")
 def replay(target: str | None, output: Path, port: int) -> None:
     """Serve TARGET's crawls (or every target's) through pywb on 127.0.0.1 until Ctrl-C.
 
@@ -183,7 +184,8 @@ def diff(target: str, from_id: str | None, to_id: str | None, output: Path,
 def verify(target: str | None, crawl_id: str | None, output: Path, as_json: bool) -> None:
     """Prove an archive whole: fixity and consistency of TARGET's crawls (or of every target).
 
-    Reads every WARC to its end (gzip CRC, block and payload digests, records cut short),
+    Reads every WARC to its end (gzip CRC, records cut short, and block and payload digests
+    as `warcio check` checks them),
     checks that every catalog row points at its record, that every revisit's original is
     present and intact, that every crawl's index matches the catalog, and every WACZ's
     hashes. Exits 7 if anything is wrong, 0 if not. Nothing is changed.
