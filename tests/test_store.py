@@ -88,3 +88,20 @@ def test_no_dedup_against_an_unfinished_crawl(tmp_path: Path) -> None:
 def test_dedup_switched_off(tmp_path: Path) -> None:
     result = _result("http://a.example/moved.png", b"\x89PNG" + b"x" * 600)
     assert _archive(tmp_path, "complete", [result], DedupSettings(dedup=False)) == ["response"]
+
+
+def test_the_digest_filter_never_forgets_and_rarely_imagines() -> None:
+    import base64
+    import hashlib
+
+    from crawler.archive.digestfilter import DigestFilter
+
+    def digest(n: int) -> str:
+        raw = hashlib.sha1(str(n).encode()).digest()
+        return "sha1:" + base64.b32encode(raw).decode()
+
+    held = DigestFilter(digest(n) for n in range(20_000))
+    assert all(digest(n) in held for n in range(20_000))  # no duplicate is ever missed
+    imagined = sum(digest(n) in held for n in range(20_000, 40_000))
+    assert imagined < 20  # "maybe" for a new payload: only the catalog query is wasted
+    assert "sha256:abc" in held  # another algorithm: the catalog decides

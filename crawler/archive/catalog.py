@@ -804,6 +804,15 @@ class Catalog:
         rows = self.db.execute(_ORIGINAL_SQL, (digest, target, crawl_pk, limit)).fetchall()
         return [self._stored(row) for row in rows]
 
+    def response_digests(self, target: str) -> Iterator[str]:
+        """Yield the payload digest of every response record of ``target`` (for the
+        deduplication filter: a superset of what ``dedup_originals`` can return)."""
+        for (digest,) in self.db.execute(
+                "SELECT c.digest FROM captures c JOIN crawls k ON k.id = c.crawl "
+                "WHERE k.target = ? AND c.record_type = 'response' AND c.digest IS NOT NULL",
+                (target,)):
+            yield digest
+
     def original_record(self, target: str, digest: str, url: str,
                         date: str) -> StoredRecord | None:
         """Return the response a recovered revisit refers to (its Refers-To URI and date)."""

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import ParamSpec, TypedDict, TypeVar
 
 from crawler.archive.catalog import CaptureRow, Catalog, Prior, StoredRecord
+from crawler.archive.digestfilter import DigestFilter
 from crawler.archive.recovery import OrphanRecord, result_from_record
 from crawler.archive.warc import (
     SERVER_NOT_MODIFIED,
@@ -110,6 +111,8 @@ class Store:
             "SELECT 1 FROM crawls WHERE target=? AND status IN ('complete', 'incomplete') "
             "AND id<? LIMIT 1",
             (target, crawl_pk)).fetchone() is not None
+        # Payloads the target may hold: most "archived before?" questions end here (no).
+        self._digests = DigestFilter(catalog.response_digests(target))
 
     async def _in_sink(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``func`` in the sink thread."""
@@ -154,6 +157,8 @@ class Store:
                                         extra)
             return Stored(entry, refers_to=original.capture, **found)
         entry = await self._in_sink(self.warc.write_exchange, result, extra)
+        if entry.record_type == "response" and result.payload_digest:
+            self._digests.add(result.payload_digest)
         return Stored(entry, **found)
 
     def _write_not_modified(self, result: FetchResult, payload: StoredRecord,
@@ -172,6 +177,8 @@ class Store:
                 or result.status == 206 or result.truncated is not None
                 or result.body_length < max(1, self.settings.min_size)
                 or not result.payload_digest):
+            return None
+        if result.payload_digest not in self._digests:
             return None
         for candidate in self.catalog.dedup_originals(self.target, self.crawl_pk,
                                                       result.payload_digest):
