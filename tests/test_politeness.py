@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -124,10 +125,13 @@ def test_a_quick_server_is_crawled_at_its_pace_only_when_asked(
     pages = starts
     assert len(pages) == 15
     gaps = [b - a for a, b in itertools.pairwise(pages)]
+    # Gaps are measured where requests arrive, so one request sent late makes the next gap
+    # short: medians, not single gaps.
     if adapt:
-        assert max(gaps[-5:]) < 0.3, gaps  # fallen from 0.4 toward the 0.05 floor
+        assert statistics.median(gaps[-6:]) < 0.2, gaps  # fallen from 0.4 toward 0.05
     else:
-        assert min(gaps) >= 0.39, gaps  # every start kept 0.4 s apart
+        assert statistics.median(gaps) >= 0.39, gaps  # starts kept 0.4 s apart
+        assert min(gaps) >= 0.3, gaps
 
 
 def test_min_delay_above_max_delay_is_refused(tmp_path: Path) -> None:

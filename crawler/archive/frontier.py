@@ -258,8 +258,9 @@ class Frontier:
         The delay aims at the response time divided by the requests allowed in flight to the
         host, the pace at which the server keeps that many busy: it rises to that at once and
         falls halfway toward it per answer, as Scrapy's AutoThrottle does. Trouble (5xx, 429,
-        a timeout, a reset) doubles it. Only full answers (2xx, 304) may lower it: error
-        pages and redirects are small and quick and say little about the server's load.
+        a timeout, a reset, a failed connection) doubles it. Only full answers (2xx, 304) may
+        lower it: error pages and redirects are small and quick and say little about the
+        server's load.
         Bounds: the adaptive minimum and maximum, and robots.txt Crawl-delay as a floor.
         """
         rules = self.adaptive

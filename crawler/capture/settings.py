@@ -47,7 +47,7 @@ class Politeness:
     # Adaptive delay (off by default): each host's delay follows its response times, like
     # Scrapy's AutoThrottle: it starts at ``delay`` and moves toward response time divided by
     # ``per_host``, never below ``min_delay`` nor above ``max_delay``; errors (5xx, 429,
-    # timeouts, resets) double it. robots.txt Crawl-delay stays a floor.
+    # timeouts, resets, failed connections) double it. robots.txt Crawl-delay stays a floor.
     adaptive: bool = False
     min_delay: float = 0.1
     max_delay: float = 30.0

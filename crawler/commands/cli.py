@@ -232,7 +232,8 @@ def cli() -> None:
 @click.option("--adaptive-delay", is_flag=True,
               help="Let each host's delay follow its response times (AutoThrottle): it starts "
                    "at --delay, aims at response time / --per-host, stays within --min-delay "
-                   "and --max-delay, and doubles on 5xx, 429, timeouts and resets.")
+                   "and --max-delay, and doubles on 5xx, 429, timeouts, resets and failed "
+                   "connections.")
 @click.option("--min-delay", type=float, default=_D.politeness.min_delay, show_default=True,
               callback=_non_negative, help="Lowest delay --adaptive-delay may reach.")
 @click.option("--max-delay", type=float, default=_D.politeness.max_delay, show_default=True,
