@@ -193,3 +193,26 @@ def test_never_yields_twice_nor_loses_across_restarts(adds: list[str], before: i
         second.add(item(u))
     taken += _drain(second)
     assert sorted(taken) == sorted(set(adds))
+
+
+def test_a_full_disk_inside_a_transaction_is_said_as_the_catalog_says_it() -> None:
+    """A frontier write that fails inside an open batch (no savepoint of its own) still
+    reaches the crawl as the catalog's NoSpace, which stops it cleanly, not as SQLite's
+    bare error."""
+    import pytest
+
+    from crawler.core.errors import NoSpace
+
+    catalog, pk = new_catalog()
+    f = Frontier(catalog.db, pk, per_host=2, delay=0, transaction=catalog.transaction,
+                 write_failure=catalog.write_failure)
+    pages = catalog.db.execute("PRAGMA page_count").fetchone()[0]
+    catalog.db.execute(f"PRAGMA max_page_count={pages + 2}")  # room for almost nothing
+    catalog.begin_batch()
+    with catalog.transaction():  # opens the batch's transaction, which stays open
+        f.add(item("http://a/first"))
+    with pytest.raises(NoSpace):
+        for n in range(5000):  # outside any group of the caller
+            f.add(item(f"http://a/{n}-" + "x" * 200))
+    if catalog.db.in_transaction:
+        catalog.db.execute("ROLLBACK")

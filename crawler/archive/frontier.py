@@ -75,11 +75,14 @@ class Frontier:
     def __init__(self, db: sqlite3.Connection, crawl_pk: int, *, per_host: int, delay: float,
                  adaptive: Adaptive | None = None, buffer_per_host: int = BUFFER_PER_HOST,
                  transaction: Callable[[], AbstractContextManager[object]] | None = None,
+                 write_failure: Callable[[sqlite3.Error], Exception] | None = None,
                  ) -> None:
         self.db = db
         # Every write goes through the catalog's transactions (its turn among writers, its
         # batch); a bare connection (unit tests) gets one transaction per group.
         self._write = transaction or (lambda: _autocommit_batch(db))
+        self._write_failure: Callable[[sqlite3.Error], Exception] = write_failure or (
+            lambda exc: exc)
         self.crawl = crawl_pk
         self.per_host = per_host
         self.delay = delay
@@ -111,7 +114,17 @@ class Frontier:
             slot.delay, slot.floor = max(self.delay, delay), delay
 
     def _exec(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
-        """Run one write statement inside a transaction (the caller's, or its own)."""
+        """Run one write statement inside a transaction (the caller's, or its own).
+
+        Inside an open transaction the statement runs as it is: SQLite undoes a failed
+        statement by itself, and a failure reaching the caller's group rolls that back. A
+        savepoint of its own would cost two more statements per call (two calls per URL).
+        """
+        if self.db.in_transaction:
+            try:
+                return self.db.execute(sql, args)
+            except sqlite3.OperationalError as exc:  # e.g. disk full: said as the catalog says it
+                raise self._write_failure(exc) from exc
         with self._write():
             return self.db.execute(sql, args)
 

@@ -115,7 +115,8 @@ class Crawl:
         self.frontier = Frontier(self.db, self.pk, per_host=pol.per_host, delay=pol.delay,
                                  adaptive=(Adaptive(pol.min_delay, pol.max_delay)
                                            if pol.adaptive else None),
-                                 transaction=catalog.transaction)
+                                 transaction=catalog.transaction,
+                                 write_failure=catalog.write_failure)
         self.scope = Scope(settings.scope, [*settings.seeds, *self.frontier.seed_urls()],
                            variants=self.frontier)
         self.scope.known_repetitive(catalog.trapped_urls(self.target, self.pk + 1,
