@@ -89,6 +89,7 @@ def test_a_full_disk_stops_cleanly_and_the_crawl_resumes_once_space_is_freed(
     finally:
         db.close()
     assert (status, reason) == ("interrupted", "no-space")
+    assert not (out / "t" / ".space-reserve").exists()  # given back to record that end
     assert 0 < fetched_before < PAGES  # it stopped early, and what it had is kept
     crawl_dir = next((out / "t").glob("2*"))
     assert not list(crawl_dir.rglob("*.open"))

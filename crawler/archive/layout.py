@@ -4,6 +4,7 @@ keeps two crawls of one target from running at once."""
 from __future__ import annotations
 
 import fcntl
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -86,3 +87,32 @@ def saved_notify(root: Path, target: str, key: str = "notify") -> list[str]:
     if isinstance(data, dict) and isinstance(data.get(key), list):
         return [u for u in data[key] if isinstance(u, str)]
     return []
+
+
+RESERVE_FILE = ".space-reserve"  # a running crawl's room for its last words (SpaceReserve)
+RESERVE_BYTES = 512 * 1024
+
+
+class SpaceReserve:
+    """A file of zeros a crawl keeps under its target while it runs, and deletes when a write
+    fails for lack of space (and at its end).
+
+    A disk that fills up can fill while the catalog is being written; recording how the crawl
+    ended (interrupted, ``no-space``) is then one more catalog write that would fail too, and
+    the crawl would be left saying "running". Deleting the reserve frees room for that write,
+    the index and ``crawl.json``, as a ballast file does on servers.
+    """
+
+    def __init__(self, root: Path, target: str, size: int = RESERVE_BYTES) -> None:
+        self.path = root / target / RESERVE_FILE
+        try:
+            with open(self.path, "wb") as fh:
+                fh.write(bytes(size))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:  # already full: the crawl stops at its first write anyway
+            self.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """Give the room back (idempotent)."""
+        self.path.unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from typing import IO
 from crawler import __version__
 from crawler.archive.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.archive.frontier import Adaptive, Frontier
-from crawler.archive.layout import lock_target, new_crawl_dir, save_notify
+from crawler.archive.layout import SpaceReserve, lock_target, new_crawl_dir, save_notify
 from crawler.archive.package import index_entries, page_entries, write_cdxj, write_pages
 from crawler.archive.recovery import OrphanRecord, recover_warcs, result_from_record
 from crawler.archive.store import (
@@ -214,6 +214,8 @@ class Crawl:
         and a crawl that kept fetching would only lose what it fetched. What was written
         stays valid (the WARC writer cuts a half-written record back; uncommitted records
         are entered from the WARCs on resume)."""
+        if isinstance(exc, NoSpace):
+            self._reserve.release()  # room to record how the crawl ended
         if self.write_error is None:
             self.write_error = exc
             log.error("%s", exc)
@@ -233,6 +235,7 @@ class Crawl:
         warc_dir = self.directory / "warc"
         warc_dir.mkdir(parents=True, exist_ok=True)
         self._check_free_space()
+        self._reserve = SpaceReserve(self.settings.output, self.target)
         self._log = CrawlLog(self.directory / "crawl.log")
         self._parse_pool = self._new_parse_pool()
         timer = None
@@ -285,6 +288,7 @@ class Crawl:
             except OSError as exc:  # index, page list or crawl.json: the disk filled up
                 raise write_error(exc, f"the index and summary of {self.directory}") from exc
         finally:
+            self._reserve.release()
             if self._own_lock:
                 self._lock.close()
 
