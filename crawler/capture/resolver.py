@@ -192,11 +192,9 @@ class ResolvingTransport(httpx.AsyncBaseTransport):
                     ) -> tuple[httpcore.AsyncHTTPConnection, httpcore.Response]:
         """Send on an idle connection of the origin, or a new one; a kept connection that
         the server closed in the meantime is replaced once, as httpcore's pool does."""
-        for reused in (True, False):
-            connection = await self._take_idle(key) if reused else None
-            if connection is None:
-                reused = False
-                connection = httpcore.AsyncHTTPConnection(
+        for attempt in range(2):  # an idle connection first (if any), then a new one
+            connection = (await self._take_idle(key) if attempt == 0 else None) or \
+                httpcore.AsyncHTTPConnection(
                     origin=httpcore.Origin(*key), ssl_context=self._ssl_context,
                     keepalive_expiry=self._keepalive_expiry, http1=True, http2=False,
                     network_backend=self._backend)
