@@ -42,16 +42,21 @@ class CrawlBytes:
     warc_bytes: int
     records: dict[str, int]
     wall: float
+    type_bytes: dict[str, int]  # compressed bytes per record type
 
 
 def warc_stats(paths: list[Path], wall: float) -> CrawlBytes:
-    """Return the size and record counts of WARC files."""
+    """Return the size, record counts and bytes per record type of WARC files."""
     records: collections.Counter[str] = collections.Counter()
+    sizes: collections.Counter[str] = collections.Counter()
     for path in paths:
         with open(path, "rb") as fh:
-            for record in ArchiveIterator(fh):
+            iterator = ArchiveIterator(fh)
+            for record in iterator:
                 records[record.rec_type] += 1
-    return CrawlBytes(sum(p.stat().st_size for p in paths), dict(records), wall)
+                iterator.read_to_end(record)
+                sizes[record.rec_type] += iterator.get_record_length()
+    return CrawlBytes(sum(p.stat().st_size for p in paths), dict(records), wall, dict(sizes))
 
 
 def crawler_twice(url: str, work: Path, per_host: int) -> list[CrawlBytes]:
@@ -135,6 +140,14 @@ def main() -> None:
             print(f"{result['case']:18} {tool:8} {first.warc_bytes:12,d} "
                   f"{second.warc_bytes:12,d} {second.warc_bytes / first.warc_bytes:7.2%} "
                   f"{second.wall:9.2f}  {second.records}")
+    print("\nrecrawl: bytes per record of each type (gzip member, WARC headers and block)")
+    for result in results:
+        for tool in ("crawler", "wget"):
+            if tool in result:
+                second = result[tool][1]  # type: ignore[index]
+                per = ", ".join(f"{kind} {second.type_bytes[kind] / n:,.0f} B"
+                                for kind, n in sorted(second.records.items()))
+                print(f"{result['case']:18} {tool:8} {per}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -142,6 +142,7 @@ class Rec:
     status: int | None
     body: bytes  # raw payload as stored (content-coded)
     line: str = ""  # HTTP status or request line
+    fields: list[tuple[str, str]] = field(default_factory=list)  # WARC, in order
 
     def header(self, name: str) -> str | None:
         """Return an HTTP header of the record."""
@@ -170,6 +171,7 @@ def read_records(warcs: tuple[Path, ...] | list[Path]) -> list[Rec]:
                     ("response", "revisit") else None,
                     body=body,
                     line=f"{http.protocol} {http.statusline}" if http else "",
+                    fields=list(record.rec_headers.headers),
                 ))
     return found
 

@@ -10,7 +10,15 @@ from pathlib import Path
 
 from conftest import read_records
 
-from crawler.archive.warc import OPEN_SUFFIX, WarcSettings, WarcWriter, response_head
+from crawler.archive.warc import (
+    OPEN_SUFFIX,
+    Original,
+    WarcSettings,
+    WarcWriter,
+    received_fields,
+    received_head,
+    response_head,
+)
 from crawler.core.models import FailureKind, FetchResult, Truncation
 
 WHEN = datetime(2026, 11, 23, 10, 15, 0, 123456, tzinfo=UTC)
@@ -102,3 +110,28 @@ def test_rotation_and_open_suffix(tmp_path: Path) -> None:
     assert [f.name.split("-")[2] for f in files] == ["00000", "00001", "00002"]
     for path in files:
         assert read_records([path])[0].type == "warcinfo"
+
+
+def test_304_head_is_kept_on_its_revisit(tmp_path: Path) -> None:
+    """A 304 becomes one revisit carrying the original's head; what the server answered
+    (odd bytes included) comes back byte for byte from the revisit's WARC fields."""
+    head = (b"HTTP/1.1 304 Not Modified\r\nServer: b\xe4r 100%\r\nX-Tab:\ta\r\n"
+            b"ETag: \"x\"\r\n\r\n")
+    fields = received_fields(head)
+    assert all(0x20 <= ord(c) < 0x7F for _, value in fields for c in value)
+    assert received_head(fields) == head
+    assert received_head([("WARC-Type", "revisit")]) is None
+    writer = WarcWriter(WarcSettings(directory=tmp_path))
+    answer = result(b"", [(b"Server", b"b\xe4r 100%"), (b"X-Tab", b"\ta"), (b"ETag", b'"x"')],
+                    status=304)
+    answer.reason = "Not Modified"
+    original = Original(url=answer.url, date="2026-11-22T10:00:00.000Z", record_id=None,
+                        digest="sha1:AAAA")
+    carried = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nETag: \"x\"\r\n\r\n"
+    writer.write_revisit(answer, original, carried_head=carried)
+    recs = read_records(writer.close())
+    assert [r.type for r in recs] == ["warcinfo", "revisit", "request"]  # no evidence record
+    revisit = recs[1]
+    assert revisit.line == "HTTP/1.1 200 OK" and revisit.header("ETag") == '"x"'
+    assert received_head(revisit.fields) == response_head(answer)[0]
+    assert received_head(revisit.fields).startswith(b"HTTP/1.1 304 Not Modified\r\n")
