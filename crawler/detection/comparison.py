@@ -1,7 +1,8 @@
 """Compare a crawl of a target with its earlier crawls: every URL one class, with evidence.
 
-Offline and repeatable (``crawler diff`` redoes it at any time): load the last good capture of
-every URL before the crawl and the crawl's own captures from the catalog, re-read payloads
+Offline and repeatable (``crawler diff`` redoes it at any time): merge the last good capture of
+every URL before the crawl with the crawl's own captures, in one streaming pass over the
+catalog that settles the URLs whose bytes did not change (``sweep.py``), re-read payloads
 only where text hashes differ, classify with ``detect.classify``, judge paginated listings as
 one (``listing.py``), leave rotating blocks out (``rotation.py``), take in what the evidence
 fetched after the crawl showed (redirect landings, soft-404 probes, the control URL, vantage
@@ -35,7 +36,8 @@ from crawler.detection.detect import (
     through_vantages,
 )
 from crawler.detection.rotation import left_out, rotating_blocks
-from crawler.detection.snapshots import GOOD, NOT_WALL, SNAP_COLUMNS, Captures, blocked_by
+from crawler.detection.snapshots import SNAP_COLUMNS, Captures, blocked_by
+from crawler.detection.sweep import KINDS, Settled, Sweep, earlier_sql, sweep
 
 _NOT_RECHECKED = frozenset({Cls.DELISTED})  # judged from the link graph of the whole crawl
 # Network failures of a whole host: a few of its URLs re-checked stand for all of them.
@@ -62,12 +64,15 @@ class Comparison:
     totals: dict[str, int] | None = None  # a baseline: counts only, no findings
     unlanded: list[str] = field(default_factory=list)  # redirect targets nobody fetched
     notes: list[str] = field(default_factory=list)  # what was capped or left unchecked
+    settled: Settled = field(default_factory=Settled)  # URLs classified in the streaming
+    # pass (unchanged bytes, 304s): counted, not among the findings
 
     def counts(self) -> dict[str, int]:
         """Return URLs per class."""
         if self.totals is not None:
             return dict(self.totals)
-        return dict(Counter(f.cls.value for f in self.findings).most_common())
+        counts = Counter(f.cls.value for f in self.findings) + self.settled.counts
+        return dict(counts.most_common())
 
 
 def previous_crawl(catalog: Catalog, after: CrawlRow) -> CrawlRow | None:
@@ -98,35 +103,27 @@ def baseline(catalog: Catalog, after: CrawlRow) -> Comparison:
 
 
 def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None,
-            rules: pagetext.TextRules = pagetext.DEFAULT_RULES) -> Comparison:
-    """Classify every URL of ``after`` against its last good capture up to ``before``."""
+            rules: pagetext.TextRules = pagetext.DEFAULT_RULES,
+            settle: bool = True) -> Comparison:
+    """Classify every URL of ``after`` against its last good capture up to ``before``.
+
+    URLs that nothing can make interesting (the same bytes, or a 304) are settled in one
+    streaming pass (``sweep.py``); the rest are held and judged with the whole crawl's
+    context, so memory grows with what changed, not with the site. ``settle=False`` holds
+    every URL (tests check that both give every URL the same class).
+    """
     rows = Captures(catalog, rules)
     before = before or previous_crawl(catalog, after)
     limit = before.pk if before else after.pk - 1
-    negative = ",".join(f"'{c.value}'" for c in NEGATIVE)
-    last_good = rows.snaps(
-        f"SELECT {SNAP_COLUMNS} FROM captures c JOIN (SELECT max(c.id) AS id FROM captures c "
-        f"JOIN crawls k ON k.id = c.crawl WHERE k.target = ? AND c.crawl <= ? AND c.final = 1 "
-        f"AND c.kind IN ('seed', 'page', 'requisite') AND {GOOD} AND {NOT_WALL} "
-        f"AND (c.class IS NULL OR c.class NOT IN ({negative})) GROUP BY c.key) g ON g.id = c.id",
-        (after.target, limit))
-    now = rows.snaps(f"SELECT {SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? AND c.final = 1 "
-                     "AND c.kind IN ('seed', 'page', 'requisite')", (after.pk,))
+    seeds = frozenset(urls.canonical_key(s) for s in after.settings.get("seeds", []))
+    swept = sweep(rows, after, limit, before, seeds, settle=settle)
+    old, new = swept.old, swept.new
     extra = rows.snaps(f"SELECT {SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
                        "AND c.kind IN ('probe', 'control', 'recheck', 'landing', 'vantage') "
                        "ORDER BY c.id",
                        (after.pk,))
-    latest = rows.snaps(  # for URLs that never served content: what they did last time,
-        # before any takedown class (an outage page in front of a 404 is not its new normal)
-        f"SELECT {SNAP_COLUMNS} FROM captures c JOIN (SELECT max(c.id) AS id FROM captures c "
-        f"JOIN crawls k ON k.id = c.crawl WHERE k.target = ? AND c.crawl <= ? AND c.final = 1 "
-        f"AND c.kind IN ('seed', 'page', 'requisite') AND {NOT_WALL} "
-        f"AND (c.class IS NULL OR c.class NOT IN ({negative})) GROUP BY c.key) g "
-        f"ON g.id = c.id", (after.target, limit))
-    old = {s.key: s for s in latest}
-    old.update((s.key, s) for s in last_good)
-    new = {s.key: s for s in now}
-    ctx = _context(rows, old, new, extra, after, before)
+    answers = _Answers(rows, after, new, extra)
+    ctx = _context(rows, swept, extra, answers, limit, seeds)
     keys = sorted(set(new) | {k for k in old if old[k].kind != "requisite"})
     raw = [classify(old.get(k), new.get(k), ctx) for k in keys]
 
@@ -148,9 +145,11 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
         findings = listing.regroup(raw, ctx.lines, prior)
     findings = _with_vantages(findings, extra, ctx)
     confirmed = _reproduced(findings, extra, ctx.lines)
-    wanted = _landings_wanted(findings, _answers(new, extra))
-    return Comparison(after.target, after, before, findings, roll_up(findings), confirmed,
-                      unlanded=wanted[:MAX_LANDINGS], notes=_caps(findings, extra, wanted))
+    wanted = _landings_wanted(findings, answers)
+    return Comparison(after.target, after, before, findings,
+                      roll_up(findings, settled=swept.settled.pages), confirmed,
+                      unlanded=wanted[:MAX_LANDINGS], notes=_caps(findings, extra, wanted),
+                      settled=swept.settled)
 
 
 def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str]) -> list[str]:
@@ -176,20 +175,13 @@ def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str]) -> li
     return notes
 
 
-def _context(rows: Captures, old: dict[str, Snap], new: dict[str, Snap], extra: list[Snap],
-             after: CrawlRow, before: CrawlRow | None) -> Context:
+def _context(rows: Captures, swept: Sweep, extra: list[Snap], answers: _Answers,
+             limit: int, seeds: frozenset[str]) -> Context:
     """Gather what classification needs to know about the crawl as a whole."""
-    def linked(*crawls: int) -> frozenset[str]:
-        found: set[str] = set()
-        for pk in crawls:
-            found.update(r[0] for r in rows.db.execute("SELECT key FROM linked WHERE crawl=?",
-                                                       (pk,)))
-        return frozenset(found)
-
-    by_url = _answers(new, extra)
+    old, new = swept.old, swept.new
 
     def landing(snap: Snap) -> Snap | None:
-        return _chain(snap, by_url)[0]
+        return _chain(snap, answers)[0]
 
     probes = [s for s in extra if s.kind == "probe" and s.status and 200 <= s.status < 300]
 
@@ -201,28 +193,60 @@ def _context(rows: Captures, old: dict[str, Snap], new: dict[str, Snap], extra: 
         return any(urls.host_of(p.url) == host and rows.lines(p) == mine for p in probes)
 
     controls = [s for s in extra if s.kind == "control"]
-    # Linked "before": by the previous crawl, or by the crawl of a page's last good capture
-    # (a page delisted two crawls ago is still delisted, and can be confirmed by the runs).
-    then = {snap.crawl for snap in old.values()} | ({before.pk} if before else set())
-    linked_before, linked_now = linked(*sorted(then)), linked(after.pk)
+    # Linked "before" (``sweep``): by the previous crawl, or by the crawl of a page's last
+    # good capture (a page delisted two crawls ago is still delisted, and can be confirmed
+    # by the runs).
     return Context(
         lines=rows.lines, landing=landing, blocked_by=lambda s: blocked_by(rows, s),
         soft_404=soft_404, collapsed=_collapsed(old, new),
-        linked_before=_trusted_links(linked_before, linked_now, old, new),
-        linked_now=linked_now,
+        linked_before=_trusted_links(swept),
+        linked_now=frozenset(swept.linked_now),
         network_down=bool(controls) and controls[-1].status is None,
-        seeds=frozenset(urls.canonical_key(s) for s in after.settings.get("seeds", [])),
-        before_of=old.get)
+        seeds=seeds, before_of=_Earlier(rows, old, answers.after, limit).get)
 
 
-def _answers(new: dict[str, Snap], extra: list[Snap]) -> dict[str, Snap]:
-    """Return key -> what this crawl got for it: its capture, or the landing fetched as
-    evidence where the crawl did not fetch the URL."""
-    by_url = dict(new)
-    for snap in extra:
-        if snap.kind == "landing" and _unfetched(by_url.get(snap.key)):
-            by_url[snap.key] = snap
-    return by_url
+class _Answers:
+    """key -> what this crawl got for it: the held captures and landings in memory, a
+    settled URL's capture read from the catalog when a redirect chain leads to it."""
+
+    def __init__(self, rows: Captures, after: CrawlRow, new: dict[str, Snap],
+                 extra: list[Snap]) -> None:
+        self.rows, self.after, self.held = rows, after, dict(new)
+        self.read: dict[str, Snap | None] = {}
+        for snap in extra:  # the landing fetched as evidence where the crawl has no answer
+            if snap.kind == "landing" and _unfetched(self.get(snap.key)):
+                self.held[snap.key] = snap
+
+    def get(self, key: str) -> Snap | None:
+        if key in self.held:
+            return self.held[key]
+        if key not in self.read:
+            found = self.rows.snaps(f"SELECT {SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
+                                    f"AND c.key = ? AND c.final = 1 AND c.kind IN {KINDS} "
+                                    "ORDER BY c.id DESC LIMIT 1", (self.after.pk, key))
+            self.read[key] = found[0] if found else None
+        return self.read[key]
+
+
+class _Earlier:
+    """key -> its earlier capture (``sweep.earlier_sql``): held ones in memory, a settled
+    URL's read from the catalog when a redirect lands on it."""
+
+    def __init__(self, rows: Captures, held: dict[str, Snap], after: CrawlRow,
+                 limit: int) -> None:
+        self.rows, self.held, self.after, self.limit = rows, held, after, limit
+        self.read: dict[str, Snap | None] = {}
+
+    def get(self, key: str) -> Snap | None:
+        if key in self.held:
+            return self.held[key]
+        if key not in self.read:
+            negative = ",".join(f"'{c.value}'" for c in NEGATIVE)
+            one = earlier_sql(negative).replace("GROUP BY c.key", "AND c.key = ?")
+            found = self.rows.snaps(f"SELECT {SNAP_COLUMNS} FROM captures c JOIN ({one}) g "
+                                    "ON g.id = c.id", (self.after.target, self.limit, key))
+            self.read[key] = found[0] if found else None
+        return self.read[key]
 
 
 def _unfetched(snap: Snap | None) -> bool:
@@ -230,7 +254,7 @@ def _unfetched(snap: Snap | None) -> bool:
     return snap is None or (snap.status is None and snap.failure in _NOT_FOLLOWED)
 
 
-def _chain(snap: Snap, by_url: dict[str, Snap]) -> tuple[Snap | None, str | None]:
+def _chain(snap: Snap, by_url: _Answers) -> tuple[Snap | None, str | None]:
     """Return (where a redirect chain ends, or None; the URL where it breaks because
     nothing answered for it, or None)."""
     current = snap
@@ -248,7 +272,7 @@ def _chain(snap: Snap, by_url: dict[str, Snap]) -> tuple[Snap | None, str | None
     return None, None
 
 
-def _landings_wanted(findings: list[Finding], answers: dict[str, Snap]) -> list[str]:
+def _landings_wanted(findings: list[Finding], answers: _Answers) -> list[str]:
     """Return the redirect targets a finding's class rests on that nobody fetched (the
     crawl stopped at a limit, a trap rule or the scope): fetched as evidence, so that a
     verdict never depends on where the crawl happened to stop."""
@@ -263,28 +287,29 @@ def _landings_wanted(findings: list[Finding], answers: dict[str, Snap]) -> list[
     return wanted
 
 
-def _trusted_links(before: frozenset[str], now: frozenset[str], old: dict[str, Snap],
-                   new: dict[str, Snap]) -> frozenset[str]:
-    """Return the links of the earlier crawl on hosts whose link graph still stands.
+def _trusted_links(swept: Sweep) -> frozenset[str]:
+    """Return the held keys linked by the earlier crawl on hosts whose link graph still
+    stands.
 
     When a host's pages link to less than half of what they linked to before (the site is
     blocked, down, or replaced), a page no longer linked says nothing about that page: it is
     not called delisted. Nor when a page of the host that served content before failed this
     time for a passing reason (a 5xx, a 429, no answer, a wall): the links it holds were not
     seen, so pages it alone links to would look delisted. (A page removed on purpose, 404 or
-    451, takes its links with it: those pages are delisted.)
+    451, takes its links with it: those pages are delisted.) The counts are over every URL
+    (``sweep``); a failure is never settled, so the held URLs show every failed page.
     """
+    old, new = swept.old, swept.new
+
     def host(key: str) -> str:
         snap = old.get(key)
         return urls.host_of(snap.url) if snap is not None else ""
 
-    counts_before = Counter(host(k) for k in before)
-    counts_now = Counter(host(k) for k in now if k in old)
-    standing = {h for h, n in counts_before.items() if counts_now[h] >= 0.5 * n}
+    standing = {h for h, n in swept.hosts_before.items() if swept.hosts_now[h] >= 0.5 * n}
     standing -= {urls.host_of(snap.url) for key, snap in new.items()
                  if snap.kind in ("seed", "page") and _passing_failure(snap)
                  and (prev := old.get(key)) is not None and served(prev)}
-    return frozenset(k for k in before if host(k) in standing)
+    return frozenset(k for k in swept.linked_before if host(k) in standing)
 
 
 def _passing_failure(snap: Snap) -> bool:

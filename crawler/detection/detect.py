@@ -9,7 +9,7 @@ builds from the catalog and the WARCs.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from urllib.parse import urljoin, urlsplit
@@ -462,9 +462,10 @@ class HostEvent:
 
 
 def roll_up(findings: list[Finding], *, share: float = 0.6, minimum: int = 3,
-            ) -> list[HostEvent]:
+            settled: Mapping[str, tuple[int, str]] | None = None) -> list[HostEvent]:
     """Return host-level events: a host where ``share`` of its compared pages (images and
-    other requisites do not count) have one negative class."""
+    other requisites do not count) have one negative class. ``settled``: host -> (pages,
+    earliest fetch) of pages classified outside ``findings`` (unchanged, not modified)."""
     by_host: dict[str, list[Finding]] = {}
     for f in findings:
         snap = f.after or f.before
@@ -479,7 +480,10 @@ def roll_up(findings: list[Finding], *, share: float = 0.6, minimum: int = 3,
         if not counts:
             continue
         cls, n = max(counts.items(), key=lambda kv: kv[1])
-        if n >= minimum and n >= share * len(group):
-            since = min((f.after.fetched_at for f in group if f.after), default="")
-            events.append(HostEvent(host, cls, n, len(group), since))
+        quiet, first = (settled or {}).get(host, (0, ""))
+        size = len(group) + quiet
+        if n >= minimum and n >= share * size:
+            since = min([f.after.fetched_at for f in group if f.after] + ([first] if quiet
+                                                                          else []), default="")
+            events.append(HostEvent(host, cls, n, size, since))
     return events

@@ -38,7 +38,7 @@ async def detect_after_crawl(catalog: Catalog, after: CrawlRow, settings: Detect
     else:  # earlier captures, but no crawl that finished: nothing to probe against
         comparison = compare(catalog, after, rules=settings.rules)
     events = apply_states(catalog, comparison, settings, on_commit)
-    log.info("compared %d URLs in %.1fs: %d transitions", len(comparison.findings),
+    log.info("compared %d URLs in %.1fs: %d transitions", sum(comparison.counts().values()),
              time.monotonic() - started, len(events))
     return comparison, events
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from crawler.archive.catalog import Catalog
 from crawler.archive.warcread import RecordUnreadable, read_record
@@ -41,6 +41,10 @@ class Captures:
 
     def snaps(self, sql: str, args: Iterable[object]) -> list[Snap]:
         return [Snap(*row) for row in self.db.execute(sql, tuple(args))]
+
+    def iter_snaps(self, sql: str, args: Iterable[object]) -> Iterator[Snap]:
+        """Yield the rows of a query as snaps, one at a time (for the streaming pass)."""
+        return (Snap(*row) for row in self.db.execute(sql, tuple(args)))
 
     def record(self, capture: int) -> tuple[bytes, bytes] | None:
         """Return (HTTP head, payload) of a capture, a revisit's payload from its original."""

@@ -52,6 +52,9 @@ def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSetti
     with catalog.transaction():
         db.executemany("UPDATE captures SET class=? WHERE id=?",
                        [(f.cls.value, f.after.capture) for f in comparison.findings if f.after])
+        for cls, captures in comparison.settled.captures.items():  # one at a time: 3 million
+            db.executemany("UPDATE captures SET class=? WHERE id=?",  # would not fit as tuples
+                           ((cls, capture) for capture in captures))
         db.execute("DELETE FROM crawl_classes WHERE crawl=?", (pk,))
         db.executemany("INSERT INTO crawl_classes VALUES (?, ?, ?)",
                        [(pk, c, n) for c, n in comparison.counts().items()])

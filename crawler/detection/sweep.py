@@ -1,0 +1,188 @@
+"""The streaming pass of a comparison: every URL of a crawl beside its earlier capture, merged
+in key order from sorted catalog queries, one URL at a time.
+
+Most URLs of a recrawl are settled here: the same payload bytes as their last capture, or a
+304, with nothing that could make them interesting (no open takedown state, not a page of a
+paginated listing, not a page that lost the links to it). They are counted, and their capture
+ids kept (8 bytes each) so their class can be recorded; nothing else of them is held. Only
+the rest (changed, failed, new, gone) is returned whole, for ``comparison.compare`` to judge
+with the context of the whole crawl. So the memory a comparison needs grows with what
+changed, not with the site: a recrawl of three million pages in which a few thousand changed
+holds a few thousand (docs/detection.md, *Large targets*).
+
+Read-only, like the rest of the comparison.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from crawler.archive.catalog import CrawlRow
+from crawler.capture import urls
+from crawler.detection.detect import NEGATIVE, Cls, Snap, served
+from crawler.detection.listing import listing_key
+from crawler.detection.snapshots import GOOD, NOT_WALL, SNAP_COLUMNS, Captures
+
+KINDS = "('seed', 'page', 'requisite')"
+_MAYBE_LISTING = "(c.url LIKE '%?%' OR c.url LIKE '%/page%')"  # listing_key's own pre-test
+
+
+@dataclass
+class Settled:
+    """URLs the streaming pass classified alone: per class, how many and their captures."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    captures: dict[str, array[int]] = field(default_factory=dict)
+    pages: dict[str, tuple[int, str]] = field(default_factory=dict)  # host -> (pages, first)
+
+    def add(self, cls: Cls, snap: Snap) -> None:
+        self.counts[cls.value] += 1
+        self.captures.setdefault(cls.value, array("q")).append(snap.capture)
+        if snap.kind in ("seed", "page"):  # what a host-wide event counts its share of
+            host = urls.host_of(snap.url)
+            n, first = self.pages.get(host, (0, snap.fetched_at))
+            self.pages[host] = (n + 1, min(first, snap.fetched_at))
+
+
+@dataclass
+class Sweep:
+    """What the streaming pass leaves for the comparison proper."""
+
+    old: dict[str, Snap]  # key -> last good capture (else last capture), of held URLs only
+    new: dict[str, Snap]  # key -> this crawl's capture, of held URLs only
+    linked_before: set[str]  # held keys linked by the crawls of their earlier captures
+    linked_now: set[str]  # held keys linked by this crawl
+    hosts_before: Counter[str]  # host -> keys linked before, all URLs (for trusted links)
+    hosts_now: Counter[str]  # host -> keys linked now that had an earlier capture, all URLs
+    settled: Settled
+
+
+def earlier_sql(negative: str) -> str:
+    """Return the query of each key's earlier capture's id: its last good capture, else its
+    last capture; never a challenge page or a capture already judged a takedown (an outage
+    page in front of a 404 is not a page's new normal). Parameters: target, last crawl."""
+    return (f"SELECT coalesce(max(CASE WHEN {GOOD} THEN c.id END), max(c.id)) AS id "
+            f"FROM captures c JOIN crawls k ON k.id = c.crawl WHERE k.target = ? "
+            f"AND c.crawl <= ? AND c.final = 1 AND c.kind IN {KINDS} AND {NOT_WALL} "
+            f"AND (c.class IS NULL OR c.class NOT IN ({negative})) GROUP BY c.key")
+
+
+def sweep(rows: Captures, after: CrawlRow, limit: int, before: CrawlRow | None,
+          seeds: frozenset[str], *, settle: bool = True) -> Sweep:
+    """Merge this crawl's captures with each URL's earlier capture (crawls up to ``limit``),
+    the link graphs and the open states, settle what can be settled, hold the rest
+    (``settle=False``: hold every URL, the reference the settling is tested against)."""
+    db = rows.db
+    negative = ",".join(f"'{c.value}'" for c in NEGATIVE)
+    earlier = earlier_sql(negative)
+    args = (after.target, limit)
+    then: set[int] = {before.pk} if before else set()
+    maybe_listing: set[str] = set()
+    for crawl, url in db.execute(
+            f"SELECT DISTINCT c.crawl, CASE WHEN {_MAYBE_LISTING} THEN c.url END "
+            f"FROM captures c JOIN ({earlier}) g ON g.id = c.id", args):
+        then.add(crawl)
+        if url is not None:
+            maybe_listing.add(url)
+    maybe_listing.update(r[0] for r in db.execute(
+        f"SELECT c.url FROM captures c WHERE c.crawl = ? AND c.final = 1 "
+        f"AND c.kind IN {KINDS} AND {_MAYBE_LISTING}", (after.pk,)))
+    # A listing's pages, and its bare address (/persons/ = /persons/?page=1), are judged
+    # together with their siblings: never settled alone.
+    listings = {k for k in map(listing_key, maybe_listing) if k is not None}
+    del maybe_listing
+
+    streams: dict[str, Iterable[tuple[str, Any]]] = {
+        "old": _keyed(rows.iter_snaps(f"SELECT {SNAP_COLUMNS} FROM captures c JOIN "
+                                      f"({earlier}) g ON g.id = c.id ORDER BY c.key", args)),
+        "new": _keyed(rows.iter_snaps(f"SELECT {SNAP_COLUMNS} FROM captures c WHERE "
+                                      f"c.crawl = ? AND c.final = 1 AND c.kind IN {KINDS} "
+                                      "ORDER BY c.key, c.id", (after.pk,))),
+        "now": _keys(db.execute("SELECT key FROM linked WHERE crawl = ? ORDER BY key",
+                                (after.pk,))),
+        "before": heapq.merge(*(_keys(db.execute(
+            "SELECT key FROM linked WHERE crawl = ? ORDER BY key", (pk,))) for pk in
+            sorted(then)), key=lambda kv: kv[0]),
+        "state": _keys(db.execute("SELECT key FROM url_states WHERE target = ? ORDER BY key",
+                                  (after.target,))),
+    }
+    out = Sweep({}, {}, set(), set(), Counter(), Counter(), Settled())
+    for key, found in _merged(streams):
+        old, new = found.get("old"), found.get("new")
+        was_linked, is_linked = "before" in found, "now" in found
+        host = urls.host_of(old.url) if old is not None else ""
+        if was_linked:
+            out.hosts_before[host] += 1
+        if is_linked and old is not None:
+            out.hosts_now[host] += 1
+        if new is None and (old is None or old.kind == "requisite"):
+            continue  # only linked; or a requisite no longer used: nothing to say
+        cls = _settles(old, new, was_linked and not is_linked, "state" in found, seeds,
+                       listings) if settle else None
+        if cls is not None:
+            assert new is not None
+            out.settled.add(cls, new)
+            continue
+        if old is not None:
+            out.old[key] = old
+        if new is not None:
+            out.new[key] = new
+        if was_linked:
+            out.linked_before.add(key)
+        if is_linked:
+            out.linked_now.add(key)
+    return out
+
+
+def _settles(old: Snap | None, new: Snap | None, unlinked: bool, open_state: bool,
+             seeds: frozenset[str], listings: set[str]) -> Cls | None:
+    """Return the class of a URL when nothing beyond its two captures can change it (what
+    ``detect.classify`` would return for them in any context), else None."""
+    if old is None or new is None or open_state or new.failure or new.wall or not served(old):
+        return None  # new, gone, failed, or a state to advance or close
+    if unlinked and new.kind == "page" and new.key not in seeds:
+        return None  # may be delisted: judged with the whole link graph
+    if listing_key(new.url) is not None or new.url in listings:
+        return None
+    status = new.status or 0
+    if 200 <= status < 300 and new.digest and new.digest == old.digest:
+        return Cls.UNCHANGED
+    if status == 304 and new.record_type == "revisit":
+        return Cls.NOT_MODIFIED
+    return None
+
+
+def _keyed(snaps: Iterable[Snap]) -> Iterator[tuple[str, Snap]]:
+    return ((snap.key, snap) for snap in snaps)
+
+
+def _keys(rows: Iterable[tuple[str]]) -> Iterator[tuple[str, bool]]:
+    return ((row[0], True) for row in rows)
+
+
+def _tagged(tag: str, stream: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, str, Any]]:
+    for key, value in stream:
+        yield key, tag, value
+
+
+def _merged(streams: dict[str, Iterable[tuple[str, Any]]],
+            ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (key, tag -> value) over streams sorted by key (SQLite's BINARY order of UTF-8
+    is Python's order of str); where a stream repeats a key, its last value wins."""
+    merged = heapq.merge(*(_tagged(tag, s) for tag, s in streams.items()),
+                         key=lambda item: item[0])
+    current: str | None = None
+    found: dict[str, Any] = {}
+    for key, tag, value in merged:
+        if key != current:
+            if current is not None:
+                yield current, found
+            current, found = key, {}
+        found[tag] = value
+    if current is not None:
+        yield current, found
