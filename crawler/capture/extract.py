@@ -346,6 +346,12 @@ def extract_safely(url: str, media_type: str, raw_body: bytes, content_type: str
         return Extracted()
 
 
+def extract_batch(pages: list[tuple[str, str, bytes, str | None, str | None]],
+                  ) -> list[Extracted]:
+    """Run :func:`extract_safely` on each page (one hand-over to a parser process)."""
+    return [extract_safely(*page) for page in pages]
+
+
 def exit_with_parent(parent: int) -> None:
     """Parser-process initializer: exit when the crawl process is gone (even after kill -9).
 

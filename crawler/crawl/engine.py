@@ -20,10 +20,8 @@ import os
 import random
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from multiprocessing import get_context
 from pathlib import Path
 from typing import IO
 
@@ -62,6 +60,7 @@ from crawler.core.models import CrawlUrl, Extracted, FailureKind, FetchResult, T
 from crawler.core.outcome import CrawlOutcome, CrawlStats, StopReason
 from crawler.core.units import format_size
 from crawler.crawl.crawllog import CrawlLog
+from crawler.crawl.parsing import ParsePool
 
 __all__ = ["Crawl", "CrawlOutcome", "CrawlSettings", "Limits", "Politeness", "StopReason",
            "run_crawl"]
@@ -237,7 +236,7 @@ class Crawl:
         self._check_free_space()
         self._reserve = SpaceReserve(self.settings.output, self.target)
         self._log = CrawlLog(self.directory / "crawl.log")
-        self._parse_pool = self._new_parse_pool()
+        self._parser = ParsePool(self.settings.extract_workers, PARSE_TIMEOUT)
         timer = None
         try:
             if self.resumed:
@@ -279,8 +278,7 @@ class Crawl:
             if self.store is not None:
                 await self.store.close()
                 self.stats.damaged_originals = self.store.damaged_originals
-            if self._parse_pool is not None:
-                self._parse_pool.shutdown(cancel_futures=True)
+            self._parser.close()
             self._log.close()
         try:
             try:
@@ -598,50 +596,13 @@ class Crawl:
             wait = max(wait, told)
         return float(wait)
 
-    def _new_parse_pool(self) -> ProcessPoolExecutor | None:
-        """Start the parser processes (none with ``extract_workers`` 0)."""
-        if self.settings.extract_workers <= 0:
-            return None
-        return ProcessPoolExecutor(self.settings.extract_workers, mp_context=get_context("spawn"),
-                                   initializer=extract.exit_with_parent, initargs=(os.getpid(),))
-
     async def _extract(self, result: FetchResult, media: str, raw: bytes) -> Extracted:
-        """Find links in a body, in the parse process when there is one.
-
-        A parse that outlasts ``PARSE_TIMEOUT`` costs that page's links (recorded as a cap),
-        never the crawl: its process is killed and a new one started, so stop requests and
-        time limits are never held up by one page.
-        """
-        args = (result.url, media, raw, result.header("content-type"),
-                result.header("content-encoding"))
-        for _ in range(2):  # a second go if another page's timeout killed our process
-            pool = self._parse_pool
-            if pool is None:
-                break
-            future = asyncio.get_running_loop().run_in_executor(pool, extract.extract, *args)
-            try:
-                return await asyncio.wait_for(future, PARSE_TIMEOUT)
-            except TimeoutError:
-                log.warning("parsing %s took over %g s: its links are not followed",
-                            result.url, PARSE_TIMEOUT)
-                self._restart_parse_pool(pool)
-                return Extracted(capped=("parse-time",))
-            except Exception:
-                if pool is not self._parse_pool:
-                    continue  # replaced meanwhile: try the new process
-                log.warning("parser process unavailable; parsing in the main process",
-                            exc_info=True)
-                self._parse_pool = None
-        return extract.extract_safely(*args)
-
-    def _restart_parse_pool(self, pool: ProcessPoolExecutor) -> None:
-        """Kill a pool's processes (one is stuck on a page) and start a fresh pool."""
-        if pool is not self._parse_pool:
-            return
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-        self._parse_pool = self._new_parse_pool()
+        """Find links in a body, in a parser process when there is one (``parsing.py``: a
+        parse that outlasts ``PARSE_TIMEOUT`` costs that page's links, recorded as a cap,
+        never the crawl)."""
+        return await self._parser.extract(result.url, media, raw,
+                                          result.header("content-type"),
+                                          result.header("content-encoding"))
 
     def _follow_redirect(self, item: CrawlUrl, result: FetchResult) -> None:
         """Queue the target of a redirect as its own capture, through scope."""
