@@ -3,6 +3,7 @@
     python benchmarks/crawl_vs_wget.py --pages 2000                       # zero latency
     python benchmarks/crawl_vs_wget.py --pages 400 --latency-ms 50 --per-host 8
     python benchmarks/crawl_vs_wget.py --pages 10000 --skip-wget          # peak RSS
+    python benchmarks/crawl_vs_wget.py --pages 10000,100000 --repeat 3      # issue 15
 
 Both tools crawl the same site from the same server process (benchsite.py) on 127.0.0.1, one
 after the other, each writing a gzipped WARC. Reported per tool: URLs fetched (response
@@ -19,6 +20,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,10 +134,34 @@ def median_run(runs: list[Run]) -> Run:
     return sorted(runs, key=lambda r: r.wall)[len(runs) // 2]
 
 
+def measure_size(pages: int, args: argparse.Namespace) -> dict[str, list[Run]]:
+    """Serve a site of ``pages`` and crawl it ``args.repeat`` times with each tool,
+    interleaved (crawler, wget, crawler, wget, ...)."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=run_server, args=(pages, args.latency_ms / 1000, child),
+                         daemon=True)
+    server.start()
+    url = f"http://127.0.0.1:{parent.recv()}/"
+    tools = ["crawler"] + ([] if args.skip_wget else ["wget"])
+    runs: dict[str, list[Run]] = {tool: [] for tool in tools}
+    try:
+        for _ in range(args.repeat):
+            for tool in tools:
+                with tempfile.TemporaryDirectory() as tmp:
+                    work = Path(tmp)
+                    runs[tool].append(run_crawler(url, work, args) if tool == "crawler"
+                                      else run_wget(url, work))
+    finally:
+        server.terminate()
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pages", type=int, default=2000)
+    parser.add_argument("--pages", default="2000",
+                        help="site size, or several comma-separated (each measured in turn)")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--per-host", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -145,43 +171,38 @@ def main() -> None:
     args = parser.parse_args()
     if not args.skip_wget and shutil.which("wget") is None:
         raise SystemExit("GNU wget is needed: apt-get install wget")
-
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    server = ctx.Process(target=run_server, args=(args.pages, args.latency_ms / 1000, child),
-                         daemon=True)
-    server.start()
-    url = f"http://127.0.0.1:{parent.recv()}/"
-    results: dict[str, Run] = {}
-    try:
-        tools = ["crawler"] + ([] if args.skip_wget else ["wget"])
-        runs: dict[str, list[Run]] = {tool: [] for tool in tools}
-        for _ in range(args.repeat):
-            for tool in tools:
-                with tempfile.TemporaryDirectory() as tmp:
-                    work = Path(tmp)
-                    runs[tool].append(run_crawler(url, work, args) if tool == "crawler"
-                                      else run_wget(url, work))
-        results = {tool: median_run(r) for tool, r in runs.items()}
-    finally:
-        server.terminate()
-
+    sizes = [int(p) for p in str(args.pages).split(",")]
+    measured = {pages: measure_size(pages, args) for pages in sizes}
     if args.json:
-        print(json.dumps({k: {**v.__dict__, "rate": v.rate, "cpu_per_url_ms": v.cpu_per_url_ms}
-                          for k, v in results.items()}, indent=2))
+        print(json.dumps({pages: {tool: [{**r.__dict__, "rate": r.rate,
+                                          "cpu_per_url_ms": r.cpu_per_url_ms} for r in rs]
+                                  for tool, rs in runs.items()}
+                          for pages, runs in measured.items()}, indent=2))
         return
-    print(f"site: {args.pages} pages, latency {args.latency_ms:g} ms, crawler --per-host "
-          f"{args.per_host} --concurrency {args.concurrency}, median of {args.repeat}")
-    print(f"{'tool':8} {'URLs':>6} {'wall s':>7} {'URLs/s':>8} {'CPU ms/URL':>11} "
-          f"{'peak RSS MB':>12}")
-    for tool, r in results.items():
-        print(f"{tool:8} {r.urls:6d} {r.wall:7.2f} {r.rate:8.1f} {r.cpu_per_url_ms:11.2f} "
-              f"{r.peak_rss_mb:12.1f}")
-    if "wget" in results:
-        c, w = results["crawler"], results["wget"]
-        print(f"ratio crawler/wget: URLs/s {c.rate / w.rate:.2f}x, CPU per URL "
-              f"{c.cpu_per_url_ms / w.cpu_per_url_ms:.2f}x, peak RSS "
-              f"{c.peak_rss_mb / w.peak_rss_mb:.2f}x")
+    for pages, runs in measured.items():
+        results = {tool: median_run(r) for tool, r in runs.items()}
+        print(f"site: {pages} pages, latency {args.latency_ms:g} ms, crawler --per-host "
+              f"{args.per_host} --concurrency {args.concurrency}, median of {args.repeat} "
+              "(the run with the median wall time)")
+        print(f"{'tool':8} {'URLs':>6} {'wall s':>7} {'URLs/s':>8} {'CPU ms/URL':>11} "
+              f"{'peak RSS MB':>12}")
+        for tool, r in results.items():
+            print(f"{tool:8} {r.urls:6d} {r.wall:7.2f} {r.rate:8.1f} {r.cpu_per_url_ms:11.2f} "
+                  f"{r.peak_rss_mb:12.1f}")
+        if "wget" in runs:
+            pairs = list(zip(runs["crawler"], runs["wget"], strict=True))
+            rate = statistics.median(c.rate / w.rate for c, w in pairs)
+            cpu = statistics.median(c.cpu_per_url_ms / w.cpu_per_url_ms for c, w in pairs)
+            rss = statistics.median(c.peak_rss_mb / w.peak_rss_mb for c, w in pairs)
+            print(f"ratio crawler/wget, median of {len(pairs)} interleaved pairs: URLs/s "
+                  f"{rate:.2f}x, CPU per URL {cpu:.2f}x, peak RSS {rss:.2f}x")
+        print()
+    if len(sizes) > 1:
+        peaks = {pages: statistics.median(r.peak_rss_mb for r in runs["crawler"])
+                 for pages, runs in measured.items()}
+        small, large = peaks[min(sizes)], peaks[max(sizes)]
+        print(f"crawler peak RSS, median: {small:.1f} MB at {min(sizes)} pages, {large:.1f} MB "
+              f"at {max(sizes)} pages ({(large / small - 1) * 100:+.1f} %)")
 
 
 if __name__ == "__main__":
