@@ -49,6 +49,7 @@ _NOT_FOLLOWED = frozenset({"out-of-scope", "trap"})
 MAX_LANDING_HOPS = 6
 MAX_VANTAGE_CHECKS = 500  # suspected URLs fetched through each vantage point per crawl
 MAX_LANDINGS = 200  # redirect targets fetched as evidence after one crawl
+MAX_RECHECKS = 1000  # suspected URLs re-checked per round (a site gone whole is millions)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Comparison:
     totals: dict[str, int] | None = None  # a baseline: counts only, no findings
     unlanded: list[str] = field(default_factory=list)  # redirect targets nobody fetched
     notes: list[str] = field(default_factory=list)  # what was capped or left unchecked
+    rechecked: frozenset[str] = frozenset()  # keys fetched again after the crawl
     settled: Settled = field(default_factory=Settled)  # URLs classified in the streaming
     # pass (unchanged bytes, 304s): counted, not among the findings
 
@@ -149,6 +151,7 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
     return Comparison(after.target, after, before, findings,
                       roll_up(findings, settled=swept.settled.pages), confirmed,
                       unlanded=wanted[:MAX_LANDINGS], notes=_caps(findings, extra, wanted),
+                      rechecked=frozenset(s.key for s in extra if s.kind == "recheck"),
                       settled=swept.settled)
 
 
@@ -162,6 +165,11 @@ def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str]) -> li
         notes.append(f"{len(missing) - MAX_LANDINGS} redirect target(s) the crawl did not "
                      f"fetch were not fetched as evidence either (at most {MAX_LANDINGS} per "
                      "crawl): those redirects are judged without knowing where they lead")
+    suspects = len(_suspects(findings))
+    if suspects > MAX_RECHECKS and any(s.kind == "recheck" for s in extra):
+        notes.append(f"{suspects - MAX_RECHECKS} suspected URL(s) were not re-checked (at most "
+                     f"{MAX_RECHECKS} a round, a sample spread over hosts and classes): they "
+                     "are confirmed by consecutive crawls, their host's event by the sample")
     viewed = {s.key for s in extra if s.kind == "vantage"}
     if viewed:
         hosts = {(urls.host_of(f.url), f.cls) for f in findings if f.key in viewed}
@@ -382,7 +390,7 @@ def _with_vantages(findings: list[Finding], extra: list[Snap], ctx: Context,
     return out
 
 
-def recheck_targets(findings: list[Finding]) -> list[Finding]:
+def _suspects(findings: list[Finding]) -> list[Finding]:
     """Return the suspects to fetch again: every one, except that a host-wide network
     failure is re-checked on a few of its URLs (each re-check of a host that never answers
     waits out a timeout; thousands of them would hold a verdict up for hours)."""
@@ -398,6 +406,34 @@ def recheck_targets(findings: list[Finding]) -> list[Finding]:
             sampled[group] += 1
         targets.append(f)
     return targets
+
+
+def recheck_targets(findings: list[Finding]) -> list[Finding]:
+    """Return the suspects to fetch again (``_suspects``), at most ``MAX_RECHECKS``: past
+    that (a site taken down whole has millions), a sample spread evenly over each host's
+    classes, every group its share, each share spread over the group's URLs. The URLs left
+    out are confirmed by consecutive crawls instead, and their host's event by the sample
+    (``states.apply_states``); the report says how many (``_caps``)."""
+    targets = _suspects(findings)
+    if len(targets) <= MAX_RECHECKS:
+        return targets
+    groups: dict[tuple[str, Cls], list[Finding]] = {}
+    for f in targets:
+        groups.setdefault((urls.host_of(f.url), f.cls), []).append(f)
+    shares: dict[tuple[str, Cls], int] = dict.fromkeys(groups, 0)
+    left = MAX_RECHECKS
+    while left:  # equal shares; what a small group cannot use goes to the others
+        open_groups = [g for g in groups if shares[g] < len(groups[g])]
+        each = max(1, left // len(open_groups))
+        for group in open_groups:
+            take = min(each, len(groups[group]) - shares[group], left)
+            shares[group] += take
+            left -= take
+            if not left:
+                break
+    chosen = {f.key for group, members in groups.items() for f in
+              (members[i * len(members) // shares[group]] for i in range(shares[group]))}
+    return [f for f in targets if f.key in chosen]
 
 
 # What a failure the crawl recorded is, as a fresh fetch would see it.

@@ -22,6 +22,7 @@ log = logging.getLogger("crawler.snapshots")
 SNAP_COLUMNS = ("c.id, c.crawl, c.url, c.key, c.kind, c.fetched_at, c.status, c.failure, "
                 "c.mime, c.location, c.digest, c.text_hash, c.record_type, c.record_id, "
                 "c.detail")
+_REPEATED = (4, 6, 7, 8, 12)  # kind, status, failure, mime, record_type in SNAP_COLUMNS
 # A capture the crawl saw a challenge page in: never a page's "last good" or "last" state.
 NOT_WALL = f"coalesce(c.detail, '') NOT LIKE '%{WALL_NOTE}%'"
 GOOD = "(c.status BETWEEN 200 AND 299 OR (c.status = 304 AND c.record_type = 'revisit'))"
@@ -43,8 +44,17 @@ class Captures:
         return [Snap(*row) for row in self.db.execute(sql, tuple(args))]
 
     def iter_snaps(self, sql: str, args: Iterable[object]) -> Iterator[Snap]:
-        """Yield the rows of a query as snaps, one at a time (for the streaming pass)."""
-        return (Snap(*row) for row in self.db.execute(sql, tuple(args)))
+        """Yield the rows of a query as snaps, one at a time (for the streaming pass).
+
+        The few values that repeat on every row (kind, status, failure, media type, record
+        type) are shared, not a new object per row: a comparison that holds a million
+        URLs holds two million snaps."""
+        shared: dict[object, object] = {}
+        for row in self.db.execute(sql, tuple(args)):
+            values = list(row)
+            for i in _REPEATED:
+                values[i] = shared.setdefault(values[i], values[i])
+            yield Snap(*values)
 
     def record(self, capture: int) -> tuple[bytes, bytes] | None:
         """Return (HTTP head, payload) of a capture, a revisit's payload from its original."""

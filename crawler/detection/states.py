@@ -51,7 +51,7 @@ def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSetti
     events: list[Event] = []
     with catalog.transaction():
         db.executemany("UPDATE captures SET class=? WHERE id=?",
-                       [(f.cls.value, f.after.capture) for f in comparison.findings if f.after])
+                       ((f.cls.value, f.after.capture) for f in comparison.findings if f.after))
         for cls, captures in comparison.settled.captures.items():  # one at a time: 3 million
             db.executemany("UPDATE captures SET class=? WHERE id=?",  # would not fit as tuples
                            ((cls, capture) for capture in captures))
@@ -67,7 +67,12 @@ def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSetti
             key = f"host:{host.host}"
             members = [f for f in comparison.findings
                        if urls.host_of(f.url) == host.host and f.cls is host.cls]
-            reproduced = sum(f.key in comparison.confirmed for f in members) * 2 >= len(members)
+            # re-checked members (all of them, or a sample when there were too many:
+            # comparison.recheck_targets) that reproduced: at least half
+            checked = [f for f in members
+                       if f.key in comparison.rechecked or f.key in comparison.confirmed]
+            reproduced = bool(checked) and sum(
+                f.key in comparison.confirmed for f in checked) * 2 >= len(checked)
             summary = Finding(host.host, key, host.cls, None, None,
                               f"{host.urls} of {host.of} URLs since {host.since}",
                               strong=any(f.strong for f in members))
@@ -84,8 +89,8 @@ def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSetti
         db.executemany(
             "INSERT INTO events (target, crawl, key, url, class, state, at, detail, since) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(target, pk, e.key, e.url, e.cls, e.state, now, e.detail, e.since)
-             for e in events])
+            ((target, pk, e.key, e.url, e.cls, e.state, now, e.detail, e.since)
+             for e in events))
         if on_commit is not None:
             on_commit(events)
     return events

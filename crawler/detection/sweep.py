@@ -19,7 +19,7 @@ import heapq
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from crawler.archive.catalog import CrawlRow
@@ -131,6 +131,8 @@ def sweep(rows: Captures, after: CrawlRow, limit: int, before: CrawlRow | None,
         if old is not None:
             out.old[key] = old
         if new is not None:
+            if old is not None and new.url == old.url:  # one copy of the URL and key
+                new = replace(new, url=old.url, key=old.key)
             out.new[key] = new
         if was_linked:
             out.linked_before.add(key)
