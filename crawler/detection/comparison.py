@@ -124,8 +124,8 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
                        "AND c.kind IN ('probe', 'control', 'recheck', 'landing', 'vantage') "
                        "ORDER BY c.id",
                        (after.pk,))
-    answers = _Answers(rows, after, new, extra)
-    ctx = _context(rows, swept, extra, answers, limit, seeds)
+    answers = _answers(rows, after, new, extra)
+    ctx = _context(rows, swept, extra, answers, after, limit, seeds)
     keys = sorted(set(new) | {k for k in old if old[k].kind != "requisite"})
     raw = [classify(old.get(k), new.get(k), ctx) for k in keys]
 
@@ -183,8 +183,8 @@ def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str]) -> li
     return notes
 
 
-def _context(rows: Captures, swept: Sweep, extra: list[Snap], answers: _Answers,
-             limit: int, seeds: frozenset[str]) -> Context:
+def _context(rows: Captures, swept: Sweep, extra: list[Snap], answers: _Lookup,
+             after: CrawlRow, limit: int, seeds: frozenset[str]) -> Context:
     """Gather what classification needs to know about the crawl as a whole."""
     old, new = swept.old, swept.new
 
@@ -210,51 +210,40 @@ def _context(rows: Captures, swept: Sweep, extra: list[Snap], answers: _Answers,
         linked_before=_trusted_links(swept),
         linked_now=frozenset(swept.linked_now),
         network_down=bool(controls) and controls[-1].status is None,
-        seeds=seeds, before_of=_Earlier(rows, old, answers.after, limit).get)
+        seeds=seeds, before_of=_Lookup(
+            rows, old, f"SELECT {SNAP_COLUMNS} FROM captures c JOIN "
+            f"({earlier_sql(one_key=True)}) g ON g.id = c.id", (after.target, limit)).get)
 
 
-class _Answers:
-    """key -> what this crawl got for it: the held captures and landings in memory, a
-    settled URL's capture read from the catalog when a redirect chain leads to it."""
+class _Lookup:
+    """key -> a capture: the held ones in memory, any other (a settled URL a redirect chain
+    leads to) read from the catalog by ``sql`` (parameters ``args + (key,)``), once."""
 
-    def __init__(self, rows: Captures, after: CrawlRow, new: dict[str, Snap],
-                 extra: list[Snap]) -> None:
-        self.rows, self.after, self.held = rows, after, dict(new)
-        self.read: dict[str, Snap | None] = {}
-        for snap in extra:  # the landing fetched as evidence where the crawl has no answer
-            if snap.kind == "landing" and _unfetched(self.get(snap.key)):
-                self.held[snap.key] = snap
-
-    def get(self, key: str) -> Snap | None:
-        if key in self.held:
-            return self.held[key]
-        if key not in self.read:
-            found = self.rows.snaps(f"SELECT {SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
-                                    f"AND c.key = ? AND c.final = 1 AND c.kind IN {KINDS} "
-                                    "ORDER BY c.id DESC LIMIT 1", (self.after.pk, key))
-            self.read[key] = found[0] if found else None
-        return self.read[key]
-
-
-class _Earlier:
-    """key -> its earlier capture (``sweep.earlier_sql``): held ones in memory, a settled
-    URL's read from the catalog when a redirect lands on it."""
-
-    def __init__(self, rows: Captures, held: dict[str, Snap], after: CrawlRow,
-                 limit: int) -> None:
-        self.rows, self.held, self.after, self.limit = rows, held, after, limit
+    def __init__(self, rows: Captures, held: dict[str, Snap], sql: str,
+                 args: tuple[object, ...]) -> None:
+        self.rows, self.held, self.sql, self.args = rows, held, sql, args
         self.read: dict[str, Snap | None] = {}
 
     def get(self, key: str) -> Snap | None:
         if key in self.held:
             return self.held[key]
         if key not in self.read:
-            negative = ",".join(f"'{c.value}'" for c in NEGATIVE)
-            one = earlier_sql(negative).replace("GROUP BY c.key", "AND c.key = ?")
-            found = self.rows.snaps(f"SELECT {SNAP_COLUMNS} FROM captures c JOIN ({one}) g "
-                                    "ON g.id = c.id", (self.after.target, self.limit, key))
+            found = self.rows.snaps(self.sql, (*self.args, key))
             self.read[key] = found[0] if found else None
         return self.read[key]
+
+
+def _answers(rows: Captures, after: CrawlRow, new: dict[str, Snap],
+             extra: list[Snap]) -> _Lookup:
+    """Return key -> what this crawl got for it: its capture, or the landing fetched as
+    evidence where the crawl has no answer."""
+    answers = _Lookup(rows, dict(new), f"SELECT {SNAP_COLUMNS} FROM captures c WHERE "
+                      f"c.crawl = ? AND c.key = ? AND c.final = 1 AND c.kind IN {KINDS} "
+                      "ORDER BY c.id DESC LIMIT 1", (after.pk,))
+    for snap in extra:
+        if snap.kind == "landing" and _unfetched(answers.get(snap.key)):
+            answers.held[snap.key] = snap
+    return answers
 
 
 def _unfetched(snap: Snap | None) -> bool:
@@ -262,7 +251,7 @@ def _unfetched(snap: Snap | None) -> bool:
     return snap is None or (snap.status is None and snap.failure in _NOT_FOLLOWED)
 
 
-def _chain(snap: Snap, by_url: _Answers) -> tuple[Snap | None, str | None]:
+def _chain(snap: Snap, by_url: _Lookup) -> tuple[Snap | None, str | None]:
     """Return (where a redirect chain ends, or None; the URL where it breaks because
     nothing answered for it, or None)."""
     current = snap
@@ -280,7 +269,7 @@ def _chain(snap: Snap, by_url: _Answers) -> tuple[Snap | None, str | None]:
     return None, None
 
 
-def _landings_wanted(findings: list[Finding], answers: _Answers) -> list[str]:
+def _landings_wanted(findings: list[Finding], answers: _Lookup) -> list[str]:
     """Return the redirect targets a finding's class rests on that nobody fetched (the
     crawl stopped at a limit, a trap rule or the scope): fetched as evidence, so that a
     verdict never depends on where the crawl happened to stop."""

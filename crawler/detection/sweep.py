@@ -62,14 +62,17 @@ class Sweep:
     settled: Settled
 
 
-def earlier_sql(negative: str) -> str:
+def earlier_sql(*, one_key: bool = False) -> str:
     """Return the query of each key's earlier capture's id: its last good capture, else its
     last capture; never a challenge page or a capture already judged a takedown (an outage
-    page in front of a 404 is not a page's new normal). Parameters: target, last crawl."""
+    page in front of a 404 is not a page's new normal). Parameters: target, last crawl (and
+    the key, with ``one_key``)."""
+    negative = ",".join(f"'{c.value}'" for c in NEGATIVE)
     return (f"SELECT coalesce(max(CASE WHEN {GOOD} THEN c.id END), max(c.id)) AS id "
             f"FROM captures c JOIN crawls k ON k.id = c.crawl WHERE k.target = ? "
             f"AND c.crawl <= ? AND c.final = 1 AND c.kind IN {KINDS} AND {NOT_WALL} "
-            f"AND (c.class IS NULL OR c.class NOT IN ({negative})) GROUP BY c.key")
+            f"AND (c.class IS NULL OR c.class NOT IN ({negative})) "
+            + ("AND c.key = ?" if one_key else "GROUP BY c.key"))
 
 
 def sweep(rows: Captures, after: CrawlRow, limit: int, before: CrawlRow | None,
@@ -78,8 +81,7 @@ def sweep(rows: Captures, after: CrawlRow, limit: int, before: CrawlRow | None,
     the link graphs and the open states, settle what can be settled, hold the rest
     (``settle=False``: hold every URL, the reference the settling is tested against)."""
     db = rows.db
-    negative = ",".join(f"'{c.value}'" for c in NEGATIVE)
-    earlier = earlier_sql(negative)
+    earlier = earlier_sql()
     args = (after.target, limit)
     then: set[int] = {before.pk} if before else set()
     maybe_listing: set[str] = set()
