@@ -40,7 +40,7 @@ def test_migrates_an_older_schema_and_keeps_its_data(tmp_path: Path) -> None:
     (tmp_path / "memo" / "c1" / "crawl.json").write_text(json.dumps({"settings": json.loads(
         settings)}), "utf-8")
     catalog = Catalog.open(tmp_path)
-    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
     # v5: directories relative to the archive root; secrets redacted everywhere
     assert catalog.crawls("memo")[0].directory == tmp_path.resolve() / "memo" / "c1"
     stored = catalog.db.execute("SELECT directory, settings FROM crawls").fetchone()

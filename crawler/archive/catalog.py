@@ -214,6 +214,54 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (crawl, warc_file)
     ) WITHOUT ROWID;
     """,
+    # 9 -> 10: rescues, runs that rebuild a target from public web archives (rescue/): the
+    # kind of each run, where each rescued capture came from, and a rescue's progress
+    """
+    ALTER TABLE crawls ADD COLUMN kind TEXT NOT NULL DEFAULT 'crawl';  -- crawl | rescue
+    CREATE TABLE provenance (                            -- a rescued capture's origin
+        capture INTEGER PRIMARY KEY,                     -- captures.id
+        source TEXT NOT NULL,                            -- the archive's name
+        memento TEXT NOT NULL,                           -- the address fetched (id_)
+        retrieved TEXT NOT NULL,                         -- when we fetched it
+        source_digest TEXT,                              -- the archive's payload digest
+        digest_match INTEGER                             -- ours equals it: 1, 0; NULL: none
+    );
+    CREATE TABLE rescue_sources (                        -- per rescue and source: listing
+        crawl INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        listing TEXT NOT NULL,                           -- cdx | timemap
+        resume TEXT,                                     -- the CDX resume key reached
+        done INTEGER NOT NULL DEFAULT 0,                 -- listing finished
+        listed INTEGER NOT NULL DEFAULT 0,               -- captures listed so far
+        requests INTEGER NOT NULL DEFAULT 0,
+        error TEXT,                                      -- why listing stopped short
+        PRIMARY KEY (crawl, source)
+    ) WITHOUT ROWID;
+    CREATE TABLE rescue_urls (                           -- per rescue: every URL found
+        crawl INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        url TEXT NOT NULL,
+        kind TEXT NOT NULL,                              -- seed | page | requisite
+        looked_up INTEGER NOT NULL DEFAULT 0,            -- sources asked for this URL
+        outcome TEXT,                                    -- NULL: to do; rescued | held |
+                                                         -- missing | failed
+        reason TEXT,
+        PRIMARY KEY (crawl, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE rescue_mementos (                       -- per rescue: captures listed
+        crawl INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        source TEXT NOT NULL,
+        url TEXT NOT NULL,
+        status INTEGER,
+        mime TEXT,
+        digest TEXT,
+        outcome TEXT,                                    -- NULL: not tried; else what
+                                                         -- fetching it gave
+        PRIMARY KEY (crawl, key, timestamp, source)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -261,6 +309,7 @@ class CrawlRow:
     settings: dict[str, Any]
     shortfall: dict[str, int] = field(default_factory=dict)  # reason -> URLs not fetched
     phase: str | None = None  # what the run still has to do after the crawl (Phase)
+    kind: str = "crawl"  # crawl, or rescue: rebuilt from public web archives (rescue/)
 
     @property
     def resumable(self) -> bool:
@@ -270,8 +319,10 @@ class CrawlRow:
 
     @property
     def crawl_resumable(self) -> bool:
-        """Return True if the crawl itself did not finish (interrupted, or killed)."""
-        return self.status in (CrawlStatus.RUNNING, CrawlStatus.INTERRUPTED)
+        """Return True if the crawl itself did not finish (interrupted, or killed). A
+        rescue is continued by running it again (``crawler rescue``), never as a crawl."""
+        return self.kind == "crawl" and self.status in (CrawlStatus.RUNNING,
+                                                        CrawlStatus.INTERRUPTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,14 +698,14 @@ class Catalog:
     # -- crawls ---------------------------------------------------------------------------
 
     def add_crawl(self, target: str, crawl_id: str, directory: Path,
-                  settings: dict[str, Any]) -> int:
-        """Record a new running crawl; return its row id."""
+                  settings: dict[str, Any], kind: str = "crawl") -> int:
+        """Record a new running crawl (or rescue); return its row id."""
         with self.transaction():
             cur = self.db.execute(
-                "INSERT INTO crawls (target, crawl_id, directory, started, status, settings) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO crawls (target, crawl_id, directory, started, status, settings, "
+                "kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (target, crawl_id, self._relative(directory), now_iso(), CrawlStatus.RUNNING,
-                 json.dumps(settings, ensure_ascii=False)))
+                 json.dumps(settings, ensure_ascii=False), kind))
         return int(cur.lastrowid or 0)
 
     def _relative(self, directory: Path) -> str:
@@ -705,10 +756,10 @@ class Catalog:
                               (target, crawl_id)).fetchone()
         return self._crawl_row(row) if row else None
 
-    def latest_crawl(self, target: str) -> CrawlRow | None:
-        """Return the most recent crawl of a target."""
-        row = self.db.execute("SELECT * FROM crawls WHERE target=? ORDER BY id DESC LIMIT 1",
-                              (target,)).fetchone()
+    def latest_crawl(self, target: str, kind: str = "crawl") -> CrawlRow | None:
+        """Return the most recent crawl (or rescue) of a target."""
+        row = self.db.execute("SELECT * FROM crawls WHERE target=? AND kind=? "
+                              "ORDER BY id DESC LIMIT 1", (target, kind)).fetchone()
         return self._crawl_row(row) if row else None
 
     def crawl_totals(self, pk: int) -> dict[str, int]:
@@ -852,7 +903,8 @@ class Catalog:
                         finished=row["finished"], status=row["status"],
                         stop_reason=row["stop_reason"], exit_code=row["exit_code"],
                         settings=json.loads(row["settings"]),
-                        shortfall=json.loads(row["shortfall"] or "{}"), phase=row["phase"])
+                        shortfall=json.loads(row["shortfall"] or "{}"), phase=row["phase"],
+                        kind=row["kind"])
 
     def _stored(self, row: sqlite3.Row) -> StoredRecord:
         return StoredRecord(capture=row["id"], url=row["url"], date=row["fetched_at"],

@@ -139,9 +139,12 @@ class Store:
         return Conditional(prior, record.http_head)
 
     async def write(self, result: FetchResult, item: CrawlUrl,
-                    conditional: Conditional | None = None) -> Stored:
-        """Archive ``result`` as a response, a revisit, or (failures) a metadata record."""
+                    conditional: Conditional | None = None, *,
+                    fields: dict[str, str] | None = None) -> Stored:
+        """Archive ``result`` as a response, a revisit, or (failures) a metadata record;
+        ``fields`` are WARC fields to add (a rescued capture's provenance)."""
         extra = {"WARC-Crawler-Kind": item.kind.value}  # why we fetched it (audit trail)
+        extra.update(fields or {})
         if result.ok and result.status == 304 and conditional is not None:
             prior = conditional.prior
             entry = await self._in_sink(self._write_not_modified, result, prior.payload,

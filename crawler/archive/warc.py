@@ -478,8 +478,14 @@ class WarcWriter:
                        concurrent_to: str) -> None:
         """Write the request record of an exchange and flush the file.
 
-        Flushing here means complete records reach the OS: a killed process loses none.
+        Flushing here means complete records reach the OS: a killed process loses none. A
+        result without a request head (a capture rescued from another archive, which keeps
+        no request) gets no request record: one made up would be false evidence.
         """
+        assert self._file is not None
+        if not result.request_head:
+            self._file.flush()
+            return
         request = writer.create_warc_record(
             result.url, "request", payload=io.BytesIO(result.request_head),
             length=len(result.request_head),

@@ -31,7 +31,7 @@ from crawler.capture.settings import (
     Politeness,
     proxy_url,
 )
-from crawler.commands import cli_daemon, cli_tools
+from crawler.commands import cli_daemon, cli_rescue, cli_tools
 from crawler.commands.cli_tools import open_catalog as _catalog
 from crawler.commands.runner import run_with_ui
 from crawler.core.errors import CrawlerError, ExitCode
@@ -474,8 +474,8 @@ def demo(persons: int, **opts: Any) -> None:
     sys.exit(failed[0] if failed else 0)
 
 
-for _command in (cli_tools.wacz, cli_tools.replay, cli_tools.diff, cli_tools.verify,
-                 cli_tools.outbox_command, cli_tools.reindex,
+for _command in (cli_rescue.rescue, cli_tools.wacz, cli_tools.replay, cli_tools.diff,
+                 cli_tools.verify, cli_tools.outbox_command, cli_tools.reindex,
                  cli_daemon.daemon,
                  cli_daemon.run_command, cli_daemon.config_group):
     cli.add_command(_command)

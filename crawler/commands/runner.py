@@ -39,7 +39,7 @@ def run_with_ui(settings: CrawlSettings, *, quiet: bool, as_json: bool,
         summary_lines as report_lines,  # not in the parser processes
     )
     console = Console(stderr=True)
-    _setup_logging(console, quiet)
+    setup_logging(console, quiet)
     if resume is not None and not quiet and not as_json:
         click.echo(f"Resuming crawl {resume.target}/{resume.crawl_id}", err=True)
     try:
@@ -135,7 +135,7 @@ How to replay it:
 """
 
 
-def _setup_logging(console: Console, quiet: bool) -> None:
+def setup_logging(console: Console, quiet: bool) -> None:
     """Log to stderr through rich, so log lines and the live display do not collide."""
     handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler],

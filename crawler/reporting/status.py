@@ -4,6 +4,7 @@ lines; and which crawl a resume continues, with the secrets its settings need re
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -49,8 +50,19 @@ def crawl_report(catalog: Catalog, output: Path, target: str | None) -> dict[str
             "directory": str(row.directory),
             "resumable": row.resumable and state != "running", "phase": row.phase,
             "notifications": outbox.crawl_counts(catalog, row.pk),
+            "kind": row.kind, **({"rescue": _rescue_counts(row)} if row.kind == "rescue"
+                                 else {}),
             **catalog.crawl_totals(row.pk)})
     return report
+
+
+def _rescue_counts(row: CrawlRow) -> dict[str, int] | None:
+    """Return a rescue's URL counts from its report (None while it has none)."""
+    try:
+        found = json.loads((row.directory / "rescue.json").read_text("utf-8"))["urls"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {k: int(v) for k, v in found.items()}
 
 
 def report_lines(report: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -65,7 +77,11 @@ def report_lines(report: dict[str, list[dict[str, Any]]]) -> list[str]:
                          f"bytes {c['bytes']:>10}  failures {c['failures']:>4}  "
                          f"exit {'-' if c['exit_code'] is None else c['exit_code']}  "
                          f"{c['stop_reason'] or ''}")
-            lines.extend(f"      not archived: {line}" for line in shortfall_lines(c["shortfall"]))
+            if c.get("kind") == "rescue":
+                lines.extend(_rescue_lines(name, c))
+            else:
+                lines.extend(f"      not archived: {line}"
+                             for line in shortfall_lines(c["shortfall"]))
             if c["phase"] and c["state"] != "running":
                 lines.append(f"      unfinished: its {PHASE_WORDS.get(c['phase'], c['phase'])} "
                              f"was cut short; `crawler resume {name}` finishes it")
@@ -127,3 +143,17 @@ def targets_report(catalog: Catalog, names: list[str], next_runs: dict[str, date
                              "since": s["since"]} for s in open_states(catalog, name)],
             "next_run": nxt.isoformat() if nxt else None}
     return report
+
+
+def _rescue_lines(name: str, crawl: dict[str, Any]) -> list[str]:
+    """Return the lines of a rescue: its URLs by outcome, and how to continue it."""
+    found = crawl.get("rescue")
+    if found is None:
+        return ["      rescue from web archives: no report yet (killed before its end?); "
+                f"`crawler rescue {name} …` again continues it"]
+    lines = [f"      rescue from web archives: URLs found {found['found']}: rescued "
+             f"{found['rescued']}, already held {found['held']}, missing {found['missing']}, "
+             f"source failed {found['failed']}, not tried {found['pending']}"]
+    if crawl["state"] != "complete":
+        lines.append(f"      `crawler rescue {name}` with the same options continues it")
+    return lines

@@ -1,0 +1,727 @@
+"""One rescue: rebuild a target from public web archives into its own WARCs and catalog.
+
+In order: list every capture under the URL prefix or domain from each source's CDX server
+(paged, resumable); then, URL by URL in key order, choose the latest good capture in the
+window (or, with ``every``, all of them), fetch it raw (``id_``) from its source, judge it
+(``memento.archive_error``, ``memento.page_problem``), and write it as the origin's response
+dated when the archive captured it, with its provenance. Links of rescued pages that no
+listing named are asked for per URL (a TimeMap, or an exact CDX query), which is also how a
+source without a CDX server is rescued from: starting at the prefix, page by page.
+
+Politeness towards the sources: one pacer per source (``Source.rate``), ``Retry-After`` on
+429 and 503 obeyed for the whole source, transient failures retried with back-off.
+Durability as in a crawl: a record is written and flushed before its catalog transaction; a
+kill leaves records the catalog lacks, which the next run enters from their own WARC fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from crawler.archive.catalog import Catalog, CrawlRow, CrawlStatus, now_iso
+from crawler.archive.layout import lock_target, new_crawl_dir
+from crawler.archive.package import index_entries, page_entries, write_cdxj, write_pages
+from crawler.archive.recovery import recover_warcs
+from crawler.archive.store import Store, capture_from_record, capture_row
+from crawler.archive.warc import WarcSettings, WarcWriter, warc_date
+from crawler.archive.warcread import RecordUnreadable, read_record
+from crawler.capture import extract, urls
+from crawler.capture.fetcher import DEFAULT_USER_AGENT, Fetcher, FetchSettings, retry_after_seconds
+from crawler.capture.settings import DedupSettings
+from crawler.core import failpoints
+from crawler.core.errors import ExitCode
+from crawler.core.models import CrawlUrl, Extracted, FetchResult, UrlKind
+from crawler.rescue.ledger import Candidate, Ledger, Outcome, Provenance
+from crawler.rescue.memento import archive_error, page_problem, restore
+from crawler.rescue.report import build_report, write_missing, write_report
+from crawler.rescue.sources import Memento, Source, in_window, parse_cdx, parse_timemap
+
+log = logging.getLogger("crawler.rescue")
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_BATCH = 64  # URLs taken from the ledger at a time
+_MAX_ARCHIVE_REDIRECTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RescueSettings:
+    """What to rescue, from where, and how politely."""
+
+    target: str
+    output: Path  # the archive root
+    sources: tuple[Source, ...]
+    url: str | None = None  # rescue every URL under this prefix…
+    domain: str | None = None  # …or on this domain and its subdomains
+    start: str | None = None  # window: 14-digit timestamps, bounds included
+    end: str | None = None
+    every: bool = False  # every good capture in the window, not only the latest
+    concurrency: int = 4  # captures fetched at once (each source keeps its own pace)
+    attempts: int = 5  # tries of one request to a source (429, 5xx, network) before giving up
+    backoff: float = 2.0  # seconds before the first retry, doubled each time
+    max_wait: float = 600.0  # the longest Retry-After obeyed; longer counts as a failure
+    timeout: float = 120.0
+    user_agent: str = DEFAULT_USER_AGENT
+    max_urls: int = 0  # stop after deciding this many URLs (0: no limit)
+
+    def seed(self) -> str:
+        """Return the URL a rescue starts from."""
+        return self.url or f"http://{self.domain}/"
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the settings as stored with the rescue (to continue it with the same)."""
+        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        found["output"] = str(self.output)
+        found["sources"] = [dataclasses.asdict(s) for s in self.sources]
+        return {"rescue": found}
+
+
+@dataclass(slots=True)
+class RescueOutcome:
+    """What a rescue did, for the summary, the report and the exit code."""
+
+    target: str
+    rescue_id: str
+    directory: Path
+    status: str  # complete | incomplete | interrupted
+    report: dict[str, Any]
+    warcs: tuple[Path, ...] = ()
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """Return OK when every URL found was decided, INCOMPLETE when some could not be
+        (sources failing), CRAWL_FAILED when nothing was found or rescued."""
+        if self.status == CrawlStatus.INTERRUPTED:
+            return ExitCode.INTERRUPTED
+        urls_ = self.report["urls"]
+        if not urls_.get("rescued") and not urls_.get("held"):
+            return ExitCode.CRAWL_FAILED
+        return ExitCode.OK if self.status == CrawlStatus.COMPLETE else ExitCode.INCOMPLETE
+
+
+class _Pacer:
+    """One source's pace: at most ``rate`` requests a second, all paused by a Retry-After."""
+
+    def __init__(self, rate: float) -> None:
+        self.gap = 1.0 / rate if rate > 0 else 0.0
+        self.next = 0.0
+        self.lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self.lock:
+            now = time.monotonic()
+            if self.next > now:
+                await asyncio.sleep(self.next - now)
+            self.next = max(now, self.next) + self.gap
+
+    def pause(self, seconds: float) -> None:
+        self.next = max(self.next, time.monotonic() + seconds)
+
+
+@dataclass(slots=True)
+class _Stats:
+    """Counters of this session (the ledger holds the totals)."""
+
+    requests: int = 0
+    retries: int = 0
+    waited: float = 0.0
+    written: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Rescue:
+    """One rescue run (new, or continuing one a kill or a failure left)."""
+
+    def __init__(self, settings: RescueSettings, catalog: Catalog, fetcher: Fetcher) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.fetcher = fetcher
+        self.sources = {s.name: s for s in settings.sources}
+        self.pacers = {s.name: _Pacer(s.rate) for s in settings.sources}
+        self.stats = _Stats()
+        self.stop = asyncio.Event()
+        self.row = self._open_row()
+        self.ledger = Ledger(catalog.db, self.row.pk)
+        self.store: Store | None = None
+
+    def _open_row(self) -> CrawlRow:
+        """Return the rescue to run: the target's unfinished one with the same settings,
+        or a new one."""
+        stored = self.settings.to_json()
+        last = self.catalog.latest_crawl(self.settings.target, kind="rescue")
+        if last is not None and last.status != CrawlStatus.COMPLETE and \
+                last.settings == json.loads(json.dumps(stored)):
+            log.info("%s: continuing rescue %s", last.target, last.crawl_id)
+            self.catalog.set_running(last.pk)
+            row = self.catalog.crawl(last.target, last.crawl_id)
+            assert row is not None
+            return row
+        crawl_id, directory = new_crawl_dir(self.settings.output, self.settings.target)
+        pk = self.catalog.add_crawl(self.settings.target, crawl_id, directory, stored,
+                                    kind="rescue")
+        row = self.catalog.crawl(self.settings.target, crawl_id)
+        assert row is not None and row.pk == pk
+        return row
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(self) -> RescueOutcome:
+        """List, choose, fetch and write; then index and report."""
+        self._recover()
+        with self.catalog.transaction():
+            again = self.ledger.retry_failed()
+            seed = urls.try_normalize(self.settings.seed())
+            if seed:
+                self.ledger.add_urls([(urls.canonical_key(seed), seed, UrlKind.SEED.value)],
+                                     looked_up=False)
+        if again:
+            log.info("trying again %d URLs the sources failed to answer before", again)
+        warc = WarcWriter(WarcSettings(
+            directory=self.row.directory / "warc", prefix=f"{self.settings.target}-rescue",
+            warcinfo={"description": "captures rescued from public web archives: "
+                                     + ", ".join(self.sources),
+                      "isPartOf": self.settings.target}))
+        self.store = Store(warc, self.catalog, target=self.settings.target,
+                           crawl_pk=self.row.pk, settings=DedupSettings(conditional=False))
+        try:
+            for source in self.settings.sources:
+                if not self.stop.is_set():
+                    await self._list(source)
+            await self._work()
+        finally:
+            await self.store.close()
+        return self._finish(warc.finished)
+
+    def _recover(self) -> None:
+        """Close what a killed run of this rescue left open, and enter the records it
+        wrote but did not commit (from their own WARC fields: URL, date, provenance)."""
+        warc_dir = self.row.directory / "warc"
+        if not warc_dir.is_dir():
+            return
+        found = recover_warcs(warc_dir, lambda name: self.catalog.record_offsets(
+            self.row.pk, name), payload_cap=64 << 20)
+        with self.catalog.transaction():
+            for orphan in found.orphans:
+                row, links = capture_from_record(self.catalog, self.settings.target, orphan,
+                                                 UrlKind.PAGE)
+                self.catalog.add_capture(self.row.pk, row)
+                pk = self.catalog.db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                provenance = Provenance.of_record(orphan.headers, row.digest or "")
+                if provenance is not None:
+                    self.ledger.add_provenance(pk, provenance)
+                self.ledger.decide(row.key, Outcome.RESCUED, None)
+                if links is not None:
+                    self._add_links(row.url, links)
+        if found.orphans:
+            log.info("entered %d records a killed run wrote", len(found.orphans))
+
+    # -- listing --------------------------------------------------------------------------
+
+    async def _list(self, source: Source) -> None:
+        """List every capture under the prefix or domain that ``source`` holds (CDX), page
+        by page, each page committed with the key to the next."""
+        state = self._in_transaction(self.ledger.source_state, source.name,
+                                     "cdx" if source.cdx else "timemap")
+        if state["done"] or state["listing"] != "cdx":
+            return
+        match, target = (("prefix", self.settings.url) if self.settings.url
+                         else ("domain", self.settings.domain))
+        assert target is not None
+        resume = state["resume"]
+        while not self.stop.is_set():
+            address = source.cdx_url(target, match, start=self.settings.start,
+                                     end=self.settings.end, resume=resume)
+            answer = await self._get(source, address)
+            if answer is None or answer.status != 200:
+                status = answer.status if answer is not None else "no answer"
+                listed = self.ledger.source_state(source.name, "cdx")["listed"]
+                if not listed and answer is not None and answer.status in (400, 404, 501):
+                    # No CDX server there: ask TimeMaps per URL instead.
+                    why = f"no CDX server at {source.cdx} ({status}): TimeMaps used"
+                    self._in_transaction(self.ledger.listed, source.name, resume=None,
+                                         done=True, count=0, error=why, listing="timemap")
+                else:
+                    self._in_transaction(self.ledger.listed, source.name, resume=resume,
+                                         done=False, count=0,
+                                         error=f"CDX listing stopped: {status}")
+                log.warning("%s: %s", source.name, status)
+                return
+            try:
+                page = parse_cdx(_body(answer))
+            except ValueError as exc:
+                self._in_transaction(self.ledger.listed, source.name, resume=resume,
+                                     done=False, count=0,
+                                     error=f"CDX answer unreadable: {exc}")
+                return
+            finally:
+                answer.close()
+            rows = self._keyed(source.name, page.mementos)
+            with self.catalog.transaction():
+                self.ledger.add_urls(((k, m.url, _kind_of(m)) for k, _, m in rows),
+                                     looked_up=False)
+                self.ledger.add_mementos(rows)
+                self.ledger.listed(source.name, resume=page.resume, done=page.resume is None,
+                                   count=len(rows), error=None)
+            log.info("%s: listed %d captures%s", source.name, len(rows),
+                     ", more to come" if page.resume else "")
+            if page.resume is None:
+                return
+            resume = page.resume
+
+    def _keyed(self, source: str, found: Iterable[Memento]) -> list[tuple[str, str, Memento]]:
+        """Return the captures in the window, each with its URL's key (the URL normalized
+        as a crawl would, so a later crawl compares with it)."""
+        rows = []
+        for memento in found:
+            if not in_window(memento.timestamp, self.settings.start, self.settings.end):
+                continue
+            url = urls.try_normalize(memento.url)
+            if url is None:
+                continue
+            rows.append((urls.canonical_key(url), source, dataclasses.replace(memento, url=url)))
+        return rows
+
+    # -- URL by URL -----------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        """Decide every URL in the ledger (new ones are added as pages are rescued), a batch
+        at a time in key order, ``concurrency`` URLs at once."""
+        limit = self.settings.max_urls
+        decided = 0
+        gate = asyncio.Semaphore(self.settings.concurrency)
+
+        async def one(row: Any) -> None:
+            async with gate:
+                if not self.stop.is_set():
+                    await self._rescue_url(row["key"], row["url"], row["kind"],
+                                           bool(row["looked_up"]))
+
+        while not self.stop.is_set():
+            batch = self.ledger.pending(_BATCH)
+            if limit:
+                batch = batch[:max(0, limit - decided)]
+            if not batch:
+                return
+            await asyncio.gather(*(one(row) for row in batch))
+            decided += len(batch)
+
+    async def _rescue_url(self, key: str, url: str, kind: str, looked_up: bool) -> None:
+        """Choose, fetch, judge and write the captures of one URL; record the outcome."""
+        if not looked_up:
+            unanswered = await self._look_up(key, url)
+            if unanswered:
+                self._in_transaction(self.ledger.decide, key, Outcome.FAILED, unanswered)
+                return
+        candidates = [c for c in self.ledger.candidates(key)
+                      if in_window(c.memento.timestamp, self.settings.start, self.settings.end)]
+        if not candidates:
+            self._in_transaction(self.ledger.decide, key, Outcome.MISSING,
+                                 "no capture in any source")
+            return
+        held = self._held(key)
+        tried: list[str] = []
+        rescued = failed = 0
+        for candidate in _ordered(candidates, every=self.settings.every):
+            ts14 = candidate.memento.timestamp[:14]
+            if candidate.outcome in ("rescued", "held"):
+                rescued += 1
+                if not self.settings.every:
+                    break
+                continue
+            if candidate.outcome is not None:
+                tried.append(candidate.outcome)
+                continue
+            if ts14 in held or (not self.settings.every and held and max(held) >= ts14):
+                self._in_transaction(self.ledger.tried, key, candidate.source,
+                                     candidate.memento.timestamp, "held")
+                if not self.settings.every:
+                    found = await asyncio.to_thread(self._links_held, key)
+                    with self.catalog.transaction():
+                        self.ledger.decide(key, Outcome.HELD, f"held from {max(held)}")
+                        if found is not None:
+                            self._add_links(url, found)
+                    return
+                rescued += 1
+                continue
+            verdict = await self._try(key, kind, candidate)
+            if verdict is None:
+                rescued += 1
+                if not self.settings.every:
+                    break
+            elif verdict.startswith("failed"):
+                failed += 1
+                tried.append(verdict)
+            else:
+                tried.append(verdict)
+        if rescued:
+            self._in_transaction(self.ledger.decide, key, Outcome.RESCUED, None)
+        elif failed:
+            self._in_transaction(self.ledger.decide, key, Outcome.FAILED, _why(tried))
+        else:
+            self._in_transaction(self.ledger.decide, key, Outcome.MISSING, _why(tried))
+
+    def _held(self, key: str) -> set[str]:
+        """Return the 14-digit times of the good captures the target already holds of a
+        URL (earlier crawls and rescues, and this one's)."""
+        held = set()
+        for (fetched,) in self.catalog.db.execute(
+                "SELECT c.fetched_at FROM captures c JOIN crawls k ON k.id = c.crawl "
+                "WHERE c.key = ? AND k.target = ? AND c.final = 1 AND "
+                "(c.status BETWEEN 200 AND 399 OR c.record_type = 'revisit')",
+                (key, self.settings.target)):
+            held.add("".join(ch for ch in fetched if ch.isdigit())[:14])
+        return held
+
+    def _links_held(self, key: str) -> Extracted | None:
+        """Return the links of the latest good capture the target holds of a URL, read
+        back from its WARC: a page held is explored as a page rescued would be (the URLs it
+        leads to may be in no listing). Runs in a thread: it only reads files."""
+        row = self.catalog.db.execute(
+            "SELECT c.url, c.mime, coalesce(o.warc_file, c.warc_file) AS file, "
+            "coalesce(o.warc_offset, c.warc_offset) AS offset, "
+            "coalesce(o.warc_length, c.warc_length) AS length, k2.directory "
+            "FROM captures c JOIN crawls k ON k.id = c.crawl "
+            "LEFT JOIN captures o ON o.id = c.refers_to "
+            "JOIN crawls k2 ON k2.id = coalesce(o.crawl, c.crawl) "
+            "WHERE c.key = ? AND k.target = ? AND c.final = 1 AND c.status BETWEEN 200 AND "
+            "299 AND c.record_type IN ('response', 'revisit') ORDER BY c.id DESC LIMIT 1",
+            (key, self.settings.target)).fetchone()
+        if row is None or row["file"] is None or (row["mime"] or "") not in (
+                extract.HTML_TYPES | {"text/css"}):
+            return None
+        path = self.catalog.resolve(row["directory"]) / "warc" / row["file"]
+        try:
+            record = read_record(path, row["offset"], row["length"])
+        except (RecordUnreadable, OSError) as exc:
+            log.warning("held capture of %s unreadable, its links not followed: %s",
+                        row["url"], exc)
+            return None
+        head = FetchResult(url=row["url"], started=datetime.now(UTC),
+                           headers=_head_fields(record.http_head))
+        return extract.extract_safely(row["url"], row["mime"], record.payload,
+                                      head.header("content-type"),
+                                      head.header("content-encoding"))
+
+    async def _look_up(self, key: str, url: str) -> str | None:
+        """Ask each source for one URL's captures (a TimeMap, or an exact CDX query when
+        the source's listing did not cover the URL); return why it failed, or None."""
+        found: list[tuple[str, str, Memento]] = []
+        failures = []
+        for source in self.settings.sources:
+            state = self.ledger.source_state(source.name, "cdx" if source.cdx else "timemap")
+            if state["listing"] == "cdx" and state["done"] and self._in_listing(url):
+                continue
+            if state["listing"] == "cdx":
+                answer = await self._get(source, source.cdx_url(url, "exact"))
+                parse: Callable[[bytes], list[Memento]] = \
+                    lambda body: list(parse_cdx(body).mementos)  # noqa: E731
+            else:
+                answer = await self._get(source, source.timemap_url(url))
+                parse = parse_timemap
+            if answer is None:
+                failures.append(f"{source.name}: no answer")
+                continue
+            try:
+                if answer.status == 200:
+                    try:
+                        mementos = parse(_body(answer))
+                    except ValueError:
+                        mementos = []
+                    found.extend(r for r in self._keyed(source.name, mementos) if r[0] == key)
+                elif answer.status != 404:  # 404: the source has no capture of it
+                    failures.append(f"{source.name}: {answer.status}")
+            finally:
+                answer.close()
+        with self.catalog.transaction():
+            self.ledger.add_mementos(found)
+            if not failures:
+                self.ledger.looked_up(key)
+        return "; ".join(failures) if failures and not found else None
+
+    def _in_listing(self, url: str) -> bool:
+        """Return True if a URL lies under the prefix or domain the sources listed."""
+        if self.settings.url:
+            return url.startswith(self.settings.url)
+        host = urls.hostname_of(url)
+        domain = (self.settings.domain or "").lower()
+        return host == domain or host.endswith("." + domain)
+
+    async def _try(self, key: str, kind: str, candidate: Candidate) -> str | None:
+        """Fetch one capture, judge it, and write it if good; return None if written,
+        else what was wrong (``failed: …`` when the source could not be asked)."""
+        source = self.sources.get(candidate.source)
+        memento = candidate.memento
+        if source is None:  # a source no longer given: its captures are not tried
+            return "failed: source not given this time"
+        address = source.memento_url(memento.timestamp, memento.url)
+        served = await self._get(source, address, follow_archive=True)
+        verdict: str | None
+        if served is None:
+            verdict = "failed: no answer from the source"
+            self._in_transaction(self.ledger.tried, key, candidate.source,
+                                 memento.timestamp, verdict)
+            return verdict
+        try:
+            verdict = archive_error(served, memento)
+            body = _body(served) if verdict is None else b""
+            restored = restore(served, memento, source) if verdict is None else None
+            if restored is not None and 200 <= restored.result.status < 300:
+                verdict = page_problem(restored.result, body)
+            if verdict is not None or restored is None:
+                self._in_transaction(self.ledger.tried, key, candidate.source,
+                                     memento.timestamp, verdict or "unusable")
+                return verdict
+            await self._write(key, kind, candidate, address, restored.result, body,
+                              restored.digest_match)
+            return None
+        finally:
+            served.close()
+
+    async def _write(self, key: str, kind: str, candidate: Candidate, address: str,
+                     result: FetchResult, body: bytes, match: bool | None) -> None:
+        """Write a good capture and enter it, its provenance and its links in one
+        transaction (the record is flushed first: see the module docstring)."""
+        assert self.store is not None
+        provenance = Provenance(candidate.source, address, now_iso(),
+                                candidate.memento.digest or None, match)
+        item = CrawlUrl(url=result.url, key=key, kind=UrlKind(kind), depth=0)
+        found = _links_of(result, body)
+        stored = await self.store.write(result, item, fields=provenance.fields())
+        failpoints.hit("rescue-written")  # written, not entered: the next run enters it
+        row = capture_row(item, result, stored, found)
+        with self.catalog.transaction():
+            self.catalog.add_capture(self.row.pk, row)
+            pk = self.catalog.db.execute("SELECT last_insert_rowid()").fetchone()[0]
+            self.ledger.add_provenance(pk, provenance)
+            self.ledger.tried(key, candidate.source, candidate.memento.timestamp, "rescued")
+            if found is not None:
+                self._add_links(result.url, found)
+            location = result.header("location") if 300 <= result.status < 400 else None
+            target = urls.try_normalize(location, result.url) if location else None
+            if target:
+                self.ledger.add_urls([(urls.canonical_key(target), target, kind)],
+                                     looked_up=False)
+        self.stats.written += 1
+
+    def _add_links(self, url: str, found: Extracted) -> None:
+        """Queue a rescued page's links in scope, and every page requisite, to be looked up
+        (inside the caller's transaction)."""
+        keys = found.keys
+        rows = [(keys.get(link) or urls.canonical_key(link), link, UrlKind.PAGE.value)
+                for link in found.links if self._in_listing(link)]
+        rows += [(keys.get(link) or urls.canonical_key(link), link, UrlKind.REQUISITE.value)
+                 for link in found.requisites]
+        self.ledger.add_urls(rows, looked_up=False)
+        self.catalog.add_linked(self.row.pk, (key for key, _, kind in rows
+                                              if kind == UrlKind.PAGE.value))
+
+    # -- requests to sources --------------------------------------------------------------
+
+    async def _get(self, source: Source, address: str, *,
+                   follow_archive: bool = False) -> FetchResult | None:
+        """GET from a source at its pace, retrying what is transient; None if every try
+        failed. ``follow_archive``: follow the archive's own redirects (to the exact
+        capture), not the archived ones (those carry Memento-Datetime)."""
+        for hop in range(_MAX_ARCHIVE_REDIRECTS + 1):
+            result = await self._get_once(source, address)
+            if result is None or not follow_archive or hop == _MAX_ARCHIVE_REDIRECTS:
+                return result
+            location = result.header("location")
+            if not (300 <= result.status < 400 and location
+                    and result.header("memento-datetime") is None):
+                return result
+            target = urls.try_normalize(location, address)
+            if not target or not target.startswith(source.replay + "/"):
+                return result
+            result.close()
+            address = target
+        return None
+
+    async def _get_once(self, source: Source, address: str) -> FetchResult | None:
+        """One request, tried up to ``attempts`` times."""
+        settings = self.settings
+        for attempt in range(settings.attempts):
+            await self.pacers[source.name].wait()
+            self.stats.requests += 1
+            self._in_transaction(self.ledger.count_request, source.name)
+            result = await self.fetcher.fetch(address)
+            dated = result.ok and result.header("memento-datetime") is not None
+            if result.ok and (result.status not in _RETRY_STATUSES or dated):
+                return result
+            wait = settings.backoff * (2 ** attempt)
+            if result.ok:
+                asked = retry_after_seconds(result.header("retry-after"))
+                if asked is not None:
+                    if asked > settings.max_wait:
+                        log.warning("%s asks to wait %.0f s (more than %.0f): giving up %s",
+                                    source.name, asked, settings.max_wait, address)
+                        return result
+                    wait = max(asked, 0.0)
+            log.info("%s: %s for %s; again in %.1f s", source.name,
+                     result.status if result.ok else result.failure_detail, address, wait)
+            self.stats.retries += 1
+            self.stats.waited += wait
+            self.pacers[source.name].pause(wait)
+            if attempt + 1 == settings.attempts:
+                if result.ok:
+                    return result
+                result.close()
+                return None
+            result.close()
+        return None
+
+    def _in_transaction(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with self.catalog.transaction():
+            return func(*args, **kwargs)
+
+    # -- the end --------------------------------------------------------------------------
+
+    def _finish(self, warcs: list[Path]) -> RescueOutcome:
+        """Record how the rescue ended; write its index, page list and report."""
+
+        outcomes = self.ledger.outcomes()
+        listing_errors = [s["error"] for s in self.ledger.sources()
+                          if s["error"] and not s["done"]]
+        if self.stop.is_set():
+            status = CrawlStatus.INTERRUPTED
+        elif outcomes.get("pending") or outcomes.get(Outcome.FAILED) or listing_errors:
+            status = CrawlStatus.INCOMPLETE
+        else:
+            status = CrawlStatus.COMPLETE
+        shortfall = {k: v for k, v in (("not tried", outcomes.get("pending", 0)),
+                                       ("source failed", outcomes.get(Outcome.FAILED, 0)))
+                     if v}
+        directory = self.row.directory
+        write_cdxj(index_entries(self.catalog, self.row.pk),
+                   directory / "indexes" / "index.cdxj")
+        write_pages(page_entries(self.catalog, self.row.pk), directory / "pages" / "pages.jsonl")
+        all_warcs = tuple(sorted((directory / "warc").glob("*.warc.gz")))
+        report = build_report(self.catalog, self.row, self.settings.to_json()["rescue"],
+                              status, self.stats.requests, time.monotonic() - self.stats.started)
+        outcome = RescueOutcome(self.settings.target, self.row.crawl_id, directory, status,
+                                report, all_warcs)
+        with self.catalog.transaction():
+            self.catalog.db.execute(
+                "UPDATE crawls SET status=?, stop_reason=?, exit_code=?, finished=?, "
+                "shortfall=?, phase=NULL WHERE id=?",
+                (status, "interrupted" if status == CrawlStatus.INTERRUPTED else "complete",
+                 int(outcome.exit_code), now_iso(),
+                 json.dumps(shortfall) if shortfall else None, self.row.pk))
+        write_report(report, directory)
+        write_missing(self.catalog, self.row)
+        snapshot = {"crawl_id": self.row.crawl_id, "target": self.settings.target,
+                    "kind": "rescue", "status": status, "warcs": [p.name for p in all_warcs],
+                    "finished": warc_date(datetime.now(UTC))}
+        _write_json(directory / "crawl.json", snapshot)
+        return outcome
+
+
+def _ordered(candidates: list[Candidate], *, every: bool) -> list[Candidate]:
+    """Return a URL's captures in the order they are tried.
+
+    Latest: 2xx captures newest first, then those whose status the source did not list
+    (revisits, TimeMaps), then redirects (kept as redirects when a URL has nothing else);
+    errors (4xx, 5xx) are never tried: they are not the page. Every: all but errors, oldest
+    first, so the newest is entered last (the one a later crawl is compared with).
+    """
+    def rank(c: Candidate) -> int:
+        status = c.memento.status
+        if status is None:
+            return 1
+        return 0 if 200 <= status < 300 else 2 if 300 <= status < 400 else 9
+
+    seen = set()
+    ordered = []
+    for c in candidates:  # one capture held by two sources is tried once
+        if rank(c) == 9:
+            continue
+        mark = (c.memento.timestamp[:14], c.memento.digest or c.source)
+        if mark not in seen:
+            seen.add(mark)
+            ordered.append(c)
+    if every:
+        return sorted(ordered, key=lambda c: c.memento.timestamp)
+    return sorted(ordered, key=lambda c: (rank(c), _negated(c.memento.timestamp)))
+
+
+def _negated(timestamp: str) -> str:
+    """Return a key that sorts timestamps newest first."""
+    return "".join(str(9 - int(ch)) for ch in timestamp.ljust(17, "0"))
+
+
+def _why(tried: list[str]) -> str:
+    """Return why no capture of a URL was taken: its captures' verdicts, counted."""
+    if not tried:
+        return "only error captures (4xx/5xx) in the sources"
+    counts: dict[str, int] = {}
+    for verdict in tried:
+        counts[verdict] = counts.get(verdict, 0) + 1
+    return "; ".join(f"{v} ×{n}" if n > 1 else v for v, n in counts.items())
+
+
+def _kind_of(memento: Memento) -> str:
+    """Return the kind a listed URL is rescued as: pages are HTML, the rest requisites."""
+    mime = memento.mime.split(";")[0].strip().lower()
+    return UrlKind.PAGE.value if mime in extract.HTML_TYPES or mime in (
+        "", "warc/revisit") else UrlKind.REQUISITE.value
+
+
+def _links_of(result: FetchResult, body: bytes) -> Extracted | None:
+    """Return the links and text fingerprints of a rescued HTML page or stylesheet."""
+    media = result.content_type
+    if not (200 <= result.status < 300) or media not in extract.HTML_TYPES | {"text/css"}:
+        return None
+    return extract.extract_safely(result.url, media, body, result.header("content-type"),
+                                  result.header("content-encoding"))
+
+
+def _head_fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """Return the header fields of a stored HTTP head."""
+    return [(name.strip(), value.strip()) for name, _, value in
+            (line.partition(b":") for line in head.split(b"\r\n")[1:] if b":" in line)]
+
+
+def _body(result: FetchResult) -> bytes:
+    """Return a result's raw body (kept on disk when large)."""
+    if result.body is None:
+        return b""
+    result.body.seek(0)
+    return result.body.read()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    os.replace(tmp, path)
+
+
+async def run_rescue(settings: RescueSettings,
+                     on_start: Callable[[Rescue], None] | None = None) -> RescueOutcome:
+    """Run (or continue) a rescue of ``settings.target`` under its lock."""
+    lock = lock_target(settings.output, settings.target)
+    try:
+        catalog = Catalog.open(settings.output)
+        try:
+            catalog.check_integrity()
+            fetch = FetchSettings(user_agent=settings.user_agent,
+                                  total_timeout=settings.timeout,
+                                  max_connections=max(4, settings.concurrency * 2))
+            async with Fetcher(fetch) as fetcher:
+                rescue = Rescue(settings, catalog, fetcher)
+                if on_start is not None:
+                    on_start(rescue)
+                return await rescue.run()
+        finally:
+            with contextlib.suppress(Exception):
+                catalog.close()
+    finally:
+        lock.close()
