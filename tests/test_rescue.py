@@ -64,7 +64,8 @@ def gone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gone]:
     with SampleSite() as site:
         outcome = crawl(fast_settings(site.url, base / "origin"))
         url = site.url
-        port, cdn = int(url.rsplit(":", 1)[1].strip("/")), int(site.cdn_url.rsplit(":", 1)[1].strip("/"))
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        cdn = int(site.cdn_url.rsplit(":", 1)[1].strip("/"))
     pywb, proc = start_pywb(base / "pywb", list(outcome.warcs), [outcome.index])
     try:
         _wait_for(f"{pywb.base}cdx?url={url}&output=json")

@@ -87,7 +87,7 @@ class Ledger:
         """Record a page of a source's listing (inside the caller's transaction)."""
         self.db.execute(
             "UPDATE rescue_sources SET resume=?, done=?, listed=listed+?, "
-            "error=coalesce(?, error), listing=coalesce(?, listing) "
+            "error=?, listing=coalesce(?, listing) "
             "WHERE crawl=? AND source=?",
             (resume, int(done), count, error, listing, self.crawl, name))
 
@@ -118,11 +118,13 @@ class Ledger:
             ((self.crawl, key, m.timestamp, source, m.url, m.status, m.mime, m.digest or None)
              for key, source, m in found))
 
-    def pending(self, limit: int) -> list[sqlite3.Row]:
-        """Return up to ``limit`` URLs not yet decided, in key order."""
+    def pending(self, limit: int, after: str = "") -> list[sqlite3.Row]:
+        """Return up to ``limit`` URLs not yet decided, in key order after ``after`` (the
+        caller walks the keys once, then again from the start for URLs found behind it:
+        never a scan from the first key for every batch)."""
         return self.db.execute(
-            "SELECT key, url, kind, looked_up FROM rescue_urls WHERE crawl=? AND outcome IS "
-            "NULL ORDER BY key LIMIT ?", (self.crawl, limit)).fetchall()
+            "SELECT key, url, kind, looked_up FROM rescue_urls WHERE crawl=? AND key>? AND "
+            "outcome IS NULL ORDER BY key LIMIT ?", (self.crawl, after, limit)).fetchall()
 
     def candidates(self, key: str) -> list[Candidate]:
         """Return every capture listed for a URL."""

@@ -37,9 +37,10 @@ _ARCHIVE_HEADERS = frozenset({
     b"preference-applied", b"x-archive-screenname", b"x-archive-redirect-reason",
 })
 _MEMENTO_RELS = re.compile(rb'rel="[^"]*\b(?:original|timegate|timemap|memento)\b')
-_NOT_FOUND = ("page not found", "404 not found", "not found", "страница не найдена",
-              "ошибка 404", "error 404", "no such page", "page does not exist",
-              "страница не существует")
+# Whole words only: "Not Foundland" is a place, not an error.
+_NOT_FOUND = re.compile(r"\b(?:page not found|not found|страница не найдена|ошибка 404|"
+                        r"error 404|404|no such page|page does not exist|"
+                        r"страница не существует)(?!\w)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,14 +147,16 @@ def archive_error(served: FetchResult, memento: Memento) -> str | None:
     """Return why the archive's answer is not the capture listed, or None if it is.
 
     Memento-aware archives date every memento (RFC 7089 §2.1.1); an answer without
-    ``Memento-Datetime`` whose status is not the listed one is the archive's own page (its
-    "not archived", its error, its rate-limit notice), not the origin's.
+    ``Memento-Datetime`` whose status or bytes are not the listed ones is the archive's own
+    page (its "not archived", its error, its rate-limit notice), not the origin's.
     """
     if not served.ok:
         return f"fetch failed: {served.failure.value if served.failure else 'error'}"
     dated = served.header("memento-datetime") is not None
     listed = memento.status
-    if not dated and (listed is None or served.status != listed):
+    other_bytes = bool(memento.digest and served.payload_digest
+                       and memento.digest != served.payload_digest)
+    if not dated and (listed is None or served.status != listed or other_bytes):
         return f"the archive's own answer ({served.status}, no Memento-Datetime)"
     if listed is not None and served.status != listed and not memento.is_revisit:
         return f"served {served.status} for a capture listed as {listed}"
@@ -191,6 +194,6 @@ def page_problem(result: FetchResult, body: bytes) -> str | None:
         if marker in text or marker in title:
             return f"outage page ({what})"
     head = " ".join([title, *lines[:2]])
-    if any(marker in head for marker in _NOT_FOUND):
+    if _NOT_FOUND.search(head):
         return "soft-404 (a not-found page served with 200)"
     return None

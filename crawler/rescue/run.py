@@ -45,12 +45,15 @@ from crawler.core.models import CrawlUrl, Extracted, FetchResult, UrlKind
 from crawler.rescue.ledger import Candidate, Ledger, Outcome, Provenance
 from crawler.rescue.memento import archive_error, page_problem, restore
 from crawler.rescue.report import build_report, write_missing, write_report
-from crawler.rescue.sources import Memento, Source, in_window, parse_cdx, parse_timemap
+from crawler.rescue.sources import Memento, Source, in_window, parse_cdx, parse_timemap, read_cdx
 
 log = logging.getLogger("crawler.rescue")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _BATCH = 64  # URLs taken from the ledger at a time
 _MAX_ARCHIVE_REDIRECTS = 3
+# A CDX server that does not page (pywb) answers a whole site at once: ~300 bytes a capture,
+# a gigabyte for three million. Spooled to disk and read line by line, never held.
+_MAX_ANSWER = 8 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,23 +258,36 @@ class Rescue:
                                          error=f"CDX listing stopped: {status}")
                 log.warning("%s: %s", source.name, status)
                 return
+            listed = 0
+
+            def enter(batch: list[Memento]) -> None:
+                nonlocal listed
+                rows = self._keyed(source.name, batch)
+                with self.catalog.transaction():
+                    self.ledger.add_urls(((k, m.url, _kind_of(m)) for k, _, m in rows),
+                                         looked_up=False)
+                    self.ledger.add_mementos(rows)
+                listed += len(rows)
+
             try:
-                page = parse_cdx(_body(answer))
+                assert answer.body is not None
+                answer.body.seek(0)
+                page = read_cdx(answer.body, on_batch=enter)
             except ValueError as exc:
                 self._in_transaction(self.ledger.listed, source.name, resume=resume,
-                                     done=False, count=0,
+                                     done=False, count=listed,
                                      error=f"CDX answer unreadable: {exc}")
                 return
             finally:
                 answer.close()
-            rows = self._keyed(source.name, page.mementos)
-            with self.catalog.transaction():
-                self.ledger.add_urls(((k, m.url, _kind_of(m)) for k, _, m in rows),
-                                     looked_up=False)
-                self.ledger.add_mementos(rows)
-                self.ledger.listed(source.name, resume=page.resume, done=page.resume is None,
-                                   count=len(rows), error=None)
-            log.info("%s: listed %d captures%s", source.name, len(rows),
+            if answer.truncated is not None:
+                self._in_transaction(self.ledger.listed, source.name, resume=resume,
+                                     done=False, count=listed,
+                                     error=f"CDX answer cut short ({answer.truncated.value})")
+                return
+            self._in_transaction(self.ledger.listed, source.name, resume=page.resume,
+                                 done=page.resume is None, count=listed, error=None)
+            log.info("%s: listed %d captures%s", source.name, listed,
                      ", more to come" if page.resume else "")
             if page.resume is None:
                 return
@@ -305,12 +321,19 @@ class Rescue:
                     await self._rescue_url(row["key"], row["url"], row["kind"],
                                            bool(row["looked_up"]))
 
+        after = ""  # the walk over the keys; URLs found behind it are met on the next walk
         while not self.stop.is_set():
-            batch = self.ledger.pending(_BATCH)
-            if limit:
-                batch = batch[:max(0, limit - decided)]
-            if not batch:
+            if limit and decided >= limit:
                 return
+            batch = self.ledger.pending(_BATCH, after)
+            if limit:
+                batch = batch[:limit - decided]
+            if not batch:
+                if after == "":
+                    return
+                after = ""
+                continue
+            after = batch[-1]["key"]
             await asyncio.gather(*(one(row) for row in batch))
             decided += len(batch)
 
@@ -340,13 +363,15 @@ class Rescue:
             if candidate.outcome is not None:
                 tried.append(candidate.outcome)
                 continue
-            if ts14 in held or (not self.settings.every and held and max(held) >= ts14):
+            good = [moment for moment, status in held.items() if 200 <= status < 300]
+            if ts14 in held or (not self.settings.every and good and max(good) >= ts14):
                 self._in_transaction(self.ledger.tried, key, candidate.source,
                                      candidate.memento.timestamp, "held")
                 if not self.settings.every:
                     found = await asyncio.to_thread(self._links_held, key)
                     with self.catalog.transaction():
-                        self.ledger.decide(key, Outcome.HELD, f"held from {max(held)}")
+                        self.ledger.decide(key, Outcome.HELD,
+                                           f"held from {max(good or list(held))}")
                         if found is not None:
                             self._add_links(url, found)
                     return
@@ -369,16 +394,16 @@ class Rescue:
         else:
             self._in_transaction(self.ledger.decide, key, Outcome.MISSING, _why(tried))
 
-    def _held(self, key: str) -> set[str]:
-        """Return the 14-digit times of the good captures the target already holds of a
-        URL (earlier crawls and rescues, and this one's)."""
-        held = set()
-        for (fetched,) in self.catalog.db.execute(
-                "SELECT c.fetched_at FROM captures c JOIN crawls k ON k.id = c.crawl "
-                "WHERE c.key = ? AND k.target = ? AND c.final = 1 AND "
-                "(c.status BETWEEN 200 AND 399 OR c.record_type = 'revisit')",
-                (key, self.settings.target)):
-            held.add("".join(ch for ch in fetched if ch.isdigit())[:14])
+    def _held(self, key: str) -> dict[str, int]:
+        """Return the captures the target already holds of a URL (earlier crawls and
+        rescues, and this one): 14-digit time -> status (a revisit counts as 200)."""
+        held: dict[str, int] = {}
+        for fetched, status, record_type in self.catalog.db.execute(
+                "SELECT c.fetched_at, c.status, c.record_type FROM captures c JOIN crawls k "
+                "ON k.id = c.crawl WHERE c.key = ? AND k.target = ? AND c.final = 1 AND "
+                "c.record_type IN ('response', 'revisit')", (key, self.settings.target)):
+            moment = "".join(ch for ch in fetched if ch.isdigit())[:14]
+            held[moment] = 200 if record_type == "revisit" else int(status or 0)
         return held
 
     def _links_held(self, key: str) -> Extracted | None:
@@ -714,6 +739,7 @@ async def run_rescue(settings: RescueSettings,
             catalog.check_integrity()
             fetch = FetchSettings(user_agent=settings.user_agent,
                                   total_timeout=settings.timeout,
+                                  max_body_bytes=_MAX_ANSWER,
                                   max_connections=max(4, settings.concurrency * 2))
             async with Fetcher(fetch) as fetcher:
                 rescue = Rescue(settings, catalog, fetcher)

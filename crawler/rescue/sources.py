@@ -19,12 +19,15 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import io
+import itertools
 import json
 import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import IO
 
 from crawler.core.errors import ConfigError
 
@@ -137,15 +140,56 @@ class CdxPage:
 
 def parse_cdx(body: bytes) -> CdxPage:
     """Return the captures of a CDX answer in any of the three shapes (module docstring)."""
-    text = body.decode("utf-8", "replace").strip()
-    if not text:
+    return read_cdx(io.BytesIO(body))
+
+
+def read_cdx(stream: IO[bytes], *, batch: int = PAGE_SIZE,
+             on_batch: Callable[[list[Memento]], None] | None = None) -> CdxPage:
+    """Read a CDX answer from a file, line by line where the shape allows (pywb's NDJSON and
+    the text form), so an answer of millions of lines is never held whole: with
+    ``on_batch``, captures are handed over ``batch`` at a time and not kept."""
+    first = stream.read(1)
+    while first in (b" ", b"\n", b"\r", b"\t"):
+        first = stream.read(1)
+    if not first:
         return CdxPage((), None)
-    if text.startswith("["):
-        return _parse_json_rows(json.loads(text))
-    if text.startswith("{"):
-        return CdxPage(tuple(m for line in text.splitlines() if line.strip()
-                             if (m := _memento(json.loads(line))) is not None), None)
-    return _parse_text(text)
+    if first == b"[":  # the Wayback Machine's JSON: pages are small (``limit``)
+        page = _parse_json_rows(json.loads(first + stream.read()))
+        if on_batch is not None:
+            on_batch(list(page.mementos))
+            return CdxPage((), page.resume)
+        return page
+    kept: list[Memento] = []
+    pending: list[Memento] = []
+    resume = None
+    blank = False
+    lines = itertools.chain([first + stream.readline()], stream)
+    for raw in lines:
+        line = raw.decode("utf-8", "replace").strip()
+        if not line:
+            blank = True
+            continue
+        if blank:  # the text form: after a blank line, the resume key
+            resume = line
+            break
+        if line.startswith("{"):
+            memento = _memento(json.loads(line))
+        else:
+            memento = _memento(dict(zip(_TEXT_FIELDS, line.split(" "), strict=False)))
+        if memento is None:
+            continue
+        pending.append(memento)
+        if len(pending) >= batch:
+            if on_batch is not None:
+                on_batch(pending)
+            else:
+                kept.extend(pending)
+            pending = []
+    if on_batch is not None:
+        on_batch(pending)
+    else:
+        kept.extend(pending)
+    return CdxPage(tuple(kept), resume)
 
 
 def _parse_json_rows(rows: list[list[str]]) -> CdxPage:
@@ -159,19 +203,6 @@ def _parse_json_rows(rows: list[list[str]]) -> CdxPage:
         body = body[:-2]
     for row in body:
         if row and (m := _memento(dict(zip(names, row, strict=False)))) is not None:
-            found.append(m)
-    return CdxPage(tuple(found), resume)
-
-
-def _parse_text(text: str) -> CdxPage:
-    """Read the Wayback Machine's default text (seven fields a line; blank line, key)."""
-    blocks = re.split(r"\n\s*\n", text)
-    resume = blocks[1].strip() if len(blocks) > 1 and blocks[1].strip() else None
-    found = []
-    for line in blocks[0].splitlines():
-        values = line.split(" ")
-        if len(values) >= 5 and (m := _memento(dict(zip(_TEXT_FIELDS, values,
-                                                        strict=False)))):
             found.append(m)
     return CdxPage(tuple(found), resume)
 
