@@ -264,3 +264,43 @@ def test_a_site_that_comes_back_altered_is_caught(gone: Gone, rescued: Path,
     assert removed and removed[0]["class"] == "removed", run.report["findings"][:5]
     unchanged = run.report["summary"]["classes"].get("unchanged", 0)
     assert unchanged > 20  # the rest compared equal to the rescued captures
+
+
+def test_a_configured_target_already_gone_is_rescued_once(gone: Gone, tmp_path: Path) -> None:
+    """Memorial's case: the site is gone before anyone configured it. The run's crawl
+    captures nothing, so the run rescues it from the sources the config names; the next
+    run, still dark, compares with the rescue and does not rescue it again."""
+    config = tmp_path / "targets.toml"
+    config.write_text(
+        'archives = "archives"\n[[targets]]\nname = "lost"\n'
+        f'seeds = ["{gone.site_url}"]\nretries = 0\ntimeout = "2s"\nsitemaps = false\n'
+        f'sources = ["{gone.source()}"]\n', "utf-8")
+    check = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert check.exit_code == 0, check.output
+    first = CliRunner().invoke(cli, ["run", "lost", "--config", str(config)])
+    assert first.exit_code == 4, first.output  # the crawl failed: that is still the run's code
+    assert "the site is dark: no seed could be captured" in first.output
+    assert "rescue" in first.output and "complete" in first.output
+    root = tmp_path / "archives"
+    back = _rows(root)
+    assert gone.site_url + "persons/1.html" in back and len(back) > 100
+    # The rescue is now the base the next crawl is compared with: the site's pages are
+    # confirmed unreachable (exit 6, an alert), and it is not rescued a second time.
+    second = CliRunner().invoke(cli, ["run", "lost", "--config", str(config)])
+    assert second.exit_code == 6, second.output
+    assert "the site is dark: host-level takedown confirmed" in second.output
+    assert "URLs found" not in second.output
+    db = sqlite3.connect(root / "catalog.sqlite3")
+    try:
+        assert db.execute("SELECT count(*) FROM crawls WHERE kind = 'rescue'").fetchone()[0] == 1
+    finally:
+        db.close()
+
+
+def test_bad_sources_in_a_config_name_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "targets.toml"
+    config.write_text('[[targets]]\nname = "x"\nseeds = ["http://127.0.0.1:9/"]\n'
+                      'sources = ["ftp://archive/"]\n', "utf-8")
+    check = CliRunner().invoke(cli, ["config", "check", str(config)])
+    assert check.exit_code == 3
+    assert "targets.toml" in check.output and "targets[1].sources" in check.output

@@ -137,6 +137,9 @@ class CrawlSettings:
     dedup: DedupSettings = field(default_factory=DedupSettings)
     wacz: bool = False  # package the crawl as <target>-<crawl-id>.wacz when it completes
     detect: DetectSettings = field(default_factory=DetectSettings)
+    # Public web archives (``--source`` specs, rescue/sources.py) the target is rescued from
+    # when it goes dark: every seed's site, from each, in this order (jobs/after_dark.py).
+    rescue_sources: tuple[str, ...] = ()
 
     def target_name(self) -> str:
         """Return the target name, derived from the first seed when not given."""
@@ -175,7 +178,8 @@ class CrawlSettings:
             fetch=FetchSettings(**{**data["fetch"], "resolve": tuple(
                 tuple(pair) for pair in data["fetch"].get("resolve", ()))}),
             robots=RobotsPolicy(data["robots"]), dedup=DedupSettings(**data.get("dedup", {})),
-            detect=_detect_from_json(data.get("detect")))
+            detect=_detect_from_json(data.get("detect")),
+            rescue_sources=tuple(data.get("rescue_sources", ())))
         return cls(**values)
 
 

@@ -38,6 +38,7 @@ def run_with_ui(settings: CrawlSettings, *, quiet: bool, as_json: bool,
     from crawler.reporting.report import (
         summary_lines as report_lines,  # not in the parser processes
     )
+    from crawler.rescue.report import summary_lines as rescue_lines
     console = Console(stderr=True)
     setup_logging(console, quiet)
     if resume is not None and not quiet and not as_json:
@@ -57,6 +58,8 @@ def run_with_ui(settings: CrawlSettings, *, quiet: bool, as_json: bool,
             data["takedown"] = {"report": str(run.report_paths[0]),
                                 "html": str(run.report_paths[1]),
                                 "summary": run.report["summary"], "events": run.report["events"]}
+        if run.dark is not None:
+            data["dark"] = {"why": run.dark, "rescues": [r.report for r in run.rescues]}
         if json_into is None:
             click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         else:
@@ -68,6 +71,11 @@ def run_with_ui(settings: CrawlSettings, *, quiet: bool, as_json: bool,
             for line in report_lines(run.report):
                 click.echo(line)
             click.echo(f"  report: {run.report_paths[1]}")
+        if run.dark is not None:
+            click.echo(f"  the site is dark: {run.dark}")
+            for rescued in run.rescues:
+                for line in rescue_lines(rescued.report):
+                    click.echo(line)
         if replay_help:
             click.echo(replay_instructions(outcome))
     return int(run.exit_code)

@@ -33,7 +33,9 @@ from crawler.core.outcome import CrawlOutcome, CrawlStats, StopReason
 from crawler.crawl.engine import Crawl, run_crawl
 from crawler.detection.diff import comparison_after_detection, detect_after_crawl
 from crawler.detection.states import Event, events_of
+from crawler.jobs.after_dark import rescue_if_dark
 from crawler.reporting import notify, outbox, report
+from crawler.rescue.run import RescueOutcome
 
 log = logging.getLogger("crawler.pipeline")
 
@@ -47,6 +49,8 @@ class TargetRun:
     report_paths: tuple[Path, Path] | None = None
     events: tuple[Event, ...] = ()
     delivery: outbox.Delivery | None = None  # what the outbox pass at the end did
+    dark: str | None = None  # why the target is dark after this run (after_dark.py)
+    rescues: tuple[RescueOutcome, ...] = ()  # what was rescued from web archives then
 
     @property
     def exit_code(self) -> ExitCode:
@@ -97,7 +101,9 @@ async def _run_locked(settings: CrawlSettings, resume: CrawlRow | None,
         row = catalog.crawl(outcome.target, outcome.crawl_id)
         if row is None or row.phase is None:
             return TargetRun(outcome)  # interrupted: compared when its resume finishes
-        return await finish_run(catalog, row, settings, outcome)
+        run = await finish_run(catalog, row, settings, outcome)
+        dark, rescues = await rescue_if_dark(catalog, settings, run.outcome.exit_code)
+        return replace(run, dark=dark, rescues=tuple(rescues))
     finally:
         catalog.close()
 

@@ -730,11 +730,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 async def run_rescue(settings: RescueSettings,
-                     on_start: Callable[[Rescue], None] | None = None) -> RescueOutcome:
-    """Run (or continue) a rescue of ``settings.target`` under its lock."""
-    lock = lock_target(settings.output, settings.target)
+                     on_start: Callable[[Rescue], None] | None = None, *,
+                     catalog: Catalog | None = None, locked: bool = False) -> RescueOutcome:
+    """Run (or continue) a rescue of ``settings.target`` under its lock (``locked``: the
+    caller holds it, with ``catalog`` open: a run that rescues a target gone dark)."""
+    lock = None if locked else lock_target(settings.output, settings.target)
+    own = catalog is None
     try:
-        catalog = Catalog.open(settings.output)
+        if catalog is None:
+            catalog = Catalog.open(settings.output)
         try:
             catalog.check_integrity()
             fetch = FetchSettings(user_agent=settings.user_agent,
@@ -747,7 +751,9 @@ async def run_rescue(settings: RescueSettings,
                     on_start(rescue)
                 return await rescue.run()
         finally:
-            with contextlib.suppress(Exception):
-                catalog.close()
+            if own:
+                with contextlib.suppress(Exception):
+                    catalog.close()
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()

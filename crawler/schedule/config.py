@@ -32,6 +32,7 @@ from crawler.capture.settings import (
 )
 from crawler.core.errors import ConfigError, InvalidURL
 from crawler.core.units import parse_duration, parse_size
+from crawler.rescue.sources import parse_source
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -115,6 +116,14 @@ def _url(value: Any) -> str:
         return urls.normalize(_str(value))
     except InvalidURL as exc:
         raise _Bad(str(exc)) from None
+
+
+def _source(value: Any) -> str:
+    try:
+        parse_source(_str(value))
+    except ConfigError as exc:
+        raise _Bad(exc.reason) from None
+    return str(value)
 
 
 def _proxy(value: Any) -> str:
@@ -218,6 +227,8 @@ TARGET_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "notify_expiry": (duration, "how long an undelivered notification is retried before "
                                 "it is given up (default 7d)"),
     "control_url": (_url, "a URL outside the target: if it fails too, our network is down"),
+    "sources": (_list(_source), "public web archives (as `crawler rescue --source`) the "
+                                "target is rescued from when it goes dark"),
     "vantage": (_list(_proxy), "proxies (http://, socks5://) through which a suspected "
                                "takedown is fetched again: a page fine from there is "
                                "blocked-here, not removed"),
@@ -357,7 +368,7 @@ def _target(v: dict[str, Any], root: Path) -> Target:
     if "scope" in v:
         scope["kind"] = ScopeKind(v["scope"])
     rest: dict[str, Any] = _given(v, warc_size="warc_size", sitemaps="sitemaps",
-                                  operator="operator", wacz="wacz")
+                                  operator="operator", wacz="wacz", rescue_sources="sources")
     if "robots" in v:
         rest["robots"] = RobotsPolicy(v["robots"])
     settings = CrawlSettings(

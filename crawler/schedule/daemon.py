@@ -260,6 +260,12 @@ class Daemon:
                  "; not fetched: " + ", ".join(f"{k} {v}" for k, v in shortfall.items())
                  if shortfall else "", summary.get("transitions", 0),
                  summary.get("new_alerts", 0))
+        for rescued in run.rescues:
+            urls = rescued.report["urls"]
+            log.warning("%s: dark (%s); rescue %s from web archives ended %s: %d URLs found, "
+                        "%d rescued, %d already held, %d missing, %d source failed",
+                        name, run.dark, rescued.rescue_id, rescued.status, urls["found"],
+                        urls["rescued"], urls["held"], urls["missing"], urls["failed"])
 
 
 def next_runs(archives: Path) -> dict[str, datetime | None]:
