@@ -16,12 +16,14 @@ ALLOWED: dict[str, set[str]] = {
     "capture": {"core"},
     "archive": {"core", "capture"},
     "crawl": {"core", "capture", "archive"},
+    "rescue": {"core", "capture", "archive"},
     "detection": {"core", "capture", "archive"},
     "reporting": {"core", "capture", "archive", "detection"},
-    "jobs": {"core", "capture", "archive", "crawl", "detection", "reporting"},
-    "schedule": {"core", "capture", "archive", "crawl", "detection", "reporting", "jobs"},
-    "commands": {"core", "capture", "archive", "crawl", "detection", "reporting", "jobs",
-                 "schedule", "demo"},
+    "jobs": {"core", "capture", "archive", "crawl", "rescue", "detection", "reporting"},
+    "schedule": {"core", "capture", "archive", "crawl", "rescue", "detection", "reporting",
+                 "jobs"},
+    "commands": {"core", "capture", "archive", "crawl", "rescue", "detection", "reporting",
+                 "jobs", "schedule", "demo"},
     "demo": set(),
 }
 
