@@ -193,8 +193,12 @@ def test_rescued_collection_replays_in_pywb_and_replaywebpage(gone: Gone, rescue
         assert raw.status_code == 200 and raw.content
     wacz = CliRunner().invoke(cli, ["wacz", "rescued", "--output", str(rescued)])
     assert wacz.exit_code == 0, wacz.output
+    package = Path(wacz.stdout.strip())
+    check = subprocess.run([str(Path(sys.executable).parent / "wacz"), "validate", "-f",
+                            str(package)], capture_output=True, text=True)
+    assert check.returncode == 0 and "Validation succeeded" in check.stdout, check.stdout
     with ReplayWebPage(tmp_path / "rwp") as rwp:
-        source = rwp.add(Path(wacz.stdout.strip()))
+        source = rwp.add(package)
         with rwp.session() as session:
             view = session.view(source, person, ts)
             shown = " ".join(view.text.split())

@@ -137,6 +137,10 @@ def _handler(fake: dict[str, FakeWayback]) -> type[BaseHTTPRequestHandler]:
                 self._send(429, b"slow down", [("Retry-After", "1")])
                 return
             query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+            if query.get("resumeKey") == "8" and state.failures_left.get("page-3", 0) > 0:
+                state.failures_left["page-3"] -= 1  # down for a while, mid-listing
+                self._send(502, b"bad gateway", [])
+                return
             rows = [["urlkey", "timestamp", "original", "mimetype", "statuscode", "digest",
                      "length"]]
             start = int(query.get("resumeKey", "0"))
@@ -362,3 +366,38 @@ def test_page_problems_and_the_innocent_pages_that_could_look_like_them(
         assert verdict is None
     else:
         assert verdict is not None and verdict.startswith(expected)
+
+
+def test_a_listing_cut_short_is_said_and_continued_from_its_resume_key(
+        wayback: FakeWayback, tmp_path: Path) -> None:
+    wayback.failures_left["page-3"] = 99  # the third page of the listing never comes
+    first = asyncio.run(run_rescue(_settings(wayback, tmp_path, attempts=3)))
+    assert first.status == "incomplete" and int(first.exit_code) == 8
+    source = first.report["sources"][0]
+    assert not source["listing_done"] and "502" in source["note"]
+    assert source["listed"] == 8  # two pages of four
+    wayback.failures_left["page-3"] = 0
+    wayback.requests.clear()
+    second = asyncio.run(run_rescue(_settings(wayback, tmp_path, attempts=3)))
+    assert second.rescue_id == first.rescue_id  # the same rescue, continued
+    cdx = [path for _, path in wayback.requests if path.startswith("/cdx/")]
+    assert "resumeKey=8" in cdx[0]  # from where it stopped, not from the start
+    assert second.status == "complete" and int(second.exit_code) == 0
+    assert second.report["urls"]["rescued"] == 10 and second.report["sources"][0]["note"] is None
+    written = [(r.uri, r.warc["WARC-Date"]) for r in read_records(list(second.warcs))
+               if r.type == "response"]
+    assert len(written) == len(set(written)) == 10  # nothing written twice across the runs
+
+
+def test_a_source_that_keeps_failing_leaves_the_url_to_try_again(wayback: FakeWayback,
+                                                                 tmp_path: Path) -> None:
+    """Two tries are not enough for the flaky capture: the URL is "source failed", not
+    "missing", the rescue incomplete; the next run tries it again and gets it."""
+    first = asyncio.run(run_rescue(_settings(wayback, tmp_path, attempts=2)))
+    assert first.report["urls"]["failed"] == 1 and first.status == "incomplete"
+    failed = [m for m in first.report["missing"] if m["outcome"] == "failed"]
+    assert failed[0]["url"] == SITE + "f.html" and "503" in failed[0]["reason"]
+    assert int(first.exit_code) == 8
+    second = asyncio.run(run_rescue(_settings(wayback, tmp_path, attempts=2)))
+    assert second.report["urls"]["failed"] == 0 and second.status == "complete"
+    assert second.report["urls"]["rescued"] == 10

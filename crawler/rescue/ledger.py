@@ -152,7 +152,10 @@ class Ledger:
                         (outcome, reason, self.crawl, key))
 
     def retry_failed(self) -> int:
-        """Put URLs the sources failed to answer back to do (a continued rescue)."""
+        """Put URLs and captures the sources failed to answer back to do (a continued
+        rescue), and URLs whose look-up failed back to be looked up."""
+        self.db.execute("UPDATE rescue_mementos SET outcome=NULL WHERE crawl=? AND "
+                        "outcome LIKE 'failed%'", (self.crawl,))
         return self.db.execute("UPDATE rescue_urls SET outcome=NULL, reason=NULL WHERE "
                                "crawl=? AND outcome=?", (self.crawl, Outcome.FAILED)).rowcount
 

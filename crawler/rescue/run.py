@@ -246,6 +246,8 @@ class Rescue:
             answer = await self._get(source, address)
             if answer is None or answer.status != 200:
                 status = answer.status if answer is not None else "no answer"
+                if answer is not None:
+                    answer.close()
                 listed = self.ledger.source_state(source.name, "cdx")["listed"]
                 if not listed and answer is not None and answer.status in (400, 404, 501):
                     # No CDX server there: ask TimeMaps per URL instead.
@@ -496,6 +498,12 @@ class Rescue:
                                  memento.timestamp, verdict)
             return verdict
         try:
+            if served.status in _RETRY_STATUSES and served.header("memento-datetime") is None:
+                verdict = (f"failed: the source answered {served.status} "
+                           f"{self.settings.attempts} times")
+                self._in_transaction(self.ledger.tried, key, candidate.source,
+                                     memento.timestamp, verdict)
+                return verdict
             verdict = archive_error(served, memento)
             body = _body(served) if verdict is None else b""
             restored = restore(served, memento, source) if verdict is None else None
