@@ -308,3 +308,28 @@ def test_bad_sources_in_a_config_name_the_key(tmp_path: Path) -> None:
     check = CliRunner().invoke(cli, ["config", "check", str(config)])
     assert check.exit_code == 3
     assert "targets.toml" in check.output and "targets[1].sources" in check.output
+
+
+def test_a_rebuilt_catalog_keeps_the_rescue_and_its_provenance(rescued: Path,
+                                                               tmp_path: Path) -> None:
+    root = tmp_path / "rebuilt"
+    shutil.copytree(rescued, root)
+    before = sqlite3.connect(root / "catalog.sqlite3")
+    try:
+        provenance = before.execute("SELECT c.url, p.source, p.memento, p.source_digest FROM "
+                                    "provenance p JOIN captures c ON c.id = p.capture "
+                                    "ORDER BY 1").fetchall()
+    finally:
+        before.close()
+    result = CliRunner().invoke(cli, ["reindex", "--output", str(root), "--force"])
+    assert result.exit_code == 0, result.output
+    after = sqlite3.connect(root / "catalog.sqlite3")
+    try:
+        assert after.execute("SELECT kind, status FROM crawls").fetchall() == [
+            ("rescue", "complete")]
+        assert after.execute("SELECT c.url, p.source, p.memento, p.source_digest FROM "
+                             "provenance p JOIN captures c ON c.id = p.capture ORDER BY 1"
+                             ).fetchall() == provenance
+        assert after.execute("SELECT count(*) FROM url_states").fetchone()[0] == 0
+    finally:
+        after.close()

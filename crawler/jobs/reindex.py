@@ -44,6 +44,7 @@ from crawler.core.errors import CatalogSound, OutputError
 from crawler.core.models import UrlKind
 from crawler.detection.diff import comparison_after_detection
 from crawler.detection.states import apply_states
+from crawler.rescue.ledger import Ledger, Provenance
 
 log = logging.getLogger("crawler.reindex")
 
@@ -122,7 +123,7 @@ def reindex(root: Path, *, force: bool = False,
             result.records += entered
             result.crawls.append((target, row.crawl_id, row.status, entered))
             progress(f"{target}/{row.crawl_id}: {entered} records, {row.status}")
-            if row.status in CrawlStatus.FINISHED:
+            if row.status in CrawlStatus.FINISHED and row.kind == "crawl":
                 detect = detect_settings_of(row.settings)
                 apply_states(catalog, comparison_after_detection(catalog, row, detect), detect)
     finally:
@@ -143,11 +144,13 @@ def _add_crawl(catalog: Catalog, target: str, directory: Path) -> CrawlRow:
     with catalog.transaction() as db:
         cur = db.execute(
             "INSERT INTO crawls (target, crawl_id, directory, started, finished, status, "
-            "stop_reason, exit_code, settings, shortfall) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "stop_reason, exit_code, settings, shortfall, kind) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (target, directory.name, f"{target}/{directory.name}", started,
              snapshot.get("finished") or started, status, stop, snapshot.get("exit_code"),
              json.dumps(snapshot.get("settings") or {}, ensure_ascii=False),
-             json.dumps(snapshot.get("shortfall")) if snapshot.get("shortfall") else None))
+             json.dumps(snapshot.get("shortfall")) if snapshot.get("shortfall") else None,
+             "rescue" if snapshot.get("kind") == "rescue" else "crawl"))
     row = catalog.crawl(target, directory.name)
     assert row is not None and row.pk == cur.lastrowid
     return row
@@ -161,15 +164,17 @@ def _enter_records(catalog: Catalog, row: CrawlRow, result: ReindexResult) -> in
     count = 0
     for path in sorted((row.directory / "warc").glob("*.warc.gz")):
         try:  # entered one by one: a revisit finds the original entered before it
-            for capture, keys in _rows_of(catalog, row, path, linked):
+            for capture, keys, origin in _rows_of(catalog, row, path, linked):
                 with catalog.transaction() as db:
                     previous = latest.get(capture.key) if capture.kind in _CRAWL_KINDS else None
-                    if previous is not None:
+                    if previous is not None and origin is None:  # (a rescue keeps every one)
                         db.execute("UPDATE captures SET final=0 WHERE id=?", (previous,))
                     catalog.add_capture(row.pk, capture)
+                    pk = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
                     if capture.kind in _CRAWL_KINDS:
-                        latest[capture.key] = int(db.execute("SELECT last_insert_rowid()")
-                                                  .fetchone()[0])
+                        latest[capture.key] = pk
+                    if origin is not None:
+                        Ledger(db, row.pk).add_provenance(pk, origin)
                     catalog.add_linked(row.pk, keys)
                 count += 1
         except Exception as exc:  # a damaged file must not stop the rebuild
@@ -180,8 +185,9 @@ def _enter_records(catalog: Catalog, row: CrawlRow, result: ReindexResult) -> in
 
 
 def _rows_of(catalog: Catalog, row: CrawlRow, path: Path, linked: set[str],
-             ) -> Iterator[tuple[CaptureRow, list[str]]]:
-    """Yield the capture row (and newly linked keys) of each record of one WARC file."""
+             ) -> Iterator[tuple[CaptureRow, list[str], Provenance | None]]:
+    """Yield the capture row, newly linked keys and (a rescued record) provenance of each
+    record of one WARC file."""
     for record in iter_records(path, path.name, PAYLOAD_CAP):
         capture, found = capture_from_record(catalog, row.target, record, UrlKind.PAGE)
         kind = UrlKind(capture.kind)
@@ -192,7 +198,7 @@ def _rows_of(catalog: Catalog, row: CrawlRow, path: Path, linked: set[str],
                 if key not in linked:
                     linked.add(key)
                     keys.append(key)
-        yield capture, keys
+        yield capture, keys, Provenance.of_record(record.headers, capture.digest or "")
 
 
 def _started(crawl_id: str) -> str:

@@ -162,7 +162,7 @@ class Rescue:
         stored = self.settings.to_json()
         last = self.catalog.latest_crawl(self.settings.target, kind="rescue")
         if last is not None and last.status != CrawlStatus.COMPLETE and \
-                last.settings == json.loads(json.dumps(stored)):
+                _same_rescue(last.settings, stored):
             log.info("%s: continuing rescue %s", last.target, last.crawl_id)
             self.catalog.set_running(last.pk)
             row = self.catalog.crawl(last.target, last.crawl_id)
@@ -653,9 +653,22 @@ class Rescue:
         write_missing(self.catalog, self.row)
         snapshot = {"crawl_id": self.row.crawl_id, "target": self.settings.target,
                     "kind": "rescue", "status": status, "warcs": [p.name for p in all_warcs],
-                    "finished": warc_date(datetime.now(UTC))}
+                    "finished": warc_date(datetime.now(UTC)), "exit_code": int(
+                        outcome.exit_code), "shortfall": shortfall,
+                    "settings": self.settings.to_json()}
         _write_json(directory / "crawl.json", snapshot)
         return outcome
+
+
+def _same_rescue(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Return True if a stored rescue asked for what ``wanted`` asks (wherever the archive
+    root is now: it may have been moved)."""
+    def plain(settings: dict[str, Any]) -> Any:
+        found = dict(json.loads(json.dumps(settings)).get("rescue") or {})
+        found.pop("output", None)
+        return found
+
+    return bool(stored) and plain(stored) == plain(wanted)
 
 
 def _ordered(candidates: list[Candidate], *, every: bool) -> list[Candidate]:
