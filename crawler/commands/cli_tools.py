@@ -155,8 +155,11 @@ def diff(target: str, from_id: str | None, to_id: str | None, output: Path,
 
     with open_catalog(output, read_only=True) as catalog:
         crawls = catalog.crawls(target)
+        # By default the latest crawl: a rescue (rebuilt from web archives) is compared
+        # with, not compared; --to names one if that is wanted.
+        live = [c for c in crawls if c.kind == "crawl"]
         after = next((c for c in crawls if c.crawl_id == to_id), None) if to_id else (
-            crawls[-1] if crawls else None)
+            live[-1] if live else None)
         before = next((c for c in crawls if c.crawl_id == from_id), None) if from_id else None
         if after is None or (from_id and before is None):
             click.echo(f"crawler: no such crawl of {target} under {output}", err=True)
