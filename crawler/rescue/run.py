@@ -36,6 +36,7 @@ from crawler.archive.recovery import recover_warcs
 from crawler.archive.store import Store, capture_from_record, capture_row
 from crawler.archive.warc import WarcSettings, WarcWriter, warc_date
 from crawler.archive.warcread import RecordUnreadable, read_record
+from crawler.archive.watermark import Watermark
 from crawler.capture import extract, urls
 from crawler.capture.fetcher import DEFAULT_USER_AGENT, Fetcher, FetchSettings, retry_after_seconds
 from crawler.capture.settings import DedupSettings
@@ -188,20 +189,32 @@ class Rescue:
                                      looked_up=False)
         if again:
             log.info("trying again %d URLs the sources failed to answer before", again)
+        warc_dir = self.row.directory / "warc"
+        watermark = Watermark()
         warc = WarcWriter(WarcSettings(
-            directory=self.row.directory / "warc", prefix=f"{self.settings.target}-rescue",
+            directory=warc_dir, prefix=f"{self.settings.target}-rescue",
             warcinfo={"description": "captures rescued from public web archives: "
                                      + ", ".join(self.sources),
-                      "isPartOf": self.settings.target}))
+                      "isPartOf": self.settings.target}),
+            first_serial=len(list(warc_dir.glob("*.warc.gz"))), watermark=watermark)
+        # As in a crawl: each record is flushed before its catalog rows, which commit in
+        # batches (every 0.5 s) with each WARC file's watermark, so a continued rescue reads
+        # only what lies past the marks (archive/watermark.py).
+        self.catalog.track_marks(self.row.pk, watermark)
         self.store = Store(warc, self.catalog, target=self.settings.target,
                            crawl_pk=self.row.pk, settings=DedupSettings(conditional=False))
+        self.catalog.begin_batch()
         try:
             for source in self.settings.sources:
                 if not self.stop.is_set():
                     await self._list(source)
             await self._work()
         finally:
-            await self.store.close()
+            try:
+                self.catalog.end_batch()  # before the WARC closes: see recover_warcs
+            finally:
+                self.catalog.track_marks(None)
+                await self.store.close()
         return self._finish(warc.finished)
 
     def _recover(self) -> None:
@@ -211,8 +224,9 @@ class Rescue:
         if not warc_dir.is_dir():
             return
         found = recover_warcs(warc_dir, lambda name: self.catalog.record_offsets(
-            self.row.pk, name), payload_cap=64 << 20)
+            self.row.pk, name), payload_cap=64 << 20, marks=self.catalog.warc_marks(self.row.pk))
         with self.catalog.transaction():
+            self.catalog.set_warc_marks(self.row.pk, found.read_to)
             for orphan in found.orphans:
                 row, links = capture_from_record(self.catalog, self.settings.target, orphan,
                                                  UrlKind.PAGE)
@@ -338,9 +352,11 @@ class Rescue:
             after = batch[-1]["key"]
             await asyncio.gather(*(one(row) for row in batch))
             decided += len(batch)
+            self.catalog.commit_if_due()
 
     async def _rescue_url(self, key: str, url: str, kind: str, looked_up: bool) -> None:
         """Choose, fetch, judge and write the captures of one URL; record the outcome."""
+        self.catalog.commit_if_due()
         if not looked_up:
             unanswered = await self._look_up(key, url)
             if unanswered:
