@@ -11,7 +11,10 @@ Steps, all on 127.0.0.1 (never the live web):
 2. the site is stopped (it is "gone"); a pywb collection is built from that crawl's WARCs and
    CDXJ index (as ``tests/conftest.py``'s ``start_pywb`` does) and pywb's ``wayback`` is
    started on a free port;
-3. ``crawler rescue rescued --source http://127.0.0.1:PORT/coll;rate=0 --url SITE -o OUT
+3. the peer, GNU wget, fetches the same raw captures (every capture pywb's CDX server lists
+   under the site, as ``…/coll/TIMESTAMPid_/URL``) with ``wget -i LIST -O /dev/null
+   --warc-file``: one connection, no judging, no headers restored;
+4. ``crawler rescue rescued --source http://127.0.0.1:PORT/coll;rate=0 --url SITE -o OUT
    --json --concurrency C`` runs in a fresh process, from a working directory other than OUT.
 
 Measured for the rescue: wall seconds; CPU seconds (user+system of the rescue process and its
@@ -254,6 +257,33 @@ def start_pywb(root: Path, crawl_dir: Path) -> tuple[subprocess.Popen[bytes], in
     return replay.start_wayback(root, port, bindir), port
 
 
+def fetch_with_wget(port: int, site_url: str, where: Path, work: Path,
+                    pywb_pid: int) -> dict[str, Any]:
+    """The peer: GNU wget fetching the same raw captures from the same pywb into a WARC
+    (``wget -i LIST --warc-file``, one connection), the list built from pywb's CDX answer
+    (every capture under the site, its ``id_`` address), before the rescue runs."""
+    where.mkdir()
+    query = urllib.parse.urlencode({"url": site_url, "matchType": "prefix", "output": "json"})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.request("GET", f"/coll/cdx?{query}")
+    lines = conn.getresponse().read().decode("utf-8").splitlines()
+    conn.close()
+    addresses = []
+    for line in lines:
+        row = json.loads(line)
+        addresses.append(f"http://127.0.0.1:{port}/coll/{row['timestamp']}id_/{row['url']}")
+    listing = where / "mementos.txt"
+    listing.write_text("\n".join(addresses) + "\n", "utf-8")
+    done = measure(["wget", "-q", "-i", str(listing), "-O", "/dev/null", "--warc-file",
+                    str(where / "peer"), "--no-warc-keep-log", "--tries", "1"], work,
+                   watch=pywb_pid)
+    return {"urls": len(addresses), "wall_s": done.wall, "cpu_s": done.cpu,
+            "pywb_cpu_s": done.pywb_cpu, "peak_rss_mb": done.hwm_mb,
+            "exit_code": done.returncode,
+            "urls_per_s": len(addresses) / done.wall if done.wall else 0.0,
+            "cpu_ms_per_url": done.cpu / len(addresses) * 1000 if addresses else 0.0}
+
+
 def fetched_ms(value: str) -> str:
     """Return an ISO 8601 time truncated to the millisecond, in UTC."""
     when = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
@@ -315,6 +345,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         pywb, port = start_pywb(tmp / "pywb", crawl_dir)
         query = urllib.parse.urlencode({"url": site_url, "output": "json"})
         wait_for(port, f"/coll/cdx?{query}", "pywb", pywb)
+        peer = fetch_with_wget(port, site_url, tmp / "wget", work, pywb.pid)
         out = tmp / "rescued-root"
         cmd = crawler_cmd("rescue", "rescued", "--source", f"http://127.0.0.1:{port}/coll;rate=0",
                           "--url", site_url, "-o", str(out), "--json", "--concurrency",
@@ -344,6 +375,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                    "cpu_ms_per_url": rescue.cpu / found * 1000 if found else 0.0,
                    "stderr_tail": rescue.stderr[-2000:] if rescue.returncode else ""},
         "completeness": completeness(tmp / "origin-root", out).__dict__,
+        "wget": peer,
     }
 
 
@@ -370,6 +402,15 @@ def show(r: dict[str, Any]) -> None:
         print(f"captures not taken: {s['rejected']}")
     for m in s["missing"]:
         print(f"  missing: {m['url']} ({m['outcome']}: {m['reason']})")
+    g = r["wget"]
+    print(f"peer: wget -i (the same {g['urls']} raw captures from the same pywb, one "
+          f"connection, into a WARC): {g['wall_s']:.1f} s, {g['urls_per_s']:.1f} URLs/s, "
+          f"CPU {g['cpu_ms_per_url']:.2f} ms/URL, pywb CPU {g['pywb_cpu_s']:.1f} s, "
+          f"peak RSS {g['peak_rss_mb']:.1f} MB, exit {g['exit_code']}")
+    if g["urls_per_s"] and g["cpu_ms_per_url"]:
+        print(f"rescue / wget: URLs/s {s['urls_per_s'] / g['urls_per_s']:.2f}x, CPU per URL "
+              f"{s['cpu_ms_per_url'] / g['cpu_ms_per_url']:.2f}x (the rescue also judges "
+              "each page, extracts its links and restores the origin's headers)")
     share = k["complete"] / k["total"] * 100 if k["total"] else 0.0
     print(f"complete: {k['complete']} of {k['total']} ({share:.1f}%)")
     if k["reasons"]:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from conftest import read_records
 
+from crawler.capture import extract
 from crawler.core.models import FetchResult
 from crawler.rescue.memento import page_problem, restore
 from crawler.rescue.run import RescueSettings, run_rescue
@@ -361,7 +362,9 @@ def test_a_decoded_gzip_capture_does_not_claim_gzip() -> None:
 def test_page_problems_and_the_innocent_pages_that_could_look_like_them(
         html: str, expected: str | None) -> None:
     result = _served([("Content-Type", "text/html; charset=utf-8")], html.encode())
-    verdict = page_problem(result, html.encode())
+    found = extract.extract_safely(result.url, "text/html", html.encode(),
+                                   "text/html; charset=utf-8", None)
+    verdict = page_problem(result, html.encode(), found)
     if expected is None:
         assert verdict is None
     else:

@@ -23,7 +23,7 @@ from crawler.capture.fingerprints import (
     OUTAGE_MARKERS,
     challenge,
 )
-from crawler.core.models import FetchResult
+from crawler.core.models import Extracted, FetchResult
 from crawler.rescue.sources import Memento, Source
 
 ORIG_PREFIX = b"x-archive-orig-"
@@ -36,6 +36,7 @@ _ARCHIVE_HEADERS = frozenset({
     b"x-cache-key", b"x-page-cache", b"x-nid", b"server-timing", b"x-wb-redirect",
     b"preference-applied", b"x-archive-screenname", b"x-archive-redirect-reason",
 })
+_MAX_LINKS = 3  # a page with more links is the site's own (fingerprints.CHALLENGE_MAX_LINKS)
 _MEMENTO_RELS = re.compile(rb'rel="[^"]*\b(?:original|timegate|timemap|memento)\b')
 # Whole words only: "Not Foundland" is a place, not an error.
 _NOT_FOUND = re.compile(r"\b(?:page not found|not found|страница не найдена|ошибка 404|"
@@ -163,27 +164,31 @@ def archive_error(served: FetchResult, memento: Memento) -> str | None:
     return None
 
 
-def page_problem(result: FetchResult, body: bytes) -> str | None:
+def page_problem(result: FetchResult, body: bytes, found: Extracted | None) -> str | None:
     """Return what a 2xx memento shows instead of the page (a block, outage or challenge
     page, or a not-found page served with 200), or None if it looks like the page.
 
-    Only a small page with few links is judged so, as the crawl judges challenge pages:
-    a long article about blocking, or a site's own page that mentions "not found", keeps its
-    navigation and its length.
+    ``found`` is what link extraction found in it (None: not HTML). Only a small page with
+    few links is judged so, as the crawl judges challenge pages: a long article about
+    blocking, or a site's own page that mentions "not found", keeps its navigation and its
+    length. Pages with more links are not even read again (most pages: the cost of this
+    test stays off them).
     """
-    media = result.content_type
-    if media not in extract.HTML_TYPES:
+    if found is None or result.content_type not in extract.HTML_TYPES:
         return None
+    links = len(found.links)
+    if links > _MAX_LINKS:
+        return None
+    if found.wall:
+        return f"challenge page ({found.wall})"
     try:
         raw = extract.decode_content(body, result.header("content-encoding"))
         html, _ = extract.decode_text(raw, result.header("content-type"))
-        found = extract.extract_from_html(html, result.url)[0]
-    except Exception:
+    except Exception:  # undecodable: no judgement, the bytes are kept as they are
         return None
     lines = [line.casefold() for line in pagetext.html_lines(html)]
     text = " ".join(lines)
-    links = len(found.links)
-    if len(text) > CHALLENGE_MAX_CHARS or links > 3:
+    if len(text) > CHALLENGE_MAX_CHARS:
         return None
     title = (found.title or "").casefold()
     if who := challenge(lines, found.title, links):

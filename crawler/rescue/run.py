@@ -523,27 +523,27 @@ class Rescue:
             verdict = archive_error(served, memento)
             body = _body(served) if verdict is None else b""
             restored = restore(served, memento, source) if verdict is None else None
+            found = _links_of(restored.result, body) if restored is not None else None
             if restored is not None and 200 <= restored.result.status < 300:
-                verdict = page_problem(restored.result, body)
+                verdict = page_problem(restored.result, body, found)
             if verdict is not None or restored is None:
                 self._in_transaction(self.ledger.tried, key, candidate.source,
                                      memento.timestamp, verdict or "unusable")
                 return verdict
-            await self._write(key, kind, candidate, address, restored.result, body,
+            await self._write(key, kind, candidate, address, restored.result, found,
                               restored.digest_match)
             return None
         finally:
             served.close()
 
     async def _write(self, key: str, kind: str, candidate: Candidate, address: str,
-                     result: FetchResult, body: bytes, match: bool | None) -> None:
+                     result: FetchResult, found: Extracted | None, match: bool | None) -> None:
         """Write a good capture and enter it, its provenance and its links in one
         transaction (the record is flushed first: see the module docstring)."""
         assert self.store is not None
         provenance = Provenance(candidate.source, address, now_iso(),
                                 candidate.memento.digest or None, match)
         item = CrawlUrl(url=result.url, key=key, kind=UrlKind(kind), depth=0)
-        found = _links_of(result, body)
         stored = await self.store.write(result, item, fields=provenance.fields())
         failpoints.hit("rescue-written")  # written, not entered: the next run enters it
         row = capture_row(item, result, stored, found)
