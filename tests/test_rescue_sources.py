@@ -93,6 +93,12 @@ CAPS = [
     Cap("/i.html", "20210101000000", 200, LONG_ARTICLE),
     Cap("/j.html", "20210101000000", 200, PERSON_NOT_FOUND),
     Cap("/m.html", "20210101000000", 200, _page("M"), how="archive-page"),
+    # the archive sends its own redirect to another second of the same URL
+    Cap("/p.html", "20210101000000", 200, _page("Person P"), how="inexact"),
+    # an archived redirect that the archive serves without Memento-Datetime
+    Cap("/q.html", "20210101000000", 301, "", how="bare", location="/r.html"),
+    Cap("/k.html", "20200101000000", 200, _page("K, as first published")),
+    Cap("/k.html", "20220101000000", 200, _page("K, corrected")),
 ]
 
 
@@ -159,7 +165,12 @@ def _handler(fake: dict[str, FakeWayback]) -> type[BaseHTTPRequestHandler]:
         def _memento(self, state: FakeWayback) -> None:
             rest = self.path[len("/web/"):]
             ts, _, url = rest.partition("id_/")
-            cap = next((c for c in CAPS if c.url == url and c.ts == ts), None)
+            cap = next((c for c in CAPS if c.url == url and c.ts[:12] == ts[:12]), None)
+            if cap is not None and cap.how == "inexact" and ts == cap.ts:
+                self._send(302, b"", [("Location", f"{state.base}/web/{ts[:12]}05id_/{url}")])
+                return
+            if cap is not None and cap.how != "inexact" and ts != cap.ts:
+                cap = None
             if cap is None or cap.how == "archive-page":
                 self._send(200 if cap else 404, ARCHIVE_PAGE.encode(),
                            [("Content-Type", "text/html"), ("Server", "nginx")])
@@ -170,11 +181,13 @@ def _handler(fake: dict[str, FakeWayback]) -> type[BaseHTTPRequestHandler]:
                 self._send(503, b"busy", [("Server", "nginx")])
                 return
             moment = datetime.strptime(ts, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+            dated = cap.how != "bare"
             headers = [("Server", "nginx"), ("Date", "Tue, 01 Dec 2026 00:00:00 GMT"),
                        ("X-Archive-Orig-Server", "Apache/2.2 (orig)"),
                        ("X-Archive-Orig-Date", moment.strftime("%a, %d %b %Y %H:%M:%S GMT")),
                        ("Content-Type", "text/html; charset=utf-8"),
-                       ("Memento-Datetime", moment.strftime("%a, %d %b %Y %H:%M:%S GMT")),
+                       *([("Memento-Datetime", moment.strftime("%a, %d %b %Y %H:%M:%S GMT"))]
+                         if dated else []),
                        ("Link", f'<{url}>; rel="original", <{state.base}/web/timemap/link/'
                                 f'{url}>; rel="timemap"'),
                        ("X-Archive-Src", "crawl-2021/part-1.warc.gz")]
@@ -214,8 +227,9 @@ def test_hostile_source_gives_the_good_captures_and_says_why_not_the_others(
         wayback: FakeWayback, tmp_path: Path) -> None:
     outcome = asyncio.run(run_rescue(_settings(wayback, tmp_path)))
     report = outcome.report
-    # 12 URLs listed, and the 8 notes the long article links to, which no source holds
-    assert report["urls"] == {"found": 20, "rescued": 10, "held": 0, "missing": 10,
+    # 15 URLs listed, the 8 notes the long article links to and the target of q's redirect,
+    # which no source holds
+    assert report["urls"] == {"found": 24, "rescued": 13, "held": 0, "missing": 11,
                               "failed": 0, "pending": 0}, report["missing"]
     assert outcome.status == "complete" and int(outcome.exit_code) == 0
     reasons = {m["url"]: m["reason"] for m in report["missing"]}
@@ -239,19 +253,29 @@ def test_hostile_source_gives_the_good_captures_and_says_why_not_the_others(
         assert revisit.header(name) is None, name
     assert revisit.warc["WARC-Crawler-Source-Digest"] == "sha1:" + _sha1(revisit.body)
     assert records[SITE + "f.html"].body.startswith(b"<html>")  # after two 503s
+    # The archive's redirect to the capture it has: followed, dated as that capture.
+    assert records[SITE + "p.html"].warc["WARC-Date"] == "2021-01-01T00:00:05.000Z"
+    # An archived redirect without Memento-Datetime is still the capture, not followed.
+    bare = records[SITE + "q.html"]
+    assert bare.status == 301 and bare.header("Location") == SITE + "r.html"
+    assert chosen[SITE + "k.html"] == "2022"  # latest: the newest good capture only
+    assert sum(r.uri == SITE + "k.html" for r in read_records(list(outcome.warcs))) == 1
     # Politeness: the 429's Retry-After was waited out; the listing was paged.
     cdx = [t for t, path in wayback.requests if path.startswith("/cdx/")]
     assert cdx[1] - cdx[0] >= 0.9
-    assert sum("resumeKey=" in p for _, p in wayback.requests) == 3
+    assert sum("resumeKey=" in p for _, p in wayback.requests) == 4
     assert report["sources"][0]["requests"] == len(wayback.requests)
 
 
 def test_a_window_leaves_out_captures_outside_it(wayback: FakeWayback, tmp_path: Path) -> None:
     outcome = asyncio.run(run_rescue(_settings(wayback, tmp_path, start=window_bound(
         "2022", end=False), end=window_bound("2022-12", end=True))))
-    rescued = {r.uri for r in read_records(list(outcome.warcs)) if r.type == "response"}
-    assert rescued == set()  # 2022 holds only a block page and an archive error page
-    assert outcome.report["urls"]["rescued"] == 0 and int(outcome.exit_code) == 4
+    rescued = {r.uri: r.warc["WARC-Date"] for r in read_records(list(outcome.warcs))
+               if r.type == "response"}
+    # 2022 holds a block page of a, an archive error page for b, and k as corrected
+    assert list(rescued) == [SITE + "k.html"] and rescued[SITE + "k.html"][:4] == "2022"
+    assert outcome.report["urls"] == {"found": 4, "rescued": 1, "held": 0, "missing": 3,
+                                      "failed": 0, "pending": 0}
 
 
 # -- the pure readers -------------------------------------------------------------------------
@@ -386,10 +410,10 @@ def test_a_listing_cut_short_is_said_and_continued_from_its_resume_key(
     cdx = [path for _, path in wayback.requests if path.startswith("/cdx/")]
     assert "resumeKey=8" in cdx[0]  # from where it stopped, not from the start
     assert second.status == "complete" and int(second.exit_code) == 0
-    assert second.report["urls"]["rescued"] == 10 and second.report["sources"][0]["note"] is None
+    assert second.report["urls"]["rescued"] == 13 and second.report["sources"][0]["note"] is None
     written = [(r.uri, r.warc["WARC-Date"]) for r in read_records(list(second.warcs))
                if r.type == "response"]
-    assert len(written) == len(set(written)) == 10  # nothing written twice across the runs
+    assert len(written) == len(set(written)) == 13  # nothing written twice across the runs
 
 
 def test_a_source_that_keeps_failing_leaves_the_url_to_try_again(wayback: FakeWayback,
@@ -403,4 +427,22 @@ def test_a_source_that_keeps_failing_leaves_the_url_to_try_again(wayback: FakeWa
     assert int(first.exit_code) == 8
     second = asyncio.run(run_rescue(_settings(wayback, tmp_path, attempts=2)))
     assert second.report["urls"]["failed"] == 0 and second.status == "complete"
-    assert second.report["urls"]["rescued"] == 10
+    assert second.report["urls"]["rescued"] == 13
+
+
+def test_all_keeps_every_good_capture_the_newest_entered_last(wayback: FakeWayback,
+                                                               tmp_path: Path) -> None:
+    import sqlite3
+
+    outcome = asyncio.run(run_rescue(_settings(wayback, tmp_path, every=True)))
+    dates = sorted(r.warc["WARC-Date"][:4] for r in read_records(list(outcome.warcs))
+                   if r.uri == SITE + "k.html")
+    assert dates == ["2020", "2022"]
+    db = sqlite3.connect(tmp_path / "catalog.sqlite3")
+    try:  # the capture a later crawl is compared with (the last entered) is the newest
+        last = db.execute("SELECT fetched_at FROM captures WHERE url = ? ORDER BY id DESC",
+                          (SITE + "k.html",)).fetchone()[0]
+    finally:
+        db.close()
+    assert last.startswith("2022")
+    assert outcome.report["urls"]["rescued"] == 13 and outcome.status == "complete"

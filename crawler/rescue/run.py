@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -578,8 +579,9 @@ class Rescue:
     async def _get(self, source: Source, address: str, *,
                    follow_archive: bool = False) -> FetchResult | None:
         """GET from a source at its pace, retrying what is transient; None if every try
-        failed. ``follow_archive``: follow the archive's own redirects (to the exact
-        capture), not the archived ones (those carry Memento-Datetime)."""
+        failed. ``follow_archive``: follow the archive's own redirects, those to another
+        capture of the same URL (an inexact timestamp), never an archived redirect: that
+        carries Memento-Datetime, or leads to another URL, and is the capture itself."""
         for hop in range(_MAX_ARCHIVE_REDIRECTS + 1):
             result = await self._get_once(source, address)
             if result is None or not follow_archive or hop == _MAX_ARCHIVE_REDIRECTS:
@@ -589,7 +591,8 @@ class Rescue:
                     and result.header("memento-datetime") is None):
                 return result
             target = urls.try_normalize(location, address)
-            if not target or not target.startswith(source.replay + "/"):
+            if not target or not target.startswith(source.replay + "/") or \
+                    _original_in(target) != _original_in(address):
                 return result
             result.close()
             address = target
@@ -674,6 +677,13 @@ class Rescue:
                     "settings": self.settings.to_json()}
         _write_json(directory / "crawl.json", snapshot)
         return outcome
+
+
+def _original_in(memento_address: str) -> str | None:
+    """Return the key of the original URL inside ``…/TIMESTAMP[mode]/URL``."""
+    found = re.search(r"/\d{1,17}(?:[a-z]{2}_)?/(.+)$", memento_address)
+    original = urls.try_normalize(found.group(1)) if found else None
+    return urls.canonical_key(original) if original else None
 
 
 def _same_rescue(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
