@@ -446,3 +446,15 @@ def test_all_keeps_every_good_capture_the_newest_entered_last(wayback: FakeWayba
         db.close()
     assert last.startswith("2022")
     assert outcome.report["urls"]["rescued"] == 13 and outcome.status == "complete"
+
+
+def test_a_prefix_covers_both_schemes_and_www_as_cdx_servers_match_it(
+        wayback: FakeWayback, tmp_path: Path) -> None:
+    """The archive lists http://memorial.test/… for https://www.memorial.test/: the same
+    site to a CDX server (SURT), so no URL is asked for again one by one."""
+    outcome = asyncio.run(run_rescue(_settings(wayback, tmp_path,
+                                               url="https://www.memorial.test/")))
+    assert outcome.report["urls"]["rescued"] == 13
+    assert not [p for _, p in wayback.requests if "matchType=exact" in p]
+    notes = [m for m in outcome.report["missing"] if "/n3.html" in m["url"]]
+    assert notes and notes[0]["reason"] == "no capture in any source"  # linked, in scope

@@ -157,6 +157,7 @@ class Rescue:
         self.row = self._open_row()
         self.ledger = Ledger(catalog.db, self.row.pk)
         self.store: Store | None = None
+        self._prefix_surt = urls.surt_key(settings.url) if settings.url else ""
 
     def _open_row(self) -> CrawlRow:
         """Return the rescue to run: the target's unfinished one with the same settings,
@@ -492,9 +493,15 @@ class Rescue:
         return "; ".join(failures) if failures and not found else None
 
     def _in_listing(self, url: str) -> bool:
-        """Return True if a URL lies under the prefix or domain the sources listed."""
+        """Return True if a URL lies under the prefix or domain the sources listed, as a
+        CDX server matches it: by SURT, so http and https, and www or not, are one site
+        (a rescue of https://www.memo.ru/ meets the http://memo.ru/ links of old pages)."""
         if self.settings.url:
-            return url.startswith(self.settings.url)
+            prefix = self._prefix_surt
+            found = urls.surt_key(url)
+            if self.settings.url.endswith("/"):
+                return found == prefix or found.startswith(prefix.rstrip("/") + "/")
+            return found.startswith(prefix)
         host = urls.hostname_of(url)
         domain = (self.settings.domain or "").lower()
         return host == domain or host.endswith("." + domain)
@@ -665,7 +672,9 @@ class Rescue:
             self.catalog.db.execute(
                 "UPDATE crawls SET status=?, stop_reason=?, exit_code=?, finished=?, "
                 "shortfall=?, phase=NULL WHERE id=?",
-                (status, "interrupted" if status == CrawlStatus.INTERRUPTED else "complete",
+                (status, "interrupted" if status == CrawlStatus.INTERRUPTED else
+                 "max-urls" if self.settings.max_urls and outcomes.get("pending") else
+                 "complete",
                  int(outcome.exit_code), now_iso(),
                  json.dumps(shortfall) if shortfall else None, self.row.pk))
         write_report(report, directory)
