@@ -458,3 +458,35 @@ def test_a_prefix_covers_both_schemes_and_www_as_cdx_servers_match_it(
     assert not [p for _, p in wayback.requests if "matchType=exact" in p]
     notes = [m for m in outcome.report["missing"] if "/n3.html" in m["url"]]
     assert notes and notes[0]["reason"] == "no capture in any source"  # linked, in scope
+
+
+def test_bad_rescue_options_are_named(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from crawler.commands.cli import cli
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["rescue", "t", "-o", str(tmp_path), *args])
+
+    bad_source = run("--source", "ftp://archive.example/", "--url", SITE)
+    assert bad_source.exit_code == 3 and "--source" in bad_source.output
+    neither = run("--source", "http://127.0.0.1:9/coll")
+    assert neither.exit_code == 2 and "--url PREFIX or --domain" in neither.output
+    bad_date = run("--source", "http://127.0.0.1:9/coll", "--url", SITE, "--from", "May 2021")
+    assert bad_date.exit_code == 3 and "--from/--to" in bad_date.output
+    assert not (tmp_path / "catalog.sqlite3").exists()  # nothing was started
+
+
+def test_max_urls_stops_and_says_how_many_were_not_tried(wayback: FakeWayback,
+                                                          tmp_path: Path) -> None:
+    outcome = asyncio.run(run_rescue(_settings(wayback, tmp_path, max_urls=5)))
+    urls = outcome.report["urls"]
+    assert urls["rescued"] + urls["missing"] == 5 and urls["pending"] == urls["found"] - 5
+    assert outcome.status == "incomplete" and int(outcome.exit_code) == 8
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "catalog.sqlite3")
+    try:
+        assert db.execute("SELECT stop_reason FROM crawls").fetchone()[0] == "max-urls"
+    finally:
+        db.close()

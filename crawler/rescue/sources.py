@@ -286,8 +286,10 @@ def window_bound(value: str | None, *, end: bool) -> str | None:
     the start of its period or (``end``) its last second; None when not given."""
     if not value:
         return None
-    digits = "".join(ch for ch in value if ch.isdigit())
-    if len(digits) not in (4, 6, 8, 10, 12, 14):
+    text = value.strip()
+    shaped = re.fullmatch(r"\d{4}(-\d{2}(-\d{2}([T ]\d{2}(:\d{2}(:\d{2})?)?)?)?)?Z?", text)
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if not (shaped or text.isdigit()) or len(digits) not in (4, 6, 8, 10, 12, 14):
         raise ConfigError("--from/--to", "date", f"{value!r}: give a date as YYYY, "
                                                   "YYYY-MM, YYYY-MM-DD or YYYYMMDDhhmmss")
     return digits + ("99991231235959"[len(digits):] if end else
