@@ -175,6 +175,15 @@ def _handler(fake: dict[str, FakeWayback]) -> type[BaseHTTPRequestHandler]:
                 self._send(200 if cap else 404, ARCHIVE_PAGE.encode(),
                            [("Content-Type", "text/html"), ("Server", "nginx")])
                 return
+            if url.endswith("/j.html") and state.failures_left.get("cut", 0) > 0:
+                state.failures_left["cut"] -= 1  # the connection drops mid-body
+                self.send_response(200)
+                self.send_header("Content-Length", "5000")
+                self.send_header("Memento-Datetime", "Fri, 01 Jan 2021 00:00:00 GMT")
+                self.end_headers()
+                self.wfile.write(cap.body.encode()[:100])
+                self.close_connection = True
+                return
             key = f"{url}@{ts}"
             if cap.how == "flaky" and state.failures_left.setdefault(key, 2) > 0:
                 state.failures_left[key] -= 1
@@ -490,3 +499,26 @@ def test_max_urls_stops_and_says_how_many_were_not_tried(wayback: FakeWayback,
         assert db.execute("SELECT stop_reason FROM crawls").fetchone()[0] == "max-urls"
     finally:
         db.close()
+
+
+def test_a_capture_cut_short_is_not_taken_for_the_page(wayback: FakeWayback,
+                                                       tmp_path: Path) -> None:
+    wayback.failures_left["cut"] = 99
+    first = asyncio.run(run_rescue(_settings(wayback, tmp_path, attempts=2)))
+    failed = {m["url"]: m["reason"] for m in first.report["missing"]
+              if m["outcome"] == "failed"}
+    assert "cut short" in failed[SITE + "j.html"] and first.status == "incomplete"
+    assert SITE + "j.html" not in {r.uri for r in read_records(list(first.warcs))}
+    wayback.failures_left["cut"] = 0
+    second = asyncio.run(run_rescue(_settings(wayback, tmp_path, attempts=2)))
+    assert second.status == "complete" and second.report["urls"]["rescued"] == 13
+
+
+def test_unreadable_cdx_lines_are_skipped_and_counted() -> None:
+    body = (b'{"timestamp": "20200101000000", "url": "http://x/a", "status": "200"}\n'
+            b'<html>502 Bad Gateway</html>\n'
+            b'{"timestamp": "20200101000000", "url": "http://x/b", "status": "200"}\n'
+            b'{"timestamp": "2020\n')
+    page = parse_cdx(body)
+    assert [m.url for m in page.mementos] == ["http://x/a", "http://x/b"]
+    assert page.unreadable == 2

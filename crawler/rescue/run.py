@@ -158,6 +158,7 @@ class Rescue:
         self.ledger = Ledger(catalog.db, self.row.pk)
         self.store: Store | None = None
         self._prefix_surt = urls.surt_key(settings.url) if settings.url else ""
+        self.unreadable: dict[str, int] = {}  # source -> CDX lines skipped this run
 
     def _open_row(self) -> CrawlRow:
         """Return the rescue to run: the target's unfinished one with the same settings,
@@ -303,8 +304,15 @@ class Rescue:
                                      done=False, count=listed,
                                      error=f"CDX answer cut short ({answer.truncated.value})")
                 return
+            if page.unreadable:
+                log.warning("%s: %d lines of its CDX answer were not CDX rows: skipped",
+                            source.name, page.unreadable)
+                self.unreadable[source.name] = self.unreadable.get(source.name, 0) + \
+                    page.unreadable
             self._in_transaction(self.ledger.listed, source.name, resume=page.resume,
-                                 done=page.resume is None, count=listed, error=None)
+                                 done=page.resume is None, count=listed, error=(
+                                     f"{self.unreadable[source.name]} unreadable CDX lines "
+                                     "skipped" if source.name in self.unreadable else None))
             log.info("%s: listed %d captures%s", source.name, listed,
                      ", more to come" if page.resume else "")
             if page.resume is None:
@@ -522,6 +530,11 @@ class Rescue:
                                  memento.timestamp, verdict)
             return verdict
         try:
+            if served.ok and served.truncated is not None:
+                verdict = f"failed: the source's answer was cut short ({served.truncated.value})"
+                self._in_transaction(self.ledger.tried, key, candidate.source,
+                                     memento.timestamp, verdict)
+                return verdict
             if served.status in _RETRY_STATUSES and served.header("memento-datetime") is None:
                 verdict = (f"failed: the source answered {served.status} "
                            f"{self.settings.attempts} times")
@@ -650,14 +663,18 @@ class Rescue:
         outcomes = self.ledger.outcomes()
         listing_errors = [s["error"] for s in self.ledger.sources()
                           if s["error"] and not s["done"]]
+        skipped = sum(int(m.group(1)) for s in self.ledger.sources() if s["error"]
+                      if (m := re.match(r"(\d+) unreadable CDX lines", s["error"])))
         if self.stop.is_set():
             status = CrawlStatus.INTERRUPTED
-        elif outcomes.get("pending") or outcomes.get(Outcome.FAILED) or listing_errors:
+        elif outcomes.get("pending") or outcomes.get(Outcome.FAILED) or listing_errors \
+                or skipped:
             status = CrawlStatus.INCOMPLETE
         else:
             status = CrawlStatus.COMPLETE
         shortfall = {k: v for k, v in (("not tried", outcomes.get("pending", 0)),
-                                       ("source failed", outcomes.get(Outcome.FAILED, 0)))
+                                       ("source failed", outcomes.get(Outcome.FAILED, 0)),
+                                       ("unreadable CDX lines", skipped))
                      if v}
         directory = self.row.directory
         write_cdxj(index_entries(self.catalog, self.row.pk),

@@ -136,6 +136,7 @@ class CdxPage:
 
     mementos: tuple[Memento, ...]
     resume: str | None  # the resume key of the next page; None: this was the last
+    unreadable: int = 0  # lines that were not a CDX row (skipped, counted)
 
 
 def parse_cdx(body: bytes) -> CdxPage:
@@ -163,6 +164,7 @@ def read_cdx(stream: IO[bytes], *, batch: int = PAGE_SIZE,
     pending: list[Memento] = []
     resume = None
     blank = False
+    unreadable = 0
     lines = itertools.chain([first + stream.readline()], stream)
     for raw in lines:
         line = raw.decode("utf-8", "replace").strip()
@@ -172,11 +174,14 @@ def read_cdx(stream: IO[bytes], *, batch: int = PAGE_SIZE,
         if blank:  # the text form: after a blank line, the resume key
             resume = line
             break
-        if line.startswith("{"):
-            memento = _memento(json.loads(line))
-        else:
-            memento = _memento(dict(zip(_TEXT_FIELDS, line.split(" "), strict=False)))
+        try:
+            fields = json.loads(line) if line.startswith("{") else dict(
+                zip(_TEXT_FIELDS, line.split(" "), strict=False))
+            memento = _memento(fields) if isinstance(fields, dict) else None
+        except ValueError:
+            memento = None
         if memento is None:
+            unreadable += 1
             continue
         pending.append(memento)
         if len(pending) >= batch:
@@ -189,7 +194,7 @@ def read_cdx(stream: IO[bytes], *, batch: int = PAGE_SIZE,
         on_batch(pending)
     else:
         kept.extend(pending)
-    return CdxPage(tuple(kept), resume)
+    return CdxPage(tuple(kept), resume, unreadable)
 
 
 def _parse_json_rows(rows: list[list[str]]) -> CdxPage:
