@@ -333,3 +333,29 @@ def test_a_rebuilt_catalog_keeps_the_rescue_and_its_provenance(rescued: Path,
         assert after.execute("SELECT count(*) FROM url_states").fetchone()[0] == 0
     finally:
         after.close()
+
+
+def test_an_interrupted_rescue_says_so_and_continues(gone: Gone, rescued: Path,
+                                                     tmp_path: Path) -> None:
+    out = tmp_path / "stopped"
+    args = [sys.executable, "-m", "crawler", "rescue", "s", "--source",
+            gone.pywb.base.rstrip("/") + ";rate=20", "--url", gone.site_url, "-o", str(out)]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(3)
+    proc.send_signal(2)  # SIGINT: finish what is in flight, write the report
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 5, stderr[-2000:]
+    assert "interrupted" in stdout and "not tried" in stdout
+    status = CliRunner().invoke(cli, ["status", "-o", str(out)])
+    assert "`crawler rescue s` with the same URL, window and sources continues it" in \
+        status.output
+    args[6] = gone.pywb.base.rstrip("/") + ";rate=0"  # faster now: still the same rescue
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert set(_rows(out)) == set(_rows(rescued))
+    db = sqlite3.connect(out / "catalog.sqlite3")
+    try:
+        assert db.execute("SELECT count(*) FROM crawls").fetchone()[0] == 1  # one rescue
+    finally:
+        db.close()

@@ -155,5 +155,6 @@ def _rescue_lines(name: str, crawl: dict[str, Any]) -> list[str]:
              f"{found['rescued']}, already held {found['held']}, missing {found['missing']}, "
              f"source failed {found['failed']}, not tried {found['pending']}"]
     if crawl["state"] != "complete":
-        lines.append(f"      `crawler rescue {name}` with the same options continues it")
+        lines.append(f"      `crawler rescue {name}` with the same URL, window and sources "
+                     "continues it")
     return lines

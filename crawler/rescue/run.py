@@ -713,12 +713,15 @@ def _original_in(memento_address: str) -> str | None:
 
 
 def _same_rescue(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Return True if a stored rescue asked for what ``wanted`` asks (wherever the archive
-    root is now: it may have been moved)."""
+    """Return True if a stored rescue asked for what ``wanted`` asks: the same URLs, window,
+    mode and sources. How fast or how persistently it asks (rates, concurrency, attempts,
+    limits) may change between runs, and the root may have been moved."""
     def plain(settings: dict[str, Any]) -> Any:
         found = dict(json.loads(json.dumps(settings)).get("rescue") or {})
-        found.pop("output", None)
-        return found
+        return ({k: found.get(k) for k in ("target", "url", "domain", "start", "end",
+                                            "every")},
+                [{k: v for k, v in source.items() if k != "rate"}
+                 for source in found.get("sources") or []])
 
     return bool(stored) and plain(stored) == plain(wanted)
 
