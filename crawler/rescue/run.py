@@ -238,7 +238,11 @@ class Rescue:
                 provenance = Provenance.of_record(orphan.headers, row.digest or "")
                 if provenance is not None:
                     self.ledger.add_provenance(pk, provenance)
-                self.ledger.decide(row.key, Outcome.RESCUED, None)
+                    # The capture is done; its URL is decided when the run reaches it (with
+                    # --all, its other captures may still be to do).
+                    if stamp := re.search(r"/(\d{1,17})id_/", provenance.memento):
+                        self.ledger.tried(row.key, provenance.source, stamp.group(1),
+                                          "rescued")
                 if links is not None:
                     self._add_links(row.url, links)
         if found.orphans:
