@@ -7,6 +7,7 @@ summed up in a few lines for the terminal and ``crawler status``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -46,7 +47,8 @@ def build_report(catalog: Catalog, row: CrawlRow, settings: dict[str, Any], stat
             day = fetched[:10]
             entry["first"] = min(entry["first"] or day, day)
             entry["last"] = max(entry["last"] or day, day)
-    undone = list(ledger.undone())
+    undone = list(itertools.islice(ledger.undone(), MISSING_IN_JSON))  # all: the .tsv
+    undone_total = sum(v for k, v in outcomes.items() if k not in ("rescued", "held"))
     mismatched = catalog.db.execute(
         "SELECT count(*) FROM provenance p JOIN captures c ON c.id = p.capture WHERE "
         "c.crawl = ? AND p.digest_match = 0", (row.pk,)).fetchone()[0]
@@ -71,8 +73,8 @@ def build_report(catalog: Catalog, row: CrawlRow, settings: dict[str, Any], stat
         "gaps": [s["section"] for s in sorted(sections.values(), key=lambda s: s["section"])
                  if s["missing"] or s["failed"] or s["pending"]],
         "missing": [{"url": u["url"], "outcome": u["outcome"] or "pending",
-                     "reason": u["reason"]} for u in undone[:MISSING_IN_JSON]],
-        "missing_listed": min(len(undone), MISSING_IN_JSON), "missing_total": len(undone),
+                     "reason": u["reason"]} for u in undone],
+        "missing_listed": len(undone), "missing_total": undone_total,
         "requests_this_run": requests, "seconds_this_run": round(seconds, 1),
     }
 

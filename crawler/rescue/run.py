@@ -291,6 +291,7 @@ class Rescue:
                                          looked_up=False)
                     self.ledger.add_mementos(rows)
                 listed += len(rows)
+                self.catalog.commit_if_due()  # a whole-site answer is not one transaction
 
             try:
                 assert answer.body is not None
