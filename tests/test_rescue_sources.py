@@ -108,6 +108,7 @@ class FakeWayback:
 
     server: ThreadingHTTPServer
     requests: list[tuple[float, str]] = field(default_factory=list)
+    caps: list[Cap] = field(default_factory=lambda: list(CAPS))
     failures_left: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -151,21 +152,22 @@ def _handler(fake: dict[str, FakeWayback]) -> type[BaseHTTPRequestHandler]:
             rows = [["urlkey", "timestamp", "original", "mimetype", "statuscode", "digest",
                      "length"]]
             start = int(query.get("resumeKey", "0"))
-            page = CAPS[start:start + 4]  # four captures a page
+            page = state.caps[start:start + 4]  # four captures a page
             for cap in page:
                 revisit = cap.how == "revisit"
                 rows.append([cap.path, cap.ts, cap.url,
                              "warc/revisit" if revisit else "text/html",
                              "-" if revisit else str(cap.status),
                              _sha1(cap.body.encode()), "100"])
-            if start + 4 < len(CAPS):
+            if start + 4 < len(state.caps):
                 rows += [[], [str(start + 4)]]
             self._send(200, json.dumps(rows).encode(), [("Content-Type", "application/json")])
 
         def _memento(self, state: FakeWayback) -> None:
             rest = self.path[len("/web/"):]
             ts, _, url = rest.partition("id_/")
-            cap = next((c for c in CAPS if c.url == url and c.ts[:12] == ts[:12]), None)
+            cap = next((c for c in state.caps if c.url == url and c.ts[:12] == ts[:12]),
+                       None)
             if cap is not None and cap.how == "inexact" and ts == cap.ts:
                 self._send(302, b"", [("Location", f"{state.base}/web/{ts[:12]}05id_/{url}")])
                 return
@@ -522,3 +524,44 @@ def test_unreadable_cdx_lines_are_skipped_and_counted() -> None:
     page = parse_cdx(body)
     assert [m.url for m in page.mementos] == ["http://x/a", "http://x/b"]
     assert page.unreadable == 2
+
+
+NAVIGATION = "".join(f'<li><a href="/section{i}/">Section {i}</a></li>' for i in range(12))
+TEMPLATE_404 = ("<html><head><title>Page not found – Memorial</title></head><body><nav><ul>"
+                + NAVIGATION + "</ul></nav><main><h1>Oops! That page can’t be found.</h1>"
+                + "<p>" + "Try the search or the sections above. " * 80 + "</p></main></body>"
+                "</html>")
+HOME = ("<html><head><title>Memorial</title></head><body><nav><ul>" + NAVIGATION
+        + "</ul></nav><main><h1>Memorial</h1><p>" + "News of the society. " * 120
+        + "</p></main></body></html>")
+
+
+def test_a_template_served_for_many_urls_is_told_from_the_page(wayback: FakeWayback,
+                                                               tmp_path: Path) -> None:
+    """A site's not-found page with full navigation, served with 200 for four removed URLs
+    (the Wayback Machine captured it four times, one body): rejected for the good capture
+    before it, or, with none, the URL is missing. Four addresses of the home page (one body,
+    navigation, nothing wrong with it) are all rescued."""
+    wayback.caps = [
+        Cap("/s1.html", "20230101000000", 200, TEMPLATE_404),
+        Cap("/s1.html", "20200101000000", 200, _page("Person S1")),
+        Cap("/s2.html", "20230101000000", 200, TEMPLATE_404),
+        Cap("/s2.html", "20200101000000", 200, _page("Person S2")),
+        Cap("/s3.html", "20230101000000", 200, TEMPLATE_404),
+        Cap("/s4.html", "20230101000000", 200, TEMPLATE_404),
+        Cap("/", "20230101000000", 200, HOME),
+        Cap("/index.html", "20230101000000", 200, HOME),
+        Cap("/?utm=a", "20230101000000", 200, HOME),
+        Cap("/?utm=b", "20230101000000", 200, HOME),
+    ]
+    wayback.failures_left.clear()
+    outcome = asyncio.run(run_rescue(_settings(wayback, tmp_path)))
+    records = {r.uri: r.warc["WARC-Date"][:4] for r in read_records(list(outcome.warcs))
+               if r.type in ("response", "revisit")}
+    assert records[SITE + "s1.html"] == "2020" and records[SITE + "s2.html"] == "2020"
+    assert SITE + "s3.html" not in records and SITE + "s4.html" not in records
+    reasons = {m["url"]: m["reason"] for m in outcome.report["missing"]}
+    assert reasons[SITE + "s3.html"].startswith("soft-404") and "3 other URLs" in \
+        reasons[SITE + "s3.html"]
+    for home in ("", "index.html", "?utm=a", "?utm=b"):
+        assert records[SITE + home] == "2023", home  # the same bytes, and the page

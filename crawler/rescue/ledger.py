@@ -167,6 +167,15 @@ class Ledger:
             (capture, found.source, found.memento, found.retrieved, found.source_digest,
              None if found.digest_match is None else int(found.digest_match)))
 
+    def shared_pages(self, least: int) -> dict[str, int]:
+        """Return payload digests of HTML 2xx captures listed for at least ``least`` + 1
+        URLs, with how many other URLs share each (a template: not-found, block, login)."""
+        return {row[0]: row[1] - 1 for row in self.db.execute(
+            "SELECT digest, count(DISTINCT key) FROM rescue_mementos WHERE crawl=? AND "
+            "digest IS NOT NULL AND status BETWEEN 200 AND 299 AND (mime LIKE 'text/html%' "
+            "OR mime LIKE 'application/xhtml%') GROUP BY digest HAVING count(DISTINCT key) > ?",
+            (self.crawl, least))}
+
     # -- the report -----------------------------------------------------------------------
 
     def outcomes(self) -> dict[str, int]:

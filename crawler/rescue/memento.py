@@ -37,6 +37,7 @@ _ARCHIVE_HEADERS = frozenset({
     b"preference-applied", b"x-archive-screenname", b"x-archive-redirect-reason",
 })
 _MAX_LINKS = 3  # a page with more links is the site's own (fingerprints.CHALLENGE_MAX_LINKS)
+SHARED_BY = 3  # a page whose bytes this many other URLs' captures share may be a template
 _MEMENTO_RELS = re.compile(rb'rel="[^"]*\b(?:original|timegate|timemap|memento)\b')
 # Whole words only: "Not Foundland" is a place, not an error.
 _NOT_FOUND = re.compile(r"\b(?:page not found|not found|страница не найдена|ошибка 404|"
@@ -164,20 +165,25 @@ def archive_error(served: FetchResult, memento: Memento) -> str | None:
     return None
 
 
-def page_problem(result: FetchResult, body: bytes, found: Extracted | None) -> str | None:
+def page_problem(result: FetchResult, body: bytes, found: Extracted | None, *,
+                 shared: int = 0) -> str | None:
     """Return what a 2xx memento shows instead of the page (a block, outage or challenge
     page, or a not-found page served with 200), or None if it looks like the page.
 
-    ``found`` is what link extraction found in it (None: not HTML). Only a small page with
-    few links is judged so, as the crawl judges challenge pages: a long article about
-    blocking, or a site's own page that mentions "not found", keeps its navigation and its
-    length. Pages with more links are not even read again (most pages: the cost of this
-    test stays off them).
+    ``found`` is what link extraction found in it (None: not HTML). A small page with few
+    links is judged on its whole text, as the crawl judges challenge pages: a long article
+    about blocking, or a site's own page that mentions "not found", keeps its navigation and
+    its length. A page whose bytes ``shared`` other URLs' captures also have (the source's
+    listing says so) may be a template served for many URLs, navigation and all: a site's
+    not-found page served with 200, a block or maintenance page; whatever its size, its
+    title and first lines are read for those. Other pages are not read again (most pages:
+    the cost of this test stays off them).
     """
     if found is None or result.content_type not in extract.HTML_TYPES:
         return None
     links = len(found.links)
-    if links > _MAX_LINKS:
+    template = shared >= SHARED_BY
+    if links > _MAX_LINKS and not template:
         return None
     if found.wall:
         return f"challenge page ({found.wall})"
@@ -187,18 +193,23 @@ def page_problem(result: FetchResult, body: bytes, found: Extracted | None) -> s
     except Exception:  # undecodable: no judgement, the bytes are kept as they are
         return None
     lines = [line.casefold() for line in pagetext.html_lines(html)]
-    text = " ".join(lines)
-    if len(text) > CHALLENGE_MAX_CHARS:
-        return None
     title = (found.title or "").casefold()
-    if who := challenge(lines, found.title, links):
-        return f"challenge page ({who})"
+    text = " ".join(lines)
+    if links > _MAX_LINKS or len(text) > CHALLENGE_MAX_CHARS:
+        if not template:
+            return None
+        text = " ".join([title, *lines[:2]])  # a template: its title and first lines only
+        also = f" (the same bytes as {shared} other URLs' captures)"
+    else:
+        also = ""
+        if who := challenge(lines, found.title, links):
+            return f"challenge page ({who})"
     if any(marker in text or marker in title for marker in BLOCK_MARKERS):
-        return "block page"
+        return "block page" + also
     for marker, what in OUTAGE_MARKERS.items():
         if marker in text or marker in title:
-            return f"outage page ({what})"
+            return f"outage page ({what})" + also
     head = " ".join([title, *lines[:2]])
     if _NOT_FOUND.search(head):
-        return "soft-404 (a not-found page served with 200)"
+        return "soft-404 (a not-found page served with 200)" + also
     return None

@@ -45,7 +45,7 @@ from crawler.core import failpoints
 from crawler.core.errors import ExitCode
 from crawler.core.models import CrawlUrl, Extracted, FetchResult, UrlKind
 from crawler.rescue.ledger import Candidate, Ledger, Outcome, Provenance
-from crawler.rescue.memento import archive_error, page_problem, restore
+from crawler.rescue.memento import SHARED_BY, archive_error, page_problem, restore
 from crawler.rescue.report import build_report, write_missing, write_report
 from crawler.rescue.sources import Memento, Source, in_window, parse_cdx, parse_timemap, read_cdx
 
@@ -159,6 +159,8 @@ class Rescue:
         self.store: Store | None = None
         self._prefix_surt = urls.surt_key(settings.url) if settings.url else ""
         self.unreadable: dict[str, int] = {}  # source -> CDX lines skipped this run
+        # digest -> how many other URLs' listed captures have the same HTML bytes
+        self.shared: dict[str, int] = {}
 
     def _open_row(self) -> CrawlRow:
         """Return the rescue to run: the target's unfinished one with the same settings,
@@ -211,6 +213,7 @@ class Rescue:
             for source in self.settings.sources:
                 if not self.stop.is_set():
                     await self._list(source)
+            self.shared = self.ledger.shared_pages(SHARED_BY)
             await self._work()
         finally:
             try:
@@ -551,7 +554,8 @@ class Rescue:
             restored = restore(served, memento, source) if verdict is None else None
             found = _links_of(restored.result, body) if restored is not None else None
             if restored is not None and 200 <= restored.result.status < 300:
-                verdict = page_problem(restored.result, body, found)
+                verdict = page_problem(restored.result, body, found,
+                                       shared=self.shared.get(memento.digest, 0))
             if verdict is not None or restored is None:
                 self._in_transaction(self.ledger.tried, key, candidate.source,
                                      memento.timestamp, verdict or "unusable")
