@@ -361,3 +361,67 @@ def test_an_interrupted_rescue_says_so_and_continues(gone: Gone, rescued: Path,
         assert db.execute("SELECT count(*) FROM crawls").fetchone()[0] == 1  # one rescue
     finally:
         db.close()
+
+
+def test_every_capture_of_a_history_replays_at_its_own_time(tmp_path: Path) -> None:
+    """A source holding two crawls of the site (the second mostly revisits, one page edited
+    in between) rescued with --all: every URL comes back twice; what did not change becomes
+    our own revisits of the first rescued capture; pywb and ReplayWeb.page show each page as
+    it was at each time."""
+    person = "persons/1.html"
+    with SampleSite() as site:
+        first = crawl(fast_settings(site.url, tmp_path / "origin", extract_workers=0))
+        site.content.takedown.rewrite = {"/" + person: (b"</h1>", b"</h1><p>Edited later.</p>")}
+        second = crawl(fast_settings(site.url, tmp_path / "origin", extract_workers=0))
+        url = site.url
+    pywb, proc = start_pywb(tmp_path / "pywb", [*first.warcs, *second.warcs],
+                            [first.index, second.index])
+    try:
+        _wait_for(f"{pywb.base}cdx?url={url}&output=json")
+        source = ";".join([pywb.base.rstrip("/"), "rate=0"])
+        out = tmp_path / "history"
+        result = _rescue(out, "history", "--source", source, "--url", url, "--all",
+                         cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    db = sqlite3.connect(out / "catalog.sqlite3")
+    try:
+        dates = [r[0] for r in db.execute("SELECT fetched_at FROM captures WHERE url = ? "
+                                          "ORDER BY id", (url + person,))]
+        revisits = db.execute("SELECT count(*) FROM captures WHERE record_type = 'revisit'"
+                              ).fetchone()[0]
+    finally:
+        db.close()
+    assert len(dates) == 2 and dates[0] < dates[1]
+    assert revisits > 50  # unchanged pages: revisits of the first rescued capture
+    stamps = [timestamp17_of(d) for d in dates]
+    about = url + "about.html"
+    about_stamps = [timestamp17_of(r["fetched_at"]) for r in _rows_all(out, about)]
+    with serve_archive_root(out, "history") as replay:
+        _wait_for(replay.base)
+        old, new = (replay.get(ts, url + person, raw=True).content for ts in stamps)
+        assert b"Edited later." not in old and b"Edited later." in new
+        assert replay.get(about_stamps[1], about, raw=True).content == \
+            replay.get(about_stamps[0], about, raw=True).content  # the revisit resolves
+    wacz = CliRunner().invoke(cli, ["wacz", "history", "--output", str(out)])
+    assert wacz.exit_code == 0, wacz.output
+    with ReplayWebPage(tmp_path / "rwp") as rwp:
+        address = rwp.add(Path(wacz.stdout.strip()))
+        with rwp.session() as session:
+            before = " ".join(session.view(address, url + person, stamps[0]).text.split())
+            after = " ".join(session.view(address, url + person, stamps[1]).text.split())
+            later = " ".join(session.view(address, about, about_stamps[1]).text.split())
+    assert "Edited later." not in before and "Edited later." in after
+    assert "Archived Page Not Found" not in later and later  # a revisit, shown
+
+
+def _rows_all(root: Path, url: str) -> list[sqlite3.Row]:
+    db = sqlite3.connect(root / "catalog.sqlite3")
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute("SELECT * FROM captures WHERE url = ? AND record_type IN "
+                          "('response', 'revisit') ORDER BY id", (url,)).fetchall()
+    finally:
+        db.close()
