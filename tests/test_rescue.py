@@ -144,6 +144,9 @@ def test_records_carry_provenance_and_no_made_up_requests(gone: Gone, rescued: P
         assert "id_/" in rec.warc["WARC-Crawler-Memento"]
         assert rec.warc["WARC-Crawler-Retrieved"][:4] == time.strftime("%Y")
         assert rec.warc["WARC-Date"] == original[rec.uri].warc["WARC-Date"]
+        if rec.type == "response" and original[rec.uri].type == "response":
+            assert _headers(rec) == _headers(original[rec.uri]), rec.uri  # the origin's
+            assert rec.line == original[rec.uri].line, rec.uri
     db = sqlite3.connect(rescued / "catalog.sqlite3")
     try:
         kinds = dict(db.execute("SELECT kind, count(*) FROM crawls GROUP BY kind").fetchall())
@@ -156,6 +159,13 @@ def test_records_carry_provenance_and_no_made_up_requests(gone: Gone, rescued: P
                           ).fetchone()[0] == 0
     finally:
         db.close()
+
+
+def _headers(rec: Any) -> list[tuple[str, str]]:
+    """Return a record's HTTP headers as the origin sent them: without the length and
+    framing our writer records about the bytes it stored."""
+    skip = {"content-length", "x-orig-content-length", "x-orig-transfer-encoding"}
+    return sorted((n.lower(), v) for n, v in rec.http or [] if n.lower() not in skip)
 
 
 def test_report_counts_and_explains_what_is_missing(gone: Gone, rescued: Path) -> None:

@@ -369,10 +369,29 @@ def test_pywb_headers_are_restored_to_the_origins() -> None:
     got = [(n.decode(), v.decode()) for n, v in restored.result.headers]
     assert got == [("Server", "BaseHTTP/0.6"), ("Date", "Wed, 02 Dec 2026"),
                    ("Content-Type", "text/html; charset=utf-8"), ("X-Probe", "hello"),
-                   ("Set-Cookie", "sess=abc; Path=/"), ("Content-Length", "13")]
+                   ("Set-Cookie", "sess=abc; Path=/")]  # (Content-Length: the writer's)
     assert restored.digest_match is True and restored.result.request_head == b""
     assert restored.result.started == datetime(2020, 1, 1, tzinfo=UTC)
     assert restored.result.url == "http://x/"
+
+
+def test_the_archives_own_policies_are_not_taken_for_the_origins() -> None:
+    """The Wayback Machine's answer: every origin header renamed; its own security and
+    caching headers unrenamed beside them."""
+    served = _served([
+        ("Server", "nginx"), ("Content-Type", "text/html"), ("X-Archive-Orig-Server", "Apache"),
+        ("X-Archive-Orig-Cache-Control", "max-age=60"), ("Cache-Control", "max-age=1800"),
+        ("Strict-Transport-Security", "max-age=31536000"), ("Referrer-Policy", "no-referrer"),
+        ("Content-Security-Policy", "default-src 'self' web.archive.org"),
+        ("X-Archive-Orig-Location", "http://x/new"),
+        ("Location", "https://web.archive.org/web/2020id_/http://x/new"),
+        ("Memento-Datetime", "Wed, 01 Jan 2020 00:00:00 GMT"), ("Server-Timing", "x;dur=1"),
+        ("X-Ts", "301"), ("X-App-Server", "wwwb-app1")], status=301)
+    restored = restore(served, Memento("http://x/", "20200101000000", 301, "", ""),
+                       parse_source("https://web.archive.org/web"))
+    got = [(n.decode(), v.decode()) for n, v in restored.result.headers]
+    assert got == [("Content-Type", "text/html"), ("Server", "Apache"),
+                   ("Cache-Control", "max-age=60"), ("Location", "http://x/new")]
 
 
 def test_a_decoded_gzip_capture_does_not_claim_gzip() -> None:

@@ -38,6 +38,16 @@ _ARCHIVE_HEADERS = frozenset({
 })
 _MAX_LINKS = 3  # a page with more links is the site's own (fingerprints.CHALLENGE_MAX_LINKS)
 SHARED_BY = 3  # a page whose bytes this many other URLs' captures share may be a template
+# Headers archives rename X-Archive-Orig-* when the origin sent them (pywb's rules, the
+# Wayback Machine's): in an answer that renames any, these unrenamed are the archive's own
+# (its caching, its security policy, its framing), never the origin's.
+_RENAMED_WHEN_ORIGINAL = frozenset({
+    b"date", b"server", b"etag", b"last-modified", b"cache-control", b"expires", b"vary",
+    b"age", b"via", b"pragma", b"content-security-policy",
+    b"content-security-policy-report-only", b"strict-transport-security",
+    b"referrer-policy", b"permissions-policy", b"x-frame-options", b"x-xss-protection",
+    b"transfer-encoding", b"content-length", b"connection", b"keep-alive",
+})
 _MEMENTO_RELS = re.compile(rb'rel="[^"]*\b(?:original|timegate|timemap|memento)\b')
 # Whole words only: "Not Foundland" is a place, not an error.
 _NOT_FOUND = re.compile(r"\b(?:page not found|not found|страница не найдена|ошибка 404|"
@@ -58,10 +68,12 @@ def restore(served: FetchResult, memento: Memento, source: Source) -> Restored:
     """Return the origin's response inside an archive's answer for ``memento``.
 
     A header the archive also sends renamed ``X-Archive-Orig-H`` is the archive's own as
-    ``H`` (its Date, its Server, its Content-Length): the renamed one is the origin's. The
-    rest is the origin's too (pywb renames only the headers it knows), except what the
-    archive adds to every memento (``_ARCHIVE_HEADERS``, its memento ``Link``, and a
-    ``Content-Location`` into its own replay).
+    ``H`` (its Date, its Server, its Content-Length): the renamed one is the origin's. In an
+    answer that renames any, the headers archives always rename (``_RENAMED_WHEN_ORIGINAL``:
+    caching, security policy) are the archive's when they come unrenamed. The rest is the
+    origin's (pywb renames only the headers it knows: Set-Cookie, Link, a site's own
+    ``X-…`` come as they were), except what the archive adds to every memento
+    (``_ARCHIVE_HEADERS``, its memento ``Link``, a ``Content-Location`` into its replay).
     """
     originals = {name.lower()[len(ORIG_PREFIX):] for name, _ in served.headers
                  if name.lower().startswith(ORIG_PREFIX)}
@@ -74,6 +86,7 @@ def restore(served: FetchResult, memento: Memento, source: Source) -> Restored:
         if lname.startswith(ORIG_PREFIX):
             headers.append((name[len(ORIG_PREFIX):], value))
         elif lname in originals or lname in _ARCHIVE_HEADERS or (
+                originals and lname in _RENAMED_WHEN_ORIGINAL) or (
                 lname == b"link" and _MEMENTO_RELS.search(value)) or (
                 lname == b"content-location" and _into_archive(value, source)):
             continue
