@@ -126,6 +126,8 @@ def _handler(fake: dict[str, FakeWayback]) -> type[BaseHTTPRequestHandler]:
             state.requests.append((time.monotonic(), self.path))
             if self.path.startswith("/cdx/search/cdx"):
                 self._cdx(state)
+            elif self.path.startswith("/web/timemap/link/"):
+                self._timemap(state)
             elif self.path.startswith("/web/"):
                 self._memento(state)
             else:
@@ -162,6 +164,26 @@ def _handler(fake: dict[str, FakeWayback]) -> type[BaseHTTPRequestHandler]:
             if start + 4 < len(state.caps):
                 rows += [[], [str(start + 4)]]
             self._send(200, json.dumps(rows).encode(), [("Content-Type", "application/json")])
+
+        def _timemap(self, state: FakeWayback) -> None:
+            """A TimeMap in pages: the first names the next (rel="timemap"), the second
+            holds the captures."""
+            rest = self.path[len("/web/timemap/link/"):]
+            url, _, page = rest.partition("?page=")
+            caps = [c for c in state.caps if c.url == url and c.status < 400]
+            if not caps:
+                self._send(404, b"", [])
+                return
+            lines = [f'<{url}>; rel="original"',
+                     f'<{state.base}{self.path}>; rel="self"; type="application/link-format"']
+            if page != "2":
+                lines.append(f'<{state.base}/web/timemap/link/{url}?page=2>; rel="timemap"; '
+                             'type="application/link-format"')
+            else:
+                lines += [f'<{state.base}/web/{c.ts}/{c.url}>; rel="memento"; '
+                          f'datetime="{c.ts}"' for c in caps]
+            self._send(200, ",\n".join(lines).encode(),
+                       [("Content-Type", "application/link-format")])
 
         def _memento(self, state: FakeWayback) -> None:
             rest = self.path[len("/web/"):]
@@ -584,3 +606,14 @@ def test_a_template_served_for_many_urls_is_told_from_the_page(wayback: FakeWayb
         reasons[SITE + "s3.html"]
     for home in ("", "index.html", "?utm=a", "?utm=b"):
         assert records[SITE + home] == "2023", home  # the same bytes, and the page
+
+
+def test_a_timemap_in_pages_is_read_to_its_end(wayback: FakeWayback, tmp_path: Path) -> None:
+    """A source without CDX whose TimeMaps come in pages: the captures are on the second."""
+    source = parse_source(f"{wayback.base}/web;cdx=none;timemap={wayback.base}/web/timemap/"
+                          "link;rate=0;name=paged")
+    outcome = asyncio.run(run_rescue(RescueSettings(
+        target="paged", output=tmp_path, sources=(source,), url=SITE, backoff=0.05)))
+    assert outcome.report["urls"]["rescued"] == 1  # the home page, which links nowhere
+    assert [p for _, p in wayback.requests if "?page=2" in p]
+    assert not [p for _, p in wayback.requests if p.startswith("/cdx/")]

@@ -47,12 +47,13 @@ from crawler.core.models import CrawlUrl, Extracted, FetchResult, UrlKind
 from crawler.rescue.ledger import Candidate, Ledger, Outcome, Provenance
 from crawler.rescue.memento import SHARED_BY, archive_error, page_problem, restore
 from crawler.rescue.report import build_report, write_missing, write_report
-from crawler.rescue.sources import Memento, Source, in_window, parse_cdx, parse_timemap, read_cdx
+from crawler.rescue.sources import Memento, Source, in_window, parse_cdx, read_cdx, read_timemap
 
 log = logging.getLogger("crawler.rescue")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _BATCH = 64  # URLs taken from the ledger at a time
 _MAX_ARCHIVE_REDIRECTS = 3
+_MAX_TIMEMAP_PAGES = 100  # pages of one URL's TimeMap followed (a URL captured every day)
 # A CDX server that does not page (pywb) answers a whole site at once: ~300 bytes a capture,
 # a gigabyte for three million. Spooled to disk and read line by line, never held.
 _MAX_ANSWER = 8 << 30
@@ -482,26 +483,37 @@ class Rescue:
             if state["listing"] == "cdx" and state["done"] and self._in_listing(url):
                 continue
             if state["listing"] == "cdx":
-                answer = await self._get(source, source.cdx_url(url, "exact"))
-                parse: Callable[[bytes], list[Memento]] = \
-                    lambda body: list(parse_cdx(body).mementos)  # noqa: E731
+                pages = [source.cdx_url(url, "exact")]
             else:
-                answer = await self._get(source, source.timemap_url(url))
-                parse = parse_timemap
-            if answer is None:
-                failures.append(f"{source.name}: no answer")
-                continue
-            try:
-                if answer.status == 200:
-                    try:
-                        mementos = parse(_body(answer))
-                    except ValueError:
-                        mementos = []
-                    found.extend(r for r in self._keyed(source.name, mementos) if r[0] == key)
-                elif answer.status != 404:  # 404: the source has no capture of it
-                    failures.append(f"{source.name}: {answer.status}")
-            finally:
-                answer.close()
+                pages = [source.timemap_url(url)]
+            asked: set[str] = set()
+            more: list[str]
+            while pages and len(asked) < _MAX_TIMEMAP_PAGES:
+                address = pages.pop(0)
+                asked.add(address)
+                answer = await self._get(source, address)
+                if answer is None:
+                    failures.append(f"{source.name}: no answer")
+                    break
+                try:
+                    if answer.status == 200:
+                        try:
+                            if state["listing"] == "cdx":
+                                mementos, more = list(parse_cdx(_body(answer)).mementos), []
+                            else:
+                                mementos, more = read_timemap(_body(answer))
+                        except ValueError:
+                            mementos, more = [], []
+                        found.extend(r for r in self._keyed(source.name, mementos)
+                                     if r[0] == key)
+                        pages += [m for m in more if m not in asked and m not in pages]
+                    elif answer.status != 404:  # 404: the source has no capture of it
+                        failures.append(f"{source.name}: {answer.status}")
+                finally:
+                    answer.close()
+            if pages:
+                log.warning("%s: %s has more than %d TimeMap pages; the rest were not read",
+                            source.name, url, _MAX_TIMEMAP_PAGES)
         with self.catalog.transaction():
             self.ledger.add_mementos(found)
             if not failures:

@@ -244,9 +244,17 @@ def normal_digest(value: str) -> str:
 def parse_timemap(body: bytes) -> list[Memento]:
     """Return the mementos of a link-format TimeMap (RFC 7089 §5.1): entries whose ``rel``
     names ``memento``, their times from the URI's timestamp, else from ``datetime``."""
+    return read_timemap(body)[0]
+
+
+def read_timemap(body: bytes) -> tuple[list[Memento], list[str]]:
+    """Return the mementos of a link-format TimeMap and the other TimeMaps it links to
+    (``rel="timemap"``, not ``self``): an archive splits a long TimeMap in pages (RFC 7089
+    §4.1.1, the Wayback Machine's ``from=`` pages)."""
     text = body.decode("utf-8", "replace")
     original = ""
     found: list[tuple[str, str]] = []
+    more: list[str] = []
     for uri, params in _links(text):
         rels = params.get("rel", "").split()
         if "original" in rels:
@@ -255,8 +263,10 @@ def parse_timemap(body: bytes) -> list[Memento]:
             timestamp = _timestamp_of(uri, params.get("datetime", ""))
             if timestamp:
                 found.append((uri, timestamp))
+        if "timemap" in rels and "self" not in rels:
+            more.append(uri)
     return [Memento(url=original or _original_of(uri), timestamp=ts, status=None, mime="",
-                    digest="") for uri, ts in found]
+                    digest="") for uri, ts in found], more
 
 
 def _links(text: str) -> Iterator[tuple[str, dict[str, str]]]:
