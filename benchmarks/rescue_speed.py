@@ -345,7 +345,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         pywb, port = start_pywb(tmp / "pywb", crawl_dir)
         query = urllib.parse.urlencode({"url": site_url, "output": "json"})
         wait_for(port, f"/coll/cdx?{query}", "pywb", pywb)
-        peer = fetch_with_wget(port, site_url, tmp / "wget", work, pywb.pid)
+        peer = fetch_with_wget(port, site_url, tmp / "wget", work, pywb.pid) \
+            if args.peer else None
         out = tmp / "rescued-root"
         cmd = crawler_cmd("rescue", "rescued", "--source", f"http://127.0.0.1:{port}/coll;rate=0",
                           "--url", site_url, "-o", str(out), "--json", "--concurrency",
@@ -402,12 +403,16 @@ def show(r: dict[str, Any]) -> None:
         print(f"captures not taken: {s['rejected']}")
     for m in s["missing"]:
         print(f"  missing: {m['url']} ({m['outcome']}: {m['reason']})")
-    g = r["wget"]
-    print(f"peer: wget -i (the same {g['urls']} raw captures from the same pywb, one "
-          f"connection, into a WARC): {g['wall_s']:.1f} s, {g['urls_per_s']:.1f} URLs/s, "
-          f"CPU {g['cpu_ms_per_url']:.2f} ms/URL, pywb CPU {g['pywb_cpu_s']:.1f} s, "
-          f"peak RSS {g['peak_rss_mb']:.1f} MB, exit {g['exit_code']}")
-    if g["urls_per_s"] and g["cpu_ms_per_url"]:
+    g = r["wget"] or {}
+    if g:
+        print(f"peer: wget -i (the same {g['urls']} raw captures from the same pywb, one "
+              f"connection, into a WARC): {g['wall_s']:.1f} s, {g['urls_per_s']:.1f} "
+              f"URLs/s, CPU {g['cpu_ms_per_url']:.2f} ms/URL, pywb CPU "
+              f"{g['pywb_cpu_s']:.1f} s, peak RSS {g['peak_rss_mb']:.1f} MB, "
+              f"exit {g['exit_code']}")
+    else:
+        print("peer: not run (--no-peer)")
+    if g.get("urls_per_s") and g.get("cpu_ms_per_url"):
         print(f"rescue / wget: URLs/s {s['urls_per_s'] / g['urls_per_s']:.2f}x, CPU per URL "
               f"{s['cpu_ms_per_url'] / g['cpu_ms_per_url']:.2f}x (the rescue also judges "
               "each page, extracts its links and restores the origin's headers)")
@@ -430,6 +435,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (roots, pywb collection)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("--no-peer", dest="peer", action="store_false",
+                        help="skip wget (one connection: about 50 ms a capture from pywb)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rescue-speed-"))
     try:
