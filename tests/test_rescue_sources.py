@@ -498,6 +498,12 @@ def test_all_keeps_every_good_capture_the_newest_entered_last(wayback: FakeWayba
         db.close()
     assert last.startswith("2022")
     assert outcome.report["urls"]["rescued"] == 13 and outcome.status == "complete"
+    # A new rescue of the same: every capture is held already; nothing is called rescued.
+    again = asyncio.run(run_rescue(_settings(wayback, tmp_path, every=True,
+                                             start=window_bound("2015", end=False))))
+    assert again.rescue_id != outcome.rescue_id
+    assert again.report["urls"]["rescued"] == 0 and again.report["urls"]["held"] == 13
+    assert again.report["captures"]["written"] == 0
 
 
 def test_a_prefix_covers_both_schemes_and_www_as_cdx_servers_match_it(

@@ -53,6 +53,7 @@ log = logging.getLogger("crawler.rescue")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _BATCH = 64  # URLs taken from the ledger at a time
 _MAX_ARCHIVE_REDIRECTS = 3
+_HELD = "held"  # a capture the target holds already (also a ledger outcome)
 _MAX_TIMEMAP_PAGES = 100  # pages of one URL's TimeMap followed (a URL captured every day)
 # A CDX server that does not page (pywb) answers a whole site at once: ~300 bytes a capture,
 # a gigabyte for three million. Spooled to disk and read line by line, never held.
@@ -389,11 +390,14 @@ class Rescue:
             return
         held = self._held(key)
         tried: list[str] = []
-        rescued = failed = 0
+        rescued = kept = failed = 0  # written by this rescue; held already; source failed
         for candidate in _ordered(candidates, every=self.settings.every):
             ts14 = candidate.memento.timestamp[:14]
-            if candidate.outcome in ("rescued", "held"):
-                rescued += 1
+            if candidate.outcome in ("rescued", "held"):  # (a continued rescue)
+                if candidate.outcome == "rescued":
+                    rescued += 1
+                else:
+                    kept += 1
                 if not self.settings.every:
                     break
                 continue
@@ -404,19 +408,17 @@ class Rescue:
             if ts14 in held or (not self.settings.every and good and max(good) >= ts14):
                 self._in_transaction(self.ledger.tried, key, candidate.source,
                                      candidate.memento.timestamp, "held")
+                kept += 1
                 if not self.settings.every:
-                    found = await asyncio.to_thread(self._links_held, key)
-                    with self.catalog.transaction():
-                        self.ledger.decide(key, Outcome.HELD,
-                                           f"held from {max(good or list(held))}")
-                        if found is not None:
-                            self._add_links(url, found)
-                    return
-                rescued += 1
+                    break
                 continue
             verdict = await self._try(key, kind, candidate)
             if verdict is None:
                 rescued += 1
+                if not self.settings.every:
+                    break
+            elif verdict == _HELD:
+                kept += 1
                 if not self.settings.every:
                     break
             elif verdict.startswith("failed"):
@@ -424,10 +426,21 @@ class Rescue:
                 tried.append(verdict)
             else:
                 tried.append(verdict)
-        if rescued:
+        if kept and not rescued and not failed:
+            good = [moment for moment, status in held.items() if 200 <= status < 300]
+            found = await asyncio.to_thread(self._links_held, key)
+            with self.catalog.transaction():
+                self.ledger.decide(key, Outcome.HELD,
+                                   f"held from {max(good or list(held) or ['?'])}")
+                if found is not None:
+                    self._add_links(url, found)
+        elif failed and (self.settings.every or not rescued):
+            # (with --all, a URL keeps its captures written, and its failed ones are tried
+            # again by the next run)
+            done = f"{rescued} captures rescued; " if rescued else ""
+            self._in_transaction(self.ledger.decide, key, Outcome.FAILED, done + _why(tried))
+        elif rescued:
             self._in_transaction(self.ledger.decide, key, Outcome.RESCUED, None)
-        elif failed:
-            self._in_transaction(self.ledger.decide, key, Outcome.FAILED, _why(tried))
         else:
             self._in_transaction(self.ledger.decide, key, Outcome.MISSING, _why(tried))
 
@@ -536,7 +549,8 @@ class Rescue:
 
     async def _try(self, key: str, kind: str, candidate: Candidate) -> str | None:
         """Fetch one capture, judge it, and write it if good; return None if written,
-        else what was wrong (``failed: …`` when the source could not be asked)."""
+        ``_HELD`` if the archive served a capture the target holds already, else what was
+        wrong (``failed: …`` when the source could not be asked)."""
         source = self.sources.get(candidate.source)
         memento = candidate.memento
         if source is None:  # a source no longer given: its captures are not tried
@@ -572,6 +586,12 @@ class Rescue:
                 self._in_transaction(self.ledger.tried, key, candidate.source,
                                      memento.timestamp, verdict or "unusable")
                 return verdict
+            served_at = restored.result.started.strftime("%Y%m%d%H%M%S")
+            if served_at != memento.timestamp[:14] and served_at in self._held(key):
+                # the archive served another capture than listed, one held already
+                self._in_transaction(self.ledger.tried, key, candidate.source,
+                                     memento.timestamp, _HELD)
+                return _HELD
             await self._write(key, kind, candidate, address, restored.result, found,
                               restored.digest_match)
             return None
