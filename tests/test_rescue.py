@@ -435,3 +435,25 @@ def _rows_all(root: Path, url: str) -> list[sqlite3.Row]:
                           "('response', 'revisit') ORDER BY id", (url,)).fetchall()
     finally:
         db.close()
+
+
+def test_a_cdx_server_that_stops_at_its_limit_is_not_taken_for_the_whole_site(
+        gone: Gone, rescued: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pywb answers at most ``limit`` rows (100,000 by default), without a word. An answer
+    of exactly the limit asked is cut short: the rescue says so, ends incomplete, and asks
+    for the URLs its pages link to one by one instead of calling them missing."""
+    from crawler.rescue import run as rescue_run
+    from crawler.rescue import sources as rescue_sources
+    from crawler.rescue.sources import parse_source
+
+    monkeypatch.setattr(rescue_sources, "UNPAGED_LIMIT", 40)
+    monkeypatch.setattr(rescue_run, "UNPAGED_LIMIT", 40)
+    outcome = asyncio.run(rescue_run.run_rescue(rescue_run.RescueSettings(
+        target="capped", output=tmp_path / "capped", sources=(parse_source(gone.source()),),
+        url=gone.site_url)))
+    source = outcome.report["sources"][0]
+    assert not source["listing_done"] and "cut short at the server's limit" in source["note"]
+    assert outcome.status == "incomplete" and int(outcome.exit_code) == 8
+    back = _rows(tmp_path / "capped")
+    persons = [u for u in _rows(rescued) if "/persons/" in u]
+    assert all(u in back for u in persons)  # reached through links, asked one by one

@@ -47,7 +47,15 @@ from crawler.core.models import CrawlUrl, Extracted, FetchResult, UrlKind
 from crawler.rescue.ledger import Candidate, Ledger, Outcome, Provenance
 from crawler.rescue.memento import SHARED_BY, archive_error, page_problem, restore
 from crawler.rescue.report import build_report, write_missing, write_report
-from crawler.rescue.sources import Memento, Source, in_window, parse_cdx, read_cdx, read_timemap
+from crawler.rescue.sources import (
+    UNPAGED_LIMIT,
+    Memento,
+    Source,
+    in_window,
+    parse_cdx,
+    read_cdx,
+    read_timemap,
+)
 
 log = logging.getLogger("crawler.rescue")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -309,6 +317,13 @@ class Rescue:
                 return
             finally:
                 answer.close()
+            if not source.is_wayback and page.rows >= UNPAGED_LIMIT:
+                self._in_transaction(self.ledger.listed, source.name, resume=resume,
+                                     done=False, count=listed,
+                                     error=f"CDX answer cut short at the server's limit "
+                                           f"({page.rows} rows): URLs past it are asked "
+                                           "for one by one as links lead to them")
+                return
             if answer.truncated is not None:
                 self._in_transaction(self.ledger.listed, source.name, resume=resume,
                                      done=False, count=listed,

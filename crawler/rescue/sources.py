@@ -34,6 +34,10 @@ from crawler.core.errors import ConfigError
 DEFAULT_RATE = 1.0  # requests per second to one source: the Wayback Machine asks for less
 # than one a second on its CDX server; a local or institutional archive may allow more.
 PAGE_SIZE = 5000  # CDX rows asked for per request, where the server pages (resume keys)
+# Asked of a CDX server that does not page (pywb): it answers at most ``limit`` rows (pywb's
+# default is 100,000, without a word), so the limit is asked explicitly, above any site, and
+# an answer of exactly this many rows is taken as cut short.
+UNPAGED_LIMIT = 50_000_000
 _WAYBACK_HOSTS = ("web.archive.org", "wayback.archive.org")
 _TEXT_FIELDS = ("urlkey", "timestamp", "original", "mimetype", "statuscode", "digest",
                 "length")
@@ -73,6 +77,8 @@ class Source:
             params += [("limit", str(PAGE_SIZE)), ("showResumeKey", "true")]
             if resume:
                 params.append(("resumeKey", resume))
+        else:
+            params.append(("limit", str(UNPAGED_LIMIT)))
         return f"{self.cdx}?{urllib.parse.urlencode(params)}"
 
     @property
@@ -137,6 +143,7 @@ class CdxPage:
     mementos: tuple[Memento, ...]
     resume: str | None  # the resume key of the next page; None: this was the last
     unreadable: int = 0  # lines that were not a CDX row (skipped, counted)
+    rows: int = 0  # rows the server sent (before any was refused): is it its limit?
 
 
 def parse_cdx(body: bytes) -> CdxPage:
@@ -156,6 +163,7 @@ def read_cdx(stream: IO[bytes], *, batch: int = PAGE_SIZE,
         return CdxPage((), None)
     if first == b"[":  # the Wayback Machine's JSON: pages are small (``limit``)
         page = _parse_json_rows(json.loads(first + stream.read()))
+        page = CdxPage(page.mementos, page.resume, page.unreadable, len(page.mementos))
         if on_batch is not None:
             on_batch(list(page.mementos))
             return CdxPage((), page.resume)
@@ -164,7 +172,7 @@ def read_cdx(stream: IO[bytes], *, batch: int = PAGE_SIZE,
     pending: list[Memento] = []
     resume = None
     blank = False
-    unreadable = 0
+    unreadable = rows = 0
     lines = itertools.chain([first + stream.readline()], stream)
     for raw in lines:
         line = raw.decode("utf-8", "replace").strip()
@@ -174,6 +182,7 @@ def read_cdx(stream: IO[bytes], *, batch: int = PAGE_SIZE,
         if blank:  # the text form: after a blank line, the resume key
             resume = line
             break
+        rows += 1
         try:
             fields = json.loads(line) if line.startswith("{") else dict(
                 zip(_TEXT_FIELDS, line.split(" "), strict=False))
@@ -194,7 +203,7 @@ def read_cdx(stream: IO[bytes], *, batch: int = PAGE_SIZE,
         on_batch(pending)
     else:
         kept.extend(pending)
-    return CdxPage(tuple(kept), resume, unreadable)
+    return CdxPage(tuple(kept), resume, unreadable, rows)
 
 
 def _parse_json_rows(rows: list[list[str]]) -> CdxPage:
