@@ -51,6 +51,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from crawl_vs_wget import tree_rss_kb
+
 from crawler.archive import replay
 
 BENCH = Path(__file__).resolve().parent
@@ -141,22 +143,6 @@ def status_kb(pid: int, field_name: str) -> int:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         pass
     return 0
-
-
-def tree_rss_kb(pid: int) -> int:
-    """Return the summed VmRSS of a process and its descendants."""
-    total = 0
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        total += status_kb(current, "VmRSS")
-        try:
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as fh:
-                    todo.extend(int(c) for c in fh.read().split())
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return total
 
 
 def proc_cpu(pid: int) -> float:

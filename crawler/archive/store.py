@@ -215,7 +215,7 @@ class Store:
         links are extracted again exactly as if the page had been downloaded."""
         payload = conditional.prior.payload
         record = await self._in_sink(read_record, payload.path, payload.offset, payload.length)
-        status, headers = _parse_head(conditional.head)
+        status, headers = parse_head(conditional.head)
         body = io.BytesIO(record.payload)
         return FetchResult(url=result.url, started=result.started, status=status,
                            headers=headers, body=body, body_length=len(record.payload),
@@ -234,7 +234,7 @@ def validators(result: FetchResult) -> Validators:
     return {"etag": result.header("etag"), "last_modified": result.header("last-modified")}
 
 
-def _parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
+def parse_head(head: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
     """Return the status and raw headers of a stored HTTP response head."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)

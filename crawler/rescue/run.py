@@ -34,7 +34,7 @@ from crawler.archive.catalog import Catalog, CrawlRow, CrawlStatus, now_iso
 from crawler.archive.layout import lock_target, new_crawl_dir
 from crawler.archive.package import index_entries, page_entries, write_cdxj, write_pages
 from crawler.archive.recovery import recover_warcs
-from crawler.archive.store import Store, capture_from_record, capture_row
+from crawler.archive.store import Store, capture_from_record, capture_row, parse_head
 from crawler.archive.warc import WarcSettings, WarcWriter, warc_date
 from crawler.archive.warcread import RecordUnreadable, read_record
 from crawler.archive.watermark import Watermark
@@ -496,7 +496,7 @@ class Rescue:
                         row["url"], exc)
             return None
         head = FetchResult(url=row["url"], started=datetime.now(UTC),
-                           headers=_head_fields(record.http_head))
+                           headers=parse_head(record.http_head)[1])
         return extract.extract_safely(row["url"], row["mime"], record.payload,
                                       head.header("content-type"),
                                       head.header("content-encoding"))
@@ -839,12 +839,6 @@ def _links_of(result: FetchResult, body: bytes) -> Extracted | None:
         return None
     return extract.extract_safely(result.url, media, body, result.header("content-type"),
                                   result.header("content-encoding"))
-
-
-def _head_fields(head: bytes) -> list[tuple[bytes, bytes]]:
-    """Return the header fields of a stored HTTP head."""
-    return [(name.strip(), value.strip()) for name, _, value in
-            (line.partition(b":") for line in head.split(b"\r\n")[1:] if b":" in line)]
 
 
 def _body(result: FetchResult) -> bytes:
