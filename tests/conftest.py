@@ -7,6 +7,7 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,3 +184,64 @@ def responses(recs: list[Rec], types: tuple[str, ...] = ("response",)) -> dict[s
         if rec.type in types:
             grouped.setdefault(rec.uri, []).append(rec)
     return grouped
+
+
+# -- redis ---------------------------------------------------------------------------------------
+
+@dataclass
+class RedisServer:
+    """A redis-server of the test's own, on a free port, persisting to ``directory``."""
+
+    directory: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed: apt-get install redis-server " \
+                       "(bash .ci/run does)"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
+             "--save", "", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                import redis as sync_redis
+
+                if sync_redis.Redis(port=self.port).ping():
+                    return
+            except Exception:  # not up yet
+                pass
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: only what the append-only file holds survives."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM: Redis writes what it holds and exits, as a restarted service does."""
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(30)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server on 127.0.0.1 with append-only persistence, stopped after the test."""
+    found = RedisServer(tmp_path / "redis", free_port())
+    found.directory.mkdir()
+    found.start()
+    try:
+        yield found
+    finally:
+        if found.proc is not None and found.proc.poll() is None:
+            found.kill()

@@ -7,67 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
 import redis.asyncio as redis
-from conftest import free_port
+from conftest import RedisServer
 
 from crawler.archive.sharedfrontier import SharedFrontier
 from crawler.capture import urls
 from crawler.core.models import CrawlUrl, UrlKind
-
-
-@dataclass
-class RedisServer:
-    """A redis-server of the test's own, on a free port, persisting to ``directory``."""
-
-    directory: Path
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed: apt-get install redis-server " \
-                       "(bash .ci/run does)"
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
-             "--save", "", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                import redis as sync_redis
-
-                if sync_redis.Redis(port=self.port).ping():
-                    return
-            except Exception:  # not up yet
-                pass
-            time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    found = RedisServer(tmp_path, free_port())
-    found.start()
-    try:
-        yield found
-    finally:
-        if found.proc is not None and found.proc.poll() is None:
-            found.kill()
 
 
 @asynccontextmanager
@@ -83,9 +32,10 @@ def item(url: str, kind: UrlKind = UrlKind.PAGE) -> CrawlUrl:
     return CrawlUrl(url=url, key=urls.canonical_key(url), kind=kind, depth=1)
 
 
-def test_each_url_once_and_requisites_first(server: RedisServer) -> None:
+def test_each_url_once_and_requisites_first(redis_server: RedisServer) -> None:
     async def run() -> None:
-        async with frontier(server, delay=0.0) as one, frontier(server, delay=0.0) as two:
+        async with frontier(redis_server, delay=0.0) as one, \
+                frontier(redis_server, delay=0.0) as two:
             assert await one.add([item("http://a.test/1"), item("http://a.test/2")]) == 2
             # another worker finds the same links: nothing new
             assert await two.add([item("http://a.test/1"), item("http://A.test/2")]) == 0
@@ -102,11 +52,12 @@ def test_each_url_once_and_requisites_first(server: RedisServer) -> None:
     asyncio.run(run())
 
 
-def test_politeness_holds_across_workers(server: RedisServer) -> None:
+def test_politeness_holds_across_workers(redis_server: RedisServer) -> None:
     """Two workers leasing as fast as they can from one host: starts 0.3 s apart, while
     another host is served meanwhile."""
     async def run() -> list[tuple[float, str]]:
-        async with frontier(server, delay=0.3) as one, frontier(server, delay=0.3) as two:
+        async with frontier(redis_server, delay=0.3) as one, \
+                frontier(redis_server, delay=0.3) as two:
             await one.add([item(f"http://slow.test/{n}") for n in range(4)])
             await one.add([item(f"http://other.test/{n}") for n in range(4)])
             starts: list[tuple[float, str]] = []
@@ -132,10 +83,10 @@ def test_politeness_holds_across_workers(server: RedisServer) -> None:
     assert other[0] < slow[1]  # the other host did not wait for the slow one
 
 
-def test_a_lost_lease_comes_back_and_its_holder_is_told(server: RedisServer) -> None:
+def test_a_lost_lease_comes_back_and_its_holder_is_told(redis_server: RedisServer) -> None:
     async def run() -> None:
-        async with frontier(server, delay=0.0, lease_seconds=0.3) as one, \
-                frontier(server, delay=0.0, lease_seconds=0.3) as two:
+        async with frontier(redis_server, delay=0.0, lease_seconds=0.3) as one, \
+                frontier(redis_server, delay=0.0, lease_seconds=0.3) as two:
             await one.add([item("http://a.test/1")])
             dead = await one.lease("killed-worker")  # never completes: the worker died
             assert dead is not None and await two.lease("w2") is None
@@ -153,9 +104,9 @@ def test_a_lost_lease_comes_back_and_its_holder_is_told(server: RedisServer) -> 
     asyncio.run(run())
 
 
-def test_per_host_concurrency_across_workers(server: RedisServer) -> None:
+def test_per_host_concurrency_across_workers(redis_server: RedisServer) -> None:
     async def run() -> None:
-        async with frontier(server, delay=0.0, per_host=2) as one:
+        async with frontier(redis_server, delay=0.0, per_host=2) as one:
             await one.add([item(f"http://a.test/{n}") for n in range(3)])
             first, second = await one.lease("w1"), await one.lease("w2")
             assert first is not None and second is not None
@@ -166,9 +117,9 @@ def test_per_host_concurrency_across_workers(server: RedisServer) -> None:
     asyncio.run(run())
 
 
-def test_the_queue_survives_redis_killed_and_restarted(server: RedisServer) -> None:
+def test_the_queue_survives_redis_killed_and_restarted(redis_server: RedisServer) -> None:
     async def before() -> str:
-        async with frontier(server, delay=0.0, per_host=2, lease_seconds=0.5) as f:
+        async with frontier(redis_server, delay=0.0, per_host=2, lease_seconds=0.5) as f:
             await f.add([item(f"http://a.test/{n}") for n in range(5)])
             lease = await f.lease("w1")
             assert lease is not None
@@ -177,11 +128,11 @@ def test_the_queue_survives_redis_killed_and_restarted(server: RedisServer) -> N
             return lease.item.url
 
     leased = asyncio.run(before())
-    server.kill()  # SIGKILL: only what the append-only file holds survives
-    server.start()
+    redis_server.kill()  # SIGKILL: only what the append-only file holds survives
+    redis_server.start()
 
     async def after() -> list[str]:
-        async with frontier(server, delay=0.0, lease_seconds=0.5) as f:
+        async with frontier(redis_server, delay=0.0, lease_seconds=0.5) as f:
             counts = await f.counts()
             assert counts["seen"] == 5 and counts["completed"] == 1 and counts["leased"] == 1
             assert await f.add([item("http://a.test/3")]) == 0  # still seen

@@ -414,6 +414,9 @@ class Catalog:
     # commit (file, offset): see ``track_marks``.
     _marks: tuple[int, Watermark] | None = field(default=None, repr=False)
     _entering: list[tuple[str, int]] = field(default_factory=list, repr=False)
+    # Transactions committed so far: a distributed crawl reports a URL done to the shared
+    # queue only once the commit holding its row is past (redisfrontier.py).
+    commits: int = field(default=0, repr=False)
 
     @property
     def root(self) -> Path:
@@ -666,6 +669,7 @@ class Catalog:
                 crawl_pk, watermark = self._marks
                 self.set_warc_marks(crawl_pk, watermark.marks(entering))
             self.db.execute("COMMIT")
+            self.commits += 1
             if self._marks is not None:
                 self._marks[1].entered(entering)
         except BaseException as exc:

@@ -29,7 +29,9 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import redis as sync_redis
 import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
 
 from crawler.capture import urls
 from crawler.core.models import CrawlUrl, UrlKind
@@ -55,8 +57,9 @@ redis.call('HINCRBY', KEYS[4], 'queued', added)
 return added
 """
 
-# KEYS: hosts, next, leases, leased, inflight, counters. ARGV: prefix, delay, lease seconds,
-# worker, per_host. Returns {token, item} or false.
+# KEYS: hosts, next, leases, leased, inflight, counters, hostdelay. ARGV: prefix, delay,
+# lease seconds, worker, per_host. Returns {token, item}, or {'', wait}: the seconds until the
+# next host is due ('-1' when nothing is queued at all).
 _LEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -66,7 +69,9 @@ for _, host in ipairs(due) do
   if busy < tonumber(ARGV[5]) then
     local item = redis.call('LPOP', ARGV[1] .. 'queue:' .. host)
     if item then
-      local nxt = now + tonumber(ARGV[2])
+      local delay = math.max(tonumber(ARGV[2]),
+                             tonumber(redis.call('HGET', KEYS[7], host) or '0'))
+      local nxt = now + delay
       redis.call('HSET', KEYS[2], host, nxt)
       if redis.call('LLEN', ARGV[1] .. 'queue:' .. host) > 0 then
         redis.call('ZADD', KEYS[1], nxt, host)
@@ -74,10 +79,11 @@ for _, host in ipairs(due) do
         redis.call('ZREM', KEYS[1], host)
       end
       local key = cjson.decode(item)['key']
-      local token = ARGV[4] .. ':' .. redis.call('HINCRBY', KEYS[6], 'leases', 1)
+      local token = tostring(redis.call('HINCRBY', KEYS[6], 'leases', 1))
       redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), key)
       redis.call('HSET', KEYS[4], key, cjson.encode({token = token, host = host,
-                                                      item = item}))
+                                                      item = item, worker = ARGV[4],
+                                                      busy = 1}))
       redis.call('HINCRBY', KEYS[5], host, 1)
       redis.call('HINCRBY', KEYS[6], 'queued', -1)
       return {token, item}
@@ -85,21 +91,101 @@ for _, host in ipairs(due) do
     redis.call('ZREM', KEYS[1], host)
   end
 end
-return false
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[2] then
+  return {'', tostring(math.max(0, tonumber(first[2]) - now))}
+end
+return {'', '-1'}
 """
 
-# KEYS: leases, leased, inflight, counters. ARGV: key, token. Returns 1, or 0 if the token
-# no longer holds the lease.
-_COMPLETE = """
+# The steps that end or change a lease all check its token first: a worker whose lease ran
+# out (and was given to another) changes nothing. Each frees the host's request slot unless
+# the worker freed it already (``release``: the response was read).
+_HELD = """
 local held = redis.call('HGET', KEYS[2], ARGV[1])
-if not held then return 0 end
+if not held then return false end
 local lease = cjson.decode(held)
-if lease['token'] ~= ARGV[2] then return 0 end
+if lease['token'] ~= ARGV[2] then return false end
+return lease
+"""
+
+# KEYS: leases, leased, inflight. ARGV: key, token. Returns 1, or 0 (lease lost).
+_RELEASE = "local function held()" + _HELD + """end
+local lease = held()
+if not lease then return 0 end
+if lease['busy'] == 1 then
+  lease['busy'] = 0
+  redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(lease))
+  redis.call('HINCRBY', KEYS[3], lease['host'], -1)
+end
+return 1
+"""
+
+# KEYS: leases, leased, inflight, counters. ARGV: key, token, failed. Returns 1, or 0 if the
+# token no longer holds the lease.
+_COMPLETE = "local function held()" + _HELD + """end
+local lease = held()
+if not lease then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[3], lease['host'], -1)
+if lease['busy'] == 1 then redis.call('HINCRBY', KEYS[3], lease['host'], -1) end
 redis.call('HINCRBY', KEYS[4], 'completed', 1)
+if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[4], 'failed', 1) end
 return 1
+"""
+
+# KEYS: leases, leased, inflight, counters, hosts, next. ARGV: prefix, key, token, item,
+# counter. Puts a leased URL back at the front of its host's queue (a retry, with its next
+# attempt; or a worker giving it back unfinished). Returns 1, or 0 (lease lost).
+_REQUEUE = "local function held()" + _HELD + """end
+local lease = held()
+if not lease then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[2])
+if lease['busy'] == 1 then redis.call('HINCRBY', KEYS[3], lease['host'], -1) end
+redis.call('LPUSH', ARGV[1] .. 'queue:' .. lease['host'], ARGV[4])
+local due = redis.call('HGET', KEYS[6], lease['host']) or '0'
+redis.call('ZADD', KEYS[5], 'NX', due, lease['host'])
+redis.call('HINCRBY', KEYS[4], 'queued', 1)
+redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+return 1
+"""
+
+# KEYS: the path's shapes. ARGV: shape, limit. Returns 1 if the shape is known or one more
+# fits under the limit (then it is recorded), else 0.
+_VARIANT = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: hosts, next. ARGV: host, seconds. No request to the host before now + seconds.
+_BACK_OFF = """
+local t = redis.call('TIME')
+local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2])
+local known = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if until_ > known then
+  redis.call('HSET', KEYS[2], ARGV[1], until_)
+  redis.call('ZADD', KEYS[1], 'XX', until_, ARGV[1])
+end
+return 1
+"""
+
+# KEYS: leases, leased. ARGV: lease seconds, then (key, token) x N. Extends the leases this
+# worker still holds; returns how many.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local renewed = 0
+for i = 2, #ARGV, 2 do
+  local held = redis.call('HGET', KEYS[2], ARGV[i])
+  if held and cjson.decode(held)['token'] == ARGV[i + 1] then
+    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+    renewed = renewed + 1
+  end
+end
+return renewed
 """
 
 # KEYS: leases, leased, inflight, counters, hosts, next. ARGV: prefix. Returns the count.
@@ -116,7 +202,7 @@ for _, key in ipairs(expired) do
     local due = redis.call('HGET', KEYS[6], lease['host']) or '0'
     redis.call('ZADD', KEYS[5], 'NX', due, lease['host'])
     redis.call('HDEL', KEYS[2], key)
-    redis.call('HINCRBY', KEYS[3], lease['host'], -1)
+    if lease['busy'] == 1 then redis.call('HINCRBY', KEYS[3], lease['host'], -1) end
     redis.call('HINCRBY', KEYS[4], 'queued', 1)
     redis.call('HINCRBY', KEYS[4], 'reclaimed', 1)
   end
@@ -130,68 +216,143 @@ class Lease:
     """A URL handed to one worker, until its lease runs out."""
 
     item: CrawlUrl
-    token: str  # proves this worker still holds it (``complete``)
+    token: str  # the lease's number in the crawl: proves this worker still holds it
+
+    @property
+    def number(self) -> int:
+        """Return the lease's sequence number (later leases of a URL have higher ones)."""
+        return int(self.token)
+
+
+Client = redis.Redis | Pipeline  # a step runs at once, or queued in a pipeline
 
 
 class SharedFrontier:
     """One crawl's queue in Redis (see the module docstring)."""
 
     def __init__(self, client: redis.Redis, crawl: str, *, delay: float, per_host: int = 1,
-                 lease_seconds: float = 300.0) -> None:
+                 lease_seconds: float = 300.0, blocking: sync_redis.Redis | None = None,
+                 ) -> None:
         self.client = client
+        self.blocking = blocking  # for the one step the engine must have answered at once
         self.prefix = f"crawler:{crawl}:"
         self.delay = delay
         self.per_host = per_host
         self.lease_seconds = lease_seconds
         self._add = client.register_script(_ADD)
         self._lease = client.register_script(_LEASE)
+        self._release = client.register_script(_RELEASE)
         self._complete = client.register_script(_COMPLETE)
+        self._requeue = client.register_script(_REQUEUE)
+        self._back_off = client.register_script(_BACK_OFF)
+        self._renew = client.register_script(_RENEW)
         self._reclaim = client.register_script(_RECLAIM)
+        self._variant = blocking.register_script(_VARIANT) if blocking is not None else None
 
-    def _key(self, name: str) -> str:
+    def key(self, name: str) -> str:
+        """Return the Redis key of one of this crawl's structures."""
         return self.prefix + name
 
-    async def add(self, items: Iterable[CrawlUrl]) -> int:
-        """Queue the URLs not seen before in this crawl; return how many were new."""
+    def _keys(self, *names: str) -> list[str]:
+        return [self.prefix + n for n in names]
+
+    async def add(self, items: Iterable[CrawlUrl], client: Client | None = None) -> int:
+        """Queue the URLs not seen before in this crawl; return how many were new (in a
+        pipeline, the count comes with its results)."""
         argv: list[str] = [self.prefix, "0"]
         for item in items:
             front = "1" if item.kind is UrlKind.REQUISITE else "0"
-            argv += [urls.host_of(item.url), item.key, _encode(item), front]
+            argv += [urls.host_of(item.url), item.key, encode(item), front]
         if len(argv) == 2:
             return 0
-        keys = [self._key(n) for n in ("seen", "hosts", "next", "counters")]
-        return int(await self._add(keys=keys, args=argv))
+        found = await self._add(keys=self._keys("seen", "hosts", "next", "counters"),
+                                args=argv, client=client or self.client)
+        return int(found) if client is None else 0
+
+    async def take(self, worker: str) -> Lease | float:
+        """Lease the next URL whose host is due and not busy to ``worker``; or, when there
+        is none, return the seconds until a host is due (-1.0: nothing queued at all)."""
+        token, value = cast(list[bytes], await self._lease(
+            keys=self._keys("hosts", "next", "leases", "leased", "inflight", "counters",
+                            "hostdelay"),
+            args=[self.prefix, self.delay, self.lease_seconds, worker, self.per_host]))
+        if not token:
+            return float(value)
+        return Lease(decode(value), token.decode())
 
     async def lease(self, worker: str) -> Lease | None:
         """Return the next URL whose host is due and not busy, leased to ``worker``."""
-        keys = [self._key(n) for n in ("hosts", "next", "leases", "leased", "inflight",
-                                        "counters")]
-        found = await self._lease(keys=keys, args=[self.prefix, self.delay,
-                                                   self.lease_seconds, worker, self.per_host])
-        if not found:
-            return None
-        token, item = cast(list[bytes], found)
-        return Lease(_decode(item), token.decode())
+        found = await self.take(worker)
+        return found if isinstance(found, Lease) else None
 
-    async def complete(self, lease: Lease) -> bool:
+    async def release(self, lease: Lease, client: Client | None = None) -> bool:
+        """Free the host's request slot (the response is read; writing it does not count)."""
+        return bool(await self._release(keys=self._keys("leases", "leased", "inflight"),
+                                        args=[lease.item.key, lease.token],
+                                        client=client or self.client))
+
+    async def complete(self, lease: Lease, *, failed: bool = False,
+                       client: Client | None = None) -> bool:
         """Release a finished URL; False if the lease had run out and another worker holds
-        the URL now (then this worker's result must not be entered)."""
-        keys = [self._key(n) for n in ("leases", "leased", "inflight", "counters")]
-        return bool(await self._complete(keys=keys, args=[lease.item.key, lease.token]))
+        the URL now (then this worker's result is superseded: ``merge`` keeps the later
+        lease's record)."""
+        return bool(await self._complete(
+            keys=self._keys("leases", "leased", "inflight", "counters"),
+            args=[lease.item.key, lease.token, "1" if failed else "0"],
+            client=client or self.client))
+
+    async def requeue(self, lease: Lease, item: CrawlUrl, *, counter: str,
+                      client: Client | None = None) -> bool:
+        """Put a leased URL back at the front of its host's queue as ``item`` (a retry's
+        next attempt, or the same URL given back unfinished), counted under ``counter``."""
+        return bool(await self._requeue(
+            keys=self._keys("leases", "leased", "inflight", "counters", "hosts", "next"),
+            args=[self.prefix, lease.item.key, lease.token, encode(item), counter],
+            client=client or self.client))
+
+    async def back_off(self, host: str, seconds: float, client: Client | None = None) -> None:
+        """Start no request to ``host`` for ``seconds``, on every worker (Retry-After)."""
+        await self._back_off(keys=self._keys("hosts", "next"), args=[host, seconds],
+                             client=client or self.client)
+
+    async def set_host_delay(self, host: str, delay: float,
+                             client: Client | None = None) -> None:
+        """Keep at least ``delay`` seconds between request starts to ``host`` on every
+        worker (robots.txt Crawl-delay)."""
+        await cast(Awaitable[Any], (client or self.client).hset(self.key("hostdelay"), host,
+                                                                str(delay)))
+
+    async def renew(self, leases: Iterable[Lease]) -> int:
+        """Extend the leases still held by their tokens; return how many."""
+        argv: list[str | float] = [self.lease_seconds]
+        for lease in leases:
+            argv += [lease.item.key, lease.token]
+        if len(argv) == 1:
+            return 0
+        return int(await self._renew(keys=self._keys("leases", "leased"), args=argv))
 
     async def reclaim(self) -> int:
         """Put the URLs whose lease ran out back in their host's queue; return how many."""
-        keys = [self._key(n) for n in ("leases", "leased", "inflight", "counters", "hosts",
-                                        "next")]
-        return int(await self._reclaim(keys=keys, args=[self.prefix]))
+        return int(await self._reclaim(
+            keys=self._keys("leases", "leased", "inflight", "counters", "hosts", "next"),
+            args=[self.prefix]))
+
+    def allow_variant(self, path: str, shape: str, limit: int) -> bool:
+        """Return True if ``shape`` is a known query shape of ``path`` in this crawl, or one
+        more fits under ``limit`` (then it is recorded): the trap rule counted over all
+        workers, as one crawl counts it. Blocking: the engine decides inside a transaction;
+        it is asked once per new (path, shape) per worker."""
+        assert self._variant is not None, "a blocking client is needed"
+        return bool(self._variant(keys=[self.key("variants:" + path)], args=[shape, limit]))
 
     async def counts(self) -> dict[str, int]:
-        """Return the crawl's counters (seen, queued, leased now, completed, reclaimed)."""
+        """Return the crawl's counters (seen, queued, leased now, completed, failed,
+        reclaimed, retried, returned)."""
         raw = await cast(Awaitable[dict[bytes, bytes]],
-                         self.client.hgetall(self._key("counters")))
+                         self.client.hgetall(self.key("counters")))
         found = {k.decode(): int(v) for k, v in raw.items()}
-        found["leased"] = int(await self.client.zcard(self._key("leases")))
-        found.pop("leases", None)  # (the token sequence)
+        found["leased"] = int(await self.client.zcard(self.key("leases")))
+        found.pop("leases", None)  # (the lease sequence)
         return found
 
     async def finished(self) -> bool:
@@ -200,14 +361,16 @@ class SharedFrontier:
         return counts.get("queued", 0) == 0 and counts["leased"] == 0
 
 
-def _encode(item: CrawlUrl) -> str:
+def encode(item: CrawlUrl) -> str:
+    """Return a queue entry: the URL and how it was reached, as compact JSON."""
     data: dict[str, Any] = {"url": item.url, "key": item.key, "kind": item.kind.value,
                             "depth": item.depth, "via": item.via, "redirects": item.redirects,
                             "embeds": item.embeds, "attempt": item.attempt}
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-def _decode(raw: bytes) -> CrawlUrl:
+def decode(raw: bytes) -> CrawlUrl:
+    """Return the URL of a queue entry."""
     data = json.loads(raw)
     return CrawlUrl(url=data["url"], key=data["key"], kind=UrlKind(data["kind"]),
                     depth=data["depth"], via=data["via"], redirects=data["redirects"],

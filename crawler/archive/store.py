@@ -62,6 +62,9 @@ class Conditional:
         return {}
 
 
+LEASE_FIELD = "WARC-Crawler-Lease"
+
+
 class Validators(TypedDict):
     """A good 200's validators, which a later crawl sends as conditions."""
 
@@ -144,6 +147,8 @@ class Store:
         """Archive ``result`` as a response, a revisit, or (failures) a metadata record;
         ``fields`` are WARC fields to add (a rescued capture's provenance)."""
         extra = {"WARC-Crawler-Kind": item.kind.value}  # why we fetched it (audit trail)
+        if item.lease:  # a distributed crawl: which lease fetched it (merge keeps the last)
+            extra[LEASE_FIELD] = f"{item.lease}; attempt={item.attempt}"
         extra.update(fields or {})
         if result.ok and result.status == 304 and conditional is not None:
             prior = conditional.prior

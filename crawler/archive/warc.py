@@ -410,6 +410,16 @@ class WarcWriter:
         self._maybe_rotate()
         return entry
 
+    def copy_member(self, data: bytes) -> None:
+        """Append complete gzip members copied byte for byte from another WARC file (a
+        distributed crawl's merge: records keep their ids, digests and dates), after this
+        file's warcinfo; rotate when the file is full."""
+        self._ensure_open()
+        assert self._file is not None
+        with self._guarded(group=False):
+            _write_all(self._file, data)
+        self._maybe_rotate()
+
     def write_revisit(self, result: FetchResult, original: Original,
                       extra: dict[str, str] | None = None, *,
                       carried_head: bytes | None = None) -> IndexEntry:

@@ -31,7 +31,7 @@ from crawler.capture.settings import (
     Politeness,
     proxy_url,
 )
-from crawler.commands import cli_daemon, cli_rescue, cli_tools
+from crawler.commands import cli_daemon, cli_distributed, cli_rescue, cli_tools
 from crawler.commands.cli_tools import open_catalog as _catalog
 from crawler.commands.runner import run_with_ui
 from crawler.core.errors import CrawlerError, ExitCode
@@ -276,6 +276,17 @@ def cli() -> None:
 @click.option("--recheck-spacing", type=DurationType(),
               default=duration_text(_D.detect.recheck_spacing), show_default=True,
               help="Time between those fetches.")
+@click.option("--redis", "redis_url", metavar="redis://HOST:PORT/N",
+              help="Start a distributed crawl whose queue lives in this Redis: other "
+                   "machines join it with `crawler worker --redis URL TARGET`; this process "
+                   "is its first worker and merges it when it is over (docs/distributed.md).")
+@click.option("--worker-name", metavar="NAME",
+              help="With --redis: this worker's name (default: HOST-PID).")
+@click.option("--lease", type=DurationType(), default="5m", show_default=True,
+              callback=_positive,
+              help="With --redis: how long a worker holds a URL without renewing it (it "
+                   "renews every quarter of this while alive); a killed worker's URLs go "
+                   "back to the queue after it.")
 @crawl_options()
 def archive(seeds: tuple[str, ...], **opts: Any) -> None:
     """Crawl SEEDS and write WARCs, a CDXJ index and a page list under --output.
@@ -285,6 +296,10 @@ def archive(seeds: tuple[str, ...], **opts: Any) -> None:
     killed, it is resumed instead.
     """
     settings = _settings_from_options(seeds, opts)
+    if opts["redis_url"]:
+        sys.exit(cli_distributed.run_start(settings, opts["redis_url"], opts["worker_name"],
+                                           lease=opts["lease"], quiet=opts["quiet"],
+                                           as_json=opts["as_json"]))
     resume = None
     with _catalog(settings.output) as catalog:
         last = catalog.latest_crawl(settings.target_name())
@@ -329,8 +344,15 @@ def resume(target: str | None, output: Path, quiet: bool, as_json: bool) -> None
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Show the configured targets instead: last crawl, result, open takedown "
                    "events and next run.")
-def status(target: str | None, output: Path, as_json: bool, config_path: Path | None) -> None:
+@click.option("--redis", "redis_url", metavar="URL",
+              help="Show TARGET's distributed crawl as this Redis holds it: counts and "
+                   "workers, from any machine.")
+def status(target: str | None, output: Path, as_json: bool, config_path: Path | None,
+           redis_url: str | None) -> None:
     """List targets and their crawls: start, end, pages, bytes, failures, exit status."""
+    if redis_url is not None:
+        cli_distributed.show_status(redis_url, target, as_json)
+        return
     if config_path is not None:
         cli_daemon.config_status(config_path, as_json)
         return
@@ -474,7 +496,8 @@ def demo(persons: int, **opts: Any) -> None:
     sys.exit(failed[0] if failed else 0)
 
 
-for _command in (cli_rescue.rescue, cli_tools.wacz, cli_tools.replay, cli_tools.diff,
+for _command in (cli_rescue.rescue, cli_distributed.worker, cli_distributed.merge,
+                 cli_distributed.stop, cli_tools.wacz, cli_tools.replay, cli_tools.diff,
                  cli_tools.verify, cli_tools.outbox_command, cli_tools.reindex,
                  cli_daemon.daemon,
                  cli_daemon.run_command, cli_daemon.config_group):

@@ -78,13 +78,27 @@ def _state(outcome: CrawlOutcome) -> str:
 def summary_lines(outcome: CrawlOutcome) -> list[str]:
     """Return a short human summary of a finished crawl."""
     st = outcome.stats
-    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(st["statuses"].items()))
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(st.get("statuses", {}).items()))
     lines = [
         f"Crawl {outcome.target}/{outcome.crawl_id}: {_state(outcome)} "
         f"(exit {outcome.exit_code.name.lower()})",
         *(f"  not archived: {line}" for line in shortfall_lines(outcome.shortfall)),
     ]
-    if st.get("phases_only"):
+    merged = st.get("merge")
+    if merged:
+        lines.append(f"  merged from {len(merged['workers'])} worker(s) of a distributed "
+                     f"crawl: {merged['kept']} records kept of {merged['records']} found")
+        if merged["superseded"] or merged["duplicate_robots"]:
+            lines.append(f"  left out: {merged['superseded']} fetched again under a later "
+                         f"lease (a worker lost or cut off), {merged['duplicate_robots']} "
+                         "robots.txt fetched by more than one worker")
+        if merged["kept_for_revisits"]:
+            lines.append(f"  {merged['kept_for_revisits']} superseded record(s) kept: later "
+                         "revisits refer to them")
+        if merged["torn_bytes"]:
+            lines.append(f"  {merged['torn_bytes']} bytes of unfinished records at the end of "
+                         "killed workers' files were not read")
+    elif st.get("phases_only"):
         lines.append("  the crawl had ended in an earlier session; this run finished what a "
                      "kill cut short after it (detection, report, notifications)")
     else:
@@ -92,8 +106,9 @@ def summary_lines(outcome: CrawlOutcome) -> list[str]:
                   f"failed, {_fmt_bytes(st['bytes'])} in {st['elapsed_seconds']:.1f}s",
                   f"  statuses: {statuses or 'none'}"]
     totals = st.get("totals")
-    if totals and totals["urls"] != (st["fetched"] + st["failed"] + st["robots_blocked"]
-                                     + sum(st["traps"].values())):
+    if totals and (merged or totals["urls"] != (st["fetched"] + st["failed"]
+                                                + st["robots_blocked"]
+                                                + sum(st["traps"].values()))):
         lines.append(f"  whole crawl, all sessions: {totals['urls']} URLs, {totals['pages']} "
                      f"pages, {totals['failures']} failures, {_fmt_bytes(totals['bytes'])}")
     if st.get("revisits"):

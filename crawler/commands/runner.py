@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -24,12 +25,15 @@ from crawler.core.errors import CrawlerError, ExitCode
 from crawler.crawl.engine import Crawl, CrawlOutcome
 
 if TYPE_CHECKING:
+    from crawler.jobs.distributed import WorkerEnd
     from crawler.jobs.pipeline import TargetRun
+
+Job = Callable[[Callable[[Crawl], None]], Awaitable["TargetRun | WorkerEnd"]]
 
 
 def run_with_ui(settings: CrawlSettings, *, quiet: bool, as_json: bool,
                 replay_help: bool = False, resume: CrawlRow | None = None,
-                json_into: list[dict[str, Any]] | None = None) -> int:
+                json_into: list[dict[str, Any]] | None = None, job: Job | None = None) -> int:
     """Run a crawl with logging, progress and signals; print the summary; return the code.
 
     With ``as_json``, the summary is one JSON document on stdout, or, with ``json_into``, is
@@ -44,12 +48,20 @@ def run_with_ui(settings: CrawlSettings, *, quiet: bool, as_json: bool,
     if resume is not None and not quiet and not as_json:
         click.echo(f"Resuming crawl {resume.target}/{resume.crawl_id}", err=True)
     try:
-        run = asyncio.run(_crawl_with_ui(settings, console, resume=resume,
+        ran = asyncio.run(_crawl_with_ui(settings, console, resume=resume,
                                          show_progress=console.is_terminal and not quiet
-                                         and not as_json))
+                                         and not as_json, job=job))
     except CrawlerError as exc:
         click.echo(f"crawler: error: {exc}", err=True)
         return int(exc.exit_code)
+    from crawler.jobs.distributed import WorkerEnd, worker_exit, worker_json, worker_lines
+    if isinstance(ran, WorkerEnd):  # a worker of a distributed crawl that goes on
+        if as_json:
+            click.echo(json.dumps(worker_json(ran), indent=2, ensure_ascii=False))
+        elif not quiet:
+            click.echo("\n".join(worker_lines(ran)))
+        return int(worker_exit(ran))
+    run = ran
     outcome = run.outcome
     if as_json:
         data = _outcome_json(outcome)
@@ -82,7 +94,8 @@ def run_with_ui(settings: CrawlSettings, *, quiet: bool, as_json: bool,
 
 
 async def _crawl_with_ui(settings: CrawlSettings, console: Console, *,
-                         show_progress: bool, resume: CrawlRow | None = None) -> TargetRun:
+                         show_progress: bool, resume: CrawlRow | None = None,
+                         job: Job | None = None) -> TargetRun | WorkerEnd:
     """Run the crawl; first SIGINT/SIGTERM stops gracefully, a second exits at once."""
     from crawler.jobs.pipeline import run_target  # the parser processes re-import this module
     loop = asyncio.get_running_loop()
@@ -99,11 +112,16 @@ async def _crawl_with_ui(settings: CrawlSettings, console: Console, *,
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    def run() -> Awaitable[TargetRun | WorkerEnd]:
+        if job is not None:
+            return job(box.append)
+        return run_target(settings, resume=resume, on_start=box.append)
+
     try:
         if show_progress:
             async with live_progress(console, box):
-                return await run_target(settings, resume=resume, on_start=box.append)
-        return await run_target(settings, resume=resume, on_start=box.append)
+                return await run()
+        return await run()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

@@ -62,6 +62,7 @@ class CrawlUrl:
     redirects: int = 0  # redirect hops taken to get here
     embeds: int = 0  # requisite hops (CSS -> image counts 2)
     attempt: int = 0  # retries already made
+    lease: str = ""  # distributed crawls: the shared queue's lease it was fetched under
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ class StopReason(StrEnum):
     INTERRUPTED = "interrupted"  # SIGINT/SIGTERM; resumable
     NO_SPACE = "no-space"  # a write failed for lack of space; resumable once space is freed
     WRITE_FAILED = "write-failed"  # a write failed otherwise (I/O error, permissions)
+    STOPPED = "stopped"  # a distributed crawl whose workers were all stopped (crawler stop)
 
 
 @dataclass(slots=True)
@@ -110,6 +111,10 @@ SHORTFALL = {  # reason -> how a summary says it
     "parse-cap": "{n} page(s) whose links past a per-page cap were not followed",
     "errors": "{n} URL(s) that failed after all retries",
     "truncated": "{n} response(s) cut short (the server stalled or disconnected)",
+    "not-fetched": "{n} URL(s) still queued or leased in the shared queue when the "
+                   "distributed crawl was stopped",
+    "worker-missing": "{n} URL(s) done by workers whose folders were not found for the "
+                      "merge (copy them here and run `crawler merge --from DIR`)",
 }
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import shutil
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from crawler.archive.frontier import Adaptive, Frontier
 from crawler.archive.layout import SpaceReserve, lock_target, new_crawl_dir, save_notify
 from crawler.archive.package import index_entries, page_entries, write_cdxj, write_pages
 from crawler.archive.recovery import OrphanRecord, recover_warcs, result_from_record
+from crawler.archive.redisfrontier import DistributedFrontier
+from crawler.archive.sharedfrontier import SharedFrontier
 from crawler.archive.store import (
     Conditional,
     Store,
@@ -87,7 +90,8 @@ class Crawl:
     """Runs one crawl (new or resumed) to completion; ``request_stop()`` ends it gracefully."""
 
     def __init__(self, settings: CrawlSettings, catalog: Catalog, *,
-                 resume: CrawlRow | None = None, lock: IO[str] | None = None) -> None:
+                 resume: CrawlRow | None = None, lock: IO[str] | None = None,
+                 shared: Shared | None = None) -> None:
         if not settings.seeds:
             raise ValueError("a crawl needs at least one seed")
         self.settings = settings
@@ -109,15 +113,26 @@ class Crawl:
             self.crawl_id, self.directory = new_crawl_dir(settings.output, self.target)
             self.pk = catalog.add_crawl(self.target, self.crawl_id, self.directory,
                                         settings.to_json())
-            self.continued = self._continue_from(previous)
+            # A worker of a distributed crawl starts a new session each time; the shared
+            # queue, not its own catalog, holds what is left.
+            self.continued = 0 if shared is not None else self._continue_from(previous)
         self.db = catalog.db
         self.stats = CrawlStats()
         pol = settings.politeness
-        self.frontier = Frontier(self.db, self.pk, per_host=pol.per_host, delay=pol.delay,
-                                 adaptive=(Adaptive(pol.min_delay, pol.max_delay)
-                                           if pol.adaptive else None),
-                                 transaction=catalog.transaction,
-                                 write_failure=catalog.write_failure)
+        self.shared = shared
+        self.frontier: Frontier
+        if shared is not None:
+            self.frontier = DistributedFrontier(
+                self.db, self.pk, shared.queue, shared.worker, info=shared.info,
+                commits=lambda: catalog.commits, per_host=pol.per_host, delay=pol.delay,
+                transaction=catalog.transaction, write_failure=catalog.write_failure)
+            self.frontier.on_stop = self.request_stop
+        else:
+            self.frontier = Frontier(self.db, self.pk, per_host=pol.per_host, delay=pol.delay,
+                                     adaptive=(Adaptive(pol.min_delay, pol.max_delay)
+                                               if pol.adaptive else None),
+                                     transaction=catalog.transaction,
+                                     write_failure=catalog.write_failure)
         self.scope = Scope(settings.scope, [*settings.seeds, *self.frontier.seed_urls()],
                            variants=self.frontier)
         self.scope.known_repetitive(catalog.trapped_urls(self.target, self.pk + 1,
@@ -279,6 +294,8 @@ class Crawl:
                 self.catalog.end_batch()  # commit before closing the WARC: see recover_warcs
             except OutputError as exc:  # its records are in the WARCs: entered on resume
                 self._write_failed(exc)
+            if isinstance(self.frontier, DistributedFrontier):  # after the last commit
+                await self.frontier.aclose("stopped" if self.stopping else "finished")
             self.catalog.track_marks(None)
             if self.store is not None:
                 await self.store.close()
@@ -324,8 +341,13 @@ class Crawl:
                     self._pages_queued += 1
             if self.continued:
                 return
+            history, before = self.catalog, self.pk
+            if self.shared is not None:  # only the worker that starts it re-checks
+                if self.shared.history is None:
+                    return
+                history, before = self.shared.history, 1 << 62
             # A page that vanished from the site's navigation must still be checked.
-            for row in self.catalog.known_urls(self.target, self.pk):
+            for row in history.known_urls(self.target, before):
                 kind = UrlKind(row["kind"])
                 kind = UrlKind.PAGE if kind is UrlKind.SEED else kind
                 self._offer(row["url"], kind, row["depth"], via=None, key=row["key"],
@@ -334,23 +356,11 @@ class Crawl:
     def _shortfall(self, reason: StopReason) -> dict[str, int]:
         """Return what this crawl (all its sessions) did not fetch although in scope, by
         reason; empty when nothing was lost except by rules the user set."""
-        wall = f"'%{WALL_NOTE}%'"  # a challenge page answered: the page was not seen
-        counts = dict(self.db.execute(
-            "SELECT CASE WHEN failure IN ('trap', 'robots-unreachable', 'host-hung') "
-            f"THEN failure WHEN detail LIKE {wall} THEN 'bot-wall' "
-            "WHEN detail LIKE '%capped:%' THEN 'parse-cap' "
-            "WHEN failure IS NULL THEN 'truncated' ELSE 'errors' END, count(*) "
-            "FROM captures WHERE crawl=? AND final=1 AND kind IN "
-            "('seed', 'page', 'requisite', 'sitemap') AND (failure IS NOT NULL OR detail LIKE "
-            f"'%capped:%' OR detail LIKE {wall} OR detail LIKE 'time%' "
-            "OR detail LIKE 'disconnect%') AND failure IS NOT 'robots' "
-            "AND failure IS NOT 'out-of-scope' AND (failure IS NOT 'too-large' OR detail LIKE "
-            "'%capped:%') GROUP BY 1",
-            (self.pk,)).fetchall())
+        counts = lost_in_crawl(self.db, self.pk)
         left = self.frontier.queued + self.frontier.deferred()
         if left and reason is not StopReason.INTERRUPTED:
             counts["limit"] = left
-        return {k: int(v) for k, v in sorted(counts.items()) if v}
+        return dict(sorted(counts.items()))
 
     def _finish(self) -> CrawlOutcome:
         """Record the end in the catalog; write the index, page list and crawl.json.
@@ -839,6 +849,18 @@ class Crawl:
             self._log.line(item, result, note)
 
 
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """How a crawl takes part in a distributed crawl (jobs/distributed.py): the shared
+    queue, this worker's name and where it writes, and (for the worker that starts the
+    crawl) the target's catalog, whose earlier crawls' URLs are queued to be re-checked."""
+
+    queue: SharedFrontier
+    worker: str
+    info: dict[str, str]
+    history: Catalog | None = None
+
+
 @dataclass(slots=True)
 class _Slot:
     """Whether a worker already gave back the host slot of the URL it is processing."""
@@ -849,7 +871,7 @@ class _Slot:
 async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,
                     resume: CrawlRow | None = None,
                     on_start: Callable[[Crawl], None] | None = None,
-                    lock: IO[str] | None = None) -> CrawlOutcome:
+                    lock: IO[str] | None = None, shared: Shared | None = None) -> CrawlOutcome:
     """Run one crawl, new or resumed; ``on_start`` gets the Crawl (progress, stop requests).
 
     Opens the catalog under ``settings.output`` unless one is given.
@@ -857,13 +879,33 @@ async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,
     own = catalog is None
     catalog = catalog or Catalog.open(settings.output)
     try:
-        crawl = Crawl(settings, catalog, resume=resume, lock=lock)
+        crawl = Crawl(settings, catalog, resume=resume, lock=lock, shared=shared)
         if on_start is not None:
             on_start(crawl)
         return await crawl.run()
     finally:
         if own:
             catalog.close()
+
+
+def lost_in_crawl(db: sqlite3.Connection, pk: int) -> dict[str, int]:
+    """Return the URLs in scope a crawl's captures show were not archived, by reason
+    (failed fetches, trap rules, robots.txt that could not be read, hung hosts, bot walls,
+    per-page caps, truncated bodies); rules the user set (scope, robots.txt) are not losses."""
+    wall = f"'%{WALL_NOTE}%'"  # a challenge page answered: the page was not seen
+    counts = dict(db.execute(
+        "SELECT CASE WHEN failure IN ('trap', 'robots-unreachable', 'host-hung') "
+        f"THEN failure WHEN detail LIKE {wall} THEN 'bot-wall' "
+        "WHEN detail LIKE '%capped:%' THEN 'parse-cap' "
+        "WHEN failure IS NULL THEN 'truncated' ELSE 'errors' END, count(*) "
+        "FROM captures WHERE crawl=? AND final=1 AND kind IN "
+        "('seed', 'page', 'requisite', 'sitemap') AND (failure IS NOT NULL OR detail LIKE "
+        f"'%capped:%' OR detail LIKE {wall} OR detail LIKE 'time%' "
+        "OR detail LIKE 'disconnect%') AND failure IS NOT 'robots' "
+        "AND failure IS NOT 'out-of-scope' AND (failure IS NOT 'too-large' OR detail LIKE "
+        "'%capped:%') GROUP BY 1",
+        (pk,)).fetchall())
+    return {k: int(v) for k, v in counts.items() if v}
 
 
 def _troubled(result: FetchResult) -> bool:

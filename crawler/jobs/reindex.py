@@ -119,7 +119,7 @@ def reindex(root: Path, *, force: bool = False,
     try:
         for target, directory in crawl_dirs(root):
             row = _add_crawl(catalog, target, directory)
-            entered = _enter_records(catalog, row, result)
+            entered = enter_records(catalog, row, result)
             result.records += entered
             result.crawls.append((target, row.crawl_id, row.status, entered))
             progress(f"{target}/{row.crawl_id}: {entered} records, {row.status}")
@@ -140,7 +140,7 @@ def _add_crawl(catalog: Catalog, target: str, directory: Path) -> CrawlRow:
     stop = snapshot.get("stop_reason")
     if status not in (*CrawlStatus.FINISHED, CrawlStatus.FAILED):
         status, stop = CrawlStatus.INCOMPLETE, "reindexed"  # its queue was in the catalog
-    started = _started(directory.name)
+    started = started_of(directory.name)
     with catalog.transaction() as db:
         cur = db.execute(
             "INSERT INTO crawls (target, crawl_id, directory, started, finished, status, "
@@ -156,7 +156,7 @@ def _add_crawl(catalog: Catalog, target: str, directory: Path) -> CrawlRow:
     return row
 
 
-def _enter_records(catalog: Catalog, row: CrawlRow, result: ReindexResult) -> int:
+def enter_records(catalog: Catalog, row: CrawlRow, result: ReindexResult) -> int:
     """Enter every record of a crawl's WARCs; a URL fetched again in the crawl (a retry)
     leaves its earlier captures not final, as the crawl did."""
     latest: dict[str, int] = {}  # key -> captures.id of its latest crawl-kind record
@@ -201,7 +201,7 @@ def _rows_of(catalog: Catalog, row: CrawlRow, path: Path, linked: set[str],
         yield capture, keys, Provenance.of_record(record.headers, capture.digest or "")
 
 
-def _started(crawl_id: str) -> str:
+def started_of(crawl_id: str) -> str:
     """Return the start time a crawl id encodes (``20261201T101500Z[-n]``), ISO 8601."""
     try:
         moment = datetime.strptime(crawl_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
