@@ -199,6 +199,17 @@ def test_clear_errors(tmp_path: Path, redis_server: RedisServer) -> None:
                              capture_output=True, text=True)
     assert nothing.returncode == int(ExitCode.CONFIG)
     assert "has no distributed crawl of site in progress" in nothing.stderr
+    # A merge while the crawl's workers still have URLs to do is refused, not cut short.
+    probe = sync_redis.Redis(port=redis_server.port)
+    probe.set("crawler:site:current", "20261202T000000Z")
+    probe.set("crawler:site:20261202T000000Z:settings",
+              json.dumps(fast_settings("http://127.0.0.1:9/", tmp_path).to_json()))
+    probe.hset("crawler:site:20261202T000000Z:counters", mapping={"seen": 3, "queued": 2})
+    early = subprocess.run([sys.executable, "-m", "crawler", "merge", "site", "--redis",
+                            redis_server.url, "-o", str(tmp_path)], capture_output=True,
+                           text=True)
+    assert early.returncode == int(ExitCode.CONFIG)
+    assert "is not over (2 URLs queued, 0 leased)" in early.stderr
     limited = subprocess.run([sys.executable, "-m", "crawler", "archive",
                               "http://127.0.0.1:9/", "--redis", redis_server.url,
                               "--max-pages", "5", "-o", str(tmp_path)],

@@ -1,21 +1,26 @@
-"""A crawl queue shared by workers on several machines, in Redis (groundwork of issue 17).
+"""A crawl queue shared by workers on several machines, in Redis: the queue of a distributed
+crawl (jobs/distributed.py; each worker sees it through redisfrontier.py).
 
-Not used by ``crawler archive`` yet: this is the queue distributed crawling will stand on,
-built and tested against a real ``redis-server`` first. What it guarantees, each step one
-Lua script (atomic in Redis, so two workers never see half of another's step):
+What it guarantees, each step one Lua script (atomic in Redis, so two workers never see half
+of another's step):
 
 * **once per URL**: a canonical key enters the crawl's seen-set once; only then is its URL
   queued (pages at the back of their host's queue, requisites at the front);
 * **per-host politeness across all workers**: a host is leased from only when its next
-  allowed time has come (then moved ``delay`` later) and fewer than ``per_host`` of its URLs
-  are leased; the next allowed time survives the host's queue running empty;
+  allowed time has come (then moved ``delay`` later, or the host's Crawl-delay) and fewer
+  than ``per_host`` requests to it are in flight (``release`` frees a slot once the response
+  is read); ``back_off`` pauses a host for every worker (Retry-After); the next allowed time
+  survives the host's queue running empty;
 * **leases**: a URL handed to a worker is leased until ``lease_seconds`` from then, under a
-  token; ``complete`` with a token that no longer holds the lease says so (the URL was given
-  to another worker after the lease ran out: this worker's result must not be entered);
+  token, and renewed by its worker while it lives; ``complete`` with a token that no longer
+  holds the lease says so (the URL was given to another worker after the lease ran out: the
+  merge keeps that later lease's record); ``requeue`` puts a leased URL back (a retry's next
+  attempt, or a URL a worker gives back unfinished);
   ``reclaim`` puts URLs whose lease ran out (a worker killed, a machine lost) back at the front
   of their host's queue: no URL is lost;
-* **counters**: URLs seen, queued, leased, completed and reclaimed, for status from any
-  machine.
+* **counters**: URLs seen, queued, leased, completed, failed, retried, returned and
+  reclaimed, for status from any machine.
+* the **query-variant trap rule** counted over all workers (``allow_variant``).
 
 Durability is Redis's: run it with ``appendonly yes`` (the tests do, and restart it
 mid-queue). Clocks: lease expiry and politeness use the Redis server's clock (``TIME``), not

@@ -306,6 +306,12 @@ async def _merge_locked(client: redis.Redis | None, catalog: Catalog, settings: 
         raw = await client.hgetall(queue.key("workers"))  # type: ignore[misc]
         workers = {k.decode(): json.loads(v) for k, v in raw.items()}
         stopped = await client.get(queue.key("stop")) is not None
+        left = counts.get("queued", 0) + counts.get("leased", 0)
+        if left and not stopped:
+            raise OutputError(
+                f"{target}/{crawl_id} is not over ({counts.get('queued', 0)} URLs queued, "
+                f"{counts.get('leased', 0)} leased): let its workers finish (`crawler worker` "
+                "joins it), or stop them first with `crawler stop`")
     sources = sorted(p for p in workers_dir(root, target, crawl_id).glob("*") if p.is_dir())
     sources += [p.resolve() for p in extra if p.resolve() not in sources]
     _wait_for_workers(sources, target)
