@@ -147,3 +147,53 @@ def test_the_queue_survives_redis_killed_and_restarted(redis_server: RedisServer
 
     got = asyncio.run(after())
     assert len(got) == 4 and leased in got  # nothing lost, nothing twice
+
+
+def test_retries_give_backs_slots_pauses_and_renewals(redis_server: RedisServer) -> None:
+    import dataclasses
+
+    import redis as blocking
+
+    async def run() -> None:
+        async with frontier(redis_server, delay=0.0, per_host=1, lease_seconds=0.4) as f:
+            await f.add([item("http://a.test/1"), item("http://a.test/2")])
+            first = await f.lease("w1")
+            assert first is not None and first.item.url == "http://a.test/1"
+            assert await f.lease("w2") is None  # one request to a.test in flight
+            assert await f.release(first)  # its response is read: the slot is free
+            second = await f.lease("w2")
+            assert second is not None and second.item.url == "http://a.test/2"
+            # A retry goes back to the front with its next attempt, for any worker.
+            retry = dataclasses.replace(first.item, attempt=1)
+            assert await f.requeue(first, retry, counter="retried")
+            assert not await f.requeue(first, retry, counter="retried")  # token spent
+            assert await f.complete(second)
+            again = await f.lease("w3")
+            assert again is not None and again.item == retry
+            assert again.number > second.number  # a later lease, a higher number
+            # A paused host is not due; the wait says when it is.
+            await f.add([item("http://b.test/1")])
+            await f.back_off("b.test", 5.0)
+            wait = await f.take("w3")
+            assert isinstance(wait, float) and 4.0 < wait <= 5.0
+            # A lease renewed in time is not taken back.
+            await asyncio.sleep(0.25)
+            assert await f.renew([again]) == 1
+            await asyncio.sleep(0.25)
+            assert await f.reclaim() == 0
+            # A worker giving a URL back unfinished.
+            assert await f.requeue(again, again.item, counter="returned")
+            counts = await f.counts()
+            assert counts["retried"] == 1 and counts["returned"] == 1
+            assert counts["completed"] == 1 and counts["queued"] == 2 and counts["leased"] == 0
+            assert int(await f.client.hget(f.key("inflight"), "a.test")) == 0  # type: ignore[misc]
+
+            # The query-variant trap rule, counted for all workers together.
+            shared = type(f)(f.client, "c1", delay=0.0,
+                             blocking=blocking.Redis(port=redis_server.port))
+            assert shared.allow_variant("a.test/cal", "month=D", 2)
+            assert shared.allow_variant("a.test/cal", "q=W", 2)
+            assert shared.allow_variant("a.test/cal", "month=D", 2)  # known
+            assert not shared.allow_variant("a.test/cal", "x=W", 2)
+
+    asyncio.run(run())

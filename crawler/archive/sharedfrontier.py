@@ -104,20 +104,29 @@ return {'', '-1'}
 """
 
 # The steps that end or change a lease all check its token first: a worker whose lease ran
-# out (and was given to another) changes nothing. Each frees the host's request slot unless
-# the worker freed it already (``release``: the response was read).
-_HELD = """
-local held = redis.call('HGET', KEYS[2], ARGV[1])
-if not held then return false end
-local lease = cjson.decode(held)
-if lease['token'] ~= ARGV[2] then return false end
-return lease
+# out (and was given to another) changes nothing. Their KEYS start leases, leased, inflight;
+# their ARGV start key, token. ``held()`` returns the lease, or false; ``drop(lease)`` ends
+# it and frees the host's request slot unless the worker freed it already (``release``:
+# the response was read).
+_LEASE_STEP = """
+local function held()
+  local found = redis.call('HGET', KEYS[2], ARGV[1])
+  if not found then return false end
+  local lease = cjson.decode(found)
+  if lease['token'] ~= ARGV[2] then return false end
+  return lease
+end
+local function drop(lease)
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  if lease['busy'] == 1 then redis.call('HINCRBY', KEYS[3], lease['host'], -1) end
+end
+local lease = held()
+if not lease then return 0 end
 """
 
 # KEYS: leases, leased, inflight. ARGV: key, token. Returns 1, or 0 (lease lost).
-_RELEASE = "local function held()" + _HELD + """end
-local lease = held()
-if not lease then return 0 end
+_RELEASE = _LEASE_STEP + """
 if lease['busy'] == 1 then
   lease['busy'] = 0
   redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(lease))
@@ -128,27 +137,19 @@ return 1
 
 # KEYS: leases, leased, inflight, counters. ARGV: key, token, failed. Returns 1, or 0 if the
 # token no longer holds the lease.
-_COMPLETE = "local function held()" + _HELD + """end
-local lease = held()
-if not lease then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-if lease['busy'] == 1 then redis.call('HINCRBY', KEYS[3], lease['host'], -1) end
+_COMPLETE = _LEASE_STEP + """
+drop(lease)
 redis.call('HINCRBY', KEYS[4], 'completed', 1)
 if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[4], 'failed', 1) end
 return 1
 """
 
-# KEYS: leases, leased, inflight, counters, hosts, next. ARGV: prefix, key, token, item,
+# KEYS: leases, leased, inflight, counters, hosts, next. ARGV: key, token, prefix, item,
 # counter. Puts a leased URL back at the front of its host's queue (a retry, with its next
 # attempt; or a worker giving it back unfinished). Returns 1, or 0 (lease lost).
-_REQUEUE = "local function held()" + _HELD + """end
-local lease = held()
-if not lease then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[2])
-redis.call('HDEL', KEYS[2], ARGV[2])
-if lease['busy'] == 1 then redis.call('HINCRBY', KEYS[3], lease['host'], -1) end
-redis.call('LPUSH', ARGV[1] .. 'queue:' .. lease['host'], ARGV[4])
+_REQUEUE = _LEASE_STEP + """
+drop(lease)
+redis.call('LPUSH', ARGV[3] .. 'queue:' .. lease['host'], ARGV[4])
 local due = redis.call('HGET', KEYS[6], lease['host']) or '0'
 redis.call('ZADD', KEYS[5], 'NX', due, lease['host'])
 redis.call('HINCRBY', KEYS[4], 'queued', 1)
@@ -312,7 +313,7 @@ class SharedFrontier:
         next attempt, or the same URL given back unfinished), counted under ``counter``."""
         return bool(await self._requeue(
             keys=self._keys("leases", "leased", "inflight", "counters", "hosts", "next"),
-            args=[self.prefix, lease.item.key, lease.token, encode(item), counter],
+            args=[lease.item.key, lease.token, self.prefix, encode(item), counter],
             client=client or self.client))
 
     async def back_off(self, host: str, seconds: float, client: Client | None = None) -> None:
