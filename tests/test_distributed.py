@@ -221,3 +221,59 @@ def test_clear_errors(tmp_path: Path, redis_server: RedisServer) -> None:
 def _closed_port() -> int:
     from conftest import free_port
     return free_port()
+
+
+def test_a_retry_goes_back_to_the_shared_queue(tmp_path: Path,
+                                               redis_server: RedisServer) -> None:
+    """A 503 is retried through the shared queue as the URL's next attempt; the merge keeps
+    both attempts, the retry final, as a single-machine crawl does."""
+    import http.server
+    import threading
+
+    hits: Counter[str] = Counter()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits[self.path] += 1
+            if self.path == "/a" and hits["/a"] == 1:
+                self.send_response(503)
+                self.send_header("Retry-After", "1")
+                body = b"busy"
+            else:
+                self.send_response(200)
+                body = (b'<html><a href="/a">a</a> <a href="/b">b</a></html>'
+                        if self.path == "/" else b"<html>page " + self.path.encode() + b"</html>")
+            self.send_header("Content-Type", "text/html" if body != b"busy" else "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        site = f"http://127.0.0.1:{server.server_address[1]}/"
+        root = tmp_path / "archive"
+        done = subprocess.run([sys.executable, "-m", "crawler", "archive", site, "--target",
+                               "tiny", "--redis", redis_server.url, "-o", str(root),
+                               "--delay", "0", "--parse-workers", "0", "--json"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    assert hits["/a"] == 2
+    summary = json.loads(done.stdout)
+    assert summary["stats"]["merge"]["queue"]["retried"] == 1
+    catalog = Catalog.open(root, read_only=True)
+    try:
+        row = catalog.latest_crawl("tiny")
+        assert row is not None and row.status == "complete"
+        attempts = catalog.db.execute(
+            "SELECT status, final FROM captures WHERE crawl=? AND url=? ORDER BY fetched_at",
+            (row.pk, site + "a")).fetchall()
+    finally:
+        catalog.close()
+    assert [tuple(a) for a in attempts] == [(503, 0), (200, 1)]
