@@ -17,8 +17,10 @@ from pathlib import Path
 
 import redis as sync_redis
 from conftest import RedisServer, crawl, fast_settings, read_records, serve_archive_root
+from viewers import ReplayWebPage
 
 from crawler.archive.catalog import Catalog
+from crawler.archive.warc import timestamp17_of
 from crawler.capture.scope import ScopeKind, ScopeRules, TrapRules
 from crawler.core.errors import ExitCode
 from crawler.crawl.engine import Politeness
@@ -67,6 +69,7 @@ def _final_rows(root: Path, target: str) -> set[tuple[str, str]]:
 def test_three_workers_a_killed_worker_and_a_restarted_redis(
         tmp_path: Path, redis_server: RedisServer) -> None:
     with SampleSite(persons=90) as site:
+        site_name_7 = site.content.name(7)
         # The reference: one process, the same settings.
         single = crawl(fast_settings(site.url, tmp_path / "single", target="site",
                                      scope=ScopeRules(kind=ScopeKind.HOST,
@@ -152,6 +155,22 @@ def test_three_workers_a_killed_worker_and_a_restarted_redis(
                 assert page.status_code == 200 and page.content == rec.body
                 replayed += 1
     assert replayed == 2
+
+    # ReplayWeb.page, from a WACZ of the merged crawl, in headless Chromium.
+    wacz = subprocess.run([sys.executable, "-m", "crawler", "wacz", "site", "-o", str(root)],
+                          cwd=work, capture_output=True, text=True)
+    assert wacz.returncode == 0, wacz.stderr
+    package = Path(wacz.stdout.strip())
+    check = subprocess.run([str(Path(sys.executable).parent / "wacz"), "validate", "-f",
+                            str(package)], capture_output=True, text=True)
+    assert check.returncode == 0 and "Validation succeeded" in check.stdout, check.stdout
+    person = next(r for r in records if r.type == "response"
+                  and r.uri.endswith("/persons/7.html"))
+    with ReplayWebPage(tmp_path / "rwp") as rwp:
+        source = rwp.add(package)
+        with rwp.session() as session:
+            view = session.view(source, person.uri, timestamp17_of(person.warc["WARC-Date"]))
+    assert not view.not_found and site_name_7 in " ".join(view.text.split())
 
 
 def test_stop_every_worker_and_merge_what_was_done(tmp_path: Path,
