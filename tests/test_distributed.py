@@ -296,3 +296,50 @@ def test_a_retry_goes_back_to_the_shared_queue(tmp_path: Path,
     finally:
         catalog.close()
     assert [tuple(a) for a in attempts] == [(503, 0), (200, 1)]
+
+
+def test_redis_losing_the_crawl_is_said_and_the_workers_folders_merge_without_it(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """A Redis restarted without its data: the worker says so and stops; `crawler merge
+    --crawl` enters what was fetched, and the crawl is incomplete (what was left is not
+    known), never complete."""
+    with SampleSite(persons=200) as site:
+        root = tmp_path / "archive"
+        first = _crawler(["archive", site.url, "--target", "site", "--redis",
+                          redis_server.url, "--worker-name", "w1", "--output", str(root),
+                          "--delay", "0.1", "--per-host", "1", "--parse-workers", "0"],
+                         tmp_path, tmp_path / "w1.log")
+        probe = sync_redis.Redis(port=redis_server.port)
+        _wait_for(lambda: int(probe.hget("crawler:site:" + probe.get(
+            "crawler:site:current").decode() + ":counters", "completed") or 0) >= 10
+            if probe.get("crawler:site:current") else False, 60, "ten URLs done")
+        crawl_id = probe.get("crawler:site:current").decode()
+        redis_server.kill()
+        for leftover in redis_server.directory.rglob("*"):
+            if leftover.is_file():
+                leftover.unlink()  # its data is gone
+        redis_server.start()
+        code = first.wait(120)
+        log = (tmp_path / "w1.log").read_text()
+        assert code == int(ExitCode.INTERRUPTED), log
+        assert "Redis no longer holds this crawl" in log
+    refused = subprocess.run([sys.executable, "-m", "crawler", "merge", "site", "--redis",
+                              redis_server.url, "-o", str(root)], capture_output=True,
+                             text=True)
+    assert refused.returncode == int(ExitCode.CONFIG)
+    assert "has no distributed crawl of site in progress" in refused.stderr
+    merged = subprocess.run([sys.executable, "-m", "crawler", "merge", "site", "--crawl",
+                             crawl_id, "-o", str(root)], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert merged.returncode == int(ExitCode.INCOMPLETE), merged.stderr
+    assert "whether URLs were left queued is not known" in merged.stdout
+    catalog = Catalog.open(root, read_only=True)
+    try:
+        row = catalog.latest_crawl("site")
+        assert row is not None and row.status == "incomplete" and row.crawl_id == crawl_id
+        assert catalog.crawl_totals(row.pk)["urls"] >= 10
+    finally:
+        catalog.close()
+    verify = subprocess.run([sys.executable, "-m", "crawler", "verify", "site", "-o",
+                             str(root)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

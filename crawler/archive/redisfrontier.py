@@ -85,6 +85,7 @@ class DistributedFrontier(Frontier):
         self._outage_since: float | None = None
         self.stopped_by: str | None = None  # the reason of a stop asked for all workers
         self.on_stop: Callable[[], None] = self.close  # the engine stops gracefully
+        self.state_lost = False  # Redis lost the crawl: nothing more can be reported
         self.completed = 0  # URLs this worker reported done
         self.superseded = 0  # results whose lease had run out (another worker fetched them)
         self.undelivered = 0  # steps not delivered when the worker gave up at the end
@@ -299,6 +300,13 @@ class DistributedFrontier(Frontier):
                                     "off) are queued again", back)
                     last_reclaim = now
                 if now - last_beat >= HEARTBEAT_EVERY:
+                    if not await self.shared.client.exists(self.shared.key("settings")):
+                        self.state_lost = True
+                        log.error("Redis no longer holds this crawl (restarted without "
+                                  "persistence, or its keys deleted): this worker stops; what "
+                                  "it fetched is in its folder, for `crawler merge --crawl`")
+                        self.on_stop()
+                        return
                     await self.beat("running")
                     stop = await self.shared.client.get(self.shared.key("stop"))
                     if stop is not None and not self._closed:

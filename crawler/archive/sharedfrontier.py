@@ -362,9 +362,11 @@ class SharedFrontier:
         return found
 
     async def finished(self) -> bool:
-        """Return True when nothing is queued or leased: the crawl is over."""
+        """Return True when something was queued and now nothing is queued or leased: the
+        crawl is over (a worker that joins before the seeds are queued waits for them)."""
         counts = await self.counts()
-        return counts.get("queued", 0) == 0 and counts["leased"] == 0
+        return counts.get("seen", 0) > 0 and counts.get("queued", 0) == 0 \
+            and counts["leased"] == 0
 
 
 def encode(item: CrawlUrl) -> str:

@@ -113,6 +113,8 @@ SHORTFALL = {  # reason -> how a summary says it
     "truncated": "{n} response(s) cut short (the server stalled or disconnected)",
     "not-fetched": "{n} URL(s) still queued or leased in the shared queue when the "
                    "distributed crawl was stopped",
+    "queue-unknown": "the shared queue was not read (merged without Redis): whether URLs "
+                     "were left queued is not known",
     "worker-missing": "{n} URL(s) done by workers whose folders were not found for the "
                       "merge (copy them here and run `crawler merge --from DIR`)",
 }

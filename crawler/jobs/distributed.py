@@ -81,6 +81,7 @@ class WorkerEnd:
     stopped_by: str | None = None
     superseded: int = 0
     undelivered: int = 0
+    state_lost: bool = False  # Redis no longer held the crawl
 
 
 def current_key(target: str) -> str:
@@ -230,6 +231,7 @@ async def _run_worker(client: redis.Redis, target: str, crawl_id: str, data: dic
     if isinstance(frontier, DistributedFrontier):
         end.stopped_by, end.superseded = frontier.stopped_by, frontier.superseded
         end.undelivered = frontier.undelivered
+        end.state_lost = frontier.state_lost
     try:
         end.counts = await queue.counts()
     except RedisError as exc:
@@ -306,6 +308,12 @@ async def _merge_locked(client: redis.Redis | None, catalog: Catalog, settings: 
         raw = await client.hgetall(queue.key("workers"))  # type: ignore[misc]
         workers = {k.decode(): json.loads(v) for k, v in raw.items()}
         stopped = await client.get(queue.key("stop")) is not None
+        if not counts.get("seen"):
+            raise OutputError(
+                f"Redis holds no queue for {target}/{crawl_id} (restarted without "
+                "persistence, or its keys deleted): merge what the workers wrote with "
+                f"`crawler merge {target} --crawl {crawl_id}` (without --redis; the crawl is "
+                "then recorded incomplete, as what was left queued is not known)")
         left = counts.get("queued", 0) + counts.get("leased", 0)
         if left and not stopped:
             raise OutputError(
@@ -350,6 +358,8 @@ async def _merge_locked(client: redis.Redis | None, catalog: Catalog, settings: 
     shortfall = lost_in_crawl(catalog.db, pk)
     if left:
         shortfall["not-fetched"] = left
+    if client is None:
+        shortfall["queue-unknown"] = 1
     lost = sum(int(e.get("completed", 0) or 0) for e in missing.values())
     if missing:
         shortfall["worker-missing"] = lost or len(missing)
@@ -539,6 +549,9 @@ def worker_lines(end: WorkerEnd) -> list[str]:
     if end.superseded:
         lines.append(f"  {end.superseded} of its results came after its lease ran out: "
                      "another worker fetched those URLs again, and the merge keeps theirs")
+    if end.state_lost:
+        lines.append("  Redis no longer holds this crawl: merge what the workers wrote with "
+                     f"`crawler merge {end.outcome.target} --crawl CRAWL-ID` (without --redis)")
     if end.undelivered:
         lines.append(f"  {end.undelivered} steps were not delivered to Redis: those URLs are "
                      "fetched again once their leases run out")
@@ -552,5 +565,6 @@ def worker_json(end: WorkerEnd) -> dict[str, Any]:
     return {"worker": end.worker, "target": end.outcome.target, "root": str(end.root),
             "directory": str(end.outcome.directory), "exit_code": int(worker_exit(end)),
             "stopped_by": end.stopped_by, "superseded": end.superseded,
-            "undelivered": end.undelivered, "totals": end.outcome.stats.get("totals", {}),
+            "undelivered": end.undelivered, "state_lost": end.state_lost,
+            "totals": end.outcome.stats.get("totals", {}),
             "crawl": end.counts}
