@@ -104,6 +104,7 @@ class Run:
     redis_cpu: float
     min_gap: float  # shortest gap between request starts to one host
     close_gaps: int  # gaps shorter than the delay (minus 10 ms of clock jitter)
+    merge: float = 0.0  # seconds the merge took (copy, enter, index), detection not counted
 
     @property
     def rate(self) -> float:
@@ -194,8 +195,9 @@ def run_distributed(seeds: list[str], work: Path, workers: int, args: argparse.N
     finally:
         server.close()
     gap, close = politeness(out, args.delay)
+    merged = json.loads(next(out.glob("bench/*/crawl.json")).read_text())
     return Run(f"{workers} worker(s), Redis queue", final_urls(out), wall, cpu, redis_cpu,
-               gap, close)
+               gap, close, merged["distributed"]["seconds"])
 
 
 def redis_memory(urls_count: int, work: Path) -> tuple[float, float]:
@@ -266,11 +268,12 @@ def main() -> None:
     print(f"{args.hosts} hosts x {args.pages} pages, {args.latency_ms:g} ms per response, "
           f"--concurrency {args.concurrency} per worker, --per-host {args.per_host}, "
           f"--delay {args.delay:g} (politeness allows at most {cap:.0f} requests/s in all)")
-    print("| run | URLs | wall s | URLs/s | vs SQLite | CPU ms/URL | of which Redis | "
-          "shortest gap per host | gaps < delay |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| run | URLs | wall s | of which merge | URLs/s | vs SQLite | CPU ms/URL | "
+          "of which Redis | shortest gap per host | gaps < delay |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for run in runs:
-        print(f"| {run.label} | {run.urls} | {run.wall:.1f} | {run.rate:.1f} | "
+        print(f"| {run.label} | {run.urls} | {run.wall:.1f} | {run.merge:.1f} | "
+              f"{run.rate:.1f} | "
               f"{run.rate / peer.rate:.2f}x | {run.cpu_ms:.2f} | "
               f"{1000 * run.redis_cpu / max(1, run.urls):.2f} | {run.min_gap * 1000:.0f} ms | "
               f"{run.close_gaps} |")

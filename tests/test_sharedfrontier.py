@@ -53,11 +53,11 @@ def test_each_url_once_and_requisites_first(redis_server: RedisServer) -> None:
 
 
 def test_politeness_holds_across_workers(redis_server: RedisServer) -> None:
-    """Two workers leasing as fast as they can from one host: starts 0.3 s apart, while
-    another host is served meanwhile."""
+    """Two workers leasing as fast as they can from one host (two requests in flight
+    allowed): request starts 0.3 s apart, while another host is served meanwhile."""
     async def run() -> list[tuple[float, str]]:
-        async with frontier(redis_server, delay=0.3) as one, \
-                frontier(redis_server, delay=0.3) as two:
+        async with frontier(redis_server, delay=0.3, per_host=2) as one, \
+                frontier(redis_server, delay=0.3, per_host=2) as two:
             await one.add([item(f"http://slow.test/{n}") for n in range(4)])
             await one.add([item(f"http://other.test/{n}") for n in range(4)])
             starts: list[tuple[float, str]] = []
@@ -68,7 +68,10 @@ def test_politeness_holds_across_workers(redis_server: RedisServer) -> None:
                     if lease is None:
                         await asyncio.sleep(0.01)
                         continue
-                    starts.append((time.monotonic(), urls.host_of(lease.item.url)))
+                    host = urls.host_of(lease.item.url)
+                    while (wait := await f.start(host)) > 0:  # the request starts here
+                        await asyncio.sleep(wait)
+                    starts.append((time.monotonic(), host))
                     assert await f.complete(lease)
 
             await asyncio.gather(worker(one, "w1"), worker(two, "w2"))

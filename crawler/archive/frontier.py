@@ -360,6 +360,11 @@ class Frontier:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
 
+    async def starting(self, host: str) -> None:
+        """Wait, if need be, until a request to ``host`` may start now (here: nothing to
+        wait for, ``get`` already kept the host's delay; a shared queue keeps it across
+        workers at the moment requests start)."""
+
     def release_host(self, item: CrawlUrl) -> None:
         """Free the host slot taken by ``item`` once its request is over.
 

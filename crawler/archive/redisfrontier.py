@@ -118,6 +118,20 @@ class DistributedFrontier(Frontier):
         """Queue the next attempt of ``item`` (for any worker) after the commit."""
         self._retried[item.key] = dataclasses.replace(item, attempt=item.attempt + 1, lease="")
 
+    async def starting(self, host: str) -> None:
+        """Wait until the shared queue lets a request to ``host`` start: its delay holds
+        between the moments requests start, whichever worker sends them."""
+        while True:
+            try:
+                wait = await self.shared.start(host)
+            except RedisError as exc:
+                await self._outage(exc)
+                continue
+            self._outage_over()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
     def release_host(self, item: CrawlUrl) -> None:
         """Free the host's request slot in the shared queue (the response is read)."""
         lease = self._leases.get(item.key)

@@ -74,13 +74,7 @@ for _, host in ipairs(due) do
   if busy < tonumber(ARGV[5]) then
     local item = redis.call('LPOP', ARGV[1] .. 'queue:' .. host)
     if item then
-      local delay = math.max(tonumber(ARGV[2]),
-                             tonumber(redis.call('HGET', KEYS[7], host) or '0'))
-      local nxt = now + delay
-      redis.call('HSET', KEYS[2], host, nxt)
-      if redis.call('LLEN', ARGV[1] .. 'queue:' .. host) > 0 then
-        redis.call('ZADD', KEYS[1], nxt, host)
-      else
+      if redis.call('LLEN', ARGV[1] .. 'queue:' .. host) == 0 then
         redis.call('ZREM', KEYS[1], host)
       end
       local key = cjson.decode(item)['key']
@@ -155,6 +149,23 @@ redis.call('ZADD', KEYS[5], 'NX', due, lease['host'])
 redis.call('HINCRBY', KEYS[4], 'queued', 1)
 redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
 return 1
+"""
+
+# KEYS: next, hosts, hostdelay. ARGV: host, delay. A request to the host may start now if its
+# next allowed time has come (then it moves a delay later, or the host's Crawl-delay);
+# else returns the seconds to wait. Politeness is kept where it matters, at the moment
+# requests start: a URL leased by one worker may start later than one leased after it.
+_START = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local nxt = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if nxt > now then return tostring(nxt - now) end
+local delay = math.max(tonumber(ARGV[2]), tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0'))
+redis.call('HSET', KEYS[1], ARGV[1], now + delay)
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  redis.call('ZADD', KEYS[2], now + delay, ARGV[1])
+end
+return '0'
 """
 
 # KEYS: the path's shapes. ARGV: shape, limit. Returns 1 if the shape is known or one more
@@ -251,6 +262,7 @@ class SharedFrontier:
         self._complete = client.register_script(_COMPLETE)
         self._requeue = client.register_script(_REQUEUE)
         self._back_off = client.register_script(_BACK_OFF)
+        self._start = client.register_script(_START)
         self._renew = client.register_script(_RENEW)
         self._reclaim = client.register_script(_RECLAIM)
         self._variant = blocking.register_script(_VARIANT) if blocking is not None else None
@@ -315,6 +327,12 @@ class SharedFrontier:
             keys=self._keys("leases", "leased", "inflight", "counters", "hosts", "next"),
             args=[lease.item.key, lease.token, self.prefix, encode(item), counter],
             client=client or self.client))
+
+    async def start(self, host: str) -> float:
+        """Claim the start of a request to ``host`` now; or return the seconds to wait
+        before asking again (another worker's request started less than a delay ago)."""
+        return float(await self._start(keys=self._keys("next", "hosts", "hostdelay"),
+                                       args=[host, self.delay]))
 
     async def back_off(self, host: str, seconds: float, client: Client | None = None) -> None:
         """Start no request to ``host`` for ``seconds``, on every worker (Retry-After)."""

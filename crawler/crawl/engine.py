@@ -483,6 +483,7 @@ class Crawl:
             return
         assert self.store is not None
         conditional = await self.store.conditional(item)
+        await self.frontier.starting(host)
         result = await self.fetcher.fetch(item.url, conditional.headers if conditional else None)
         self._watch_host(host, result)
         self.frontier.observe(host, result.elapsed, trouble=_troubled(result),

@@ -337,6 +337,7 @@ async def _merge_locked(client: redis.Redis | None, catalog: Catalog, settings: 
     for leftover in warc_dir.glob("*"):  # an earlier merge cut short: it starts over
         leftover.unlink()
     paths = [p for source in sources for p in worker_warcs(source)]
+    began = time.monotonic()
     count = MergeCount()
     keep, ends = await asyncio.to_thread(choose, paths, count)
     writer = WarcWriter(WarcSettings(
@@ -384,7 +385,8 @@ async def _merge_locked(client: redis.Redis | None, catalog: Catalog, settings: 
                   "superseded": count.superseded, "kept_for_revisits": count.kept_for_revisits,
                   "duplicate_robots": count.duplicate_robots, "torn_bytes": count.torn_bytes,
                   "skipped_rows": skipped, "unreadable": entered.unreadable,
-                  "missing_workers": sorted(missing), "queue": counts}
+                  "missing_workers": sorted(missing), "queue": counts,
+                  "seconds": round(time.monotonic() - began, 3)}
     warcs = tuple(sorted(warc_dir.glob("*.warc.gz")))
     stats: dict[str, Any] = {**CrawlStats().as_dict(), "totals": totals, "merge": merge_info}
     snapshot = {"software": f"crawler/{__version__}", "crawl_id": crawl_id, "target": target,
