@@ -343,3 +343,49 @@ def test_redis_losing_the_crawl_is_said_and_the_workers_folders_merge_without_it
     verify = subprocess.run([sys.executable, "-m", "crawler", "verify", "site", "-o",
                              str(root)], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_distributed_recrawl_refers_to_the_earlier_crawls_payloads(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """The shared digest index: workers write revisits of payloads the target's earlier
+    crawls hold (records on the merging machine), and the merged recrawl verifies and
+    replays them."""
+    from crawler.capture.settings import DedupSettings
+
+    root = tmp_path / "archive"
+    with SampleSite(persons=30) as site:
+        for _ in range(2):
+            done = subprocess.run([sys.executable, "-m", "crawler", "archive", site.url,
+                                   "--target", "site", "--redis", redis_server.url,
+                                   "--exclude", "calendar", "-o", str(root), "--delay", "0",
+                                   "--parse-workers", "0", "--quiet"], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+    catalog = Catalog.open(root, read_only=True)
+    try:
+        first, second = catalog.crawls("site")[:2]
+        first_dir, second_dir = first.directory, second.directory
+    finally:
+        catalog.close()
+    before = read_records(sorted((first_dir / "warc").glob("*.warc.gz")))
+    after = read_records(sorted((second_dir / "warc").glob("*.warc.gz")))
+    held = {r.warc["WARC-Payload-Digest"]: r for r in before if r.type == "response"}
+    revisits = [r for r in after if r.type == "revisit"]
+    assert len(revisits) >= 10
+    for revisit in revisits:  # each refers to the earlier crawl's record, exactly
+        original = held[revisit.warc["WARC-Payload-Digest"]]
+        assert revisit.warc["WARC-Refers-To"] == original.warc["WARC-Record-ID"]
+        assert revisit.warc["WARC-Refers-To-Date"] == original.warc["WARC-Date"]
+    again = [r for r in after if r.type == "response" and r.warc["WARC-Payload-Digest"] in held
+             and len(r.body) >= DedupSettings().min_size and r.status is not None
+             and 200 <= r.status < 300]
+    assert again == []  # no page's payload stored twice (errors are never revisits)
+    verify = subprocess.run([sys.executable, "-m", "crawler", "verify", "site", "-o",
+                             str(root)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    with serve_archive_root(root, "site") as pywb:
+        revisit = next(r for r in revisits if r.uri.endswith("/persons/3.html"))
+        stamp = "".join(c for c in revisit.warc["WARC-Date"] if c.isdigit())[:14]
+        page = pywb.get(stamp, revisit.uri, raw=True)
+        assert page.status_code == 200
+        assert page.content == held[revisit.warc["WARC-Payload-Digest"]].body

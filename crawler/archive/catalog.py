@@ -859,6 +859,19 @@ class Catalog:
         rows = self.db.execute(_ORIGINAL_SQL, (digest, target, crawl_pk, limit)).fetchall()
         return [self._stored(row) for row in rows]
 
+    def history_originals(self, target: str) -> Iterator[StoredRecord]:
+        """Yield, per payload digest, the oldest response of ``target``'s finished crawls a
+        revisit may refer to (the rules of ``dedup_originals``): the index a distributed
+        crawl's workers deduplicate against."""
+        for row in self.db.execute(
+                "SELECT c.*, k.directory FROM captures c JOIN crawls k ON k.id = c.crawl "
+                "WHERE c.id IN (SELECT min(c2.id) FROM captures c2 JOIN crawls k2 ON "
+                "k2.id = c2.crawl WHERE k2.target = ? AND k2.status IN ('complete', "
+                "'incomplete') AND c2.record_type = 'response' AND c2.final = 1 AND "
+                "c2.digest IS NOT NULL AND c2.status BETWEEN 200 AND 299 AND c2.status != 206 "
+                "AND c2.detail IS NULL GROUP BY c2.digest)", (target,)):
+            yield self._stored(row)
+
     def response_digests(self, target: str) -> Iterator[str]:
         """Yield the payload digest of every response record of ``target`` (for the
         deduplication filter: a superset of what ``dedup_originals`` can return)."""

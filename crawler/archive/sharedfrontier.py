@@ -38,6 +38,7 @@ import redis as sync_redis
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 
+from crawler.archive.warc import Original
 from crawler.capture import urls
 from crawler.core.models import CrawlUrl, UrlKind
 
@@ -368,6 +369,32 @@ class SharedFrontier:
         it is asked once per new (path, shape) per worker."""
         assert self._variant is not None, "a blocking client is needed"
         return bool(self._variant(keys=[self.key("variants:" + path)], args=[shape, limit]))
+
+    async def add_originals(self, originals: Iterable[Original]) -> int:
+        """Enter earlier payloads in the crawl's digest index (digest -> the record a
+        revisit refers to); return how many."""
+        count = 0
+        batch: dict[str, str] = {}
+        for original in originals:
+            batch[original.digest] = json.dumps([original.url, original.date,
+                                                 original.record_id], ensure_ascii=False)
+            if len(batch) >= 1000:
+                count += await cast(Awaitable[int], self.client.hset(
+                    self.key("digests"), mapping=batch))
+                batch = {}
+        if batch:
+            count += await cast(Awaitable[int], self.client.hset(
+                self.key("digests"), mapping=batch))
+        return count
+
+    async def original(self, digest: str) -> Original | None:
+        """Return the earlier record holding this payload, if the index has one."""
+        raw = await cast(Awaitable[bytes | None],
+                         self.client.hget(self.key("digests"), digest))
+        if raw is None:
+            return None
+        url, date, record_id = json.loads(raw)
+        return Original(url=url, date=date, record_id=record_id, digest=digest)
 
     async def counts(self) -> dict[str, int]:
         """Return the crawl's counters (seen, queued, leased now, completed, failed,

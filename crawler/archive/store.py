@@ -19,7 +19,7 @@ import functools
 import io
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,8 +97,12 @@ class Store:
     """Archives results for one crawl; see the module docstring for the decisions it makes."""
 
     def __init__(self, warc: WarcWriter, catalog: Catalog, *, target: str, crawl_pk: int,
-                 settings: DedupSettings) -> None:
+                 settings: DedupSettings,
+                 elsewhere: Callable[[str], Awaitable[Original | None]] | None = None) -> None:
         self.warc = warc
+        # A distributed crawl's worker: payloads the target's earlier crawls hold, looked up
+        # by digest in the shared index (their records are on the machine that merges).
+        self._elsewhere = elsewhere
         self.catalog = catalog
         self.target = target
         self.crawl_pk = crawl_pk
@@ -163,6 +167,11 @@ class Store:
             entry = await self._in_sink(self.warc.write_revisit, result, original_of(original),
                                         extra)
             return Stored(entry, refers_to=original.capture, **found)
+        if self._elsewhere is not None and self._may_refer(result):
+            far = await self._elsewhere(result.payload_digest)
+            if far is not None:
+                entry = await self._in_sink(self.warc.write_revisit, result, far, extra)
+                return Stored(entry, **found)
         entry = await self._in_sink(self.warc.write_exchange, result, extra)
         if entry.record_type == "response" and result.payload_digest:
             self._digests.add(result.payload_digest)
@@ -180,18 +189,20 @@ class Store:
         damaged original is passed over, and with no intact one the payload is stored in
         full. The verdicts are remembered, so each original is read once per crawl.
         """
-        if (not self.settings.dedup or not result.ok or not 200 <= result.status < 300
-                or result.status == 206 or result.truncated is not None
-                or result.body_length < max(1, self.settings.min_size)
-                or not result.payload_digest):
-            return None
-        if result.payload_digest not in self._digests:
+        if not self._may_refer(result) or result.payload_digest not in self._digests:
             return None
         for candidate in self.catalog.dedup_originals(self.target, self.crawl_pk,
                                                       result.payload_digest):
             if await self._in_sink(self._is_intact, candidate):
                 return candidate
         return None
+
+    def _may_refer(self, result: FetchResult) -> bool:
+        """Return True if ``result`` may be stored as a revisit of an identical payload."""
+        return bool(self.settings.dedup and result.ok and 200 <= result.status < 300
+                    and result.status != 206 and result.truncated is None
+                    and result.body_length >= max(1, self.settings.min_size)
+                    and result.payload_digest)
 
     def _is_intact(self, record: StoredRecord) -> bool:
         """Return True if an original record reads back whole and matches the catalog

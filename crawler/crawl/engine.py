@@ -270,7 +270,8 @@ class Crawl:
                 warcinfo=self._warcinfo_fields()), first_serial=serial, watermark=watermark)
             self.catalog.track_marks(self.pk, watermark)
             self.store = Store(warc, self.catalog, target=self.target, crawl_pk=self.pk,
-                               settings=s.dedup)
+                               settings=s.dedup,
+                               elsewhere=self.shared.queue.original if self.shared else None)
             for host, (status, body) in self.frontier.saved_robots().items():
                 self._robots[host] = ALLOW_ALL if status == 0 else rules_from_response(status,
                                                                                         body)

@@ -49,6 +49,7 @@ from crawler.archive.merge import MergeCount, choose, copy_kept, worker_warcs
 from crawler.archive.package import index_entries, page_entries, write_cdxj, write_pages
 from crawler.archive.redisfrontier import HEARTBEAT_EVERY, DistributedFrontier
 from crawler.archive.sharedfrontier import SharedFrontier
+from crawler.archive.store import original_of
 from crawler.archive.warc import WarcSettings, WarcWriter
 from crawler.capture.settings import CrawlSettings
 from crawler.core.errors import ConfigError, ExitCode, OutputError
@@ -153,6 +154,12 @@ async def start(settings: CrawlSettings, url: str, name: str | None,
                     f"--redis {url} {target}`, or end it with `crawler stop` and "
                     "`crawler merge`")
             data["lease_seconds"] = lease
+            if settings.dedup.dedup:  # workers write revisits of the target's earlier payloads
+                queue = _queue(client, target, crawl_id, settings, lease)
+                loaded = await queue.add_originals(
+                    original_of(r) for r in catalog.history_originals(target))
+                log.info("%d payloads of earlier crawls of %s indexed for deduplication",
+                         loaded, target)
             await client.set(f"crawler:{target}:{crawl_id}:settings", json.dumps(data))
             end = await _run_worker(client, target, crawl_id, data, settings.output,
                                     worker_name(name), history=catalog, on_start=on_start)
