@@ -35,15 +35,15 @@ import socket
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from crawler.archive.frontier import Frontier
-from crawler.archive.sharedfrontier import Lease, SharedFrontier
+from crawler.archive.sharedfrontier import Lease, SharedFrontier, text_of
 from crawler.core.models import CrawlUrl
 
 log = logging.getLogger("crawler.distributed")
@@ -324,7 +324,7 @@ class DistributedFrontier(Frontier):
                     await self.beat("running")
                     stop = await self.shared.client.get(self.shared.key("stop"))
                     if stop is not None and not self._closed:
-                        self.stopped_by = stop.decode()
+                        self.stopped_by = text_of(stop)
                         log.warning("a stop was asked for every worker (%s)", self.stopped_by)
                         self.on_stop()
                     last_beat = now
@@ -340,8 +340,8 @@ class DistributedFrontier(Frontier):
                  "host": socket.gethostname(), "in_flight": str(self._in_flight),
                  "completed": str(self.completed),
                  "seen": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        await cast(Awaitable[int], self.shared.client.hset(
-            self.shared.key("workers"), self.worker, json.dumps(entry)))
+        await self.shared.client.hset(self.shared.key("workers"), self.worker,
+                                      json.dumps(entry))
 
     async def aclose(self, state: str) -> None:
         """Deliver what is left in the outbox (after the final commit), give back any lease

@@ -379,12 +379,10 @@ class SharedFrontier:
             batch[original.digest] = json.dumps([original.url, original.date,
                                                  original.record_id], ensure_ascii=False)
             if len(batch) >= 1000:
-                count += await cast(Awaitable[int], self.client.hset(
-                    self.key("digests"), mapping=batch))
+                count += await self.client.hset(self.key("digests"), mapping=cast(Any, batch))
                 batch = {}
         if batch:
-            count += await cast(Awaitable[int], self.client.hset(
-                self.key("digests"), mapping=batch))
+            count += await self.client.hset(self.key("digests"), mapping=cast(Any, batch))
         return count
 
     async def original(self, digest: str) -> Original | None:
@@ -412,6 +410,11 @@ class SharedFrontier:
         counts = await self.counts()
         return counts.get("seen", 0) > 0 and counts.get("queued", 0) == 0 \
             and counts["leased"] == 0
+
+
+def text_of(value: bytes | str) -> str:
+    """Return a Redis answer as text (answers are bytes unless a client decodes them)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def encode(item: CrawlUrl) -> str:

@@ -48,7 +48,7 @@ from crawler.archive.layout import (
 from crawler.archive.merge import MergeCount, choose, copy_kept, worker_warcs
 from crawler.archive.package import index_entries, page_entries, write_cdxj, write_pages
 from crawler.archive.redisfrontier import HEARTBEAT_EVERY, DistributedFrontier
-from crawler.archive.sharedfrontier import SharedFrontier
+from crawler.archive.sharedfrontier import SharedFrontier, text_of
 from crawler.archive.store import original_of
 from crawler.archive.warc import WarcSettings, WarcWriter
 from crawler.capture.settings import CrawlSettings
@@ -150,7 +150,7 @@ async def start(settings: CrawlSettings, url: str, name: str | None,
                 directory.rmdir()
                 raise RedisUnavailable(
                     f"Redis at {url} already has a distributed crawl of {target} in progress "
-                    f"({running.decode() if running else '?'}): join it with `crawler worker "
+                    f"({text_of(running) if running else '?'}): join it with `crawler worker "
                     f"--redis {url} {target}`, or end it with `crawler stop` and "
                     "`crawler merge`")
             data["lease_seconds"] = lease
@@ -189,12 +189,12 @@ async def _crawl_in_progress(client: redis.Redis, url: str,
                              target: str) -> tuple[str, dict[str, Any]]:
     """Return the id and settings of the target's crawl in progress in Redis."""
     found = await client.get(current_key(target))
-    raw = await client.get(f"crawler:{target}:{found.decode()}:settings") if found else None
+    raw = await client.get(f"crawler:{target}:{text_of(found)}:settings") if found else None
     if found is None or raw is None:
         raise RedisUnavailable(f"Redis at {url} has no distributed crawl of {target} in "
                                f"progress: start one with `crawler archive SEED --target "
                                f"{target} --redis {url}`")
-    return found.decode(), json.loads(raw)
+    return text_of(found), json.loads(raw)
 
 
 def _queue(client: redis.Redis, target: str, crawl_id: str, settings: CrawlSettings,
@@ -312,8 +312,8 @@ async def _merge_locked(client: redis.Redis | None, catalog: Catalog, settings: 
     if client is not None:
         queue = _queue(client, target, crawl_id, settings)
         counts = await queue.counts()
-        raw = await client.hgetall(queue.key("workers"))  # type: ignore[misc]
-        workers = {k.decode(): json.loads(v) for k, v in raw.items()}
+        raw = await client.hgetall(queue.key("workers"))
+        workers = {text_of(k): json.loads(v) for k, v in raw.items()}
         stopped = await client.get(queue.key("stop")) is not None
         if not counts.get("seen"):
             raise OutputError(
@@ -493,7 +493,7 @@ async def status(url: str, target: str) -> dict[str, Any]:
     client = await connect(url)
     try:
         found = await client.get(current_key(target))
-        crawl_id = found.decode() if found else None
+        crawl_id = text_of(found) if found else None
         if crawl_id is None:
             ids = sorted({k.decode().split(":")[2] async for k in client.scan_iter(
                 match=f"crawler:{target}:*:counters")})
@@ -504,16 +504,16 @@ async def status(url: str, target: str) -> dict[str, Any]:
         prefix = f"crawler:{target}:{crawl_id}:"
         queue = SharedFrontier(client, f"{target}:{crawl_id}", delay=0.0)
         counts = await queue.counts()
-        raw = await client.hgetall(prefix + "workers")  # type: ignore[misc]
-        workers = {k.decode(): json.loads(v) for k, v in raw.items()}
+        raw = await client.hgetall(prefix + "workers")
+        workers = {text_of(k): json.loads(v) for k, v in raw.items()}
         merged = await client.get(prefix + "merged")
         stop_asked = await client.get(prefix + "stop")
         state = ("merged" if merged else "stopping" if stop_asked
                  else "finished" if counts.get("queued", 0) == 0 and counts["leased"] == 0
                  and counts.get("seen", 0) else "running")
         return {"target": target, "crawl_id": crawl_id, "state": state, "counts": counts,
-                "merged": merged.decode() if merged else None,
-                "stop": stop_asked.decode() if stop_asked else None, "workers": workers}
+                "merged": text_of(merged) if merged else None,
+                "stop": text_of(stop_asked) if stop_asked else None, "workers": workers}
     finally:
         await client.aclose()
 
