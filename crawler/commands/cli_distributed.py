@@ -14,7 +14,7 @@ from rich.console import Console
 from crawler.capture.settings import ARCHIVES, CrawlSettings
 from crawler.commands.runner import run_with_ui, setup_logging
 from crawler.core.errors import CrawlerError, ExitCode
-from crawler.jobs import distributed
+from crawler.jobs import distributed, merging
 
 
 def run_start(settings: CrawlSettings, url: str, name: str | None, *, lease: float,
@@ -72,7 +72,7 @@ def merge(target: str, redis_url: str | None, crawl_id: str | None, sources: tup
     """
     placeholder = CrawlSettings(seeds=("http://merge.invalid/",), output=output, target=target)
     sys.exit(run_with_ui(placeholder, quiet=quiet, as_json=as_json, job=lambda _on_start:
-                         distributed.merge(target, output, url=redis_url, crawl_id=crawl_id,
+                         merging.merge(target, output, url=redis_url, crawl_id=crawl_id,
                                            extra=list(sources))))
 
 
