@@ -229,6 +229,13 @@ def test_clear_errors(tmp_path: Path, redis_server: RedisServer) -> None:
                            text=True)
     assert early.returncode == int(ExitCode.CONFIG)
     assert "is not over (2 URLs queued, 0 leased)" in early.stderr
+    second = subprocess.run([sys.executable, "-m", "crawler", "archive", "http://127.0.0.1:9/",
+                             "--target", "site", "--redis", redis_server.url, "-o",
+                             str(tmp_path)], capture_output=True, text=True)
+    assert second.returncode == int(ExitCode.CONFIG)
+    assert "already has a distributed crawl of site in progress (20261202T000000Z)" \
+        in second.stderr
+    assert probe.get("crawler:site:current") == b"20261202T000000Z"  # left as it was
     limited = subprocess.run([sys.executable, "-m", "crawler", "archive",
                               "http://127.0.0.1:9/", "--redis", redis_server.url,
                               "--max-pages", "5", "-o", str(tmp_path)],

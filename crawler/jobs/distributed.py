@@ -111,22 +111,29 @@ async def start(settings: CrawlSettings, url: str, name: str | None,
             catalog.check_integrity()
             crawl_id, directory = new_crawl_dir(settings.output, target)
             data = dict(settings.to_json())
+            data["lease_seconds"] = lease
+            prefix = f"crawler:{target}:{crawl_id}:"
+            # Settings first: a worker that finds the crawl named finds its settings too.
+            await client.set(prefix + "settings", json.dumps(data))
             if not await client.set(current_key(target), crawl_id, nx=True):
                 running = await client.get(current_key(target))
+                await client.delete(prefix + "settings")
                 directory.rmdir()
                 raise RedisUnavailable(
                     f"Redis at {url} already has a distributed crawl of {target} in progress "
                     f"({text_of(running) if running else '?'}): join it with `crawler worker "
                     f"--redis {url} {target}`, or end it with `crawler stop` and "
                     "`crawler merge`")
-            data["lease_seconds"] = lease
-            if settings.dedup.dedup:  # workers write revisits of the target's earlier payloads
-                queue = queue_of(client, target, crawl_id, settings, lease)
-                loaded = await queue.add_originals(
-                    original_of(r) for r in catalog.history_originals(target))
-                log.info("%d payloads of earlier crawls of %s indexed for deduplication",
-                         loaded, target)
-            await client.set(f"crawler:{target}:{crawl_id}:settings", json.dumps(data))
+            try:
+                if settings.dedup.dedup:  # workers write revisits of earlier crawls' payloads
+                    queue = queue_of(client, target, crawl_id, settings, lease)
+                    loaded = await queue.add_originals(
+                        original_of(r) for r in catalog.history_originals(target))
+                    log.info("%d payloads of earlier crawls of %s indexed for deduplication",
+                             loaded, target)
+            except BaseException:  # nothing was queued: the target is free again
+                await client.delete(current_key(target), prefix + "settings", prefix + "digests")
+                raise
             end = await _run_worker(client, target, crawl_id, data, settings.output,
                                     worker_name(name), history=catalog, on_start=on_start)
             if end.outcome.stop_reason is StopReason.INTERRUPTED and end.stopped_by is None:
