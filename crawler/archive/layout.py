@@ -4,6 +4,7 @@ keeps two crawls of one target from running at once."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,3 +117,15 @@ class SpaceReserve:
     def release(self) -> None:
         """Give the room back (idempotent)."""
         self.path.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write ``data`` as indented JSON, whole or not at all: into ``.tmp``, then renamed
+    (a failed write leaves no ``.tmp`` behind and the earlier file as it was)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -147,8 +147,7 @@ class DistributedFrontier(Frontier):
         self._in_flight -= 1
         if lease is None:
             return
-        self._flush_adds()
-        if item.key in self._finished:
+        if item.key in self._finished:  # (links found go first: see ``_ready``)
             failed = self._finished.pop(item.key)
             self._after(self._completing(lease, failed), "complete")
         elif item.key in self._retried:
@@ -156,8 +155,7 @@ class DistributedFrontier(Frontier):
             self._after(lambda pipe: self.shared.requeue(lease, retried, counter="retried",
                                                          client=pipe))
         else:  # an internal error or a failed write: another worker (or this) tries again
-            self._send(lambda pipe: self.shared.requeue(lease, item, counter="returned",
-                                                        client=pipe))
+            self._send(self._giving_back(lease))
 
     def _giving_back(self, lease: Lease) -> Op:
         async def op(pipe: Any) -> None:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
-import os
 import random
 import shutil
 import sqlite3
@@ -25,12 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from crawler import __version__
 from crawler.archive.catalog import Catalog, CrawlRow, CrawlStatus
 from crawler.archive.frontier import Adaptive, Frontier
-from crawler.archive.layout import SpaceReserve, lock_target, new_crawl_dir, save_notify
+from crawler.archive.layout import (
+    SpaceReserve,
+    lock_target,
+    new_crawl_dir,
+    save_notify,
+    write_json,
+)
 from crawler.archive.package import index_entries, page_entries, write_cdxj, write_pages
 from crawler.archive.recovery import OrphanRecord, recover_warcs, result_from_record
 from crawler.archive.redisfrontier import DistributedFrontier
@@ -374,21 +378,15 @@ class Crawl:
         """
         reason = self._stop_reason or self._limited_by or StopReason.COMPLETE
         totals = self.catalog.crawl_totals(self.pk)
-        seeds_ok = self.db.execute(
-            "SELECT count(*) FROM captures WHERE crawl=? AND kind='seed' AND final=1 "
-            "AND status IS NOT NULL", (self.pk,)).fetchone()[0]
         shortfall = self._shortfall(reason)
         if reason is StopReason.INTERRUPTED:
             code, status = ExitCode.INTERRUPTED, CrawlStatus.INTERRUPTED
         elif reason in _WRITE_STOPS:  # resumable once the disk has room again
             code = ExitCode.NO_SPACE if reason is StopReason.NO_SPACE else ExitCode.CONFIG
             status = CrawlStatus.INTERRUPTED
-        elif (seeds_ok == 0 and not self.continued) or totals["pages"] == 0:
-            code, status = ExitCode.CRAWL_FAILED, CrawlStatus.FAILED
-        elif shortfall:
-            code, status = ExitCode.INCOMPLETE, CrawlStatus.INCOMPLETE
         else:
-            code, status = ExitCode.OK, CrawlStatus.COMPLETE
+            code, status = judge_end(self.db, self.pk, totals, shortfall,
+                                     continued=bool(self.continued))
         index = self.directory / "indexes" / "index.cdxj"
         pages = self.directory / "pages" / "pages.jsonl"
         # A full disk: record the end first (a few bytes); the index, page list and
@@ -412,30 +410,13 @@ class Crawl:
         stats = self.stats.as_dict()
         stats["totals"] = totals
         stats["continued"] = self.continued
-        snapshot = {
-            "software": f"crawler/{__version__}",
-            "crawl_id": self.crawl_id,
-            "target": self.target,
-            "status": status,
-            "shortfall": shortfall,
-            "exit_status": code.name.lower(),
-            "exit_code": int(code),
-            "stop_reason": reason.value,
-            "finished": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "seeds": list(self.settings.seeds),
-            "settings": self.settings.to_json(),
-            "stats": stats,
-            "unfetched": unfetched,
-            "warcs": [p.name for p in warcs],
-        }
-        tmp = self.directory / "crawl.json.tmp"
+        snapshot = snapshot_of(self.crawl_id, self.target, status, shortfall, code, reason,
+                               self.settings, stats, warcs, unfetched=unfetched)
         try:
-            tmp.write_text(json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n", "utf-8")
-            os.replace(tmp, self.directory / "crawl.json")
+            write_json(self.directory / "crawl.json", snapshot)
         except OSError as exc:
             if not spare:
                 raise
-            tmp.unlink(missing_ok=True)
             log.warning("crawl.json not written (%s); the resume writes it", exc)
         return CrawlOutcome(crawl_id=self.crawl_id, target=self.target,
                             directory=self.directory, warcs=warcs, index=index, pages=pages,
@@ -888,6 +869,34 @@ async def run_crawl(settings: CrawlSettings, *, catalog: Catalog | None = None,
     finally:
         if own:
             catalog.close()
+
+
+def judge_end(db: sqlite3.Connection, pk: int, totals: dict[str, int],
+              shortfall: dict[str, int], *, continued: bool = False) -> tuple[ExitCode, str]:
+    """Return the exit code and status of a crawl that ended on its own: failed when not
+    one page was archived (or no seed answered, unless it continued an earlier round),
+    incomplete when its shortfall lost any URL, else complete."""
+    seeds_ok = db.execute(
+        "SELECT count(*) FROM captures WHERE crawl=? AND kind='seed' AND final=1 "
+        "AND status IS NOT NULL", (pk,)).fetchone()[0]
+    if (seeds_ok == 0 and not continued) or totals["pages"] == 0:
+        return ExitCode.CRAWL_FAILED, CrawlStatus.FAILED
+    if shortfall:
+        return ExitCode.INCOMPLETE, CrawlStatus.INCOMPLETE
+    return ExitCode.OK, CrawlStatus.COMPLETE
+
+
+def snapshot_of(crawl_id: str, target: str, status: str, shortfall: dict[str, int],
+                code: ExitCode, reason: StopReason, settings: CrawlSettings,
+                stats: dict[str, Any], warcs: tuple[Path, ...],
+                **extra: object) -> dict[str, Any]:
+    """Return a crawl's ``crawl.json``: how it ended, its settings, counters and files."""
+    return {"software": f"crawler/{__version__}", "crawl_id": crawl_id, "target": target,
+            "status": status, "shortfall": shortfall, "exit_status": code.name.lower(),
+            "exit_code": int(code), "stop_reason": reason.value,
+            "finished": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "seeds": list(settings.seeds), "settings": settings.to_json(), "stats": stats,
+            **extra, "warcs": [p.name for p in warcs]}
 
 
 def lost_in_crawl(db: sqlite3.Connection, pk: int) -> dict[str, int]:

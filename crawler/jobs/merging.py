@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -17,21 +16,16 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from crawler import __version__
-from crawler.archive.catalog import Catalog, CrawlStatus
-from crawler.archive.layout import (
-    lock_target,
-    saved_notify,
-    target_is_locked,
-)
+from crawler.archive.catalog import Catalog
+from crawler.archive.layout import lock_target, saved_notify, target_is_locked, write_json
 from crawler.archive.merge import MergeCount, choose, copy_kept, worker_warcs
 from crawler.archive.package import index_entries, page_entries, write_cdxj, write_pages
 from crawler.archive.sharedfrontier import text_of
 from crawler.archive.warc import WarcSettings, WarcWriter
 from crawler.capture.settings import CrawlSettings
-from crawler.core.errors import ConfigError, ExitCode, OutputError
+from crawler.core.errors import ConfigError, OutputError
 from crawler.core.outcome import CrawlOutcome, CrawlStats, StopReason
-from crawler.crawl.engine import lost_in_crawl
+from crawler.crawl.engine import judge_end, lost_in_crawl, snapshot_of
 from crawler.jobs.crawlqueue import (
     connect,
     crawl_in_progress,
@@ -176,16 +170,8 @@ async def merge_crawl(client: redis.Redis | None, catalog: Catalog, settings: Cr
     if missing:
         shortfall["worker-missing"] = lost or len(missing)
     totals = catalog.crawl_totals(pk)
-    seeds_ok = catalog.db.execute(
-        "SELECT count(*) FROM captures WHERE crawl=? AND kind='seed' AND final=1 "
-        "AND status IS NOT NULL", (pk,)).fetchone()[0]
     reason = StopReason.STOPPED if stopped or left else StopReason.COMPLETE
-    if seeds_ok == 0 or totals["pages"] == 0:
-        code, status = ExitCode.CRAWL_FAILED, CrawlStatus.FAILED
-    elif shortfall:
-        code, status = ExitCode.INCOMPLETE, CrawlStatus.INCOMPLETE
-    else:
-        code, status = ExitCode.OK, CrawlStatus.COMPLETE
+    code, status = judge_end(catalog.db, pk, totals, shortfall)
     index = directory / "indexes" / "index.cdxj"
     pages = directory / "pages" / "pages.jsonl"
     write_cdxj(index_entries(catalog, pk), index)
@@ -200,15 +186,9 @@ async def merge_crawl(client: redis.Redis | None, catalog: Catalog, settings: Cr
                   "seconds": round(time.monotonic() - began, 3)}
     warcs = tuple(sorted(warc_dir.glob("*.warc.gz")))
     stats: dict[str, Any] = {**CrawlStats().as_dict(), "totals": totals, "merge": merge_info}
-    snapshot = {"software": f"crawler/{__version__}", "crawl_id": crawl_id, "target": target,
-                "status": status, "shortfall": shortfall, "exit_status": code.name.lower(),
-                "exit_code": int(code), "stop_reason": reason.value,
-                "finished": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                "seeds": list(settings.seeds), "settings": settings.to_json(), "stats": stats,
-                "distributed": merge_info, "warcs": [p.name for p in warcs]}
-    tmp = directory / "crawl.json.tmp"
-    tmp.write_text(json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    os.replace(tmp, directory / "crawl.json")
+    write_json(directory / "crawl.json",
+               snapshot_of(crawl_id, target, status, shortfall, code, reason, settings, stats,
+                           warcs, distributed=merge_info))
     if client is not None:
         await _retire(client, target, crawl_id)
     log.info("merged %s/%s: %d records kept from %d worker files (%d superseded)", target,

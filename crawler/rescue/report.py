@@ -8,13 +8,13 @@ summed up in a few lines for the terminal and ``crawler status``.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from crawler.archive.catalog import Catalog, CrawlRow
+from crawler.archive.layout import write_json
 from crawler.rescue.ledger import Ledger
 
 MISSING_IN_JSON = 200  # the first missing URLs in rescue.json; all in rescue-missing.tsv
@@ -82,9 +82,7 @@ def build_report(catalog: Catalog, row: CrawlRow, settings: dict[str, Any], stat
 def write_report(report: dict[str, Any], directory: Path) -> Path:
     """Write ``rescue.json``."""
     path = directory / "rescue.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    os.replace(tmp, path)
+    write_json(path, report)
     return path
 
 

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from crawler.archive.catalog import Catalog, CrawlRow, CrawlStatus, now_iso
-from crawler.archive.layout import lock_target, new_crawl_dir
+from crawler.archive.layout import lock_target, new_crawl_dir, write_json
 from crawler.archive.package import index_entries, page_entries, write_cdxj, write_pages
 from crawler.archive.recovery import recover_warcs
 from crawler.archive.store import Store, capture_from_record, capture_row, parse_head
@@ -757,7 +756,7 @@ class Rescue:
                     "finished": warc_date(datetime.now(UTC)), "exit_code": int(
                         outcome.exit_code), "shortfall": shortfall,
                     "settings": self.settings.to_json()}
-        _write_json(directory / "crawl.json", snapshot)
+        write_json(directory / "crawl.json", snapshot)
         return outcome
 
 
@@ -847,12 +846,6 @@ def _body(result: FetchResult) -> bytes:
         return b""
     result.body.seek(0)
     return result.body.read()
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    os.replace(tmp, path)
 
 
 async def run_rescue(settings: RescueSettings,
