@@ -82,6 +82,24 @@ def test_ctrl_c_stops_the_crawl_without_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
 
 
+def _wait_for_crawl_rows(catalog: Path, wanted: int) -> None:
+    """Wait until the catalog holds ``wanted`` crawls (each crawl enters its row just after
+    it starts; a read before that rightly answers that there is no such crawl)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if catalog.exists():
+            db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=30)
+            try:
+                if db.execute("SELECT count(*) FROM crawls").fetchone()[0] >= wanted:
+                    return
+            except sqlite3.OperationalError:  # the schema is still being created
+                pass
+            finally:
+                db.close()
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {wanted} crawls in {catalog} after 60 s")
+
+
 def test_two_crawls_and_read_commands_share_one_archive_root(tmp_path: Path) -> None:
     """Before, the second crawl died with "database is locked" after 30 s: the first held
     the catalog's write transaction almost continuously. Here two crawls run side by side
@@ -93,6 +111,7 @@ def test_two_crawls_and_read_commands_share_one_archive_root(tmp_path: Path) -> 
              "host", "--delay", "0", "--exclude", "calendar", "--quiet", "--recheck", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for name in ("first", "second")]
+        _wait_for_crawl_rows(out / "catalog.sqlite3", 2)  # before: "no crawls of 'first'"
         reads: list[subprocess.CompletedProcess[str]] = []
         started = time.monotonic()
         while any(r.poll() is None for r in runs):

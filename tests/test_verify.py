@@ -4,10 +4,12 @@ spreads: recrawls and packages do not lean on damaged records."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import shutil
 import sqlite3
 import struct
+import uuid
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from click.testing import CliRunner
 from conftest import fast_settings, read_records
 
 from crawler.archive.catalog import Catalog
-from crawler.archive.verify import scan_warc
+from crawler.archive.verify import Problem, scan_warc
 from crawler.archive.wacz import zip_layout_problems
 from crawler.capture.settings import DetectSettings
 from crawler.commands.cli import cli
@@ -215,6 +217,53 @@ def test_scan_resumes_after_damage(tmp_path: Path, pristine: Archive) -> None:
     intact = {o for o, r in found.items() if not r.damaged}
     assert intact == set(offsets) - {victim}
 
+
+
+def _member(url: str, body: bytes, level: int = 6) -> bytes:
+    """Return one response record (without digests) as its own gzip member."""
+    block = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+             % len(body)) + body
+    head = (f"WARC/1.1\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:{uuid.uuid4()}>\r\n"
+            f"WARC-Date: 2026-12-02T00:00:00Z\r\nWARC-Target-URI: {url}\r\n"
+            "Content-Type: application/http; msgtype=response\r\n"
+            f"Content-Length: {len(block)}\r\n\r\n").encode()
+    packer = zlib.compressobj(level, zlib.DEFLATED, 31)
+    return packer.compress(head + block + b"\r\n\r\n") + packer.flush()
+
+
+@pytest.mark.parametrize("before", [5, 300, 2000])
+def test_a_large_record_starting_just_before_a_read_boundary_is_sound(
+        tmp_path: Path, before: int) -> None:
+    """Found by CI: a record of more than 1 MiB inflated whose gzip member began a few hundred
+    bytes before the scan's 1 MiB read boundary was reported as "WARC header too long" (its
+    first bytes came from one read, the next 1 MiB from the next, and all of it was counted
+    as header)."""
+    target = (1 << 20) - before
+    size = target - 1000
+    for _ in range(5):  # a stored (level 0) padding member ending exactly at ``target``
+        pad = _member("http://x.test/pad", b"p" * size, level=0)
+        if len(pad) == target:
+            break
+        size += target - len(pad)
+    assert len(pad) == target
+    big = b"".join(f"{n:08d} a person's name and dates\n".encode() for n in range(60_000))
+    warc = tmp_path / "boundary.warc.gz"
+    warc.write_bytes(pad + _member("http://x.test/big", big)
+                     + _member("http://x.test/after", b"hello"))
+    problems: list[Problem] = []
+    found = scan_warc(warc, problems)
+    assert [str(p) for p in problems] == []
+    assert [r.target_uri for r in found.values()] == [
+        "http://x.test/pad", "http://x.test/big", "http://x.test/after"]
+
+
+def test_a_member_of_runaway_header_bytes_is_still_reported(tmp_path: Path) -> None:
+    """The bound that the test above must not trip still holds for real runaway headers."""
+    warc = tmp_path / "bomb.warc.gz"
+    warc.write_bytes(gzip.compress(b"WARC/1.1\r\nX-Pad: " + b"a" * (3 << 20)))
+    problems: list[Problem] = []
+    scan_warc(warc, problems)
+    assert [p.what for p in problems] == ["WARC header too long or missing"]
 
 # -- the WACZ zip: what ReplayWeb.page reads ------------------------------------------------------
 

@@ -161,16 +161,21 @@ class _Member(io.RawIOBase):
                     raise _Trouble("the file ends inside this record: it was cut short"
                                    if self._fed else "no data")
                 self._fed += len(source)
+            # While headers are sought, inflate no more than the room left: a member that
+            # starts just before a read boundary inflates a little from the bytes already
+            # read, then up to _CHUNK from the next read, and those are a record's
+            # ordinary bytes, not runaway headers.
+            room = _CHUNK if self.limit is None else min(_CHUNK, self.limit - self._out)
+            if room <= 0:
+                raise _Trouble("WARC header too long or missing")
             try:
-                out = self._unzip.decompress(source, _CHUNK)
+                out = self._unzip.decompress(source, room)
             except zlib.error as exc:
                 raise _Trouble(f"damaged gzip data ({exc})") from exc
             if self._unzip.eof:
                 self.rest = self._unzip.unused_data
             if out:
                 self._out += len(out)
-                if self.limit is not None and self._out > self.limit:
-                    raise _Trouble("WARC header too long or missing")
                 return memoryview(out)
         return memoryview(b"")
 
