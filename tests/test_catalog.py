@@ -40,7 +40,7 @@ def test_migrates_an_older_schema_and_keeps_its_data(tmp_path: Path) -> None:
     (tmp_path / "memo" / "c1" / "crawl.json").write_text(json.dumps({"settings": json.loads(
         settings)}), "utf-8")
     catalog = Catalog.open(tmp_path)
-    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+    assert catalog.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 11
     # v5: directories relative to the archive root; secrets redacted everywhere
     assert catalog.crawls("memo")[0].directory == tmp_path.resolve() / "memo" / "c1"
     stored = catalog.db.execute("SELECT directory, settings FROM crawls").fetchone()
@@ -56,6 +56,8 @@ def test_migrates_an_older_schema_and_keeps_its_data(tmp_path: Path) -> None:
     assert crawl.shortfall == {}
     assert capture.record_id is None and capture.refers_to is None  # columns added by v3
     catalog.db.execute("SELECT count(*) FROM frontier").fetchone()  # the v2 table exists
+    # v11: the search index exists, and lacks the texts of pages captured before it did
+    assert catalog.db.execute("SELECT count(*) FROM page_search").fetchone()[0] == 0
     catalog.close()
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from crawler.archive import textindex
 from crawler.archive.writeturn import WriteTurn
 from crawler.capture.fingerprints import WALL_NOTE
 from crawler.core.errors import ExitCode, NoSpace, OutputError
@@ -262,6 +263,27 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (crawl, key, timestamp, source)
     ) WITHOUT ROWID;
     """,
+    # 10 -> 11: the dashboard (web/): full-text search over pages' main text, one document
+    # per distinct text (captures share it by ``text_hash``: an unchanged page recrawled
+    # costs nothing); acknowledged events; paused schedules (textindex.py, web/actions.py)
+    """
+    CREATE TABLE page_texts (                            -- one per distinct page text
+        id INTEGER PRIMARY KEY,                          -- = page_search.rowid
+        hash TEXT NOT NULL UNIQUE                        -- captures.text_hash
+    );
+    CREATE VIRTUAL TABLE page_search USING fts5(
+        title, body, tokenize = 'unicode61 remove_diacritics 2');
+    CREATE INDEX captures_text ON captures (text_hash) WHERE text_hash IS NOT NULL;
+    CREATE TABLE event_acks (                            -- events a person has seen
+        event INTEGER PRIMARY KEY,                       -- events.id
+        at TEXT NOT NULL,
+        who TEXT
+    );
+    CREATE TABLE target_controls (                       -- a target's schedule, paused
+        target TEXT PRIMARY KEY,
+        paused TEXT NOT NULL                             -- since when
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -355,9 +377,12 @@ class CaptureRow:
     etag: str | None = None
     last_modified: str | None = None
     surt: str | None = None  # pywb's SURT of the URL: the replay index's sort key
+    # The page's main text as detection sees it (not a column): entered into the search
+    # index with the row, under ``text_hash`` (textindex.py)
+    text: str | None = None
 
 
-_CAPTURE_FIELDS = tuple(CaptureRow.__dataclass_fields__)
+_CAPTURE_FIELDS = tuple(f for f in CaptureRow.__dataclass_fields__ if f != "text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -798,6 +823,8 @@ class Catalog:
         self.db.execute(
             f"INSERT INTO captures (crawl, {', '.join(_CAPTURE_FIELDS)}) "
             f"VALUES (?{', ?' * len(_CAPTURE_FIELDS)})", (crawl_pk, *values))
+        if capture.text is not None and capture.text_hash:
+            textindex.add(self.db, capture.text_hash, capture.title, capture.text)
 
     def captures(self, crawl_pk: int, *, final_only: bool = True, status: int | None = None,
                  failure: str | None = None, url_like: str | None = None,

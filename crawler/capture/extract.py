@@ -215,7 +215,7 @@ def extract_from_html(text: str, url: str = "") -> tuple[Extracted, str | None]:
     title = " ".join(soup.title.get_text(" ").split()) if soup.title else None
     lines = pagetext.page_lines(soup)  # main content without noise: see pagetext.py
     return Extracted(links=tuple(links), requisites=tuple(requisites), title=title or None,
-                     text_hash=pagetext.text_hash(lines),
+                     text_hash=pagetext.text_hash(lines), text="\n".join(lines),
                      shape_hash=echo_free_hash(url, lines),
                      wall=fingerprints.challenge(lines, title, len(links))), base
 
@@ -297,7 +297,7 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
             capped.append("parse-bytes")
         found, base = extract_from_html(text, url)
         found = Extracted(links=found.links, requisites=found.requisites, title=found.title,
-                          charset=charset, text_hash=found.text_hash,
+                          charset=charset, text_hash=found.text_hash, text=found.text,
                           shape_hash=found.shape_hash, wall=found.wall)
     elif media_type == "text/css":
         text, charset = decode_text(body, content_type, markup=False)
@@ -320,7 +320,7 @@ def extract(url: str, media_type: str, raw_body: bytes, content_type: str | None
     keys = {u: urls.canonical_key(u) for group in (links, requisites, sitemaps) for u in group}
     return Extracted(links=links, requisites=requisites, sitemaps=sitemaps, title=found.title,
                      charset=found.charset, keys=keys, text_hash=found.text_hash,
-                     capped=tuple(capped), shape_hash=found.shape_hash,
+                     text=found.text, capped=tuple(capped), shape_hash=found.shape_hash,
                      wall=found.wall)
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import click
 
 from crawler.archive.catalog import Catalog
+from crawler.commands.cli_web import address, serve_in_thread, web_options, web_settings
 from crawler.commands.runner import run_with_ui
 from crawler.core.errors import ConfigError, CrawlerError, ExitCode
 
@@ -97,16 +98,22 @@ def setup_daemon_logging(config: Config) -> None:
 @click.command()
 @click.option("--config", "config_path", type=_CONFIG, required=True,
               help="TOML file of targets (see docs/config.md).")
-def daemon(config_path: Path) -> None:
+@click.option("--web", is_flag=True, help="Also serve the dashboard (see `crawler serve`).")
+@web_options
+def daemon(config_path: Path, web: bool, host: str, port: int, token: str | None,
+           read_only: bool, no_replay: bool) -> None:
     """Recrawl the configured targets on their schedules until stopped.
 
     SIGTERM or SIGINT: stop scheduling; running crawls finish their in-flight requests, close
     their WARCs and resume at the next start. SIGHUP: reload the configuration (an invalid
-    one is logged and ignored). Logs go to stderr and ARCHIVES/crawler.log.
+    one is logged and ignored). Logs go to stderr and ARCHIVES/crawler.log. With --web, the
+    dashboard is served too (127.0.0.1:8008 by default), and its Run now and Pause act on
+    this daemon.
     """
     from crawler.schedule.daemon import Daemon
 
     config = load_or_exit(config_path)
+    settings = web_settings(config.archives, host, port, token, read_only) if web else None
     setup_daemon_logging(config)
     stop, reload = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -118,12 +125,20 @@ def daemon(config_path: Path) -> None:
     except CrawlerError as exc:
         logging.getLogger("crawler.daemon").error("cannot start: %s", exc)
         sys.exit(int(exc.exit_code))
+    web_server = None
+    if settings is not None:
+        web_server, replayer = serve_in_thread(settings, service, replay=not no_replay)
+        logging.getLogger("crawler.daemon").info("dashboard on %s", address(settings))
     while not stop.is_set():
         stop.wait(0.5)
         if reload.is_set():
             reload.clear()
             service.reload()
     service.stop()
+    if web_server is not None:
+        web_server.stop()
+        if replayer is not None:
+            replayer.stop()
 
 
 @click.command(name="run")

@@ -139,6 +139,7 @@ class Extracted:
     keys: dict[str, str] = field(default_factory=dict)  # url -> canonical key, computed by
     # the parser process so the event loop does not have to
     text_hash: str | None = None  # SHA-1 of the normalized visible text (HTML only)
+    text: str | None = None  # that text, for the search index (archive/textindex.py)
     capped: tuple[str, ...] = ()  # per-page caps hit ("parse-bytes", "links"): links lost
     shape_hash: str | None = None  # SHA-1 of that text without digits (the trap rules)
     wall: str | None = None  # who shows the challenge page this is (fingerprints.challenge)

@@ -219,7 +219,7 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _colour(cls: str) -> str:
+def colour(cls: str) -> str:
     if cls in _COLOURS:
         return _COLOURS[cls]
     return "#e8868a" if cls in {c.value for c in NEGATIVE} else "#cccccc"
@@ -245,7 +245,7 @@ each URL). {s['urls']} URLs; {s['transitions']} state changes, {s['new_alerts']}
 <span id="replay-base">{REPLAY_BASE}</span>; opened with <code>?replay=http://127.0.0.1:PORT</code>
 after its address (as <code>crawler replay --port PORT</code> prints it), they follow that
 port.</p>""", _svg(report["timeline"]), "<h2>Summary</h2><table>"]
-    parts += [f"<tr><td style='background:{_colour(c)}'>{_e(c)}</td><td>{n}</td></tr>"
+    parts += [f"<tr><td style='background:{colour(c)}'>{_e(c)}</td><td>{n}</td></tr>"
               for c, n in s["classes"].items()]
     parts.append("</table>")
     if report["hosts"]:
@@ -322,7 +322,7 @@ def _svg(points: list[dict[str, Any]]) -> str:
             h = (height - 50) * n / most
             y -= h
             shapes.append(f"<rect x='{20 + 60 * i}' y='{y:.1f}' width='{bar}' height='{h:.1f}' "
-                          f"fill='{_colour(cls)}'><title>{_e(point['crawl_id'])}: {_e(cls)} "
+                          f"fill='{colour(cls)}'><title>{_e(point['crawl_id'])}: {_e(cls)} "
                           f"{n}</title></rect>")
         shapes.append(f"<text x='{20 + 60 * i}' y='{height - 12}' font-size='9'>"
                       f"{_e(point['crawl_id'][:8])}</text>")

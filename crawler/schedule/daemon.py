@@ -50,6 +50,12 @@ def run_job(name: str) -> None:
         _current.run(name)
 
 
+def run_now_job(name: str) -> None:
+    """A run asked for from the dashboard: runs even while the target's schedule is paused."""
+    if _current is not None:
+        _current.run(name, manual=True)
+
+
 def outbox_job(force: bool = False) -> None:
     """Retry queued notifications (an internal job, not kept in the job store)."""
     if _current is not None:
@@ -83,6 +89,8 @@ class Daemon:
                           "misfire_grace_time": MISFIRE_GRACE},
             timezone=UTC)
         self._running: dict[str, tuple[asyncio.AbstractEventLoop, Crawl]] = {}
+        self._asked: set[str] = set()  # run-now runs asked for and not yet over
+        self._manual: list[threading.Thread] = []  # run-now threads when not scheduling
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
@@ -114,12 +122,49 @@ class Daemon:
             return
         self._stopping.set()
         log.info("stopping: no new crawls; running crawls finish in-flight requests")
-        self.scheduler.pause()
+        scheduling = self.scheduler.running
+        if scheduling:
+            self.scheduler.pause()
         with self._lock:
             for loop, crawl in self._running.values():
                 loop.call_soon_threadsafe(crawl.request_stop)
-        self.scheduler.shutdown(wait=True)
+            manual = list(self._manual)
+        if scheduling:
+            self.scheduler.shutdown(wait=True)
+        for thread in manual:
+            thread.join()
         log.info("daemon stopped")
+
+    def running(self) -> set[str]:
+        """Return the targets this process is running now."""
+        with self._lock:
+            return set(self._running) | set(self._asked)
+
+    def run_now(self, name: str) -> str:
+        """Start a run of a configured target now (the dashboard's "run now"), in the
+        scheduler's pool if it schedules, else in a thread of its own; return what was done,
+        as a sentence. Refused when the target is not configured or a run of it is on."""
+        if name not in self.config.targets:
+            return f"{name} is not in {self.config_path.name}: only configured targets run here"
+        if self._stopping.is_set():
+            return "not started: the daemon is stopping"
+        with self._lock:
+            if name in self._running or name in self._asked or target_is_locked(
+                    self.config.archives, name):
+                return f"not started: a run of {name} is in progress"
+            self._asked.add(name)
+        if self.scheduler.running:
+            self.scheduler.add_job(run_now_job, args=[name], id=f"now-{name}",
+                                   name=f"{name} (run now)", jobstore="internal",
+                                   next_run_time=datetime.now(UTC), replace_existing=True)
+            return f"{name}: run started (in the daemon's pool of "\
+                   f"{self.config.max_concurrent_crawls})"
+        thread = threading.Thread(target=self.run, args=(name,), kwargs={"manual": True},
+                                  name=f"run-{name}", daemon=True)
+        with self._lock:
+            self._manual = [t for t in self._manual if t.is_alive()] + [thread]
+        thread.start()
+        return f"{name}: run started"
 
     def reload(self) -> bool:
         """Apply a changed configuration file; keep the old one if the new one is invalid."""
@@ -206,10 +251,24 @@ class Daemon:
 
     # -- one run ---------------------------------------------------------------------------
 
-    def run(self, name: str) -> None:
-        """Run one target (crawl or resume, detect, report, notify) in this thread."""
+    def run(self, name: str, *, manual: bool = False) -> None:
+        """Run one target (crawl or resume, detect, report, notify) in this thread.
+
+        A scheduled run of a target whose schedule is paused (from the dashboard) is
+        skipped, and the log says so; a ``manual`` one (run now) runs all the same."""
+        try:
+            self._run(name, manual=manual)
+        finally:
+            with self._lock:
+                self._asked.discard(name)
+
+    def _run(self, name: str, *, manual: bool) -> None:
         target = self.config.targets.get(name)
         if target is None or self._stopping.is_set():
+            return
+        if not manual and paused_since(self.config.archives, name) is not None:
+            log.info("%s: scheduled run skipped: its schedule is paused (resume it in the "
+                     "dashboard)", name)
             return
         if target_is_locked(self.config.archives, name):
             # A manual run of the same target (`crawler archive`, `crawler run`) is on:
@@ -266,6 +325,17 @@ class Daemon:
                         "%d rescued, %d already held, %d missing, %d source failed",
                         name, run.dark, rescued.rescue_id, rescued.status, urls["found"],
                         urls["rescued"], urls["held"], urls["missing"], urls["failed"])
+
+
+def paused_since(archives: Path, name: str) -> str | None:
+    """Return since when a target's schedule is paused (None: it is not)."""
+    catalog = Catalog.open(archives, read_only=True)
+    try:
+        row = catalog.db.execute("SELECT paused FROM target_controls WHERE target=?",
+                                 (name,)).fetchone()
+    finally:
+        catalog.close()
+    return str(row[0]) if row else None
 
 
 def next_runs(archives: Path) -> dict[str, datetime | None]:

@@ -1,0 +1,143 @@
+"""Full-text search over the main text of archived pages, across all crawls (SQLite FTS5).
+
+A researcher looking for a person types a name and must find every capture of the person's
+page, including captures of a page since removed. What is indexed is the text takedown
+detection compares (``pagetext.py``: the page's main content, one line per block,
+case-folded, without the site's header, menus and footer), so a name in every page's menu
+does not match every page.
+
+One document per distinct text, not per capture: captures point at it by ``text_hash``
+(the catalog's SHA-1 of that same text). A recrawl of an unchanged page adds nothing to the
+index, and a page's history is the list of captures that share or succeed its texts. The
+index is filled in the catalog transaction that enters each capture (``Catalog.add_capture``);
+archives made before it existed are filled by ``crawler search-index`` (jobs/searchindex.py).
+
+Queries are the user's words, never FTS5 syntax: each word (or "quoted phrase") must occur,
+a trailing ``*`` makes a word a prefix; everything else is taken literally, so a name with a
+hyphen or an apostrophe cannot raise a syntax error or change the query's meaning.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass, field
+
+MAX_TEXT = 1 << 20  # characters of a page's text indexed; the rest is not searchable
+HIT_START, HIT_END = "\x02", "\x03"  # around matched words in snippets (escaped when shown)
+_TOKENS = re.compile(r'"([^"]*)"|(\S+)')
+_WORDS = re.compile(r"\w+", re.UNICODE)
+
+
+class BadQuery(ValueError):
+    """The query has no word to look for."""
+
+
+def add(db: sqlite3.Connection, text_hash: str, title: str | None, text: str) -> bool:
+    """Index a page text unless a text with this fingerprint already is; return True if it
+    was added (inside the caller's transaction)."""
+    cursor = db.execute("INSERT OR IGNORE INTO page_texts (hash) VALUES (?)", (text_hash,))
+    if not cursor.rowcount:
+        return False
+    db.execute("INSERT INTO page_search (rowid, title, body) VALUES (?, ?, ?)",
+               (cursor.lastrowid, title or "", text[:MAX_TEXT]))
+    return True
+
+
+def match_expression(query: str) -> str:
+    """Return the FTS5 expression for what a user typed: every word or quoted phrase must
+    occur (a word ending in ``*`` as a prefix). Raise BadQuery if nothing is left to find."""
+    terms = []
+    for phrase, word in _TOKENS.findall(query):
+        prefix = bool(word) and word.endswith("*")
+        words = _WORDS.findall(phrase or word)
+        if not words:
+            continue
+        quoted = '"' + " ".join(words) + '"'
+        terms.append(quoted + ("*" if prefix else ""))
+    if not terms:
+        raise BadQuery(f"nothing to search for in {query!r}: type a word or a name")
+    return " AND ".join(terms)
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """One capture whose text matched."""
+
+    capture: int
+    target: str
+    crawl_id: str
+    url: str
+    fetched_at: str
+    status: int | None
+    record_type: str | None
+    cls: str | None
+    title: str | None
+
+
+@dataclass(slots=True)
+class Hit:
+    """A URL (of a target) with matching text, and its captures that have it."""
+
+    target: str
+    url: str
+    title: str
+    snippet: str  # HIT_START/HIT_END around matched words; not escaped
+    captures: list[Capture] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    """One page of results."""
+
+    query: str
+    hits: list[Hit]
+    texts: int  # distinct matching texts in this page (each may be several captures)
+    more: bool  # another page follows
+
+
+def search(db: sqlite3.Connection, query: str, *, target: str | None = None,
+           limit: int = 50, offset: int = 0) -> Results:
+    """Return the URLs whose captured text matches, best first (bm25), with every capture
+    that has a matching text; ``limit`` and ``offset`` count matching texts."""
+    expression = match_expression(query)
+    try:
+        rows = db.execute(
+            "SELECT t.hash, s.title, snippet(page_search, 1, ?, ?, ' … ', 16) AS snip "
+            "FROM page_search s JOIN page_texts t ON t.id = s.rowid "
+            "WHERE page_search MATCH ? ORDER BY bm25(page_search, 4.0, 1.0) "
+            "LIMIT ? OFFSET ?", (HIT_START, HIT_END, expression, limit + 1, offset)).fetchall()
+    except sqlite3.OperationalError as exc:  # never expected: the expression is ours
+        raise BadQuery(f"the search index cannot answer {query!r}: {exc}") from exc
+    more = len(rows) > limit
+    rows = rows[:limit]
+    hits: dict[tuple[str, str], Hit] = {}
+    for text_hash, title, snip in rows:
+        sql = ("SELECT c.id, k.target, k.crawl_id, c.url, c.fetched_at, c.status, "
+               "c.record_type, c.class, c.title FROM captures c JOIN crawls k ON k.id = c.crawl "
+               "WHERE c.text_hash = ?" + (" AND k.target = ?" if target else "")
+               + " ORDER BY c.fetched_at")
+        for row in db.execute(sql, (text_hash, target) if target else (text_hash,)):
+            capture = Capture(*row)
+            hit = hits.get((capture.target, capture.url))
+            if hit is None:
+                hit = hits[(capture.target, capture.url)] = Hit(
+                    capture.target, capture.url, capture.title or title, snip)
+            hit.captures.append(capture)
+    for hit in hits.values():
+        hit.captures.sort(key=lambda c: c.fetched_at)
+    return Results(query, list(hits.values()), len(rows), more)
+
+
+def unindexed(db: sqlite3.Connection) -> int:
+    """Return how many distinct page texts the catalog knows of but the index lacks (pages
+    captured before the index existed): searches do not see them."""
+    row = db.execute("SELECT count(DISTINCT text_hash) FROM captures WHERE text_hash IS NOT "
+                     "NULL AND text_hash NOT IN (SELECT hash FROM page_texts)").fetchone()
+    return int(row[0])
+
+
+def clear(db: sqlite3.Connection) -> None:
+    """Empty the index (inside the caller's transaction), for a rebuild."""
+    db.execute("DELETE FROM page_texts")
+    db.execute("DELETE FROM page_search")
