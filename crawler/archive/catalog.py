@@ -271,8 +271,8 @@ MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY,                          -- = page_search.rowid
         hash TEXT NOT NULL UNIQUE                        -- captures.text_hash
     );
-    CREATE VIRTUAL TABLE page_search USING fts5(
-        title, body, tokenize = 'unicode61 remove_diacritics 2');
+    CREATE VIRTUAL TABLE page_search USING fts5(              -- alt: the text with ё as е
+        title, body, alt, tokenize = 'unicode61 remove_diacritics 2');
     CREATE INDEX captures_text ON captures (text_hash) WHERE text_hash IS NOT NULL;
     CREATE TABLE event_acks (                            -- events a person has seen
         event INTEGER PRIMARY KEY,                       -- events.id

@@ -12,6 +12,9 @@ index, and a page's history is the list of captures that share or succeed its te
 index is filled in the catalog transaction that enters each capture (``Catalog.add_capture``);
 archives made before it existed are filled by ``crawler search-index`` (jobs/searchindex.py).
 
+Case and Latin diacritics are folded by SQLite; "ё" and "е" are found either way (an
+``alt`` column holds the text with "ё" written "е", for the texts that have one).
+
 Queries are the user's words, never FTS5 syntax: each word (or "quoted phrase") must occur,
 a trailing ``*`` makes a word a prefix; everything else is taken literally, so a name with a
 hyphen or an apostrophe cannot raise a syntax error or change the query's meaning.
@@ -39,9 +42,19 @@ def add(db: sqlite3.Connection, text_hash: str, title: str | None, text: str) ->
     cursor = db.execute("INSERT OR IGNORE INTO page_texts (hash) VALUES (?)", (text_hash,))
     if not cursor.rowcount:
         return False
-    db.execute("INSERT INTO page_search (rowid, title, body) VALUES (?, ?, ?)",
-               (cursor.lastrowid, title or "", text[:MAX_TEXT]))
+    body = text[:MAX_TEXT]
+    db.execute("INSERT INTO page_search (rowid, title, body, alt) VALUES (?, ?, ?, ?)",
+               (cursor.lastrowid, title or "", body, _alternative(f"{title or ''}\n{body}")))
     return True
+
+
+def _alternative(text: str) -> str:
+    """Return the text as it is also written, for a search to find either spelling: Russian
+    prints "ё" as "е" more often than not ("Пётр", "Петр"), and SQLite folds diacritics of
+    Latin letters only. Empty when the text has no "ё" (nothing to add)."""
+    if "ё" not in text and "Ё" not in text:
+        return ""
+    return text.replace("ё", "е").replace("Ё", "Е")
 
 
 def match_expression(query: str) -> str:
@@ -103,16 +116,21 @@ def search(db: sqlite3.Connection, query: str, *, target: str | None = None,
     expression = match_expression(query)
     try:
         rows = db.execute(
-            "SELECT t.hash, s.title, snippet(page_search, 1, ?, ?, ' … ', 16) AS snip "
-            "FROM page_search s JOIN page_texts t ON t.id = s.rowid "
-            "WHERE page_search MATCH ? ORDER BY bm25(page_search, 4.0, 1.0) "
-            "LIMIT ? OFFSET ?", (HIT_START, HIT_END, expression, limit + 1, offset)).fetchall()
+            "SELECT t.hash, s.title, snippet(page_search, 1, ?1, ?2, ' … ', 16), "
+            "snippet(page_search, 2, ?1, ?2, ' … ', 16), snippet(page_search, 0, ?1, ?2, "
+            "' … ', 16) FROM page_search s JOIN page_texts t ON t.id = s.rowid "
+            "WHERE page_search MATCH ?3 ORDER BY bm25(page_search, 4.0, 1.0, 1.0) "
+            "LIMIT ?4 OFFSET ?5", (HIT_START, HIT_END, expression, limit + 1, offset)
+        ).fetchall()
     except sqlite3.OperationalError as exc:  # never expected: the expression is ours
         raise BadQuery(f"the search index cannot answer {query!r}: {exc}") from exc
     more = len(rows) > limit
     rows = rows[:limit]
     hits: dict[tuple[str, str], Hit] = {}
-    for text_hash, title, snip in rows:
+    for text_hash, title, *snippets in rows:
+        # the text where the words are, as written if they are there (else with "ё" as "е"),
+        # or the text's start when only the title matched
+        snip = next((x for x in snippets[:2] if HIT_START in x), snippets[0] or snippets[2])
         sql = ("SELECT c.id, k.target, k.crawl_id, c.url, c.fetched_at, c.status, "
                "c.record_type, c.class, c.title FROM captures c JOIN crawls k ON k.id = c.crawl "
                "WHERE c.text_hash = ?" + (" AND k.target = ?" if target else "")

@@ -68,6 +68,10 @@ def _index_one(catalog: Catalog, rows: Captures, text_hash: str, captures: list[
                done: Filled) -> None:
     """Index one text from the first of its captures that can be read back."""
     for capture in captures:
+        refers_to = catalog.db.execute("SELECT refers_to FROM captures WHERE id=? AND "
+                                       "record_type='revisit'", (capture,)).fetchone()
+        if refers_to and refers_to[0] and rows.record(refers_to[0]) is None:
+            continue  # a revisit whose original is lost has no payload to read
         found = rows.record(capture)
         if found is None:
             continue
