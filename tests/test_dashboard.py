@@ -129,7 +129,11 @@ def test_every_page_answers_and_says_what_the_archive_holds(archive: Archive) ->
     listing = client.get(f"/t/hostile/c/{crawl_ids[1]}?class=removed")
     assert listing.status_code == 200 and "/p/1.html" in listing.text
     assert "/p/2.html" not in listing.text  # only the class asked for
-    assert client.get("/t/hostile/hosts").status_code == 200
+    hosts = client.get("/t/hostile/hosts")
+    assert hosts.status_code == 200
+    host = archive.site.split("/")[2]  # 127.0.0.1:PORT, from its SURT form
+    assert f"<h2 id=\"{host}\">{host}</h2>" in hosts.text
+    assert "1 in a takedown class" in hosts.text and "removed 1" in hosts.text
     assert client.get(f"/t/hostile/c/{crawl_ids[1]}/report").status_code == 200
 
     history = client.get("/t/hostile/url", params={"u": archive.site + "p/1.html"})

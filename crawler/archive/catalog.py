@@ -274,6 +274,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE VIRTUAL TABLE page_search USING fts5(              -- alt: the text with ё as е
         title, body, alt, tokenize = 'unicode61 remove_diacritics 2');
     CREATE INDEX captures_text ON captures (text_hash) WHERE text_hash IS NOT NULL;
+    CREATE INDEX events_key ON events (target, key, id);  -- a URL's latest event
     CREATE TABLE event_acks (                            -- events a person has seen
         event INTEGER PRIMARY KEY,                       -- events.id
         at TEXT NOT NULL,

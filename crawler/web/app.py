@@ -207,10 +207,9 @@ async def host_list(request: Request) -> Response:
     name = request.path_params["target"]
     with _open(board) as catalog:
         found = views.hosts(catalog, name)
-        charts = {h["host"]: _bars(views.timeline(catalog, name, h["host"]),
-                                   lambda c, cls: f"/t/{quote(name, safe='')}/c/{c}"
-                                   + (f"?class={quote(cls)}" if cls else ""))
-                  for h in found[:50]}
+    base = f"/t/{quote(name, safe='')}/c/"
+    charts = {h["host"]: _bars(h["timeline"], lambda c, cls: base + c + (
+        f"?class={quote(cls)}" if cls else "")) for h in found[:50]}
     return _page(request, "hosts.html", name=name, hosts=found, charts=charts)
 
 

@@ -111,19 +111,16 @@ def target_page(catalog: Catalog, name: str) -> dict[str, Any] | None:
             **open_counts(catalog, name)}
 
 
-def timeline(catalog: Catalog, name: str, host: str | None = None) -> list[dict[str, Any]]:
-    """Return URLs per class for each compared crawl of a target (or of one host of it),
-    oldest first: what the report's SVG timeline draws."""
-    if host is None:
-        rows = catalog.db.execute(
-            "SELECT k.crawl_id, k.started, c.class, c.urls FROM crawl_classes c "
-            "JOIN crawls k ON k.id = c.crawl WHERE k.target=? ORDER BY k.id", (name,))
-    else:
-        rows = catalog.db.execute(
-            "SELECT k.crawl_id, k.started, c.class, count(*) FROM captures c "
-            "JOIN crawls k ON k.id = c.crawl WHERE k.target=? AND c.final=1 AND c.class "
-            "IS NOT NULL AND c.surt LIKE ? GROUP BY k.id, c.class ORDER BY k.id",
-            (name, _surt_host(host) + ")%"))
+def timeline(catalog: Catalog, name: str) -> list[dict[str, Any]]:
+    """Return URLs per class for each compared crawl of a target, oldest first: what the
+    report's SVG timeline draws."""
+    rows = catalog.db.execute(
+        "SELECT k.crawl_id, k.started, c.class, c.urls FROM crawl_classes c "
+        "JOIN crawls k ON k.id = c.crawl WHERE k.target=? ORDER BY k.id", (name,))
+    return _points(rows)
+
+
+def _points(rows: Any) -> list[dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for crawl_id, started, cls, n in rows:
         found.setdefault(crawl_id, {"crawl_id": crawl_id, "started": started,
@@ -131,27 +128,32 @@ def timeline(catalog: Catalog, name: str, host: str | None = None) -> list[dict[
     return list(found.values())
 
 
-def _surt_host(host: str) -> str:
-    """Return the SURT host part pywb's keys start with (``org,example``)."""
-    return urls.surt_key(f"http://{host}/").split(")", 1)[0]
-
-
 def hosts(catalog: Catalog, name: str) -> list[dict[str, Any]]:
-    """Return the hosts of a target's latest compared crawl, with URLs per class."""
-    last = catalog.db.execute(
-        "SELECT max(c.crawl) FROM crawl_classes c JOIN crawls k ON k.id = c.crawl "
-        "WHERE k.target=?", (name,)).fetchone()[0]
-    if last is None:
-        return []
-    found: dict[str, dict[str, int]] = {}
-    for url, cls in catalog.db.execute(
-            "SELECT url, class FROM captures WHERE crawl=? AND final=1 AND class IS NOT NULL",
-            (last,)):
-        counts = found.setdefault(urls.host_of(url), {})
-        counts[cls] = counts.get(cls, 0) + 1
-    return [{"host": h, "classes": c, "urls": sum(c.values()),
-             "negative": sum(n for k, n in c.items() if k in NEGATIVE_CLASSES)}
-            for h, c in sorted(found.items())]
+    """Return each host of a target with its timeline (URLs per class per compared crawl)
+    and its counts in the latest compared crawl; one pass over the target's captures."""
+    rows = catalog.db.execute(
+        "SELECT substr(c.surt, 1, instr(c.surt, ')') - 1) AS host, k.crawl_id, k.started, "
+        "c.class, count(*) FROM captures c JOIN crawls k ON k.id = c.crawl WHERE k.target=? "
+        "AND c.final=1 AND c.class IS NOT NULL GROUP BY host, k.id, c.class "
+        "ORDER BY host, k.id", (name,)).fetchall()
+    by_host: dict[str, list[tuple[str, str, str, int]]] = {}
+    for host, crawl_id, started, cls, n in rows:
+        by_host.setdefault(host or "", []).append((crawl_id, started, cls, n))
+    found = []
+    for surt_host, points in by_host.items():
+        series = _points(points)
+        latest = series[-1]["classes"] if series else {}
+        found.append({"host": _host_name(surt_host), "timeline": series, "classes": latest,
+                      "urls": sum(latest.values()),
+                      "negative": sum(n for k, n in latest.items() if k in NEGATIVE_CLASSES)})
+    return sorted(found, key=lambda h: (-h["negative"], h["host"]))
+
+
+def _host_name(surt_host: str) -> str:
+    """Return a host as written from its SURT form (``org,example,www`` -> www.example.org;
+    a port stays at the end)."""
+    name, _, port = surt_host.partition(":")
+    return ".".join(reversed(name.split(","))) + (f":{port}" if port else "")
 
 
 def events(catalog: Catalog, name: str, *, limit: int) -> list[dict[str, Any]]:
