@@ -386,6 +386,46 @@ every = "3s"
             proc.terminate()
             proc.wait(60)
     assert proc.returncode == 0, log.read_text("utf-8")
+    # a dashboard without the configuration still shows when the daemon runs it next
+    alone = TestClient(create_app(WebSettings(root=tmp_path / "arch")),
+                       base_url="http://127.0.0.1:8008").get("/")
+    assert "scheduled by a daemon" in alone.text and re.search(r"next: 20\d\d-", alone.text)
+
+
+def test_serve_with_a_config_runs_a_target_now(tmp_path: Path) -> None:
+    """`crawler serve --config`: Run now runs the configured target in the serving process
+    (no daemon), refuses a second run while one is on, and says so."""
+    from crawler.schedule.daemon import Daemon
+
+    with HostileServer(_routes()) as server:
+        config = tmp_path / "t.toml"
+        config.write_text(f'''archives = "arch"
+[defaults]
+delay = 0
+scope = "host"
+sitemaps = false
+[[targets]]
+name = "people"
+seeds = ["{server.url}"]
+''', "utf-8")
+        (tmp_path / "arch").mkdir()
+        daemon = Daemon(config)
+        client = TestClient(create_app(WebSettings(root=tmp_path / "arch"), daemon=daemon),
+                            base_url="http://127.0.0.1:8008")
+        key = client.app.state.board.settings.form_key  # type: ignore[attr-defined]
+        try:
+            ran = client.post("/do/run/people", data={"key": key}, follow_redirects=True)
+            assert "people: run started" in ran.text
+            again = client.post("/do/run/people", data={"key": key}, follow_redirects=True)
+            assert "not started: a run of people is in progress" in again.text
+            other = client.post("/do/run/nobody", data={"key": key}, follow_redirects=True)
+            assert "nobody is not in t.toml" in other.text
+            _wait(lambda: _crawls(tmp_path / "arch") == 1 and not daemon.running(), 120,
+                  "the run asked for")
+        finally:
+            daemon.stop()
+        home = client.get("/")
+        assert "people" in home.text and "complete" in home.text
 
 
 def _crawls(root: Path) -> int:

@@ -86,8 +86,11 @@ class Dashboard:
 
     def schedules(self) -> dict[str, dict[str, Any]]:
         """Return each configured target's schedule, in words, and its next start."""
-        if self.daemon is None:
-            return {}
+        if self.daemon is None:  # a daemon elsewhere may schedule: its job store says when
+            return {name: {"describe": "scheduled by a daemon (its configuration is not "
+                                       "given here: --config)",
+                           "next": nxt.strftime("%Y-%m-%d %H:%M:%S") if nxt else None}
+                    for name, nxt in next_runs(self.settings.root).items()}
         found: dict[str, dict[str, Any]] = {}
         scheduling = self.daemon.scheduler.running
         stored = {} if scheduling else next_runs(self.daemon.config.archives)  # a daemon
