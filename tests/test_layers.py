@@ -22,8 +22,9 @@ ALLOWED: dict[str, set[str]] = {
     "jobs": {"core", "capture", "archive", "crawl", "rescue", "detection", "reporting"},
     "schedule": {"core", "capture", "archive", "crawl", "rescue", "detection", "reporting",
                  "jobs"},
+    "web": {"core", "capture", "archive", "detection", "reporting", "schedule"},
     "commands": {"core", "capture", "archive", "crawl", "rescue", "detection", "reporting",
-                 "jobs", "schedule", "demo"},
+                 "jobs", "schedule", "web", "demo"},
     "demo": set(),
 }
 

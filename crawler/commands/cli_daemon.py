@@ -20,39 +20,15 @@ from typing import TYPE_CHECKING
 import click
 
 from crawler.archive.catalog import Catalog
+from crawler.commands.cli_tools import load_or_exit
 from crawler.commands.cli_web import address, serve_in_thread, web_options, web_settings
 from crawler.commands.runner import run_with_ui
-from crawler.core.errors import ConfigError, CrawlerError, ExitCode
+from crawler.core.errors import CrawlerError, ExitCode
 
 if TYPE_CHECKING:
     from crawler.schedule.config import Config
 
 _CONFIG = click.Path(exists=False, dir_okay=False, path_type=Path)
-
-
-def load_or_exit(path: Path) -> Config:
-    """Load a configuration, or print its error (file, key, reason) and exit 3.
-
-    A file that names notification URLs (tokens, passwords) and that other users can read
-    is loaded, with a warning saying how to fix it.
-    """
-    from crawler.schedule.config import load
-
-    try:
-        config = load(path)
-    except ConfigError as exc:
-        click.echo(f"crawler: config error: {exc}", err=True)
-        sys.exit(int(ExitCode.CONFIG))
-    if any(t.settings.detect.notify for t in config.targets.values()):
-        try:
-            mode = path.stat().st_mode
-        except OSError:
-            mode = 0
-        if mode & 0o077:
-            click.echo(f"crawler: warning: {path} holds notification URLs (tokens, passwords) "
-                       f"and other users can read it (mode {mode & 0o777:o}): "
-                       f"chmod 600 {path}", err=True)
-    return config
 
 
 class _LogfmtFormatter(logging.Formatter):

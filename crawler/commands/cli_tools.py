@@ -12,13 +12,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from crawler.archive.catalog import Catalog
 from crawler.capture.settings import ARCHIVES, detect_settings_of
-from crawler.core.errors import CrawlerError, ExitCode
+from crawler.core.errors import ConfigError, CrawlerError, ExitCode
+
+if TYPE_CHECKING:
+    from crawler.schedule.config import Config
 
 
 @contextlib.contextmanager
@@ -305,3 +308,28 @@ def reindex(output: Path, force: bool) -> None:
                    "(records before the damage were entered): " + ", ".join(result.unreadable))
         click.echo("  run `crawler verify` for the details")
         sys.exit(int(ExitCode.DAMAGED))
+
+
+def load_or_exit(path: Path) -> Config:
+    """Load a configuration, or print its error (file, key, reason) and exit 3.
+
+    A file that names notification URLs (tokens, passwords) and that other users can read
+    is loaded, with a warning saying how to fix it.
+    """
+    from crawler.schedule.config import load
+
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        click.echo(f"crawler: config error: {exc}", err=True)
+        sys.exit(int(ExitCode.CONFIG))
+    if any(t.settings.detect.notify for t in config.targets.values()):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            click.echo(f"crawler: warning: {path} holds notification URLs (tokens, passwords) "
+                       f"and other users can read it (mode {mode & 0o777:o}): "
+                       f"chmod 600 {path}", err=True)
+    return config

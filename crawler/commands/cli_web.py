@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from crawler.commands.cli_tools import open_catalog
+from crawler.commands.cli_tools import load_or_exit, open_catalog
 from crawler.core.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -128,7 +128,6 @@ def serve(root: Path, config_path: Path | None, host: str, port: int, token: str
     from the dashboard (in this process) and their schedules are shown; pausing a schedule
     is obeyed by a `crawler daemon` running elsewhere on the same archives.
     """
-    from crawler.commands.cli_daemon import load_or_exit
     from crawler.schedule.daemon import Daemon
     from crawler.web.replayer import Replayer
 
@@ -137,6 +136,9 @@ def serve(root: Path, config_path: Path | None, host: str, port: int, token: str
         config = load_or_exit(config_path)
         root = config.archives
         daemon = Daemon(config_path)
+        if not read_only:  # configured targets are shown before their first run
+            with open_catalog(root):
+                pass
     if not (root / "catalog.sqlite3").is_file():
         click.echo(f"crawler: no archive under {root} (no catalog.sqlite3): crawl something "
                    "first, or give --archives", err=True)

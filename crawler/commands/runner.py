@@ -158,6 +158,8 @@ How to replay it:
       virtual environment on first use)
   ReplayWeb.page (https://replayweb.page or the desktop app): open the WACZ
       {wacz}
+  The dashboard (events, diffs, every capture of a URL, name search, replay):
+      crawler serve{" --archives " + str(root) if opt else ""}
 """
 
 
