@@ -221,15 +221,20 @@ def test_no_query_is_a_syntax_error(archive: Archive, query: str) -> None:
     assert "cannot answer" not in page.text
 
 
-def test_an_archive_from_before_the_index_is_filled_by_search_index(
-        archive: Archive, tmp_path: Path) -> None:
-    root = tmp_path / "old"
+def _without_index(archive: Archive, root: Path) -> Path:
+    """Copy the archive to ``root`` as an archive made before the search index existed."""
     shutil.copytree(archive.root, root)
     db = sqlite3.connect(root / "catalog.sqlite3")
     db.execute("DELETE FROM page_texts")
     db.execute("DELETE FROM page_search")
     db.commit()
     db.close()
+    return root
+
+
+def test_an_archive_from_before_the_index_is_filled_by_search_index(
+        archive: Archive, tmp_path: Path) -> None:
+    root = _without_index(archive, tmp_path / "old")
     client = TestClient(create_app(WebSettings(root=root)), base_url="http://127.0.0.1:8008")
     before = client.get("/search", params={"q": "Гаврилова"})
     assert "Nothing found" in before.text
@@ -257,13 +262,7 @@ def test_an_archive_from_before_the_index_is_filled_by_search_index(
 
 def test_a_damaged_archive_says_what_search_index_could_not_read(
         archive: Archive, tmp_path: Path) -> None:
-    root = tmp_path / "damaged"
-    shutil.copytree(archive.root, root)
-    db = sqlite3.connect(root / "catalog.sqlite3")
-    db.execute("DELETE FROM page_texts")
-    db.execute("DELETE FROM page_search")
-    db.commit()
-    db.close()
+    root = _without_index(archive, tmp_path / "damaged")
     first = sorted(root.glob("hostile/*/warc/*.warc.gz"))[0]
     first.unlink()  # the first crawl's WARC is lost; the second's texts are still readable
     db = sqlite3.connect(root / "catalog.sqlite3")
