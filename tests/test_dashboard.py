@@ -34,7 +34,8 @@ from crawler.web.app import WebSettings, create_app
 CLI = [sys.executable, "-m", "crawler"]
 EVIL_TITLE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 EVIL_TEXT = "<script>window.__pwned=3</script>"  # as text on the page (escaped in its HTML)
-NAMES = ["Розенфельд Абрам Моисеевич", "Гаврилова Мария Степановна", "Щукин Пётр Ильич"]
+NAMES = ["Розенфельд Абрам Моисеевич", "Гаврилова Мария Степановна", "Щукин Пётр Ильич",
+         "Семенов Иван Фомич"]
 REMOVED = NAMES[0]  # /p/1.html answers 404 in the second crawl
 
 
@@ -209,6 +210,8 @@ def test_search_finds_a_removed_person_in_every_crawl(archive: Archive) -> None:
         found = client.get("/search", params={"q": spelling}).text
         assert "<b>Щукин Пётр Ильич</b>" in found, spelling
         assert "пётр" in found.replace("<mark>", "").replace("</mark>", "").lower()
+    # and the other way round: "ё" typed finds the page that prints "е"
+    assert "<b>Семенов Иван Фомич</b>" in client.get("/search", params={"q": "Семёнов"}).text
     assert "Nothing found" in client.get("/search", params={"q": "Сидоров"}).text
 
 
@@ -222,12 +225,13 @@ def test_no_query_is_a_syntax_error(archive: Archive, query: str) -> None:
 
 
 def _without_index(archive: Archive, root: Path) -> Path:
-    """Copy the archive to ``root`` as an archive made before the search index existed."""
+    """Copy the archive to ``root`` as an archive made before the search index existed (its
+    catalog at schema 10: the next open upgrades it, as it would a real one)."""
     shutil.copytree(archive.root, root)
     db = sqlite3.connect(root / "catalog.sqlite3")
-    db.execute("DELETE FROM page_texts")
-    db.execute("DELETE FROM page_search")
-    db.commit()
+    db.executescript("DROP TABLE page_texts; DROP TABLE page_search; DROP TABLE event_acks; "
+                     "DROP TABLE target_controls; DROP TABLE search_backlog; "
+                     "DROP INDEX captures_text; DROP INDEX events_key; PRAGMA user_version=10;")
     db.close()
     return root
 

@@ -274,6 +274,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE VIRTUAL TABLE page_search USING fts5(              -- alt: the text with ё as е
         title, body, alt, tokenize = 'unicode61 remove_diacritics 2');
     CREATE INDEX captures_text ON captures (text_hash) WHERE text_hash IS NOT NULL;
+    CREATE TABLE search_backlog (                        -- texts captured before the index
+        hash TEXT PRIMARY KEY                            -- existed: `crawler search-index`
+    ) WITHOUT ROWID;
+    INSERT INTO search_backlog SELECT DISTINCT text_hash FROM captures
+        WHERE text_hash IS NOT NULL;
     CREATE INDEX events_key ON events (target, key, id);  -- a URL's latest event
     CREATE TABLE event_acks (                            -- events a person has seen
         event INTEGER PRIMARY KEY,                       -- events.id
@@ -443,6 +448,10 @@ class Catalog:
     # Transactions committed so far: a distributed crawl reports a URL done to the shared
     # queue only once the commit holding its row is past (redisfrontier.py).
     commits: int = field(default=0, repr=False)
+    # Page texts of a batch's captures, entered into the search index when the batch
+    # commits: FTS5 writes its pending terms out at every savepoint, which cost as much
+    # again as the index itself when each URL's savepoint did it (benchmarks/search_index.py)
+    _texts: dict[str, tuple[str | None, str]] = field(default_factory=dict, repr=False)
 
     @property
     def root(self) -> Path:
@@ -690,7 +699,10 @@ class Catalog:
     def _commit(self) -> None:
         """Commit (or, if the commit fails, roll back) and give the turn back."""
         entering, self._entering = self._entering, []
+        texts, self._texts = self._texts, {}
         try:
+            for text_hash, (title, text) in texts.items():
+                textindex.add(self.db, text_hash, title, text)
             if self._marks is not None:
                 crawl_pk, watermark = self._marks
                 self.set_warc_marks(crawl_pk, watermark.marks(entering))
@@ -719,6 +731,7 @@ class Catalog:
     def _rollback(self) -> None:
         """Roll back the open transaction and give the turn back."""
         self._entering.clear()
+        self._texts.clear()
         try:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
@@ -814,18 +827,23 @@ class Catalog:
 
     # -- captures -------------------------------------------------------------------------
 
-    def add_capture(self, crawl_pk: int, capture: CaptureRow) -> None:
-        """Insert a capture row (inside the caller's transaction)."""
+    def add_capture(self, crawl_pk: int, capture: CaptureRow) -> int:
+        """Insert a capture row (inside the caller's transaction); return its id (not
+        ``last_insert_rowid()``: indexing the page's text inserts rows too)."""
         values = [getattr(capture, f) for f in _CAPTURE_FIELDS]
         values[_CAPTURE_FIELDS.index("final")] = int(capture.final)
         if (self._marks is not None and crawl_pk == self._marks[0]
                 and capture.warc_file and capture.warc_offset is not None):
             self._entering.append((capture.warc_file, capture.warc_offset))
-        self.db.execute(
+        cursor = self.db.execute(
             f"INSERT INTO captures (crawl, {', '.join(_CAPTURE_FIELDS)}) "
             f"VALUES (?{', ?' * len(_CAPTURE_FIELDS)})", (crawl_pk, *values))
         if capture.text is not None and capture.text_hash:
-            textindex.add(self.db, capture.text_hash, capture.title, capture.text)
+            if self._batching:
+                self._texts.setdefault(capture.text_hash, (capture.title, capture.text))
+            else:
+                textindex.add(self.db, capture.text_hash, capture.title, capture.text)
+        return int(cursor.lastrowid or 0)
 
     def captures(self, crawl_pk: int, *, final_only: bool = True, status: int | None = None,
                  failure: str | None = None, url_like: str | None = None,

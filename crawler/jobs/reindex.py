@@ -169,8 +169,7 @@ def enter_records(catalog: Catalog, row: CrawlRow, result: ReindexResult) -> int
                     previous = latest.get(capture.key) if capture.kind in _CRAWL_KINDS else None
                     if previous is not None and origin is None:  # (a rescue keeps every one)
                         db.execute("UPDATE captures SET final=0 WHERE id=?", (previous,))
-                    catalog.add_capture(row.pk, capture)
-                    pk = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+                    pk = catalog.add_capture(row.pk, capture)
                     if capture.kind in _CRAWL_KINDS:
                         latest[capture.key] = pk
                     if origin is not None:

@@ -1,12 +1,14 @@
 """Fill the search index from the WARCs (``crawler search-index``): for archives made before
 the index existed, and to rebuild it whole.
 
-Every page text the catalog knows of (a ``text_hash`` on some capture) and the index lacks
-is read back from one capture's record (a revisit's payload from its original), turned into
-text exactly as the crawl does (``pagetext``), and indexed under the catalog's fingerprint.
-What cannot be indexed is counted, never dropped silently: a record that cannot be read (its
-WARC missing or damaged), and a text that no longer gives the fingerprint recorded at
-capture time (indexed all the same, as the best text there is, and counted).
+Every page text of the backlog (the texts the catalog knew of when it was upgraded to the
+index, or all of them for a rebuild: ``textindex.clear``) is read back from one capture's
+record (a revisit's payload from its original), turned into text exactly as the crawl does
+(``pagetext``), and indexed under the catalog's fingerprint. What cannot be indexed is
+counted, never dropped silently, and stays in the backlog: a record that cannot be read (its
+WARC missing or damaged, or a revisit's original lost). A text that no longer gives the
+fingerprint recorded at capture time is indexed all the same, as the best text there is,
+and counted.
 """
 
 from __future__ import annotations
@@ -46,9 +48,7 @@ def fill(catalog: Catalog, *, rebuild: bool = False,
     done.texts = textindex.unindexed(catalog.db)
     after = ""
     while True:  # in fingerprint order, a batch at a time: memory bounded at any size
-        batch = [r[0] for r in catalog.db.execute(
-            "SELECT DISTINCT text_hash FROM captures WHERE text_hash > ? AND text_hash NOT IN "
-            "(SELECT hash FROM page_texts) ORDER BY text_hash LIMIT ?", (after, BATCH))]
+        batch = textindex.backlog(catalog.db, after, BATCH)  # what cannot be read stays
         if not batch:
             break
         with catalog.transaction():
@@ -81,6 +81,7 @@ def _index_one(catalog: Catalog, rows: Captures, text_hash: str, captures: list[
         title = catalog.db.execute("SELECT title FROM captures WHERE id=?",
                                    (capture,)).fetchone()[0]
         textindex.add(catalog.db, text_hash, title, "\n".join(lines))
+        catalog.db.execute("DELETE FROM search_backlog WHERE hash=?", (text_hash,))
         done.indexed += 1
         return
     done.unreadable += 1

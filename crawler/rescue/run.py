@@ -245,8 +245,7 @@ class Rescue:
             for orphan in found.orphans:
                 row, links = capture_from_record(self.catalog, self.settings.target, orphan,
                                                  UrlKind.PAGE)
-                self.catalog.add_capture(self.row.pk, row)
-                pk = self.catalog.db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                pk = self.catalog.add_capture(self.row.pk, row)
                 provenance = Provenance.of_record(orphan.headers, row.digest or "")
                 if provenance is not None:
                     self.ledger.add_provenance(pk, provenance)
@@ -624,8 +623,7 @@ class Rescue:
         failpoints.hit("rescue-written")  # written, not entered: the next run enters it
         row = capture_row(item, result, stored, found)
         with self.catalog.transaction():
-            self.catalog.add_capture(self.row.pk, row)
-            pk = self.catalog.db.execute("SELECT last_insert_rowid()").fetchone()[0]
+            pk = self.catalog.add_capture(self.row.pk, row)
             self.ledger.add_provenance(pk, provenance)
             self.ledger.tried(key, candidate.source, candidate.memento.timestamp, "rescued")
             if found is not None:
