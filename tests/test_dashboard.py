@@ -516,6 +516,12 @@ def test_click_through_in_chromium(archive: Archive, served: str, tmp_path: Path
             page.click("text=hostile")
             text = check("target")
             assert "removed" in text
+            page.click("svg.timeline a[href*='class=removed']")  # the timeline's bar
+            text = check("crawl-removed")
+            assert "/p/1.html" in text and "/p/2.html" not in text
+            page.goto(served + "/t/hostile/hosts")
+            check("hosts")
+            page.goto(served + "/t/hostile")
             page.click(f"a[href='/event/{_removal_event(archive)}']")
             text = check("event")
             assert "- розенфельд абрам моисеевич" in text
