@@ -74,12 +74,13 @@ def progress(catalog: Catalog, row: CrawlRow) -> dict[str, int]:
     return {"captures": int(done), "queued": int(queued)}
 
 
-def open_counts(catalog: Catalog, target: str) -> dict[str, int]:
+def open_counts(catalog: Catalog, target: str) -> dict[str, Any]:
     """Return a target's open states, how many of them nobody has acknowledged, and its
     notifications still queued."""
     db = catalog.db
-    states = db.execute("SELECT count(*) FROM url_states WHERE target=?",
-                        (target,)).fetchone()[0]
+    by_state = dict(db.execute("SELECT state, count(*) FROM url_states WHERE target=? "
+                               "GROUP BY state", (target,)).fetchall())
+    states = sum(by_state.values())
     unseen = db.execute(
         "SELECT count(*) FROM url_states s WHERE s.target=? AND NOT EXISTS (SELECT 1 FROM "
         "events e JOIN event_acks a ON a.event = e.id WHERE e.target = s.target AND "
@@ -88,6 +89,8 @@ def open_counts(catalog: Catalog, target: str) -> dict[str, int]:
     queued = db.execute("SELECT count(*) FROM outbox WHERE target=? AND delivered IS NULL AND "
                         "expired IS NULL", (target,)).fetchone()[0]
     return {"open_states": int(states), "unacknowledged": int(unseen),
+            "by_state": {k: int(by_state[k]) for k in ("confirmed", "provisional", "suspected")
+                         if by_state.get(k)},
             "queued_notifications": int(queued)}
 
 
