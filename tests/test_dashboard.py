@@ -243,7 +243,8 @@ def test_an_archive_from_before_the_index_is_filled_by_search_index(
     client = TestClient(create_app(WebSettings(root=root)), base_url="http://127.0.0.1:8008")
     before = client.get("/search", params={"q": "Гаврилова"})
     assert "Nothing found" in before.text
-    assert "captured before the search index existed are not searched yet" in before.text
+    assert "page text(s) are not searched yet (captured before the search index" in \
+        before.text
     done = subprocess.run([*CLI, "search-index", "--output", str(root)], cwd=archive.cwd,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -263,6 +264,32 @@ def test_an_archive_from_before_the_index_is_filled_by_search_index(
                          cwd=archive.cwd, capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0, cli.stderr
     assert '"title": "Гаврилова Мария Степановна"' in cli.stdout
+
+
+def test_a_crawl_without_the_index_leaves_its_texts_for_search_index(tmp_path: Path) -> None:
+    """--no-search-index: the crawl indexes nothing, searches say how many texts they do not
+    see, and `crawler search-index` adds them later."""
+    root = tmp_path / "arch"
+    with HostileServer(_routes()) as server:
+        done = subprocess.run([*CLI, "archive", server.url, "--target", "later", "--output",
+                               str(root), "--scope", "host", "--delay", "0", "--quiet",
+                               "--no-search-index"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    db = sqlite3.connect(root / "catalog.sqlite3")
+    texts = db.execute("SELECT count(DISTINCT text_hash) FROM captures").fetchone()[0]
+    assert db.execute("SELECT count(*) FROM page_texts").fetchone()[0] == 0
+    db.close()
+    client = TestClient(create_app(WebSettings(root=root)), base_url="http://127.0.0.1:8008")
+    page = client.get("/search", params={"q": "Гаврилова"}).text
+    assert "Nothing found" in page
+    assert f"{texts} page text(s) are not searched yet" in page
+    filled = subprocess.run([*CLI, "search-index", "--output", str(root)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert filled.returncode == 0, filled.stderr
+    assert f"{texts} page text(s) indexed of {texts} missing" in filled.stdout
+    assert "<b>Гаврилова Мария Степановна</b>" in client.get(
+        "/search", params={"q": "Гаврилова"}).text
 
 
 def test_a_damaged_archive_says_what_search_index_could_not_read(

@@ -452,6 +452,9 @@ class Catalog:
     # commits: FTS5 writes its pending terms out at every savepoint, which cost as much
     # again as the index itself when each URL's savepoint did it (benchmarks/search_index.py)
     _texts: dict[str, tuple[str | None, str]] = field(default_factory=dict, repr=False)
+    # False (a crawl's ``search_index = false``): page texts go to the search backlog, for
+    # `crawler search-index`, instead of into the index
+    index_texts: bool = field(default=True, repr=False)
 
     @property
     def root(self) -> Path:
@@ -838,7 +841,10 @@ class Catalog:
         cursor = self.db.execute(
             f"INSERT INTO captures (crawl, {', '.join(_CAPTURE_FIELDS)}) "
             f"VALUES (?{', ?' * len(_CAPTURE_FIELDS)})", (crawl_pk, *values))
-        if capture.text is not None and capture.text_hash:
+        if capture.text_hash and (capture.text is None or not self.index_texts):
+            if capture.text is not None:  # a page's text, left for `crawler search-index`
+                textindex.defer(self.db, capture.text_hash)
+        elif capture.text is not None and capture.text_hash:
             if self._batching:
                 self._texts.setdefault(capture.text_hash, (capture.title, capture.text))
             else:

@@ -49,6 +49,13 @@ def add(db: sqlite3.Connection, text_hash: str, title: str | None, text: str) ->
     return True
 
 
+def defer(db: sqlite3.Connection, text_hash: str) -> None:
+    """Leave a page text for ``crawler search-index`` (a crawl run with the index off):
+    listed in the backlog unless the index has it already."""
+    db.execute("INSERT OR IGNORE INTO search_backlog (hash) SELECT ?1 WHERE NOT EXISTS "
+               "(SELECT 1 FROM page_texts WHERE hash = ?1)", (text_hash,))
+
+
 def _alternative(text: str) -> str:
     """Return the text as it is also written, for a search to find either spelling: Russian
     prints "ё" as "е" more often than not ("Пётр", "Петр"), and SQLite folds diacritics of

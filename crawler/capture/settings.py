@@ -136,6 +136,10 @@ class CrawlSettings:
     operator: str | None = None  # who ran the crawl, for warcinfo
     dedup: DedupSettings = field(default_factory=DedupSettings)
     wacz: bool = False  # package the crawl as <target>-<crawl-id>.wacz when it completes
+    # Enter each page's text into the search index as it is captured (archive/textindex.py);
+    # False: the texts wait in the backlog for `crawler search-index` (the crawl saves the
+    # indexing's CPU and disk; searches say how many texts they do not see)
+    search_index: bool = True
     detect: DetectSettings = field(default_factory=DetectSettings)
     # Public web archives (``--source`` specs, rescue/sources.py) the target is rescued from
     # when it goes dark: every seed's site, from each, in this order (jobs/after_dark.py).

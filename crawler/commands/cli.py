@@ -180,6 +180,9 @@ def _crawl_options(per_host: int, delay: float, wacz: bool) -> list[Callable[...
                      help="Payloads smaller than this are stored in full, not as revisits."),
         click.option("--no-conditional", is_flag=True,
                      help="Do not send If-None-Match/If-Modified-Since from earlier crawls."),
+        click.option("--no-search-index", is_flag=True,
+                     help="Leave pages' text out of the search index while crawling (saves "
+                          "CPU and catalog space); `crawler search-index` adds it later."),
         *([click.option("--wacz", is_flag=True,
                         help="Also package the finished crawl as OUTPUT/TARGET/TARGET-ID.wacz.")]
           if wacz else []),
@@ -427,6 +430,7 @@ def _settings_from_options(seeds: tuple[str, ...], opts: dict[str, Any]) -> Craw
         operator=opts["operator"],
         dedup=_dedup_settings(opts),
         wacz=opts["wacz"],
+        search_index=not opts["no_search_index"],
         detect=DetectSettings(
             rules=TextRules(ignore_selectors=tuple(opts["ignore_selector"]),
                             ignore_patterns=tuple(opts["ignore_text"])),

@@ -211,8 +211,9 @@ def search_command(words: tuple[str, ...], target: str | None, limit: int, outpu
     elif found.more:
         click.echo(f"(more than {limit} matching texts: --limit to see more)")
     if missing:
-        click.echo(f"note: {missing} page text(s) captured before the search index existed "
-                   "are not searched: run `crawler search-index`", err=True)
+        click.echo(f"note: {missing} page text(s) are not searched (captured before the "
+                   "search index existed, or with search_index off): run `crawler "
+                   "search-index`", err=True)
 
 
 def _hit_json(hit: Any) -> dict[str, Any]:

@@ -100,6 +100,7 @@ class Crawl:
             raise ValueError("a crawl needs at least one seed")
         self.settings = settings
         self.catalog = catalog
+        catalog.index_texts = settings.search_index
         self.target = settings.target_name()
         # The run that holds the target's lock through detection passes it in
         # (pipeline.run_target); a crawl run on its own takes and releases its own.

@@ -211,6 +211,7 @@ TARGET_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "dedup": (_bool, "store payloads already archived as revisit records"),
     "conditional": (_bool, "send If-None-Match / If-Modified-Since from earlier crawls"),
     "wacz": (_bool, "package each finished crawl as a WACZ"),
+    "search_index": (_bool, "enter pages' text into the search index as they are captured"),
     "schedule": (_cron, "cron expression in UTC, e.g. \"0 3 * * *\" (or use every)"),
     "every": (duration, "interval between crawls, e.g. 12h (or use schedule)"),
     "jitter": (duration, "random delay added to each scheduled start"),
@@ -368,7 +369,8 @@ def _target(v: dict[str, Any], root: Path) -> Target:
     if "scope" in v:
         scope["kind"] = ScopeKind(v["scope"])
     rest: dict[str, Any] = _given(v, warc_size="warc_size", sitemaps="sitemaps",
-                                  operator="operator", wacz="wacz", rescue_sources="sources")
+                                  operator="operator", wacz="wacz", rescue_sources="sources",
+                                  search_index="search_index")
     if "robots" in v:
         rest["robots"] = RobotsPolicy(v["robots"])
     settings = CrawlSettings(
