@@ -114,7 +114,8 @@ def run_crawler(url: str, work: Path, args: argparse.Namespace) -> Run:
     # directory would shadow an editable install of the package in the parser process
     cmd = [sys.executable, "-m", "crawler", "archive", url, "--scope", "host",
            "--delay", "0", "--per-host", str(args.per_host), "--concurrency",
-           str(args.concurrency), "--quiet", "--output", str(out), "--target", "bench"]
+           str(args.concurrency), "--quiet", "--output", str(out), "--target", "bench",
+           *args.crawler_arg]
     wall, cpu, rss = measure(cmd, work)
     warcs = sorted(out.glob("bench/*/warc/*.warc.gz"))
     return Run(count_responses(warcs), wall, cpu, rss)
@@ -167,6 +168,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-wget", action="store_true")
+    parser.add_argument("--crawler-arg", action="append", default=[],
+                        help="an extra option for `crawler archive` (repeatable), e.g. "
+                             "--crawler-arg=--no-search-index")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args()
     if not args.skip_wget and shutil.which("wget") is None:
