@@ -45,9 +45,13 @@ def _page(title: str, body: str) -> Route:
                                f"</nav><main>{body}</main></body></html>").encode()))
 
 
+def _listing(names: list[str]) -> Route:
+    links = "".join(f"<p><a href='/p/{NAMES.index(n) + 1}.html'>{n}</a></p>" for n in names)
+    return _page("Список имён", links + "<p><a href='/evil.html'>другое</a></p>")
+
+
 def _routes() -> dict[str, Route]:
-    links = "".join(f"<p><a href='/p/{i}.html'>{n}</a></p>" for i, n in enumerate(NAMES, 1))
-    routes = {"/": _page("Список имён", links + "<p><a href='/evil.html'>другое</a></p>"),
+    routes = {"/": _listing(NAMES),
               "/evil.html": _page(EVIL_TITLE, "<h1>&lt;script&gt;window.__pwned=3&lt;/script"
                                               "&gt;</h1><p>Страница о судьбе семьи.</p>"
                                               "<script>window.__pwned=4</script>")}
@@ -77,8 +81,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
     routes = _routes()
     with HostileServer(routes) as server:
         for run in (1, 2):
-            if run == 2:
+            if run == 2:  # one person's page taken down; another cut from the list
                 routes["/p/1.html"] = send(response(404, b"<p>not here</p>"))
+                routes["/"] = _listing(NAMES[:3])
             done = subprocess.run([*CLI, "archive", server.url, "--target", "hostile",
                                    "--output", str(root), "--scope", "host", "--delay", "0",
                                    "--recheck-spacing", "0.2s", "--quiet"], cwd=cwd,
@@ -111,7 +116,10 @@ def test_every_page_answers_and_says_what_the_archive_holds(archive: Archive) ->
     home = client.get("/")
     assert home.status_code == 200
     assert "hostile" in home.text and "complete" in home.text
-    assert '<span class="alert">1 confirmed</span><br>1 not acknowledged' in home.text
+    # /p/1.html removed and the list's loss of a name confirmed by re-checks; /p/4.html, no
+    # longer linked, only suspected; nobody has acknowledged any of them
+    assert ('<span class="alert">2 confirmed</span>, <span class="warn">1 suspected</span>'
+            '<br>3 not acknowledged') in home.text
 
     target = client.get("/t/hostile")
     assert target.status_code == 200
@@ -127,6 +135,15 @@ def test_every_page_answers_and_says_what_the_archive_holds(archive: Archive) ->
     # the diff of the main text: the removed person's lines are gone
     assert re.search(r"<del[^>]*>- розенфельд абрам моисеевич</del>", text), text
 
+    # the list that lost a name: the name named as removed, and highlighted in the diff
+    db = archive.db()
+    (partial,) = db.execute("SELECT id FROM events WHERE class='partial-removal'").fetchone()
+    db.close()
+    gutted = client.get(f"/event/{partial}").text
+    assert "<li><del>семенов иван фомич</del></li>" in gutted
+    assert '<del class="named">- семенов иван фомич</del>' in gutted
+    assert "  розенфельд абрам моисеевич" in gutted  # a line kept, not marked
+
     crawl_ids = [r[0] for r in archive.db().execute("SELECT crawl_id FROM crawls ORDER BY id")]
     listing = client.get(f"/t/hostile/c/{crawl_ids[1]}?class=removed")
     assert listing.status_code == 200 and "/p/1.html" in listing.text
@@ -135,7 +152,8 @@ def test_every_page_answers_and_says_what_the_archive_holds(archive: Archive) ->
     assert hosts.status_code == 200
     host = archive.site.split("/")[2]  # 127.0.0.1:PORT, from its SURT form
     assert f"<h2 id=\"{host}\">{host}</h2>" in hosts.text
-    assert "1 in a takedown class" in hosts.text and "removed 1" in hosts.text
+    assert "3 in a takedown class" in hosts.text and "removed 1" in hosts.text
+    assert "partial-removal 1" in hosts.text and "delisted 1" in hosts.text
     assert client.get(f"/t/hostile/c/{crawl_ids[1]}/report").status_code == 200
 
     history = client.get("/t/hostile/url", params={"u": archive.site + "p/1.html"})
@@ -363,7 +381,7 @@ def test_acknowledging_an_event(archive: Archive, tmp_path: Path) -> None:
     done = client.post(f"/do/ack/{event}", data={"key": key}, follow_redirects=True)
     assert done.status_code == 200 and "Acknowledged." in done.text
     assert "Acknowledge</button>" not in done.text
-    assert "not acknowledged" not in client.get("/").text
+    assert "<br>2 not acknowledged" in client.get("/").text  # of 3: the other two remain
 
 
 # -- the daemon with its dashboard --------------------------------------------------------------

@@ -158,8 +158,9 @@ def _bars(points: list[dict[str, Any]], link: Callable[[str, str], str]) -> dict
             shapes.append({"x": 10 + step * i, "y": round(y, 1), "w": bar, "h": round(h, 1),
                            "fill": _colour(cls), "cls": cls, "n": n,
                            "crawl": point["crawl_id"], "href": link(point["crawl_id"], cls)})
-        labels.append({"x": 10 + step * i, "y": height - 14, "text": point["crawl_id"][4:8],
-                       "time": point["crawl_id"][9:13], "href": link(point["crawl_id"], "")})
+        ident = point["crawl_id"]  # 20261202T082049Z: shown as 12-02 and 08:20
+        labels.append({"x": 10 + step * i, "y": height - 14, "text": f"{ident[4:6]}-{ident[6:8]}",
+                       "time": f"{ident[9:11]}:{ident[11:13]}", "href": link(ident, "")})
     return {"width": 20 + step * max(1, len(points)), "height": height, "shapes": shapes,
             "labels": labels}
 

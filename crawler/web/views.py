@@ -247,12 +247,14 @@ def text_diff(catalog: Catalog, before: dict[str, Any] | None, after: dict[str, 
         return {"error": "the earlier capture's record cannot be read back"}
     if new is None:
         new = []
-    lines = []
-    for op in difflib.ndiff(old, new):
-        if op.startswith("? "):
+    lines: list[tuple[str, str, bool]] = []
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():  # what went, then what came
+        if tag == "equal":
+            lines += [(" ", text, False) for text in old[i1:i2]]
             continue
-        text = op[2:]
-        lines.append((op[0], text, op[0] == "-" and text in removed))
+        lines += [("-", text, text in removed) for text in old[i1:i2]]
+        lines += [("+", text, False) for text in new[j1:j2]]
     shown = lines[:MAX_DIFF_LINES]
     return {"error": None, "lines": shown, "hidden": len(lines) - len(shown),
             "removed": sum(1 for op, _, _ in lines if op == "-"),
