@@ -441,6 +441,24 @@ every = "3s"
     assert "scheduled by a daemon" in alone.text and re.search(r"next: 20\d\d-", alone.text)
 
 
+def test_daemon_web_on_a_port_in_use_starts_nothing(tmp_path: Path) -> None:
+    import socket
+
+    config = tmp_path / "t.toml"
+    config.write_text('archives = "arch"\n[[targets]]\nname = "x"\n'
+                      'seeds = ["http://127.0.0.1:9/"]\nevery = "1s"\n', "utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([*CLI, "daemon", "--config", str(config), "--web", "--port",
+                               str(port), "--no-replay"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == ExitCode.CONFIG, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert _crawls(tmp_path / "arch") == 0 and "daemon started" not in done.stderr
+
+
 def test_serve_with_a_config_runs_a_target_now(tmp_path: Path) -> None:
     """`crawler serve --config`: Run now runs the configured target in the serving process
     (no daemon), refuses a second run while one is on, and says so."""

@@ -21,7 +21,13 @@ import click
 
 from crawler.archive.catalog import Catalog
 from crawler.commands.cli_tools import load_or_exit
-from crawler.commands.cli_web import address, serve_in_thread, web_options, web_settings
+from crawler.commands.cli_web import (
+    address,
+    bind,
+    serve_in_thread,
+    web_options,
+    web_settings,
+)
 from crawler.commands.runner import run_with_ui
 from crawler.core.errors import CrawlerError, ExitCode
 
@@ -95,15 +101,17 @@ def daemon(config_path: Path, web: bool, host: str, port: int, token: str | None
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    web_server = replayer = None
     try:
         service = Daemon(config_path)
+        if settings is not None:  # bound before anything runs: a port in use stops here
+            web_server, replayer = bind(settings, service, replay=not no_replay)
         service.start()
     except CrawlerError as exc:
         logging.getLogger("crawler.daemon").error("cannot start: %s", exc)
         sys.exit(int(exc.exit_code))
-    web_server = None
-    if settings is not None:
-        web_server, replayer = serve_in_thread(settings, service, replay=not no_replay)
+    if web_server is not None and settings is not None:
+        serve_in_thread(web_server, replayer)
         logging.getLogger("crawler.daemon").info("dashboard on %s", address(settings))
     while not stop.is_set():
         stop.wait(0.5)

@@ -159,17 +159,20 @@ def serve(root: Path, config_path: Path | None, host: str, port: int, token: str
             replayer.stop()
 
 
-def serve_in_thread(settings: WebSettings, daemon: Daemon, *, replay: bool = True,
-                    ) -> tuple[Bound, Replayer | None]:
-    """Start the dashboard beside a running daemon (``crawler daemon --web``)."""
+def bind(settings: WebSettings, daemon: Daemon, *, replay: bool = True,
+         ) -> tuple[Bound, Replayer | None]:
+    """Bind the dashboard of ``crawler daemon --web`` (before the daemon starts anything)."""
     from crawler.web.replayer import Replayer
 
     replayer = Replayer(settings.root) if replay else None
-    bound = Bound(settings, daemon, replayer)
+    return Bound(settings, daemon, replayer), replayer
+
+
+def serve_in_thread(bound: Bound, replayer: Replayer | None) -> None:
+    """Serve a bound dashboard beside the running daemon."""
     if replayer is not None:
         replayer.start()
     threading.Thread(target=bound.serve, name="web", daemon=True).start()
-    return bound, replayer
 
 
 @click.command(name="search")
