@@ -392,21 +392,26 @@ def _form_key(html: str) -> str:
     return found.group(1)
 
 
-def test_daemon_web_pause_skips_runs_and_run_now_runs(tmp_path: Path) -> None:
-    routes = _routes()
-    port = free_port()
-    with HostileServer(routes) as server:
-        config = tmp_path / "t.toml"
-        config.write_text(f'''archives = "arch"
+def _people_config(directory: Path, seed: str, more: str = "") -> Path:
+    """Write a configuration of one target, "people", crawling ``seed``."""
+    config = directory / "t.toml"
+    config.write_text(f'''archives = "arch"
 [defaults]
 delay = 0
 scope = "host"
 sitemaps = false
 [[targets]]
 name = "people"
-seeds = ["{server.url}"]
-every = "3s"
-''', "utf-8")
+seeds = ["{seed}"]
+{more}''', "utf-8")
+    return config
+
+
+def test_daemon_web_pause_skips_runs_and_run_now_runs(tmp_path: Path) -> None:
+    routes = _routes()
+    port = free_port()
+    with HostileServer(routes) as server:
+        config = _people_config(tmp_path, server.url, 'every = "3s"\n')
         log = tmp_path / "daemon.err"
         with open(log, "wb") as err:
             proc = subprocess.Popen([*CLI, "daemon", "--config", str(config), "--web",
@@ -465,16 +470,7 @@ def test_serve_with_a_config_runs_a_target_now(tmp_path: Path) -> None:
     from crawler.schedule.daemon import Daemon
 
     with HostileServer(_routes()) as server:
-        config = tmp_path / "t.toml"
-        config.write_text(f'''archives = "arch"
-[defaults]
-delay = 0
-scope = "host"
-sitemaps = false
-[[targets]]
-name = "people"
-seeds = ["{server.url}"]
-''', "utf-8")
+        config = _people_config(tmp_path, server.url)
         (tmp_path / "arch").mkdir()
         daemon = Daemon(config)
         client = TestClient(create_app(WebSettings(root=tmp_path / "arch"), daemon=daemon),

@@ -19,10 +19,11 @@ actions and nothing is written.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -102,9 +104,6 @@ class Dashboard:
             found[name] = {"describe": target.schedule.describe(),
                            "next": nxt.strftime("%Y-%m-%d %H:%M:%S") if nxt else None}
         return found
-
-    def catalog(self) -> Catalog:
-        return Catalog.open(self.settings.root, read_only=True)
 
     def say(self, message: str) -> str:
         """Keep a message for the page a redirect leads to; return its key (messages are
@@ -289,7 +288,6 @@ async def replay(request: Request) -> Response:
 
 
 async def _refresh(replayer: Replayer) -> None:
-    from starlette.concurrency import run_in_threadpool
     await run_in_threadpool(replayer.refresh)
 
 
@@ -380,21 +378,14 @@ def _back(board: Dashboard, path: str, message: str) -> RedirectResponse:
 
 # -- plumbing -----------------------------------------------------------------------------------
 
-class _Open:
-    def __init__(self, board: Dashboard, write: bool) -> None:
-        self.board, self.write = board, write
-
-    def __enter__(self) -> Catalog:
-        self.catalog = Catalog.open(self.board.settings.root, read_only=not self.write)
-        return self.catalog
-
-    def __exit__(self, *exc: object) -> None:
-        self.catalog.close()
-
-
-def _open(board: Dashboard, *, write: bool = False) -> _Open:
+@contextlib.contextmanager
+def _open(board: Dashboard, *, write: bool = False) -> Iterator[Catalog]:
     """Open the catalog for one request (read-only unless an action writes)."""
-    return _Open(board, write)
+    catalog = Catalog.open(board.settings.root, read_only=not write)
+    try:
+        yield catalog
+    finally:
+        catalog.close()
 
 
 def _int(value: str | None) -> int:
