@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from crawler.commands.cli import cli
-from crawler.demo.sample_site import DEMO_DELAY, DEMO_PER_HOST, SampleSite
+from crawler.demo.sample_site import DEMO_DELAY, DEMO_PER_HOST, SampleSite, SampleSiteContent
 
 
 def test_archive_json_summary(site: SampleSite, tmp_path: Path) -> None:
@@ -37,9 +37,11 @@ def test_demo_is_a_guided_tour_of_a_takedown(tmp_path: Path) -> None:
     assert "URL(s) skipped by trap rules" in result.stdout
     out = " ".join(result.stdout.split())
     why = "re-checks after the crawl reproduced it"  # every confirmation says why
-    for line in ("CONFIRMED legal-block", "CONFIRMED removed", f"/persons/3.html (404; {why})",
-                 f"/persons/4.html (410; {why})", "CONFIRMED partial-removal",
-                 "SUSPECTED delisted"):
+    born = "Родился в 1900 году. Арестован в 1937 году."  # each page named as it was
+    for line in ("CONFIRMED legal-block", "CONFIRMED removed",
+                 f"/persons/3.html «{SampleSiteContent().name(3)} — {born}» (404; {why})",
+                 f"/persons/4.html «{SampleSiteContent().name(4)} — {born}» (410; {why})",
+                 "CONFIRMED partial-removal", "SUSPECTED delisted"):
         assert line in out, line
     assert len(list((tmp_path / "demo").glob("*/report.html"))) == 2
     assert f"crawler replay demo --output {tmp_path}" in result.stdout

@@ -132,6 +132,7 @@ def test_every_page_answers_and_says_what_the_archive_holds(archive: Archive) ->
     assert "re-checks after the crawl reproduced it" in text  # the detection's reason
     assert "yes: fetched again after the crawl, with the same result" in text
     assert "before (last good)" in text and "/record/" in text and "/capture/" in text
+    assert f"<b>{REMOVED} — Родился в 1890 году." in text  # the page, named as it was
     # the diff of the main text: the removed person's lines are gone
     assert re.search(r"<del[^>]*>- розенфельд абрам моисеевич</del>", text), text
 
@@ -140,7 +141,7 @@ def test_every_page_answers_and_says_what_the_archive_holds(archive: Archive) ->
     (partial,) = db.execute("SELECT id FROM events WHERE class='partial-removal'").fetchone()
     db.close()
     gutted = client.get(f"/event/{partial}").text
-    assert "<li><del>семенов иван фомич</del></li>" in gutted
+    assert "<li><del>Семенов Иван Фомич</del></li>" in gutted  # as the list wrote it
     assert '<del class="named">- семенов иван фомич</del>' in gutted
     assert "  розенфельд абрам моисеевич" in gutted  # a line kept, not marked
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 
-from crawler.capture import extract
+from crawler.capture import extract, pagetext
 
 BASE = "http://h.org/dir/page.html"
 
@@ -130,3 +130,33 @@ def test_visible_text_fingerprint() -> None:
     found = extract.extract(BASE, "text/html", page, "text/html", None)
     assert found.text_hash == extract.extract(BASE, "text/html", same, "text/html",
                                               None).text_hash  # scripts and spacing ignored
+
+
+def test_page_name_takes_the_main_heading_and_the_dates_beside_it() -> None:
+    page = ("<html><head><title>Книга памяти: Иванов</title></head><body><header><h1>Книга "
+            "памяти</h1></header><main><h1>Иванов  Иван\nПетрович</h1><p>Родился в 1895 г., "
+            "расстрелян 12.10.1937.</p></main></body></html>")
+    name = pagetext.page_name(page)
+    assert name.title == "Книга памяти: Иванов"
+    assert name.headline == "Иванов Иван Петрович — Родился в 1895 г., расстрелян 12.10.1937."
+    assert name.as_written["иванов иван петрович"] == "Иванов Иван Петрович"
+
+
+def test_page_name_innocent_pages() -> None:
+    """The site's own heading is not the page's; a heading without dates stays alone; a
+    page without a heading in its content has none; a year far below is not the page's."""
+    header_only = ("<html><body><header><h1>Мемориал</h1></header><main><p>Текст 1937 года."
+                   "</p></main></body></html>")
+    assert pagetext.page_name(header_only).headline is None
+    assert pagetext.page_name(header_only).title is None
+    plain = ("<html><body><h1>О проекте</h1><p>Архив памяти.</p><p>С 1989 года.</p>"
+             "</body></html>")
+    assert pagetext.page_name(plain).headline == "О проекте"
+    long = f"<html><body><h1>{'Очень длинное имя ' * 40}</h1></body></html>"
+    headline = pagetext.page_name(long).headline
+    assert headline is not None and len(headline) == 300 and headline.endswith("…")
+    # the same lines as detection compares, in the page's own case
+    page = "<html><body><ul><li>Петров<br>СИДОРОВ П. П.</li></ul></body></html>"
+    written = pagetext.page_name(page).as_written
+    assert set(written) == set(pagetext.html_lines(page))
+    assert written["сидоров п. п"] == "СИДОРОВ П. П."

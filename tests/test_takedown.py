@@ -24,8 +24,11 @@ from crawler.capture.settings import CrawlSettings, DetectSettings, Limits
 from crawler.commands.cli import cli
 from crawler.demo.sample_site import SampleSite
 from crawler.demo.takedown_sim import BLOCKED_BY
+from crawler.detection.comparison import compare
+from crawler.detection.names import Namer
 from crawler.detection.states import open_states
 from crawler.jobs.pipeline import TargetRun, run_target
+from crawler.reporting import report
 
 DETECT = DetectSettings(recheck_probes=2, recheck_spacing=0.05)
 PERSONS = [f"/persons/{n}.html" for n in range(1, 31)]
@@ -106,6 +109,79 @@ def test_names_removed_from_the_index_are_a_partial_removal_and_delisted(
     (index,) = [f for f in run.report["findings"] if f["url"].endswith("?page=1")]
     assert index["removed"] == ["козлов дмитрий алексеевич", "новикова елена борисовна"]
     assert found["/persons/7.html"] == found["/persons/8.html"] == "delisted"
+
+
+def test_the_report_names_who_was_removed(tmp_path: Path) -> None:
+    """Findings, transitions, the terminal summary, report.html and `crawler status` name
+    each page from its last good capture: title, and the person's name with their dates."""
+    def change(site: SampleSite) -> None:
+        site.content.takedown.removed = {"/persons/3.html": 404}
+        site.content.delisted = {7}
+
+    site, run = scenario(tmp_path, change)
+    assert run.report is not None and run.report_paths is not None
+    name3, name7 = site.content.name(3), site.content.name(7)
+    dates = "Родился в 1900 году. Арестован в 1937 году."
+    (removed,) = [f for f in run.report["findings"] if f["url"].endswith("/persons/3.html")]
+    assert removed["class"] == "removed"
+    assert removed["title"] == name3 and removed["headline"] == f"{name3} — {dates}"
+    (event,) = [e for e in run.report["events"] if e["url"].endswith("/persons/3.html")]
+    assert event["headline"] == f"{name3} — {dates}"
+    (index,) = [f for f in run.report["findings"] if f["url"].endswith("?page=1")]
+    assert index["class"] == "partial-removal"
+    assert index["removed"] == [name7.casefold()]  # as compared
+    assert index["removed_as_written"] == [name7]  # as the list wrote it
+    assert index["listing"] == site.url + "persons/" and index["title"] == "Список имён, страница 1"
+    assert index["headline"] == "Список имён"  # no year beside the heading: the heading
+    (delisted,) = [f for f in run.report["findings"] if f["url"].endswith("/persons/7.html")]
+    assert delisted["class"] == "delisted" and delisted["headline"] == f"{name7} — {dates}"
+    assert not any("without their title" in w for w in run.report["warnings"])
+    assert any(name3 in line for line in report.summary_lines(run.report))
+    page = run.report_paths[1].read_text("utf-8")
+    assert f"<b>{name3} — {dates}</b>" in page and f"<del>{name7}</del>" in page
+    assert "removed from the listing" in page
+    details = [json.loads(line) for line in
+               (run.report_paths[0].parent / "findings.jsonl").read_text("utf-8").splitlines()]
+    assert any(d.get("headline") == f"{name3} — {dates}" for d in details)
+    config = tmp_path / "c.toml"
+    config.write_text(f'archives = "{tmp_path}"\n[[targets]]\nname = "test"\n'
+                      f'seeds = ["{site.url}"]\nevery = "1d"\n', "utf-8")
+    status = CliRunner().invoke(cli, ["status", "--config", str(config), "--json"])
+    assert status.exit_code == 0, status.output
+    open_events = {e["url"]: e for e in json.loads(status.stdout)["test"]["open_events"]}
+    assert open_events[site.url + "persons/3.html"]["headline"] == f"{name3} — {dates}"
+    event_id = open_events[site.url + "persons/3.html"]["event"]
+    catalog = Catalog.open(tmp_path)
+    try:
+        (url,) = catalog.db.execute("SELECT url FROM events WHERE id=?", (event_id,)).fetchone()
+    finally:
+        catalog.close()
+    assert url == site.url + "persons/3.html"  # the id `crawler evidence` takes
+    text = CliRunner().invoke(cli, ["status", "--config", str(config)])
+    assert f"«{name3} — {dates}» since " in text.stdout
+    assert f"(event {event_id})" in text.stdout
+
+
+def test_names_are_read_within_a_budget_and_the_report_says_so(tmp_path: Path) -> None:
+    """A report names at most a budget of pages; the rest are null, and a warning counts
+    them."""
+    _site, run = scenario(tmp_path, lambda s: s.content.takedown.removed.update(
+        {p: 404 for p in PERSONS[:6]}))
+    assert run.report is not None
+    catalog = Catalog.open(tmp_path)
+    try:
+        after = catalog.latest_crawl("test")
+        assert after is not None
+        comparison = compare(catalog, after)
+        small = Namer(catalog, "test", budget=2)
+        data = report.build(catalog, comparison, [], small)
+    finally:
+        catalog.close()
+    named = [f for f in data["findings"] if f["headline"]]
+    unnamed = [f for f in data["findings"] if f["class"] == "removed" and not f["headline"]]
+    assert len(named) == 2 and len(unnamed) == 4
+    assert f"{small.unnamed} page(s) are listed without their title" in " ".join(
+        data["warnings"]) and small.unnamed == 4
 
 
 def test_removed_pages_404_and_410(tmp_path: Path) -> None:
@@ -283,7 +359,7 @@ def test_reports_and_the_diff_command(tmp_path: Path) -> None:
     data = json.loads(run.report_paths[0].read_text("utf-8"))
     assert data["schema"] == "crawler-report/1" and data["timeline"]
     page = run.report_paths[1].read_text("utf-8")
-    assert "<svg" in page and "<del>козлов дмитрий алексеевич</del>" in page
+    assert "<svg" in page and "<del>Козлов Дмитрий Алексеевич</del>" in page  # as written
     assert "http://127.0.0.1:8080/test/" in page  # replay links to before and after
     result = CliRunner().invoke(cli, ["diff", "test", "--output", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
@@ -345,6 +421,8 @@ def test_notifications_go_to_a_webhook_and_a_dead_one_does_not_break_the_run(
     assert run.exit_code == 6
     (message,) = _Hook.received
     assert "TAKEDOWN" in message["title"] and "/persons/3.html" in message["message"]
+    assert f"/persons/3.html «{_site.content.name(3)} — Родился в 1900 году." in message[
+        "message"]  # the person, by name
     assert "report.html" in message["message"]
 
 

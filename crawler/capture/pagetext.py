@@ -100,6 +100,80 @@ def page_lines(soup: BeautifulSoup, rules: TextRules = DEFAULT_RULES) -> list[st
     return normalize_lines(lines, rules.ignore_patterns)
 
 
+@dataclass(frozen=True, slots=True)
+class PageName:
+    """What a page is, as it says itself: for a reader of a finding, not for comparing."""
+
+    title: str | None  # the document's <title>
+    headline: str | None  # its main heading, with the dates the page gives beside it
+    as_written: dict[str, str]  # normalized line -> the line as the page writes it
+
+
+_YEAR = re.compile(r"(?<!\d)(1[5-9]\d\d|20\d\d)(?!\d)")
+_HEADLINE_MAX = 300
+
+
+def page_name(html: str, rules: TextRules = DEFAULT_RULES) -> PageName:
+    """Return a page's title, headline and its main-content lines as written (case kept).
+
+    The headline is the first ``<h1>`` of the main content; when the line right after it
+    gives a year, that line is added: a person page's name and
+    dates ("Иванов Иван Петрович — Родился в 1900 году. Арестован в 1937 году.").
+    """
+    soup = parse(html)
+    title_tag = soup.find("title")
+    title = _clean(title_tag.get_text(" ")) if isinstance(title_tag, Tag) else None
+    found: dict[str, list[Tag]] = {}
+    role_main: Tag | None = None
+    for tag in soup.descendants:
+        if isinstance(tag, Tag):
+            if tag.name in _WANTED:
+                found.setdefault(tag.name, []).append(tag)
+            elif role_main is None and tag.get("role") == "main":
+                role_main = tag
+    for name in _DROP:
+        for tag in found.get(name, ()):
+            tag.decompose()
+    for selector in rules.ignore_selectors:
+        for tag in soup.select(selector):
+            tag.decompose()
+    root = _main(soup, found, role_main)
+    for br in found.get("br", ()):
+        br.replace_with(NavigableString(_BREAK))
+    written: dict[str, str] = {}
+    blocks: list[tuple[str, Tag]] = []
+    for text, block in _blocks(root):
+        for part in text.split(_BREAK):
+            raw = _clean(part)
+            normal = normalize_lines([part], rules.ignore_patterns)
+            if raw and normal:
+                written.setdefault(normal[0], raw)
+                blocks.append((raw, block))
+    return PageName(title or None, _headline(blocks), written)
+
+
+def _headline(blocks: list[tuple[str, Tag]]) -> str | None:
+    """Return the main content's first heading, with the line right after it if that gives a
+    year (a heading only in the site's header is the site's name, not the page's)."""
+    inside = [i for i, (_, block) in enumerate(blocks) if block.name == "h1"]
+    if not inside:
+        return None
+    at = inside[0]
+    head = blocks[at][0]
+    for text, block in blocks[at + 1:at + 2]:
+        if block.name != "h1" and _YEAR.search(text):
+            head = f"{head} — {text}"
+            break
+    if len(head) > _HEADLINE_MAX:
+        head = head[:_HEADLINE_MAX - 1].rstrip() + "…"
+    return head or None
+
+
+def _clean(text: str) -> str:
+    """Return text with its whitespace collapsed (case and punctuation kept)."""
+    return " ".join(text.split()).strip(" |")
+
+
 def _block_lines(root: Tag) -> list[str]:
     """Return the text of ``root`` as one line per innermost block element."""
     return [line for line, _ in _blocks(root)]

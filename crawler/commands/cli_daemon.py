@@ -30,6 +30,7 @@ from crawler.commands.cli_web import (
 )
 from crawler.commands.runner import run_with_ui
 from crawler.core.errors import CrawlerError, ExitCode
+from crawler.detection.names import label
 
 if TYPE_CHECKING:
     from crawler.schedule.config import Config
@@ -189,5 +190,9 @@ def config_status(config_path: Path, as_json: bool) -> None:
                    f"{item['next_run'] or 'not scheduled'}; {len(item['open_events'])} open "
                    "takedown event(s)")
         for event in item["open_events"][:20]:
-            click.echo(f"    {event['state']:11} {event['class']:22} {event['url']} since "
-                       f"{event['since'][:19]}")
+            name = label(event)
+            click.echo(f"    {event['state']:11} {event['class']:22} {event['url']}"
+                       + (f" «{name}»" if name else "") + f" since {event['since'][:19]}"
+                       + (f" (event {event['event']})" if event["event"] else ""))
+        if len(item["open_events"]) > 20:
+            click.echo(f"    … and {len(item['open_events']) - 20} more (--json lists all)")

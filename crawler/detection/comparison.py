@@ -68,6 +68,7 @@ class Comparison:
     rechecked: frozenset[str] = frozenset()  # keys fetched again after the crawl
     settled: Settled = field(default_factory=Settled)  # URLs classified in the streaming
     # pass (unchanged bytes, 304s): counted, not among the findings
+    rules: pagetext.TextRules = pagetext.DEFAULT_RULES  # how page text was read
 
     def counts(self) -> dict[str, int]:
         """Return URLs per class."""
@@ -152,7 +153,7 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
                       roll_up(findings, settled=swept.settled.pages), confirmed,
                       unlanded=wanted[:MAX_LANDINGS], notes=_caps(findings, extra, wanted),
                       rechecked=frozenset(s.key for s in extra if s.kind == "recheck"),
-                      settled=swept.settled)
+                      settled=swept.settled, rules=rules)
 
 
 def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str]) -> list[str]:

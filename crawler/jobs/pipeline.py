@@ -32,6 +32,7 @@ from crawler.core.errors import ExitCode
 from crawler.core.outcome import CrawlOutcome, CrawlStats, StopReason
 from crawler.crawl.engine import Crawl, run_crawl
 from crawler.detection.diff import comparison_after_detection, detect_after_crawl
+from crawler.detection.names import Namer, label
 from crawler.detection.states import Event, events_of
 from crawler.jobs.after_dark import rescue_if_dark
 from crawler.reporting import notify, outbox, report
@@ -128,7 +129,9 @@ async def finish_run(catalog: Catalog, row: CrawlRow, settings: CrawlSettings,
     if row.phase == Phase.DETECT:
         def commit(events: list[Event]) -> None:  # inside detection's transaction
             if events and detect.notify:
-                title, body = notify.message(row.target, row.crawl_id, events, report_path)
+                namer = Namer(catalog, row.target, detect.rules)
+                title, body = notify.message(row.target, row.crawl_id, events, report_path,
+                                             lambda key: label(namer.url(key)))
                 outbox.enqueue(catalog, row.target, row.pk, detect.notify, title, body)
             catalog.set_phase(row.pk, Phase.REPORT)
 
@@ -140,10 +143,11 @@ async def finish_run(catalog: Catalog, row: CrawlRow, settings: CrawlSettings,
         events = events_of(catalog, row.pk)
     data, paths = None, None
     if row.phase in (Phase.REPORT, Phase.PACKAGE):
-        data = report.build(catalog, comparison, events)
+        namer = report.namer_for(catalog, comparison)
+        data = report.build(catalog, comparison, events, namer)
         failpoints.hit("before-report")
         paths = report.write(data, row.directory,
-                             report.detail_lines(catalog, comparison, events))
+                             report.detail_lines(catalog, comparison, events, namer))
         catalog.set_phase(row.pk, Phase.PACKAGE)
     delivery = await asyncio.to_thread(deliver, catalog, settings, row.target)
     outcome = replace(outcome, warcs=refresh_after_detection(catalog, row))

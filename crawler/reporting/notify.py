@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from crawler.capture import urls as urlkit
@@ -24,9 +24,10 @@ log = logging.getLogger("crawler.notify")
 MAX_LINES = 50  # transitions listed in one message; the rest are counted
 
 
-def message(target: str, crawl_id: str, events: Sequence[Event],
-            report: Path | None) -> tuple[str, str]:
-    """Return (title, body) for one run's transitions, rolled up per host."""
+def message(target: str, crawl_id: str, events: Sequence[Event], report: Path | None,
+            name_of: Callable[[str], str] = lambda key: "") -> tuple[str, str]:
+    """Return (title, body) for one run's transitions, rolled up per host; ``name_of``
+    gives a URL key's page name (its headline or title), shown after the URL."""
     alerts = [e for e in events if e.state in ("confirmed", "provisional")]
     kind = "TAKEDOWN" if alerts else "change"
     hosts = {(e.url, e.cls, e.state) for e in events if e.key.startswith("host:")}
@@ -47,7 +48,9 @@ def message(target: str, crawl_id: str, events: Sequence[Event],
              f"[crawler] {target}: {len(events)} {kind} event(s) in crawl {crawl_id}")
     lines = []
     for e in shown[:MAX_LINES]:
-        line = f"{e.state.upper()} {e.cls}: {e.url}" + (f" ({e.detail})" if e.detail else "")
+        name = "" if e.key.startswith("host:") else name_of(e.key)
+        line = (f"{e.state.upper()} {e.cls}: {e.url}" + (f" «{name}»" if name else "")
+                + (f" ({e.detail})" if e.detail else ""))
         if e.key.startswith("host:"):
             line = f"HOST {line}"
             if folded[(e.url, e.cls, e.state)]:

@@ -23,6 +23,7 @@ from crawler.capture import urls
 from crawler.core.outcome import shortfall_lines  # the same words as the terminal summary
 from crawler.detection.comparison import Comparison
 from crawler.detection.detect import NEGATIVE, Cls, Finding, Snap
+from crawler.detection.names import NAME_BUDGET, Namer, label
 from crawler.detection.states import Event
 
 SCHEMA = "crawler-report/1"
@@ -62,8 +63,17 @@ def _snap(target: str, snap: Snap | None) -> dict[str, Any] | None:
             "replay": REPLAY_BASE + path if path else None}
 
 
-def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict[str, Any]:
+def namer_for(catalog: Catalog, comparison: Comparison) -> Namer:
+    """Return the namer one report and its details share (each page read back once)."""
+    return Namer(catalog, comparison.target, comparison.rules)
+
+
+def build(catalog: Catalog, comparison: Comparison, events: list[Event],
+          namer: Namer | None = None) -> dict[str, Any]:
     """Return the report as JSON-ready data, bounded in size whatever the crawl's.
+
+    Every listed transition and finding is named from its URL's last good capture (title,
+    headline, removed lines as written: ``names.py``).
 
     Transitions that a whole-host event of the same run explains are rolled up into it (a
     blocked site is one line, not one per page); at most ``MAX_LISTED`` transitions and
@@ -71,6 +81,7 @@ def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict
     ``findings.jsonl`` beside the report (``detail_lines``).
     """
     target = comparison.target
+    namer = namer or namer_for(catalog, comparison)
     states = {r["key"]: r["state"] for r in catalog.db.execute(
         "SELECT key, state FROM url_states WHERE target=?", (target,))}
     findings = [f for f in comparison.findings if f.cls not in QUIET]
@@ -96,12 +107,20 @@ def build(catalog: Catalog, comparison: Comparison, events: list[Event]) -> dict
                    "findings_total": len(findings), "details": DETAILS},
         "hosts": [{"host": h.host, "class": h.cls.value, "urls": h.urls, "of": h.of,
                    "since": h.since} for h in comparison.hosts],
-        "events": [_event(e, folded.get(e.key, 0)) for e in shown[:MAX_LISTED]],
-        "findings": [_finding(target, f, states, comparison.confirmed)
+        "events": [_event(e, folded.get(e.key, 0), namer) for e in shown[:MAX_LISTED]],
+        "findings": [_finding(target, f, states, comparison.confirmed, namer)
                      for f in findings[:MAX_LISTED]],
         "timeline": timeline(catalog, target),
-        "warnings": warnings(comparison.counts()) + list(comparison.notes),
+        "warnings": warnings(comparison.counts()) + list(comparison.notes) + _unnamed(namer),
     }
+
+
+def _unnamed(namer: Namer) -> list[str]:
+    """Return the warning that some listed pages were not named, if any were not."""
+    if not namer.unnamed:
+        return []
+    return [f"{namer.unnamed} page(s) are listed without their title and headline: a report "
+            f"reads back at most {NAME_BUDGET} pages for names."]
 
 
 def warnings(counts: dict[str, int]) -> list[str]:
@@ -132,37 +151,56 @@ def roll_up(events: list[Event]) -> tuple[list[Event], dict[str, int]]:
     return shown, folded
 
 
-def detail_lines(catalog: Catalog, comparison: Comparison,
-                 events: list[Event]) -> Iterator[str]:
+def detail_lines(catalog: Catalog, comparison: Comparison, events: list[Event],
+                 namer: Namer | None = None) -> Iterator[str]:
     """Yield ``findings.jsonl``: every transition, then every finding, one JSON object per
-    line (``"type": "event"`` or ``"finding"``), however many there are."""
+    line (``"type": "event"`` or ``"finding"``), however many there are; named as far as
+    the namer's budget goes (unnamed ones carry null names)."""
     target = comparison.target
+    namer = namer or namer_for(catalog, comparison)
     states = {r["key"]: r["state"] for r in catalog.db.execute(
         "SELECT key, state FROM url_states WHERE target=?", (target,))}
     for e in events:
-        yield json.dumps({"type": "event", **_event(e, 0)}, ensure_ascii=False) + "\n"
+        yield json.dumps({"type": "event", **_event(e, 0, namer)},
+                         ensure_ascii=False) + "\n"
     for f in comparison.findings:
         if f.cls not in QUIET:
             yield json.dumps({"type": "finding", **_finding(target, f, states,
-                                                            comparison.confirmed)},
+                                                            comparison.confirmed, namer)},
                              ensure_ascii=False) + "\n"
 
 
-def _event(e: Event, rolled_up: int) -> dict[str, Any]:
+def finding_of(directory: Path, key: str) -> dict[str, Any] | None:
+    """Return a crawl's finding for a URL key, from its ``findings.jsonl`` (every finding of
+    the run is there, however many), or None."""
+    path = directory / DETAILS
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            if key not in line:
+                continue
+            item = json.loads(line)
+            if item.get("type") == "finding" and item.get("key") == key:
+                return dict(item)
+    return None
+
+
+def _event(e: Event, rolled_up: int, namer: Namer) -> dict[str, Any]:
     data: dict[str, Any] = {"key": e.key, "url": e.url, "class": e.cls, "state": e.state,
-                            "since": e.since, "detail": e.detail}
+                            "since": e.since, "detail": e.detail, **namer.url(e.key)}
     if e.key.startswith("host:"):
         data["urls_rolled_up"] = rolled_up
     return data
 
 
 def _finding(target: str, f: Finding, states: dict[str, str],
-             confirmed: set[str]) -> dict[str, Any]:
+             confirmed: set[str], namer: Namer) -> dict[str, Any]:
     return {"url": f.url, "key": f.key, "class": f.cls.value, "detail": f.detail,
             "takedown": f.cls in NEGATIVE, "state": states.get(f.key),
             "confirmed_by_recheck": f.key in confirmed,
             "before": _snap(target, f.before), "after": _snap(target, f.after),
-            "removed": list(f.removed), "added": list(f.added)}
+            "removed": list(f.removed), "added": list(f.added), **namer.finding(f)}
 
 
 def timeline(catalog: Catalog, target: str) -> list[dict[str, Any]]:
@@ -206,7 +244,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  HOST {host['host']}: {host['class']} ({host['urls']} of "
                      f"{host['of']} URLs) since {host['since'][:19]}")
     for event in report["events"][:30]:
+        name = label(event)
         lines.append(f"  {event['state'].upper():11} {event['class']:22} {event['url']}"
+                     + (f"  «{name}»" if name else "")
                      + (f"  ({event['detail']})" if event["detail"] else ""))
     if len(report["events"]) > 30:
         lines.append(f"  … and {len(report['events']) - 30} more transitions")
@@ -252,8 +292,9 @@ port.</p>""", _svg(report["timeline"]), "<h2>Summary</h2><table>"]
         parts.append(_table("Whole hosts", ("host", "class", "URLs", "since"), (
             (_e(h["host"]), f"<b class=t>{_e(h['class'])}</b>",
              f"{h['urls']} of {h['of']}", _e(h["since"])) for h in report["hosts"])))
-    parts.append(_table("State changes", ("state", "class", "URL", "since", "detail"), (
-        (*(_e(e[k]) for k in ("state", "class", "url", "since")), _e(e["detail"]) + (
+    parts.append(_table("State changes", ("state", "class", "URL", "page", "since", "detail"), (
+        (*(_e(e[k]) for k in ("state", "class", "url")), _name_cell(e), _e(e["since"]),
+         _e(e["detail"]) + (
             f" <b>and {e['urls_rolled_up']} URL(s) of this host in the same state</b> "
             f"(in {DETAILS})" if e.get("urls_rolled_up") else ""))
         for e in report["events"])))
@@ -269,7 +310,8 @@ port.</p>""", _svg(report["timeline"]), "<h2>Summary</h2><table>"]
         by_class.setdefault(f["class"], []).append(f)
     for cls, items in by_class.items():
         parts.append(f"<h2 id='{_e(cls)}'>{_e(cls)} ({len(items)})</h2><table><tr><th>URL</th>"
-                     "<th>detail</th><th>state</th><th>before / after</th><th>changes</th></tr>")
+                     "<th>page (last good capture)</th><th>detail</th><th>state</th>"
+                     "<th>before / after</th><th>changes</th></tr>")
         parts += [_finding_row(f) for f in items[:500]]
         parts.append("</table>")
     parts.append(_REPLAY_SCRIPT + "</body></html>\n")  # after the links it rewrites
@@ -296,17 +338,41 @@ def _table(title: str, headers: tuple[str, ...], rows: Iterable[tuple[str, ...]]
 
 def _finding_row(f: dict[str, Any]) -> str:
     links = []
-    for label in ("before", "after"):
-        snap = f[label]
+    for side in ("before", "after"):
+        snap = f[side]
         if snap and snap["replay"]:
             links.append(f"<a href='{_e(snap['replay'])}' "
-                         f"data-replay='{_e(snap['replay_path'])}'>{label}</a>")
+                         f"data-replay='{_e(snap['replay_path'])}'>{side}</a>")
         elif snap:
-            links.append(f"{label}: {_e(snap['status'] or snap['failure'])}")
-    changes = "".join(f"<del>{_e(line)}</del><br>" for line in f["removed"][:40])
+            links.append(f"{side}: {_e(snap['status'] or snap['failure'])}")
+    removed = f.get("removed_as_written") or f["removed"]
+    changes = "".join(f"<del>{_e(line)}</del><br>" for line in removed[:40])
+    if len(removed) > 40:
+        changes += f"… and {len(removed) - 40} more removed lines (in report.json)<br>"
     changes += "".join(f"<ins>{_e(line)}</ins><br>" for line in f["added"][:20])
-    return (f"<tr><td><code>{_e(f['url'])}</code></td><td>{_e(f['detail'])}</td>"
+    if f.get("listing"):
+        changes = f"removed from the listing <code>{_e(f['listing'])}</code>:<br>" + changes
+    return (f"<tr><td><code>{_e(f['url'])}</code></td><td>{_name_cell(f)}</td>"
+            f"<td>{_e(f['detail'])}</td>"
             f"<td>{_e(f['state'] or '')}</td><td>{' · '.join(links)}</td><td>{changes}</td></tr>")
+
+
+def _name_cell(item: dict[str, Any]) -> str:
+    """Return the page's headline, with its title when that says something more."""
+    headline, title = item.get("headline"), item.get("title")
+    if not headline and not title:
+        return ""
+    if headline and title and title not in headline:
+        return f"<b>{_e(headline)}</b><br><small>{_e(title)}</small>"
+    return f"<b>{_e(headline or title)}</b>"
+
+
+def crawl_time(crawl_id: str) -> tuple[str, str]:
+    """Return (date, time UTC) of a crawl id such as ``20261123T101500Z``."""
+    if len(crawl_id) >= 15 and crawl_id[8] == "T":
+        return (f"{crawl_id[:4]}-{crawl_id[4:6]}-{crawl_id[6:8]}",
+                f"{crawl_id[9:11]}:{crawl_id[11:13]}:{crawl_id[13:15]}")
+    return crawl_id[:10], ""
 
 
 def _svg(points: list[dict[str, Any]]) -> str:
@@ -324,8 +390,10 @@ def _svg(points: list[dict[str, Any]]) -> str:
             shapes.append(f"<rect x='{20 + 60 * i}' y='{y:.1f}' width='{bar}' height='{h:.1f}' "
                           f"fill='{colour(cls)}'><title>{_e(point['crawl_id'])}: {_e(cls)} "
                           f"{n}</title></rect>")
-        shapes.append(f"<text x='{20 + 60 * i}' y='{height - 12}' font-size='9'>"
-                      f"{_e(point['crawl_id'][:8])}</text>")
+        day, time = crawl_time(point["crawl_id"])
+        shapes.append(f"<text x='{20 + 60 * i}' y='{height - 18}' font-size='9'>{_e(day)}"
+                      f"</text><text x='{20 + 60 * i}' y='{height - 6}' font-size='9'>"
+                      f"{_e(time)}</text>")
     return (f"<h2>Timeline</h2><svg xmlns='http://www.w3.org/2000/svg' width='{width}' "
             f"height='{height}' role='img' aria-label='URL classes per crawl'>"
             + "".join(shapes) + "</svg>")

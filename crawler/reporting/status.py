@@ -16,6 +16,7 @@ from crawler.capture.settings import CrawlSettings
 from crawler.core.errors import CrawlerError, ExitCode
 from crawler.core.outcome import shortfall_lines
 from crawler.core.redact import restore
+from crawler.detection.names import Namer
 from crawler.detection.states import open_states
 from crawler.reporting import outbox
 
@@ -126,6 +127,9 @@ def settings_to_resume(row: CrawlRow, output: Path) -> tuple[CrawlSettings, list
     return replace(settings, detect=detect), warnings
 
 
+STATUS_NAMES = 500  # open events named per target by `crawler status` (the rest: null)
+
+
 def targets_report(catalog: Catalog, names: list[str], next_runs: dict[str, datetime | None],
                    ) -> dict[str, dict[str, Any]]:
     """Return each configured target's last crawl, its result, open takedown events and next
@@ -134,13 +138,18 @@ def targets_report(catalog: Catalog, names: list[str], next_runs: dict[str, date
     for name in names:
         last = catalog.latest_crawl(name)
         nxt = next_runs.get(name)
+        namer = Namer(catalog, name, budget=STATUS_NAMES)
+        latest = dict(catalog.db.execute(  # each URL's latest event: what to package
+            "SELECT key, max(id) FROM events WHERE target=? GROUP BY key", (name,)).fetchall())
         report[name] = {
             "last_crawl": last.crawl_id if last else None,
             "state": last.status if last else None,
             "exit_code": last.exit_code if last else None,
             "finished": last.finished if last else None,
-            "open_events": [{"url": s["url"], "class": s["class"], "state": s["state"],
-                             "since": s["since"]} for s in open_states(catalog, name)],
+            "open_events": [{"event": latest.get(s["key"]), "url": s["url"],
+                             "class": s["class"], "state": s["state"], "since": s["since"],
+                             **namer.url(s["key"])}
+                            for s in open_states(catalog, name)],
             "next_run": nxt.isoformat() if nxt else None}
     return report
 

@@ -10,7 +10,6 @@ second).
 from __future__ import annotations
 
 import difflib
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ from crawler.archive.warc import timestamp17_of
 from crawler.capture import pagetext, urls
 from crawler.core.outcome import shortfall_lines
 from crawler.detection.detect import NEGATIVE, Snap
+from crawler.detection.names import Namer
 from crawler.detection.snapshots import SNAP_COLUMNS, Captures
-from crawler.reporting.report import DETAILS
+from crawler.reporting.report import finding_of
 
 NEGATIVE_CLASSES = frozenset(c.value for c in NEGATIVE)
 MAX_DIFF_LINES = 400  # lines of a before/after diff shown (the rest counted)
@@ -201,36 +201,21 @@ def event_page(catalog: Catalog, event_id: int) -> dict[str, Any] | None:
     event = dict(row)
     state = catalog.db.execute("SELECT * FROM url_states WHERE target=? AND key=?",
                                (event["target"], event["key"])).fetchone()
-    finding = _finding(catalog.resolve(event["directory"]), event["key"])
+    finding = finding_of(catalog.resolve(event["directory"]), event["key"])
     history = [dict(r) for r in catalog.db.execute(
         "SELECT e.id, e.state, e.class, e.at, e.since, k.crawl_id FROM events e JOIN crawls k "
         "ON k.id = e.crawl WHERE e.target=? AND e.key=? ORDER BY e.id",
         (event["target"], event["key"]))]
     page: dict[str, Any] = {"event": event, "state": dict(state) if state else None,
                             "finding": finding, "history": history, "diff": None,
-                            "host_event": event["key"].startswith("host:")}
+                            "host_event": event["key"].startswith("host:"),
+                            "name": Namer(catalog, event["target"]).url(event["key"])}
     if finding is not None:
         before, after = finding.get("before"), finding.get("after")
         page["before"] = capture(catalog, before["capture"]) if before else None
         page["after"] = capture(catalog, after["capture"]) if after else None
         page["diff"] = text_diff(catalog, before, after, set(finding.get("removed") or ()))
     return page
-
-
-def _finding(directory: Path, key: str) -> dict[str, Any] | None:
-    """Return the crawl's finding for a URL key, from ``findings.jsonl`` (every finding of
-    the run that raised the event is there, however many)."""
-    path = directory / DETAILS
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as lines:
-        for line in lines:
-            if key not in line:
-                continue
-            item = json.loads(line)
-            if item.get("type") == "finding" and item.get("key") == key:
-                return dict(item)
-    return None
 
 
 def text_diff(catalog: Catalog, before: dict[str, Any] | None, after: dict[str, Any] | None,
