@@ -245,3 +245,20 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     finally:
         if found.proc is not None and found.proc.poll() is None:
             found.kill()
+
+
+@contextlib.contextmanager
+def pywb_with_wacz(wacz: Path, root: Path) -> Iterator[Pywb]:
+    """Serve a WACZ in pywb, imported as pywb users import one (wb-manager add)."""
+    bindir = pywb_bin()
+    root.mkdir()
+    for args in (["init", "coll"], ["add", "--unpack-wacz", "coll", str(wacz)]):
+        subprocess.run([str(bindir / "wb-manager"), *args], cwd=root, check=True,
+                       capture_output=True)
+    port = free_port()
+    proc = replay.start_wayback(root, port, bindir)
+    try:
+        yield Pywb(f"http://127.0.0.1:{port}/coll/", root)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -22,9 +22,10 @@ ALLOWED: dict[str, set[str]] = {
     "jobs": {"core", "capture", "archive", "crawl", "rescue", "detection", "reporting"},
     "schedule": {"core", "capture", "archive", "crawl", "rescue", "detection", "reporting",
                  "jobs"},
+    "evidence": {"core", "capture", "archive", "detection", "reporting"},
     "web": {"core", "capture", "archive", "detection", "reporting", "schedule"},
     "commands": {"core", "capture", "archive", "crawl", "rescue", "detection", "reporting",
-                 "jobs", "schedule", "web", "demo"},
+                 "jobs", "schedule", "web", "evidence", "demo"},
     "demo": set(),
 }
 

@@ -11,7 +11,6 @@ removal (a revisit resolved to the wrong original), never "Archived Page Not Fou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import subprocess
@@ -23,11 +22,10 @@ from pathlib import Path
 import pytest
 from bs4 import BeautifulSoup
 from click.testing import CliRunner
-from conftest import Pywb, fast_settings, free_port, pywb_bin, serve_archive_root
+from conftest import Pywb, fast_settings, free_port, pywb_with_wacz, serve_archive_root
 from viewers import ReplayWebPage
 
 from crawler.archive.catalog import Catalog
-from crawler.archive.replay import start_wayback
 from crawler.archive.warc import timestamp17_of
 from crawler.archive.warcread import read_record
 from crawler.capture.settings import CrawlSettings, DetectSettings
@@ -170,27 +168,10 @@ def test_pywb_shows_every_page_as_it_was_at_each_crawl(history: History) -> None
         _assert_pywb_shows_history(pywb, history)
 
 
-@contextlib.contextmanager
-def _pywb_with_wacz(wacz: Path, root: Path) -> Iterator[Pywb]:
-    """Serve a WACZ in pywb, imported as pywb users import one (wb-manager add)."""
-    bindir = pywb_bin()
-    root.mkdir()
-    for args in (["init", "coll"], ["add", "--unpack-wacz", "coll", str(wacz)]):
-        subprocess.run([str(bindir / "wb-manager"), *args], cwd=root, check=True,
-                       capture_output=True)
-    port = free_port()
-    proc = start_wayback(root, port, bindir)
-    try:
-        yield Pywb(f"http://127.0.0.1:{port}/coll/", root)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @pytest.mark.pywb
 def test_pywb_shows_every_page_from_the_whole_history_wacz(history: History,
                                                           tmp_path: Path) -> None:
-    with _pywb_with_wacz(_wacz(history.out), tmp_path / "pywb") as pywb:
+    with pywb_with_wacz(_wacz(history.out), tmp_path / "pywb") as pywb:
         _assert_pywb_shows_history(pywb, history)
 
 
@@ -231,7 +212,7 @@ def test_the_demo_wacz_opens_with_its_evidence(tmp_path: Path) -> None:
         for url, fetched_at, status, archived in rechecks:
             view = session.view(source, url, timestamp17_of(fetched_at))
             _assert_shows(view.text, archived, f"re-check of {url} ({status})")
-    with _pywb_with_wacz(later, tmp_path / "pywb") as pywb:  # the same file in pywb
+    with pywb_with_wacz(later, tmp_path / "pywb") as pywb:  # the same file in pywb
         for url, fetched_at, status, archived in rechecks:
             got = pywb.get(timestamp17_of(fetched_at), url, raw=True, follow=False)
             assert got.status_code == status, url

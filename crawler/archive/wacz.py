@@ -23,7 +23,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -91,7 +91,7 @@ def write_wacz(catalog: Catalog, crawls: list[CrawlRow], path: Path, *,
                     (idx, "indexes/index.idx", zipfile.ZIP_DEFLATED),
                     (pages, "pages/pages.jsonl", zipfile.ZIP_DEFLATED)]
         tmp = path.with_name(path.name + ".tmp")
-        _zip(tmp, members, _package_info(crawls, title))
+        zip_package(tmp, members, _package_info(crawls, title))
         os.replace(tmp, path)
     return path
 
@@ -132,8 +132,10 @@ def write_zipnum(lines: list[str], blocks: Path, idx: Path) -> None:
             offset += len(member)
 
 
-def _zip(path: Path, members: list[tuple[Path, str, int]], info: dict[str, object]) -> None:
-    """Write the zip: the members, then datapackage.json and its digest."""
+def zip_package(path: Path, members: list[tuple[Path, str, int]], info: dict[str, object],
+         sign: Callable[[str], dict[str, str]] | None = None) -> None:
+    """Write the zip: the members, then datapackage.json and its digest (with the
+    ``signedData`` that ``sign`` returns for the digest string, if it is given)."""
     resources = []
     with zipfile.ZipFile(path, "w", allowZip64=True) as zf:
         for source, name, method in members:
@@ -143,8 +145,10 @@ def _zip(path: Path, members: list[tuple[Path, str, int]], info: dict[str, objec
         package = json.dumps({**info, "resources": resources}, indent=2,
                              ensure_ascii=False).encode("utf-8")
         zf.writestr(_entry("datapackage.json", zipfile.ZIP_DEFLATED), package)
-        digest_doc = {"path": "datapackage.json",
-                      "hash": "sha256:" + hashlib.sha256(package).hexdigest()}
+        digest_doc: dict[str, object] = {
+            "path": "datapackage.json", "hash": "sha256:" + hashlib.sha256(package).hexdigest()}
+        if sign is not None:
+            digest_doc["signedData"] = sign(str(digest_doc["hash"]))
         zf.writestr(_entry("datapackage-digest.json", zipfile.ZIP_DEFLATED),
                     json.dumps(digest_doc, indent=2))
     problems = zip_layout_problems(path)
@@ -258,11 +262,19 @@ def _copy_originals(catalog: Catalog, crawls: list[CrawlRow],
     if not rows:
         return None
     last = crawls[-1]
-    writer = WarcWriter(WarcSettings(
+    return copy_records(catalog, rows, WarcSettings(
         directory=work, prefix=f"{last.target}-{last.crawl_id}-originals",
         warcinfo={"description": "records referred to by revisits in this package, copied "
                                  "unchanged from earlier crawls of the target",
                   "isPartOf": f"{last.target}/{last.crawl_id}"}))
+
+
+def copy_records(catalog: Catalog, rows: Iterable[object],
+                 settings: WarcSettings) -> tuple[Path, list[IndexEntry]]:
+    """Copy catalogued records byte for byte (same gzip member, same WARC-Record-ID) into
+    one new WARC after its warcinfo; return it and the copies' index entries. ``rows``:
+    captures rows with their crawl's ``directory``."""
+    writer = WarcWriter(settings)
     entries = writer.append_members(_members(catalog, rows))
     (path,) = writer.close()
     return path, entries
@@ -270,7 +282,7 @@ def _copy_originals(catalog: Catalog, crawls: list[CrawlRow],
 
 def _members(catalog: Catalog, rows: Iterable[object],
              ) -> Iterable[tuple[IndexEntry, bytes]]:
-    """Yield each original's index entry (file and offset still to be set) and its bytes,
+    """Yield each record's index entry (file and offset still to be set) and its bytes,
     after checking that the record is the one the catalog names and is undamaged."""
     for row in rows:
         r = dict(row)  # type: ignore[call-overload]
@@ -280,11 +292,12 @@ def _members(catalog: Catalog, rows: Iterable[object],
                         record_id=r["record_id"], digest=r["digest"])
             member = read_member(source, r["warc_offset"], r["warc_length"])
         except (RecordUnreadable, OSError) as exc:
-            raise OutputError(f"cannot package: an original record that revisits refer to is "
-                              f"missing or damaged ({exc}); `crawler verify` tells what else "
-                              "is wrong") from exc
+            raise OutputError(f"cannot package: a record of {r['url']} is missing or damaged "
+                              f"({exc}); `crawler verify` tells what else is wrong") from exc
+        kind = r["record_type"] or "response"
+        status = 200 if kind == "revisit" and r["status"] == 304 else r["status"] or 0
         entry = IndexEntry(url=r["url"], timestamp=timestamp17_of(r["fetched_at"]),
-                           mime=r["mime"] or "", status=r["status"] or 0,
+                           mime=r["mime"] or "", status=status,
                            digest=r["digest"] or "", offset=0, length=len(member),
-                           filename="", record_id=r["record_id"] or "")
+                           filename="", record_type=kind, record_id=r["record_id"] or "")
         yield entry, member

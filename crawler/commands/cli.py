@@ -31,7 +31,14 @@ from crawler.capture.settings import (
     Politeness,
     proxy_url,
 )
-from crawler.commands import cli_daemon, cli_distributed, cli_rescue, cli_tools, cli_web
+from crawler.commands import (
+    cli_daemon,
+    cli_distributed,
+    cli_evidence,
+    cli_rescue,
+    cli_tools,
+    cli_web,
+)
 from crawler.commands.cli_tools import open_catalog as _catalog
 from crawler.commands.runner import run_with_ui
 from crawler.core.errors import CrawlerError, ExitCode
@@ -505,7 +512,7 @@ for _command in (cli_rescue.rescue, cli_distributed.worker, cli_distributed.merg
                  cli_tools.verify, cli_tools.outbox_command, cli_tools.reindex,
                  cli_daemon.daemon,
                  cli_daemon.run_command, cli_daemon.config_group, cli_web.serve,
-                 cli_web.search_command, cli_web.search_index):
+                 cli_web.search_command, cli_web.search_index, cli_evidence.evidence):
     cli.add_command(_command)
 
 

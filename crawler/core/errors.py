@@ -51,6 +51,13 @@ class ConfigError(CrawlerError):
         self.reason = reason
 
 
+class NotFound(CrawlerError):
+    """A command named something that is not there or not usable: an event, a URL never
+    captured, a key file."""
+
+    exit_code = ExitCode.USAGE
+
+
 class InvalidURL(CrawlerError, ValueError):
     """A string that cannot be crawled as an http(s) URL."""
 
