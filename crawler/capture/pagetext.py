@@ -79,6 +79,14 @@ def parse(html: str) -> BeautifulSoup:
 
 def page_lines(soup: BeautifulSoup, rules: TextRules = DEFAULT_RULES) -> list[str]:
     """Return the normalized main-content lines of a parsed page (modifies ``soup``)."""
+    root = _main_content(soup, rules)
+    lines = [part for line in _block_lines(root) for part in line.split(_BREAK)]
+    return normalize_lines(lines, rules.ignore_patterns)
+
+
+def _main_content(soup: BeautifulSoup, rules: TextRules) -> Tag:
+    """Return the element of the main content, with what is never read and what the rules
+    ignore removed, and each ``<br>`` marked as a line break (modifies ``soup``)."""
     found: dict[str, list[Tag]] = {}
     role_main: Tag | None = None
     for tag in soup.descendants:  # one pass finds everything the steps below need
@@ -96,8 +104,7 @@ def page_lines(soup: BeautifulSoup, rules: TextRules = DEFAULT_RULES) -> list[st
     root = _main(soup, found, role_main)
     for br in found.get("br", ()):  # a line break inside a block: lists of names use them
         br.replace_with(NavigableString(_BREAK))
-    lines = [part for line in _block_lines(root) for part in line.split(_BREAK)]
-    return normalize_lines(lines, rules.ignore_patterns)
+    return root
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,23 +130,7 @@ def page_name(html: str, rules: TextRules = DEFAULT_RULES) -> PageName:
     soup = parse(html)
     title_tag = soup.find("title")
     title = _clean(title_tag.get_text(" ")) if isinstance(title_tag, Tag) else None
-    found: dict[str, list[Tag]] = {}
-    role_main: Tag | None = None
-    for tag in soup.descendants:
-        if isinstance(tag, Tag):
-            if tag.name in _WANTED:
-                found.setdefault(tag.name, []).append(tag)
-            elif role_main is None and tag.get("role") == "main":
-                role_main = tag
-    for name in _DROP:
-        for tag in found.get(name, ()):
-            tag.decompose()
-    for selector in rules.ignore_selectors:
-        for tag in soup.select(selector):
-            tag.decompose()
-    root = _main(soup, found, role_main)
-    for br in found.get("br", ()):
-        br.replace_with(NavigableString(_BREAK))
+    root = _main_content(soup, rules)
     written: dict[str, str] = {}
     blocks: list[tuple[str, Tag]] = []
     for text, block in _blocks(root):
