@@ -133,6 +133,7 @@ def test_every_page_answers_and_says_what_the_archive_holds(archive: Archive) ->
     assert "yes: fetched again after the crawl, with the same result" in text
     assert "before (last good)" in text and "/record/" in text and "/capture/" in text
     assert f"<b>{REMOVED} — Родился в 1890 году." in text  # the page, named as it was
+    assert f"<code>crawler evidence hostile {event}</code>" in text  # how to package it
     # the diff of the main text: the removed person's lines are gone
     assert re.search(r"<del[^>]*>- розенфельд абрам моисеевич</del>", text), text
 
