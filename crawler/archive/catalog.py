@@ -1015,6 +1015,7 @@ class _Transaction:
             return
         if exc_type and not catalog.db.in_transaction:
             catalog._entering.clear()
+            catalog._texts.clear()  # (the texts of the captures rolled back)
             catalog.turn.release()  # SQLite rolled it all back itself (e.g. disk full)
         elif exc_type:
             del catalog._entering[self._entering_before:]

@@ -220,9 +220,28 @@ class Frontier:
                         redirects=redirects, embeds=embeds, attempt=attempt)
 
     def finish(self, item: CrawlUrl, *, failed: bool = False) -> None:
-        """Record that ``item`` needs no more fetching."""
-        self._exec("UPDATE frontier SET state=? WHERE crawl=? AND key=?",
-                   (UrlState.FAILED if failed else UrlState.DONE, self.crawl, item.key))
+        """Record that ``item`` needs no more fetching (in the transaction that enters its
+        capture), writing its row again if it is gone.
+
+        A row can be gone while its URL is being fetched: a batch the catalog could not
+        commit (a full disk) was rolled back whole, with the rows of the links its pages
+        found, which were already handed out. Their captures enter the next batch; without
+        a row saying they are done, the resume, entering the lost pages again from the WARCs
+        (recovery.py), would find those links again and fetch them a second time.
+        """
+        state = UrlState.FAILED if failed else UrlState.DONE
+        cur = self._exec("UPDATE frontier SET state=? WHERE crawl=? AND key=?",
+                         (state, self.crawl, item.key))
+        if cur.rowcount:
+            return
+        self._seq += 1
+        self._exec(
+            f"INSERT INTO frontier (crawl, {_COLUMNS}, state, priority, seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.crawl, item.key, item.url, urls.host_of(item.url), item.kind.value,
+             item.depth, item.via, item.redirects, item.embeds, item.attempt, state,
+             0 if item.kind is UrlKind.REQUISITE else 1, self._seq))
+        self._remember(item.key)
 
     def finish_unfetched(self, item: CrawlUrl, *, failed: bool = False) -> None:
         """Finish a URL that is queued but must not be fetched (its record was recovered)."""
