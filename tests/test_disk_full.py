@@ -26,8 +26,14 @@ PAGES = 120
 PAGE_BYTES = 64 * 1024  # incompressible: 120 pages are ~7.7 MB of WARC
 
 
-class _Pages(BaseHTTPRequestHandler):
-    """/p/N: an HTML page of random bytes (base64) linking to the next pages."""
+class _Tree(BaseHTTPRequestHandler):
+    """/p/N: an HTML page linking to /p/2N+1 and /p/2N+2 (below ``pages``), its text from
+    ``text``; robots.txt empty, anything else 404."""
+
+    pages = PAGES
+
+    def text(self, n: int) -> str:
+        raise NotImplementedError
 
     def do_GET(self) -> None:
         if self.path == "/robots.txt":
@@ -35,9 +41,8 @@ class _Pages(BaseHTTPRequestHandler):
         elif self.path.startswith("/p/"):
             n = int(self.path[3:])
             links = "".join(f'<a href="/p/{m}">{m}</a>' for m in (2 * n + 1, 2 * n + 2)
-                            if m < PAGES)
-            filler = os.urandom(PAGE_BYTES).hex()[:PAGE_BYTES]
-            body = f"<html><body><h1>{n}</h1>{links}<p>{filler}</p></body></html>".encode()
+                            if m < self.pages)
+            body = f"<html><body><h1>{n}</h1>{links}<p>{self.text(n)}</p></body></html>".encode()
         else:
             self.send_error(404)
             return
@@ -49,6 +54,13 @@ class _Pages(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
+
+
+class _Pages(_Tree):
+    """Pages of random bytes (hex): incompressible, so the small disk fills."""
+
+    def text(self, n: int) -> str:
+        return os.urandom(PAGE_BYTES).hex()[:PAGE_BYTES]
 
 
 @pytest.fixture
@@ -123,40 +135,25 @@ def test_a_full_disk_stops_cleanly_and_the_crawl_resumes_once_space_is_freed(
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-class _Gated(BaseHTTPRequestHandler):
-    """/p/N (N < 7) links /p/2N+1 and /p/2N+2; /p/0 is answered at once, the others only
-    once the server's ``release`` is set (the server counts every request, and sets
-    ``waiting`` once /p/1 and /p/2 are both asked for)."""
+class _Gated(_Tree):
+    """Seven pages; /p/0 is answered at once, the others only once the server's ``release``
+    is set (the server counts every request, and sets ``waiting`` once /p/1 and /p/2 are
+    both asked for)."""
 
     server: _GatedServer
+    pages = 7
 
     def do_GET(self) -> None:
-        server = self.server
-        with server.lock:
-            server.hits[self.path] += 1
-            if server.hits["/p/1"] and server.hits["/p/2"]:
-                server.waiting.set()
-        if self.path == "/robots.txt":
-            body = b""
-        elif self.path.startswith("/p/"):
-            n = int(self.path[3:])
-            if n:
-                server.release.wait(30)
-            links = "".join(f'<a href="/p/{m}">{m}</a>' for m in (2 * n + 1, 2 * n + 2)
-                            if m < 7)
-            body = (f"<html><body><h1>Page {n}</h1>{links}<p>The text of page {n}, "
-                    "long enough to be a page's main text.</p></body></html>").encode()
-        else:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        with self.server.lock:
+            self.server.hits[self.path] += 1
+            if self.server.hits["/p/1"] and self.server.hits["/p/2"]:
+                self.server.waiting.set()
+        super().do_GET()
 
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet."""
+    def text(self, n: int) -> str:
+        if n:
+            self.server.release.wait(30)
+        return f"The text of page {n}, long enough to be a page's main text."
 
 
 class _GatedServer(ThreadingHTTPServer):
