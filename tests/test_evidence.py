@@ -245,6 +245,10 @@ def test_bad_requests_get_clear_errors_and_write_nothing(demo: Archive, tmp_path
     assert home.returncode == 0, home.stderr
     readme = (unpack(out, tmp_path / "h") / "data" / "README.txt").read_text("utf-8")
     assert "no event" in readme
+    before = out.read_bytes()
+    again = demo.make(out, f"{_seed(demo)}about.html", extra=("--unsigned",))
+    assert again.returncode == 3 and "never written over" in again.stderr
+    assert out.read_bytes() == before  # an existing package is kept as it was
 
 
 # --- RFC 3161, against an `openssl ts` authority on 127.0.0.1 -------------------------------

@@ -348,7 +348,7 @@ def test_zip64_decision_at_and_around_the_limit(tmp_path: Path,
         source.write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
         members.append((source, f"archive/f{size}.warc.gz", zipfile.ZIP_STORED))
     path = tmp_path / "t.wacz"
-    wacz_module._zip(path, members, {"profile": "data-package"})
+    wacz_module.zip_package(path, members, {"profile": "data-package"})
     assert zip_layout_problems(path) == []
     data = path.read_bytes()
     offsets = _central_offsets_as_replaywebpage_reads_them(path)

@@ -62,7 +62,7 @@ def build(catalog: Catalog, target: str, items: list[str], out: Path, *,
     a zip (``.zip``) or a bag folder (any other name, which must not exist)."""
     selection = select(catalog, target, items)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix != ".zip" and out.exists():
+    if out.exists():
         raise FileExistsError(f"{out}: already exists; a package is never written over")
     with tempfile.TemporaryDirectory(prefix=".evidence-", dir=out.parent) as scratch:
         work = Path(scratch)
