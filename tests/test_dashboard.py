@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from starlette.testclient import TestClient
 from crawler.archive import textindex
 from crawler.archive.catalog import Catalog
 from crawler.core.errors import ExitCode
+from crawler.evidence import signing
+from crawler.evidence.verify import verify as verify_package
 from crawler.web.app import WebSettings, create_app
 
 CLI = [sys.executable, "-m", "crawler"]
@@ -358,6 +361,32 @@ def test_another_host_name_and_a_foreign_form_are_refused(archive: Archive) -> N
     db = archive.db()
     assert db.execute("SELECT count(*) FROM target_controls").fetchone()[0] == 0
     db.close()
+
+
+def test_an_event_downloads_as_a_signed_evidence_package(
+        archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From a read-only dashboard too: the package is made outside the archive root."""
+    key = signing.generate(tmp_path / "keys" / "k.pem")
+    monkeypatch.setattr(signing, "DEFAULT_KEY", key.path)
+    client = _client(archive, read_only=True)
+    catalog = archive.root / "catalog.sqlite3"
+    before = catalog.read_bytes()
+    event = _removal_event(archive)
+    assert f'href="/event/{event}/evidence.zip"' in client.get(f"/event/{event}").text
+    got = client.get(f"/event/{event}/evidence.zip")
+    assert got.status_code == 200 and got.headers["content-type"] == "application/zip"
+    assert f'filename="evidence-hostile-event{event}.zip"' in got.headers[
+        "content-disposition"]
+    package = tmp_path / "downloaded.zip"
+    package.write_bytes(got.content)
+    verdict = verify_package(package)
+    assert verdict.ok, verdict.checks
+    assert any(key.fingerprint in line for line in verdict.proves)  # signed with that key
+    with zipfile.ZipFile(package) as zf:
+        (readme,) = [n for n in zf.namelist() if n.endswith("data/README.txt")]
+        assert REMOVED in zf.read(readme).decode("utf-8")  # named
+    assert catalog.read_bytes() == before  # nothing written to the root
+    assert client.get("/event/999999/evidence.zip").status_code == 404
 
 
 def test_read_only_has_no_actions_and_writes_nothing(archive: Archive) -> None:

@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "schedule": {"core", "capture", "archive", "crawl", "rescue", "detection", "reporting",
                  "jobs"},
     "evidence": {"core", "capture", "archive", "detection", "reporting"},
-    "web": {"core", "capture", "archive", "detection", "reporting", "schedule"},
+    "web": {"core", "capture", "archive", "detection", "reporting", "schedule", "evidence"},
     "commands": {"core", "capture", "archive", "crawl", "rescue", "detection", "reporting",
                  "jobs", "schedule", "web", "evidence", "demo"},
     "demo": set(),

@@ -7,7 +7,6 @@ checks a package. Registered on the main group by ``cli.py``.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,7 @@ import click
 from crawler.capture.settings import ARCHIVES
 from crawler.commands.cli_tools import open_catalog
 from crawler.core.errors import CrawlerError, ExitCode
-
-DEFAULT_KEY = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / \
-    "crawler" / "evidence-key.pem"
+from crawler.evidence.signing import DEFAULT_KEY
 
 
 class _Evidence(click.Group):

@@ -30,6 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from crawler.core.errors import NotFound, OutputError
 
+# Where `crawler evidence keygen` puts the key, and where packaging looks for it by default.
+DEFAULT_KEY = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / \
+    "crawler" / "evidence-key.pem"
 CURVE = ec.SECP384R1()
 _SIZE = 48  # bytes of r and of s on P-384
 
@@ -111,6 +114,11 @@ def load(path: Path) -> SigningKey:
         raise NotFound(f"{path}: the key must be ECDSA P-384 (as `crawler evidence keygen` "
                           "makes): ReplayWeb.page verifies WACZ signatures with that curve only")
     return SigningKey(private, path)
+
+
+def default_key() -> SigningKey | None:
+    """Return the key at ``DEFAULT_KEY`` if there is one (an error if it is unusable)."""
+    return load(DEFAULT_KEY) if DEFAULT_KEY.is_file() else None
 
 
 def verify(message: str, signature_b64: str, spki_b64: str) -> bool:

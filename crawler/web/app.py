@@ -23,6 +23,8 @@ import contextlib
 import hmac
 import ipaddress
 import secrets
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +35,7 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -45,6 +48,9 @@ from crawler import __version__
 from crawler.archive import textindex
 from crawler.archive.catalog import Catalog
 from crawler.archive.warcread import RecordUnreadable
+from crawler.core.errors import CrawlerError
+from crawler.evidence import signing
+from crawler.evidence.package import build
 from crawler.reporting.report import colour as _colour
 from crawler.schedule.daemon import Daemon, next_runs
 from crawler.web import actions, views
@@ -317,6 +323,35 @@ async def record(request: Request) -> Response:
         "Content-Disposition": f'attachment; filename="{name}"'})
 
 
+async def evidence_package(request: Request) -> Response:
+    """Build an event's evidence package (as `crawler evidence TARGET EVENT` does) in a
+    temporary folder and send it as a download, signed with the default key when there is
+    one. Nothing is written to the archive root, so a read-only dashboard offers it too."""
+    board: Dashboard = request.app.state.board
+    event_id = _int(request.path_params["event"])
+    with _open(board) as catalog:
+        row = catalog.db.execute("SELECT target, key FROM events WHERE id=?",
+                                 (event_id,)).fetchone()
+    if row is None:
+        return _missing(request, "No such event.")
+    scratch = Path(tempfile.mkdtemp(prefix="crawler-evidence-"))
+    path = scratch / f"evidence-{row['target']}-event{event_id}.zip"
+
+    def make() -> None:
+        key = signing.default_key()
+        with _open(board) as catalog:
+            build(catalog, row["target"], [str(event_id)], path, key=key)
+
+    try:
+        await run_in_threadpool(make)
+    except (CrawlerError, OSError) as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return _page(request, "error.html", 409, title="No evidence package",
+                     message=str(exc))
+    return FileResponse(path, media_type="application/zip", filename=path.name,
+                        background=BackgroundTask(shutil.rmtree, scratch, True))
+
+
 async def search(request: Request) -> Response:
     board: Dashboard = request.app.state.board
     query = request.query_params.get("q", "").strip()
@@ -459,6 +494,7 @@ def create_app(settings: WebSettings, *, daemon: Daemon | None = None,
         Route("/t/{target}/c/{crawl}", crawl),
         Route("/t/{target}/c/{crawl}/report", report_file),
         Route("/event/{event}", event),
+        Route("/event/{event}/evidence.zip", evidence_package),
         Route("/capture/{capture}", replay),
         Route("/record/{capture}", record),
         Route("/do/{action}/{name}", act, methods=["POST"]),
