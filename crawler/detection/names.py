@@ -77,11 +77,13 @@ class Namer:
             fields["listing"] = listing_key(f.url) or f.url
         return fields
 
+    def capture(self, snap: Snap | None) -> dict[str, Any]:
+        """Return the naming fields of the page one capture holds."""
+        return _fields(self.of(snap))
+
     def url(self, key: str) -> dict[str, Any]:
         """Return the naming fields of a URL key, from its last good capture."""
-        if key.startswith("host:"):
-            return _fields(None)
-        return _fields(self.of(self.last_good(key)))
+        return self.capture(None if key.startswith("host:") else self.last_good(key))
 
 
 def _fields(name: pagetext.PageName | None) -> dict[str, Any]:

@@ -11,7 +11,6 @@ time-stamping authority was named, its RFC 3161 token over the manifest's digest
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -92,9 +91,7 @@ def build(catalog: Catalog, target: str, items: list[str], out: Path, *,
         built = Built(out, selection, len(records), notes=list(selection.left_out))
         if key is not None:
             (root / "signature").mkdir()
-            signed = {"hash": f"sha256:{digest}", "signature": key.sign(f"sha256:{digest}"),
-                      "publicKey": _b64(key.public_der), "created": created,
-                      "software": f"crawler/{__version__}"}
+            signed = key.signed_data(f"sha256:{digest}", created, f"crawler/{__version__}")
             (root / SIGNATURE).write_text(json.dumps(signed, indent=2) + "\n", "utf-8")
             tags.append(SIGNATURE)
             built.fingerprint = key.fingerprint
@@ -113,10 +110,6 @@ def build(catalog: Catalog, target: str, items: list[str], out: Path, *,
         else:
             os.replace(root, out)
     return built
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
 
 
 def _bag_info(selection: Selection, created: str, operator: str | None,
@@ -218,8 +211,6 @@ def _wacz(catalog: Catalog, selection: Selection, path: Path, work: Path,
 
     def sign(digest: str) -> dict[str, str]:
         assert key is not None
-        return {"hash": digest, "signature": key.sign(digest),
-                "publicKey": _b64(key.public_der), "created": created,
-                "software": f"crawler/{__version__}"}
+        return key.signed_data(digest, created, f"crawler/{__version__}")
 
     zip_package(path, members, info, sign if key is not None else None)

@@ -15,11 +15,11 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from crawler.archive.catalog import Catalog
-from crawler.capture import extract, pagetext, urls
+from crawler.capture import extract, urls
 from crawler.core.errors import NotFound
 from crawler.detection.detect import Snap
 from crawler.detection.names import Namer
-from crawler.detection.snapshots import GOOD, NOT_WALL, SNAP_COLUMNS, Captures
+from crawler.detection.snapshots import GOOD, NOT_WALL, Captures
 from crawler.reporting.report import finding_of
 
 MAX_REQUISITES = 60  # embedded resources kept per page (a portrait, style sheets, scripts)
@@ -82,7 +82,7 @@ def select(catalog: Catalog, target: str, items: list[str]) -> Selection:
             subjects.append(_of_url(catalog, target, item, namer))
     selection = Selection(target, subjects)
     for subject in subjects:
-        _records(catalog, selection, subject)
+        _records(catalog, selection, subject, namer.rows)
     return selection
 
 
@@ -132,25 +132,14 @@ def _subject(catalog: Catalog, target: str, url: str, key: str, crawl: int,
         "c.warc_offset, c.warc_length, c.final FROM captures c JOIN crawls k ON k.id = "
         "c.crawl WHERE k.target=? AND c.key=? ORDER BY c.id", (target, key))]
     finding = finding_of(catalog.resolve(crawl_row["directory"]), key)
-    names = namer.url(key) if before is None else _names(namer, key, before)
+    names = namer.capture(_snap_of(dict(before))) if before else namer.url(key)
     return Subject(url, key, crawl, crawl_row["crawl_id"], events,
                    dict(state) if state else None, finding, names,
                    dict(before) if before else None, dict(after) if after else None, history)
 
 
-def _names(namer: Namer, key: str, before: sqlite3.Row) -> dict[str, Any]:
-    """Return the page's names as its last good capture before the change gave them."""
-    snap = namer.last_good(key)
-    if snap is not None and snap.capture == before["id"]:
-        return namer.url(key)
-    found = namer.rows.snaps(f"SELECT {SNAP_COLUMNS} FROM captures c WHERE c.id=?",
-                             (before["id"],))
-    name = namer.of(found[0]) if found else None
-    return {"title": name.title if name else None,
-            "headline": name.headline if name else None}
-
-
-def _records(catalog: Catalog, selection: Selection, subject: Subject) -> None:
+def _records(catalog: Catalog, selection: Selection, subject: Subject,
+             rows: Captures) -> None:
     """Add the records behind one subject's verdict to the selection."""
     db = catalog.db
     selection.add(subject.before, "before: the last good capture")
@@ -175,17 +164,17 @@ def _records(catalog: Catalog, selection: Selection, subject: Subject) -> None:
             selection.add(row, _ROLES[row["kind"]])
     for page, crawl in ((subject.before, None), (subject.after, subject.crawl)):
         if page is not None:
-            _requisites(catalog, selection, page, crawl)
+            _requisites(catalog, selection, page, crawl, rows)
     _originals(catalog, selection)
 
 
 def _requisites(catalog: Catalog, selection: Selection, page: dict[str, Any],
-                crawl: int | None) -> None:
+                crawl: int | None, rows: Captures) -> None:
     """Add the embedded resources a captured page used, as captured by the same crawl (or,
     failing that, last before it), so the page replays as it looked."""
     if page.get("mime") not in extract.HTML_TYPES:
         return
-    html = Captures(catalog, pagetext.DEFAULT_RULES).html(_snap_of(page))
+    html = rows.html(_snap_of(page))
     if not html:
         return
     found, base = extract.extract_from_html(html, page["url"])

@@ -52,6 +52,13 @@ class SigningKey:
     def fingerprint(self) -> str:
         return fingerprint(self.public_der)
 
+    def signed_data(self, message: str, created: str, software: str) -> dict[str, str]:
+        """Return the ``signedData`` of the WACZ signing specification (anonymous form) for
+        ``message``: what the WACZ's digest file and the bag's manifest signature hold."""
+        return {"hash": message, "signature": self.sign(message),
+                "publicKey": base64.b64encode(self.public_der).decode(), "created": created,
+                "software": software}
+
     def sign(self, message: str) -> str:
         """Return the base64 raw ``r || s`` ECDSA-SHA256 signature of a UTF-8 string."""
         der = self.private.sign(message.encode("utf-8"), ec.ECDSA(hashes.SHA256()))

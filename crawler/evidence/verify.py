@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from crawler.evidence import bag, signing, timestamp
 from crawler.evidence.package import SIGNATURE, TOKEN, TSA_CA
@@ -94,8 +95,9 @@ def _package_key(root: Path) -> str | None:
         key = serialization.load_pem_public_key(pem.read_bytes())
     except ValueError:
         return None
-    return base64.b64encode(key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return None
+    return base64.b64encode(signing.public_der(key)).decode()
 
 
 def _wacz(path: Path, verdict: Verdict, key_b64: str | None) -> bool:

@@ -125,11 +125,11 @@ async def finish_run(catalog: Catalog, row: CrawlRow, settings: CrawlSettings,
     fetch = replace(settings.fetch, total_timeout=min(settings.fetch.total_timeout, 60.0))
     detect = settings.detect
     report_path = row.directory / "report.html"
+    namer = Namer(catalog, row.target, detect.rules)  # the alert and the report share it
     _remove_leftovers(row)
     if row.phase == Phase.DETECT:
         def commit(events: list[Event]) -> None:  # inside detection's transaction
             if events and detect.notify:
-                namer = Namer(catalog, row.target, detect.rules)
                 title, body = notify.message(row.target, row.crawl_id, events, report_path,
                                              lambda key: label(namer.url(key)))
                 outbox.enqueue(catalog, row.target, row.pk, detect.notify, title, body)
@@ -143,7 +143,6 @@ async def finish_run(catalog: Catalog, row: CrawlRow, settings: CrawlSettings,
         events = events_of(catalog, row.pk)
     data, paths = None, None
     if row.phase in (Phase.REPORT, Phase.PACKAGE):
-        namer = report.namer_for(catalog, comparison)
         data = report.build(catalog, comparison, events, namer)
         failpoints.hit("before-report")
         paths = report.write(data, row.directory,

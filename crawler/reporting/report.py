@@ -63,11 +63,6 @@ def _snap(target: str, snap: Snap | None) -> dict[str, Any] | None:
             "replay": REPLAY_BASE + path if path else None}
 
 
-def namer_for(catalog: Catalog, comparison: Comparison) -> Namer:
-    """Return the namer one report and its details share (each page read back once)."""
-    return Namer(catalog, comparison.target, comparison.rules)
-
-
 def build(catalog: Catalog, comparison: Comparison, events: list[Event],
           namer: Namer | None = None) -> dict[str, Any]:
     """Return the report as JSON-ready data, bounded in size whatever the crawl's.
@@ -81,7 +76,7 @@ def build(catalog: Catalog, comparison: Comparison, events: list[Event],
     ``findings.jsonl`` beside the report (``detail_lines``).
     """
     target = comparison.target
-    namer = namer or namer_for(catalog, comparison)
+    namer = namer or Namer(catalog, target, comparison.rules)
     states = {r["key"]: r["state"] for r in catalog.db.execute(
         "SELECT key, state FROM url_states WHERE target=?", (target,))}
     findings = [f for f in comparison.findings if f.cls not in QUIET]
@@ -157,7 +152,7 @@ def detail_lines(catalog: Catalog, comparison: Comparison, events: list[Event],
     line (``"type": "event"`` or ``"finding"``), however many there are; named as far as
     the namer's budget goes (unnamed ones carry null names)."""
     target = comparison.target
-    namer = namer or namer_for(catalog, comparison)
+    namer = namer or Namer(catalog, target, comparison.rules)
     states = {r["key"]: r["state"] for r in catalog.db.execute(
         "SELECT key, state FROM url_states WHERE target=?", (target,))}
     for e in events:
