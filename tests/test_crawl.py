@@ -12,6 +12,7 @@ from urllib.parse import quote
 from conftest import crawl, fast_settings, read_records, responses
 
 from crawler.archive.catalog import Catalog
+from crawler.archive.warc import record_kind
 from crawler.capture.robots import RobotsPolicy
 from crawler.capture.scope import ScopeKind, ScopeRules
 from crawler.core.errors import ExitCode
@@ -127,15 +128,23 @@ def test_records_follow_warc_conventions(full_crawl: tuple[SampleSite, CrawlOutc
             assert rec.http is not None
             assert rec.line.startswith("HTTP/1.1 ")
             assert rec.warc["WARC-IP-Address"] == "127.0.0.1"
-            assert rec.warc["WARC-Protocol"] == "http/1.1"
+            assert "WARC-Protocol" not in rec.warc  # the status line says HTTP/1.1 already
             assert not rec.uri.startswith("<")
             assert rec.header("Transfer-Encoding") is None
         if rec.type == "request":
             response = ids[rec.warc["WARC-Concurrent-To"]]
             assert response.uri == rec.uri
+            assert rec.http is not None
+            sent = {name.lower() for name, _ in rec.http}
+            assert {"host", "user-agent", "accept", "accept-encoding"} <= sent
+            assert "connection" not in sent  # HTTP/1.1 keeps the connection without it
             assert rec.line.startswith("GET /") and rec.line.endswith(" HTTP/1.1")
             assert rec.header("Host").startswith("127.0.0.1:")
             assert rec.header("Accept-Encoding") == "gzip, deflate"  # nothing replay can't decode
+    kinds = {r.uri.rsplit("/", 1)[-1]: r.warc.get("WARC-Crawler-Kind")
+             for r in recs if r.type == "response"}
+    assert kinds["logo.png"] == "requisite" and kinds["robots.txt"] == "robots"
+    assert kinds["1.html"] is None  # a page says so by carrying no kind
 
 
 def test_each_record_is_its_own_gzip_member(full_crawl: tuple[SampleSite,
@@ -204,7 +213,7 @@ def test_max_pages_limit(site: SampleSite, tmp_path: Path) -> None:
     recs = read_records(outcome.warcs)
     page_kinds = {UrlKind.SEED.value, UrlKind.PAGE.value}
     pages = [r for r in recs if r.type == "response"
-             and r.warc.get("WARC-Crawler-Kind") in page_kinds]
+             and record_kind(r.warc).value in page_kinds]
     assert len(pages) == 5
 
 
@@ -255,7 +264,8 @@ def test_recrawl_checks_pages_that_left_the_navigation(site: SampleSite, tmp_pat
     assert site.url + "persons/5.html" in got  # queued from the first crawl's captures
     assert "/persons/5.html" in site.requests[before:]
     rec = got[site.url + "persons/5.html"][0]
-    assert rec.warc["WARC-Crawler-Kind"] == "page"
+    assert "WARC-Crawler-Kind" not in rec.warc  # a page: the kind said by saying none
+    assert record_kind(rec.warc) is UrlKind.PAGE
 
 
 def test_catalog_rows_describe_each_capture(full_crawl: tuple[SampleSite,

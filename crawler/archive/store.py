@@ -33,6 +33,8 @@ from crawler.archive.warc import (
     IndexEntry,
     Original,
     WarcWriter,
+    kind_fields,
+    record_kind,
     timestamp17_of,
     warc_date,
 )
@@ -150,7 +152,7 @@ class Store:
                     fields: dict[str, str] | None = None) -> Stored:
         """Archive ``result`` as a response, a revisit, or (failures) a metadata record;
         ``fields`` are WARC fields to add (a rescued capture's provenance)."""
-        extra = {"WARC-Crawler-Kind": item.kind.value}  # why we fetched it (audit trail)
+        extra = kind_fields(item.kind)  # why we fetched it (audit trail)
         if item.lease:  # a distributed crawl: which lease fetched it (merge keeps the last)
             extra[LEASE_FIELD] = f"{item.lease}; attempt={item.attempt}"
         extra.update(fields or {})
@@ -352,8 +354,7 @@ def capture_from_record(catalog: Catalog, target: str, record: OrphanRecord,
     """Return the catalog row of a record read back from a WARC (one a kill left
     unentered, or any record when the catalog is rebuilt), as the run that wrote it would
     have entered it: its kind from ``WARC-Crawler-Kind``, text fingerprints extracted again."""
-    name = record.headers.get("WARC-Crawler-Kind", "")
-    kind = UrlKind(name) if name in UrlKind.__members__.values() else default_kind
+    kind = record_kind(record.headers, default_kind)
     fetched = result_from_record(record)
     try:
         stored, payload = stored_from_record(catalog, target, record, fetched)

@@ -4,7 +4,7 @@ Conventions (docs/warc.md, checked by replaying in pywb): one gzip member per re
 then request, the request pointing at the response with WARC-Concurrent-To; the HTTP block keeps
 the headers as received except that de-chunked bodies lose ``Transfer-Encoding`` and
 ``Content-Length`` is made truthful (pywb#584, iipc/warc-specifications#22); the status line is
-always ``HTTP/1.1`` with the real protocol in ``WARC-Protocol``. Fetch failures become
+always ``HTTP/1.1``, with ``WARC-Protocol`` when the real one was another. Fetch failures become
 ``metadata`` records so the WARC itself is evidence of what the server did.
 
 Not thread-safe: one owner (the crawl's sink thread) calls it.
@@ -22,7 +22,7 @@ import os
 import socket
 import urllib.parse
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +35,7 @@ from crawler import __version__
 from crawler.capture import urls
 from crawler.core import failpoints
 from crawler.core.errors import OutputError, write_error
-from crawler.core.models import FetchResult
+from crawler.core.models import FetchResult, UrlKind
 
 if TYPE_CHECKING:
     from crawler.archive.watermark import Watermark
@@ -217,6 +217,23 @@ def _split_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
     return status, headers
 
 
+KIND_FIELD = "WARC-Crawler-Kind"
+
+
+def kind_fields(kind: UrlKind) -> dict[str, str]:
+    """Return the WARC field that says why a URL was fetched, or none for a page: most
+    records are pages, and a record without the field is read as one (``record_kind``), so
+    the field costs no bytes where it says nothing new."""
+    return {} if kind is UrlKind.PAGE else {KIND_FIELD: kind.value}
+
+
+def record_kind(headers: Mapping[str, str], default: UrlKind = UrlKind.PAGE) -> UrlKind:
+    """Return the kind a record's ``WARC-Crawler-Kind`` names; ``default`` (a page, unless
+    the reader knows better) when it names none or one this version does not know."""
+    name = headers.get(KIND_FIELD, "")
+    return UrlKind(name) if name in UrlKind.__members__.values() else default
+
+
 RECEIVED_STATUS = "WARC-Crawler-Received-Status"
 RECEIVED_HEADER = "WARC-Crawler-Received-Header"
 
@@ -242,6 +259,14 @@ def received_head(fields: Iterable[tuple[str, str]]) -> bytes | None:
     lines = [urllib.parse.unquote_to_bytes(value) for name, value in fields
              if name in (RECEIVED_STATUS, RECEIVED_HEADER)]
     return b"".join(line + b"\r\n" for line in lines) + b"\r\n" if lines else None
+
+
+def protocol_field(result: FetchResult) -> dict[str, str]:
+    """Return ``WARC-Protocol`` when the real protocol is not the ``HTTP/1.1`` that every
+    stored status line says (an HTTP/1.0 or HTTP/2 answer); for HTTP/1.1 the status line
+    says it already, and the field would cost 8 bytes a record."""
+    protocol = result.http_version.lower()
+    return {} if protocol == "http/1.1" else {"WARC-Protocol": protocol}
 
 
 def timestamp17_of(iso: str) -> str:
@@ -384,7 +409,7 @@ class WarcWriter:
         warc_headers = {"WARC-Date": date}
         if result.peer_ip:
             warc_headers["WARC-IP-Address"] = result.peer_ip
-        warc_headers["WARC-Protocol"] = result.http_version.lower()
+        warc_headers.update(protocol_field(result))
         if result.truncated is not None:
             warc_headers["WARC-Truncated"] = result.truncated.value
         if result.payload_digest:  # computed while the body streamed in: not hashed twice
@@ -459,7 +484,7 @@ class WarcWriter:
             warc_headers["WARC-Refers-To"] = original.record_id
         if result.peer_ip:
             warc_headers["WARC-IP-Address"] = result.peer_ip
-        warc_headers["WARC-Protocol"] = result.http_version.lower()
+        warc_headers.update(protocol_field(result))
         if extra:
             warc_headers.update(extra)
         revisit = writer.create_warc_record(

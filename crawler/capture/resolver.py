@@ -24,6 +24,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from crawler.capture.netstream import AsyncioBackend
+
 NEGATIVE_TTL = 30.0
 _Key = tuple[bytes, bytes, int]  # an origin: scheme, host, port
 KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default)
@@ -39,7 +41,7 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, table: dict[str, str], negative_ttl: float = NEGATIVE_TTL) -> None:
         self._table = {host.lower(): ip for host, ip in table.items()}
         self._negative_ttl = negative_ttl
-        self._backend = httpcore.AnyIOBackend()
+        self._backend = AsyncioBackend()
         self._failed: dict[str, tuple[float, int, str]] = {}  # name -> (when, errno, message)
         self._settled: set[str] = set()  # names that connected (or failed) at least once
         self._locks: dict[str, asyncio.Lock] = {}
@@ -51,8 +53,8 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
         name = host.lower()
         mapped = self._table.get(name)
         if mapped is not None or _is_address(name):
-            return _Stream(await self._backend.connect_tcp(mapped or host, port, timeout,
-                                                           local_address, socket_options))
+            return await self._backend.connect_tcp(mapped or host, port, timeout,
+                                                   local_address, socket_options)
         if name in self._settled:
             return await self._connect(name, host, port, timeout, local_address,
                                        socket_options)
@@ -80,7 +82,7 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
             raise
         self._failed.pop(name, None)
         self._settled.add(name)
-        return _Stream(stream)
+        return stream
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Iterable[Any] | None = None,
@@ -89,38 +91,6 @@ class ResolvingBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)
-
-
-class _Stream(httpcore.AsyncNetworkStream):
-    """A connection's stream whose fixed facts (peer and local address, socket, TLS object)
-    are looked up once: anyio builds a table of every attribute on each lookup, and the
-    fetcher asks for the peer address of every response (``WARC-IP-Address``)."""
-
-    _FIXED = frozenset({"server_addr", "client_addr", "socket", "ssl_object"})
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._known: dict[str, Any] = {}
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info not in self._FIXED:  # e.g. is_readable: asked anew each time
-            return self._inner.get_extra_info(info)
-        if info not in self._known:
-            self._known[info] = self._inner.get_extra_info(info)
-        return self._known[info]
 
 
 def _is_address(name: str) -> bool:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
-import surt
-import tldextract
 from w3lib.url import safe_url_string
 
 from crawler.core.errors import InvalidURL
@@ -25,8 +24,16 @@ from crawler.core.errors import InvalidURL
 MAX_URL_LENGTH = 2048
 _SCHEMES = frozenset({"http", "https"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# Offline public-suffix list snapshot bundled with tldextract: never fetched over the network.
-_EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+@lru_cache(maxsize=1)
+def _suffixes() -> Any:
+    """Return tldextract's offline public-suffix list snapshot (never fetched over the
+    network). Loaded on first use, as surt is: with what they import (requests, urllib3,
+    chardet) they are ~6 MB that the parser process, which needs neither, does not hold."""
+    import tldextract
+
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
 def normalize(url: str, base: str | None = None) -> str:
@@ -105,6 +112,8 @@ def try_normalize(url: str, base: str | None = None) -> str | None:
 @lru_cache(maxsize=8192)
 def surt_key(url: str) -> str:
     """Return the SURT key pywb would compute for ``url`` (CDXJ sort key)."""
+    import surt  # (see _suffixes)
+
     return str(surt.surt(url))
 
 
@@ -118,6 +127,8 @@ def canonical_key(url: str) -> str:
     ``/wiki/MEMORIAL``, so the crawler must fetch both. (pywb's own SURT, lower-cased, stays
     the replay index's key: ``surt_key``.)
     """
+    import surt  # (see _suffixes)
+
     return str(surt.surt(url, path_lowercase=False, query_lowercase=False))
 
 
@@ -134,7 +145,7 @@ def hostname_of(url: str) -> str:
 @lru_cache(maxsize=4096)
 def registered_domain(hostname: str) -> str:
     """Return the registrable domain (memo.ru for lists.memo.ru); IPs and local names as is."""
-    parts = _EXTRACT(hostname)
+    parts = _suffixes()(hostname)
     domain = parts.top_domain_under_public_suffix
     return domain or hostname
 

@@ -14,12 +14,12 @@ from rich.console import Console
 from crawler.capture.settings import ARCHIVES, CrawlSettings
 from crawler.commands.runner import run_with_ui, setup_logging
 from crawler.core.errors import CrawlerError, ExitCode
-from crawler.jobs import distributed, merging
 
 
 def run_start(settings: CrawlSettings, url: str, name: str | None, *, lease: float,
               quiet: bool, as_json: bool) -> int:
     """Start a distributed crawl and work on it here (`crawler archive … --redis URL`)."""
+    from crawler.jobs import distributed  # here: it loads redis (~16 MB)
     return run_with_ui(settings, quiet=quiet, as_json=as_json,
                        job=lambda on_start: distributed.start(settings, url, name, on_start,
                                                               lease=lease))
@@ -43,6 +43,7 @@ def worker(target: str, redis_url: str, name: str | None, output: Path, quiet: b
     Politeness per host holds across all workers. Stop it with Ctrl-C (it finishes what it
     holds) or kill it: URLs it held go back to the queue when their lease runs out.
     """
+    from crawler.jobs import distributed  # here: it loads redis (~16 MB)
     placeholder = CrawlSettings(seeds=("http://worker.invalid/",), output=output, target=target)
     sys.exit(run_with_ui(placeholder, quiet=quiet, as_json=as_json,
                          job=lambda on_start: distributed.join(redis_url, target, output, name,
@@ -70,6 +71,7 @@ def merge(target: str, redis_url: str | None, crawl_id: str | None, sources: tup
     The worker that started the crawl does this by itself when the crawl ends; run it by
     hand when that worker was lost, or with folders of workers from other machines.
     """
+    from crawler.jobs import merging  # here: it loads redis (~16 MB)
     placeholder = CrawlSettings(seeds=("http://merge.invalid/",), output=output, target=target)
     sys.exit(run_with_ui(placeholder, quiet=quiet, as_json=as_json, job=lambda _on_start:
                          merging.merge(target, output, url=redis_url, crawl_id=crawl_id,
@@ -85,6 +87,7 @@ def merge(target: str, redis_url: str | None, crawl_id: str | None, sources: tup
 def stop(target: str, redis_url: str, reason: str) -> None:
     """Stop every worker of TARGET's distributed crawl gracefully: each finishes the URLs it
     holds; the starting worker then merges what was done (incomplete, with the URLs left)."""
+    from crawler.jobs import distributed  # here: it loads redis (~16 MB)
     try:
         crawl_id = asyncio.run(distributed.stop(redis_url, target, reason))
     except CrawlerError as exc:
@@ -96,6 +99,7 @@ def stop(target: str, redis_url: str, reason: str) -> None:
 
 def show_status(url: str, target: str | None, as_json: bool) -> None:
     """Print a distributed crawl's state (`crawler status TARGET --redis URL`)."""
+    from crawler.jobs import distributed  # here: it loads redis (~16 MB)
     if not target:
         raise click.UsageError("--redis needs the TARGET")
     setup_logging(Console(stderr=True), True)

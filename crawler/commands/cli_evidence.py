@@ -16,7 +16,7 @@ import click
 from crawler.capture.settings import ARCHIVES
 from crawler.commands.cli_tools import open_catalog
 from crawler.core.errors import CrawlerError, ExitCode
-from crawler.evidence.signing import DEFAULT_KEY
+from crawler.evidence import DEFAULT_KEY
 
 
 class _Evidence(click.Group):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from crawler import __version__
 from crawler.archive.catalog import Catalog, CrawlRow, CrawlStatus
@@ -37,8 +37,6 @@ from crawler.archive.layout import (
 )
 from crawler.archive.package import index_entries, page_entries, write_cdxj, write_pages
 from crawler.archive.recovery import OrphanRecord, recover_warcs, result_from_record
-from crawler.archive.redisfrontier import DistributedFrontier
-from crawler.archive.sharedfrontier import SharedFrontier
 from crawler.archive.store import (
     Conditional,
     Store,
@@ -47,7 +45,7 @@ from crawler.archive.store import (
     stored_from_record,
     unfetched_row,
 )
-from crawler.archive.warc import SERVER_NOT_MODIFIED, WarcSettings, WarcWriter
+from crawler.archive.warc import SERVER_NOT_MODIFIED, WarcSettings, WarcWriter, record_kind
 from crawler.archive.watermark import Watermark
 from crawler.capture import extract, urls
 from crawler.capture.breaker import HostBreakers, Verdict
@@ -69,6 +67,10 @@ from crawler.core.outcome import CrawlOutcome, CrawlStats, StopReason
 from crawler.core.units import format_size
 from crawler.crawl.crawllog import CrawlLog
 from crawler.crawl.parsing import ParsePool
+
+if TYPE_CHECKING:  # a distributed worker's only
+    from crawler.archive.redisfrontier import DistributedFrontier
+    from crawler.archive.sharedfrontier import SharedFrontier
 
 __all__ = ["Crawl", "CrawlOutcome", "CrawlSettings", "Limits", "Politeness", "StopReason",
            "run_crawl"]
@@ -126,12 +128,16 @@ class Crawl:
         pol = settings.politeness
         self.shared = shared
         self.frontier: Frontier
+        self._distributed: DistributedFrontier | None = None
         if shared is not None:
-            self.frontier = DistributedFrontier(
+            # imported here: redis (and the cryptography it loads) is ~16 MB of every crawl's
+            # memory, and only a distributed worker needs it
+            from crawler.archive.redisfrontier import DistributedFrontier
+            self.frontier = self._distributed = DistributedFrontier(
                 self.db, self.pk, shared.queue, shared.worker, info=shared.info,
                 commits=lambda: catalog.commits, per_host=pol.per_host, delay=pol.delay,
                 transaction=catalog.transaction, write_failure=catalog.write_failure)
-            self.frontier.on_stop = self.request_stop
+            self._distributed.on_stop = self.request_stop
         else:
             self.frontier = Frontier(self.db, self.pk, per_host=pol.per_host, delay=pol.delay,
                                      adaptive=(Adaptive(pol.min_delay, pol.max_delay)
@@ -300,8 +306,8 @@ class Crawl:
                 self.catalog.end_batch()  # commit before closing the WARC: see recover_warcs
             except OutputError as exc:  # its records are in the WARCs: entered on resume
                 self._write_failed(exc)
-            if isinstance(self.frontier, DistributedFrontier):  # after the last commit
-                await self.frontier.aclose("stopped" if self.stopping else "finished")
+            if self._distributed is not None:  # after the last commit
+                await self._distributed.aclose("stopped" if self.stopping else "finished")
             self.catalog.track_marks(None)
             if self.store is not None:
                 await self.store.close()
@@ -795,8 +801,7 @@ class Crawl:
         """Enter one record found in a WARC but not in the catalog, as its crawl would have."""
         key = urls.canonical_key(orphan.url)
         known = self.frontier.item(key)
-        kind_name = orphan.headers.get("WARC-Crawler-Kind", UrlKind.PAGE.value)
-        kind = UrlKind(kind_name) if kind_name in UrlKind.__members__.values() else UrlKind.PAGE
+        kind = record_kind(orphan.headers)
         item = known or CrawlUrl(url=orphan.url, key=key, kind=kind, depth=0)
         result = result_from_record(orphan)
         stored, payload = stored_from_record(self.catalog, self.target, orphan, result)

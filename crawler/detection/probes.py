@@ -19,7 +19,7 @@ from dataclasses import replace
 from crawler.archive.catalog import Catalog, CrawlRow
 from crawler.archive.recovery import recover_warcs
 from crawler.archive.store import Stored, capture_from_record, capture_row
-from crawler.archive.warc import WarcSettings, WarcWriter
+from crawler.archive.warc import KIND_FIELD, WarcSettings, WarcWriter
 from crawler.capture import extract, urls
 from crawler.capture.fetcher import Fetcher, FetchSettings
 from crawler.capture.fingerprints import VANTAGE_NOTE
@@ -62,7 +62,7 @@ async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
                    vantage: str | None = None) -> str | None:
         """Fetch, archive and enter one URL; return where it redirects, if it does."""
         result = await fetcher.fetch(url)
-        headers = {"WARC-Crawler-Kind": kind.value}
+        headers = {KIND_FIELD: kind.value}  # always: a probe run's records default to RECHECK
         if vantage:
             headers["WARC-Crawler-Vantage"] = vantage
         try:

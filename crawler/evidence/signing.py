@@ -29,10 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from crawler.core.errors import NotFound, OutputError
+from crawler.evidence import DEFAULT_KEY
 
-# Where `crawler evidence keygen` puts the key, and where packaging looks for it by default.
-DEFAULT_KEY = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / \
-    "crawler" / "evidence-key.pem"
 CURVE = ec.SECP384R1()
 _SIZE = 48  # bytes of r and of s on P-384
 
