@@ -117,6 +117,76 @@ def test_classify_keeps_causes_apart() -> None:
     assert classify(wrapped(ssl.SSLError("bad handshake"))) is FailureKind.TLS
     assert classify(httpx.ReadTimeout("slow")) is FailureKind.TIMEOUT
     assert classify(wrapped(ConnectionResetError())) is FailureKind.RESET
+    # a name with several addresses, each refused: asyncio keeps only the errors' text
+    every = OSError("Multiple exceptions: [Errno 111] Connect call failed ('::1', 80, 0, 0), "
+                    "[Errno 111] Connect call failed ('127.0.0.1', 80)")
+    assert classify(wrapped(every)) is FailureKind.REFUSED
+    mixed = OSError("Multiple exceptions: [Errno 111] Connect call failed ('::1', 80, 0, 0), "
+                    "[Errno 101] Network is unreachable")
+    assert classify(wrapped(mixed)) is FailureKind.CONNECT
+
+
+def test_network_streams_read_in_bounded_memory_and_time_out() -> None:
+    """A server that sends faster than the crawl reads is not buffered without bound (reading
+    pauses past 256 KiB and resumes), every byte arrives in order, the end of the stream
+    reads as b"", and a silent server gives httpcore's ReadTimeout."""
+    import httpcore
+
+    from crawler.capture import netstream
+
+    payload = bytes(range(256)) * 8192  # 2 MiB
+
+    async def run() -> tuple[bytes, int, bool]:
+        served: list[asyncio.Event] = []
+
+        async def send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            done = asyncio.Event()
+            served.append(done)
+            try:
+                if await reader.read(5) == b"quiet":
+                    await reader.read(1)  # says nothing until the client goes
+                else:
+                    writer.write(payload)
+                    await writer.drain()
+            except ConnectionError:
+                pass
+            writer.close()
+            done.set()
+
+        server = await asyncio.start_server(send, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        backend = netstream.AsyncioBackend()
+        stream = await backend.connect_tcp("127.0.0.1", port, timeout=5)
+        assert isinstance(stream, netstream.AsyncioStream)
+        await stream.write(b"send!", timeout=5)
+        got, most = bytearray(), 0
+        await asyncio.sleep(0.3)  # the server has written everything it can meanwhile
+        while True:
+            chunk = await stream.read(65536, timeout=5)
+            if not chunk:
+                break
+            got += chunk
+            most = max(most, len(stream._connection.buffer))
+            await asyncio.sleep(0.001)
+        await stream.aclose()
+        quiet = await backend.connect_tcp("127.0.0.1", port, timeout=5)
+        await quiet.write(b"quiet", timeout=5)
+        timed_out = False
+        try:
+            await quiet.read(65536, timeout=0.2)
+        except httpcore.ReadTimeout:
+            timed_out = True
+        await quiet.aclose()
+        for done in served:
+            await asyncio.wait_for(done.wait(), 5)
+        server.close()
+        await server.wait_closed()
+        return bytes(got), most, timed_out
+
+    got, most, timed_out = asyncio.run(run())
+    assert got == payload
+    assert most <= 512 * 1024  # the 256 KiB mark, and one socket read past it at most
+    assert timed_out
 
 
 class _CountingServer:
