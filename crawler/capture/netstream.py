@@ -157,9 +157,12 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except TimeoutError as exc:
             await self._abort()
             raise httpcore.ConnectTimeout(str(exc)) from exc
-        except (OSError, ssl.SSLError, ConnectionError) as exc:
+        except OSError as exc:  # ssl.SSLError (a certificate refused) is one too
             await self._abort()
             raise httpcore.ConnectError(str(exc)) from exc
+        except asyncio.CancelledError:  # the fetch's total time ran out mid-handshake
+            self._transport.abort()
+            raise
         assert isinstance(upgraded, asyncio.Transport)
         self._connection.transport = upgraded
         return AsyncioStream(upgraded, self._connection)
