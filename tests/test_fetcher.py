@@ -100,6 +100,49 @@ def test_failure_classes_on_loopback(raw_server: tuple[int, list[bytes]]) -> Non
     assert fetch("http://no-such-host.invalid/").failure is FailureKind.DNS
 
 
+@pytest.fixture
+def no_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test if a socket or transport it opened was never closed: the garbage
+    collector's ResourceWarning, made an error and caught however late it comes."""
+    import gc
+    import sys
+    import warnings
+
+    leaks: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: leaks.append(u.exc_value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        yield
+        gc.collect()
+    assert not [leak for leak in leaks if isinstance(leak, ResourceWarning)], leaks
+
+
+def test_tls_handshakes_that_go_wrong_are_recorded_as_such(
+        raw_server: tuple[int, list[bytes]], no_leaks: None) -> None:
+    """An HTTPS server that never answers the handshake times out within the connect
+    timeout; one that answers it with plain HTTP is a TLS failure; one that hangs up is
+    not mistaken for an answer. None leaves a socket open (``no_leaks``)."""
+    import time
+
+    port, replies = raw_server
+    url = f"https://127.0.0.1:{port}/"
+    replies.append(b"STALL")  # takes the ClientHello, then says something that is no TLS
+    assert fetch(url).failure is FailureKind.TLS
+    replies.append(b"")  # takes the ClientHello and hangs up
+    assert fetch(url).failure in (FailureKind.TLS, FailureKind.RESET)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts (the kernel does) and never says a word
+    try:
+        began = time.monotonic()
+        hung = fetch(f"https://127.0.0.1:{silent.getsockname()[1]}/",
+                     FetchSettings(connect_timeout=0.5))
+        assert hung.failure is FailureKind.TIMEOUT
+        assert time.monotonic() - began < 5
+    finally:
+        silent.close()
+
+
 def test_classify_keeps_causes_apart() -> None:
     import ssl
 
@@ -313,9 +356,11 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     server.server_close()
 
 
-def test_tls_sites_are_archived_with_their_peer_address(tls_server: int) -> None:
+def test_tls_sites_are_archived_with_their_peer_address(tls_server: int, no_leaks: None,
+                                                         ) -> None:
     """A self-signed certificate is archived anyway by default (the evidence matters more
-    than the certificate), and refused with verify_tls; keep-alive works over TLS too."""
+    than the certificate), and refused with verify_tls; keep-alive works over TLS too, and
+    closing the client closes its TLS connections at once (``no_leaks``)."""
     url = f"https://127.0.0.1:{tls_server}/"
 
     async def run() -> list[FetchResult]:
