@@ -6,37 +6,54 @@ where many kinds of change happen at once. Re-checks of a site gone whole are a 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from test_takedown import DETECT, settings_for
 
 from crawler.archive.catalog import Catalog
+from crawler.core.errors import ExitCode
 from crawler.demo.sample_site import SampleSite
 from crawler.detection.comparison import MAX_RECHECKS, Comparison, compare, recheck_targets
 from crawler.detection.detect import Cls, Finding, Snap
+from crawler.detection.states import ALERTS, STANDING, events_of, transitions
 from crawler.jobs.pipeline import run_target
 
+Judged = dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...], bool, int | None,
+                         int | None]]
 
-def judged(comparison: Comparison) -> dict[str, tuple[str, str, tuple[str, ...],
-                                                        tuple[str, ...]]]:
-    return {f.key: (f.cls.value, f.detail, f.removed, f.added) for f in comparison.findings}
+
+def judged(findings: Iterable[Finding]) -> Judged:
+    """Return key -> class, detail, lines, strength and the captures behind them."""
+    return {f.key: (f.cls.value, f.detail, f.removed, f.added, f.strong,
+                    f.before.capture if f.before else None,
+                    f.after.capture if f.after else None) for f in findings}
 
 
 def check_same(catalog: Catalog) -> Comparison:
-    """Compare the target's latest crawl both ways; assert they agree; return the streamed."""
+    """Compare the target's latest crawl both ways; assert they agree; return the streamed.
+
+    The streamed comparison gives every URL that is not quiet back (held, or plain: re-read
+    from the catalog) exactly as the held one judges it, with the same evidence."""
     after = catalog.crawls("test")[-1]
     streamed = compare(catalog, after, rules=DETECT.rules)
     held = compare(catalog, after, rules=DETECT.rules, settle=False)
-    assert held.settled.counts == {}
-    settled = {cls for cls, n in streamed.settled.counts.items() if n}
-    full = judged(held)
-    quiet = {k: v for k, v in full.items() if v[0] in settled and k not in judged(streamed)}
-    assert judged(streamed) == {k: v for k, v in full.items() if k not in quiet}
-    assert streamed.settled.counts == {cls: sum(v[0] == cls for v in quiet.values())
-                                       for cls in settled}
-    assert all(v[1:] == ("", (), ()) for v in quiet.values())  # nothing to say about them
+    assert held.settled.counts == {} and held.plain == 0
+    full = judged(held.findings)
+    given = judged(streamed.every_finding(catalog))
+    assert len(given) == len(streamed.findings) + streamed.plain  # no URL twice
+    plain = judged(list(streamed.every_finding(catalog))[len(streamed.findings):])
+    assert {v[0] for v in plain.values()} <= {"removed", "not-checked"}
+    quiet = {k: v for k, v in full.items() if k not in given}
+    assert given == {k: v for k, v in full.items() if k not in quiet}
+    assert streamed.settled.counts == Counter(v[0] for v in quiet.values()) + Counter(
+        v[0] for v in plain.values())
+    assert {v[0] for v in quiet.values()} <= {"unchanged", "not-modified"}
+    assert all(v[1:5] == ("", (), (), False) for v in quiet.values())  # nothing to say
     assert streamed.counts() == held.counts()
     assert streamed.hosts == held.hosts
     assert streamed.confirmed == held.confirmed and streamed.notes == held.notes
@@ -127,11 +144,13 @@ def test_a_sample_of_rechecks_confirms_a_whole_site_block(
     (event,) = [e for e in run.events if e.key == f"host:{host}"]
     assert event.cls == "block-page" and event.state == "confirmed"
     assert "re-checks after the crawl reproduced it" in event.detail
-    pages = [e for e in run.events if not e.key.startswith("host:")]
-    assert sum(e.state == "confirmed" for e in pages) == 4  # the sample
-    assert {e.state for e in pages} == {"confirmed", "provisional"}  # the rest: one crawl
+    # every page's transition is rolled up into the host's event: the sample confirmed like
+    # the host, the rest provisional (one crawl)
+    assert not [e for e in run.events if not e.key.startswith("host:")]
+    states = dict(event.rolled_up)
+    assert states["confirmed"] == 4 and set(states) == {"confirmed", "provisional"}
     (note,) = [w for w in run.report["warnings"] if "were not re-checked" in w]
-    assert note.startswith(f"{len(pages) - 4} suspected URL(s)")
+    assert note.startswith(f"{states['provisional']} suspected URL(s)")
     catalog = Catalog.open(tmp_path)
     try:
         rechecks = catalog.db.execute("SELECT count(*) FROM captures WHERE kind = 'recheck'"
@@ -139,3 +158,83 @@ def test_a_sample_of_rechecks_confirms_a_whole_site_block(
     finally:
         catalog.close()
     assert rechecks == 4 * DETECT.recheck_probes
+
+
+def test_a_site_answering_404_everywhere_is_judged_a_url_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site taken down whole, every page a 404 (one a 410): past the re-check sample its
+    URLs are plain findings, not held but re-read from the catalog one batch at a time, and
+    still every one is judged, recorded, reported and rolled up as when all are held; on
+    the next crawl their open states advance the same way."""
+    from crawler.detection import comparison as module
+    from crawler.detection import sweep as sweep_module
+
+    monkeypatch.setattr(module, "MAX_RECHECKS", 4)
+    monkeypatch.setattr(sweep_module.plain_findings, "__defaults__", (7,))  # many batches
+    with SampleSite() as site:
+        settings = settings_for(site, tmp_path)
+        asyncio.run(run_target(settings))
+        catalog = Catalog.open(tmp_path)
+        try:
+            pages = [unquote(urlsplit(url).path) for (url,) in catalog.db.execute(
+                "SELECT url FROM captures WHERE kind = 'page' AND status = 200 "
+                "AND url NOT LIKE '%?%'")]
+        finally:
+            catalog.close()
+        gone = {path: 404 for path in pages if path != "/"} | {"/persons/5.html": 410}
+        site.content.takedown.removed = gone
+        second = asyncio.run(run_target(settings))
+        third = asyncio.run(run_target(settings))  # still gone: the states advance
+    assert len(gone) >= 30
+    catalog = Catalog.open(tmp_path)
+    try:
+        for run in (second, third):
+            assert run.report is not None and run.report_paths is not None
+            after = catalog.crawl("test", run.outcome.crawl_id)
+            assert after is not None
+            comparison = check_same(catalog) if run is third else compare(
+                catalog, after, rules=DETECT.rules)
+            removed = [f for f in comparison.every_finding(catalog) if f.cls is Cls.REMOVED]
+            assert set(gone) <= {unquote(urlsplit(f.url).path) for f in removed}
+            assert len(removed) == run.report["summary"]["classes"]["removed"]
+            assert comparison.plain >= len(gone) - 4  # only the re-checked sample is held
+            assert catalog.db.execute(
+                "SELECT count(*) FROM captures WHERE crawl = ? AND class = 'removed'",
+                (after.pk,)).fetchone()[0] == len(removed)
+            # every URL's transition is in the events table and findings.jsonl; the run's
+            # list holds the host's event, standing for them all
+            stored = catalog.db.execute("SELECT key, state FROM events WHERE crawl = ?",
+                                        (after.pk,)).fetchall()
+            assert transitions(run.events) == len(stored)
+            assert events_of(catalog, after.pk, comparison.hosts) == list(run.events)
+            (host,) = run.events  # every URL's transition rolled up into the host's
+            assert host.key.startswith("host:") and host.cls == "removed"
+            assert host.urls_rolled_up == sum(not k.startswith("host:") for k, _ in stored)
+            # crawl 2: the host confirmed by the re-checked sample; crawl 3: it stays so
+            # (no transition of its own), and carries its pages' confirmations by the runs
+            assert host.state == ("confirmed" if run is second else STANDING)
+            assert host.state in ALERTS or transitions(run.events, ALERTS) > 0
+            assert run.exit_code == ExitCode.TAKEDOWN
+            details = [json.loads(line) for line in (run.report_paths[0].parent /
+                                                     "findings.jsonl").read_text().splitlines()]
+            assert sorted((d["key"], d["state"]) for d in details if d["type"] == "event") \
+                == sorted(tuple(row) for row in stored)
+            listed = {d["key"]: d for d in details if d["type"] == "finding"}
+            assert len(listed) == run.report["listed"]["findings_total"]
+            assert {f.key for f in removed} <= set(listed)
+            assert all(listed[f.key]["before"]["capture"] == f.before.capture  # type: ignore
+                       and listed[f.key]["after"]["status"] == gone[unquote(urlsplit(
+                           f.url).path)] for f in removed if f.url.rstrip("/") != site.url
+                       and unquote(urlsplit(f.url).path) in gone)
+        # the second crawl opened a state for every page, the third moved each on
+        states = dict(catalog.db.execute("SELECT state, count(*) FROM url_states WHERE "
+                                         "target = 'test' AND key NOT LIKE 'host:%' "
+                                         "GROUP BY state").fetchall())
+        assert states == {"confirmed": len(removed)}  # by two consecutive crawls
+        third_pk = catalog.crawl("test", third.outcome.crawl_id).pk  # type: ignore[union-attr]
+        confirmed = catalog.db.execute(
+            "SELECT count(*) FROM events WHERE crawl = ? AND state = 'confirmed' AND key NOT "
+            "LIKE 'host:%' AND detail LIKE '%consecutive crawls%'", (third_pk,)).fetchone()[0]
+        assert confirmed >= len(removed) - 8  # not those the re-checks confirmed already
+    finally:
+        catalog.close()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -26,7 +27,7 @@ from crawler.demo.sample_site import SampleSite
 from crawler.demo.takedown_sim import BLOCKED_BY
 from crawler.detection.comparison import compare
 from crawler.detection.names import Namer
-from crawler.detection.states import open_states
+from crawler.detection.states import events_of, open_states, transitions
 from crawler.jobs.pipeline import TargetRun, run_target
 from crawler.reporting import report
 
@@ -231,19 +232,36 @@ def test_a_whole_site_block_is_one_alert_and_a_bounded_report(
     host = site.url.split("//")[1].rstrip("/")
     (event,) = run.report["events"]  # the host's, standing for every page's
     assert event["key"] == f"host:{host}" and event["class"] == "block-page"
-    blocked = [e for e in run.events if e.cls == "block-page" and not e.key.startswith("host:")]
-    assert len(blocked) >= 30 and event["urls_rolled_up"] == len(blocked)
+    # the URLs' transitions are all in the events table; the run's list holds the host's
+    # event, which counts them (a site gone whole would be millions in memory)
+    catalog = Catalog.open(tmp_path)
+    try:
+        blocked = [tuple(r) for r in catalog.db.execute(
+            "SELECT key, state FROM events WHERE class = 'block-page' AND key NOT LIKE "
+            "'host:%' AND crawl = ?", (catalog.crawls("test")[-1].pk,))]
+        assert events_of(catalog, catalog.crawls("test")[-1].pk) == list(run.events)
+    finally:
+        catalog.close()
+    (host_event,) = [e for e in run.events if e.key.startswith("host:")]
+    assert len(blocked) >= 30 and event["urls_rolled_up"] == host_event.urls_rolled_up == len(
+        blocked)  # every page's transition, whatever its state
+    assert dict(host_event.rolled_up) == event["rolled_up_states"] == Counter(
+        state for _, state in blocked)
+    assert not [e for e in run.events if e.cls == "block-page" and not e.key.startswith("host:")]
     listed = run.report["listed"]
-    assert listed["events_total"] == len(run.events) and listed["rolled_up"] == len(blocked)
+    assert listed["events_total"] == transitions(run.events) == len(blocked) + 1
+    assert listed["rolled_up"] == len(blocked)
     assert listed["findings"] == len(run.report["findings"]) == 10 < listed["findings_total"]
     details = [json.loads(line) for line in
                (run.report_paths[0].parent / "findings.jsonl").read_text("utf-8").splitlines()]
-    assert sum(d["type"] == "event" for d in details) == len(run.events)
+    assert sum(d["type"] == "event" for d in details) == len(blocked) + 1
+    assert {d["key"] for d in details if d["type"] == "event"} == {
+        b[0] for b in blocked} | {host_event.key}
     assert sum(d["type"] == "finding" for d in details) == listed["findings_total"]
     assert "all of them are in <code>findings.jsonl</code>" in run.report_paths[1].read_text()
     (message,) = _Hook.received  # one notification for the run
     body = message["message"]
-    assert "HOST" in body and f"and {len(blocked)} URL(s) of it" in body
+    assert "HOST" in body and f"and {len(blocked)} URL transition(s) of this host" in body
     assert "/persons/" not in body  # no line per page
 
 
@@ -439,11 +457,19 @@ def test_compared_with_the_last_good_capture_not_the_last_one(tmp_path: Path) ->
     found = classes(back, site)
     assert found["/persons/3.html"] == "edited"  # against crawl 1, not the block page
     assert "/persons/4.html" not in found  # quiet again
-    recovered = {e.url.replace(site.url, "/") for e in back.events if e.state == "recovered"}
-    assert {"/persons/4.html", "/persons/3.html"} <= recovered
-    # the report lists the host's recovery, standing for its pages' (all in findings.jsonl)
+    # the run's events: the host's recovery, standing for its pages' (rolled up into it)
+    (host_event,) = back.events
+    assert host_event.state == "recovered" and host_event.key.startswith("host:")
+    assert back.report is not None and back.report_paths is not None
     (host,) = [e for e in back.report["events"] if e["key"].startswith("host:")]
     assert host["state"] == "recovered" and host["urls_rolled_up"] >= 30
+    assert host["rolled_up_states"] == {"recovered": host["urls_rolled_up"]}
+    details = [json.loads(line) for line in
+               (back.report_paths[0].parent / "findings.jsonl").read_text("utf-8").splitlines()]
+    recovered = [d["url"].replace(site.url, "/") for d in details
+                 if d["type"] == "event" and d["state"] == "recovered"]
+    assert {"/persons/4.html", "/persons/3.html"} <= set(recovered)  # each page's, listed
+    assert len(recovered) == host["urls_rolled_up"] + 1 == len(set(recovered))
 
 
 def test_a_name_that_did_not_resolve_is_not_asked_again_at_once() -> None:

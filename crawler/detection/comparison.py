@@ -15,8 +15,9 @@ takedown class, so a page compared after a failed crawl is compared with what it
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from itertools import chain
 
 from crawler.archive.catalog import Catalog, CrawlRow
 from crawler.capture import pagetext, urls
@@ -37,7 +38,7 @@ from crawler.detection.detect import (
 )
 from crawler.detection.rotation import left_out, rotating_blocks
 from crawler.detection.snapshots import SNAP_COLUMNS, Captures, blocked_by
-from crawler.detection.sweep import KINDS, Settled, Sweep, earlier_sql, sweep
+from crawler.detection.sweep import KINDS, Settled, Sweep, earlier_sql, plain_findings, sweep
 
 _NOT_RECHECKED = frozenset({Cls.DELISTED})  # judged from the link graph of the whole crawl
 # Network failures of a whole host: a few of its URLs re-checked stand for all of them.
@@ -76,6 +77,22 @@ class Comparison:
             return dict(self.totals)
         counts = Counter(f.cls.value for f in self.findings) + self.settled.counts
         return dict(counts.most_common())
+
+    @property
+    def plain(self) -> int:
+        """Return how many findings were not held (``sweep.plain_findings``)."""
+        return self.settled.plain
+
+    def recheck_targets(self, catalog: Catalog) -> list[Finding]:
+        """Return the suspects to fetch again, held and plain (``recheck_targets``)."""
+        return recheck_targets(self.findings, self.settled.negative, lambda: plain_findings(
+            Captures(catalog, self.rules), self.settled))
+
+    def every_finding(self, catalog: Catalog) -> Iterator[Finding]:
+        """Yield every finding: the held ones, then the plain ones re-read from the catalog
+        a batch at a time (a site taken down whole is millions: never all in memory)."""
+        yield from self.findings
+        yield from plain_findings(Captures(catalog, self.rules), self.settled)
 
 
 def previous_crawl(catalog: Catalog, after: CrawlRow) -> CrawlRow | None:
@@ -119,12 +136,14 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
     before = before or previous_crawl(catalog, after)
     limit = before.pk if before else after.pk - 1
     seeds = frozenset(urls.canonical_key(s) for s in after.settings.get("seeds", []))
-    swept = sweep(rows, after, limit, before, seeds, settle=settle)
-    old, new = swept.old, swept.new
     extra = rows.snaps(f"SELECT {SNAP_COLUMNS} FROM captures c WHERE c.crawl = ? "
                        "AND c.kind IN ('probe', 'control', 'recheck', 'landing', 'vantage') "
                        "ORDER BY c.id",
                        (after.pk,))
+    # URLs fetched again after the crawl are judged with what that showed: never plain
+    hold = frozenset(s.key for s in extra if s.kind in ("recheck", "landing", "vantage"))
+    swept = sweep(rows, after, limit, before, seeds, settle=settle, hold=hold)
+    old, new = swept.old, swept.new
     answers = _answers(rows, after, new, extra)
     ctx = _context(rows, swept, extra, answers, after, limit, seeds)
     keys = sorted(set(new) | {k for k in old if old[k].kind != "requisite"})
@@ -150,13 +169,16 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
     confirmed = _reproduced(findings, extra, ctx.lines)
     wanted = _landings_wanted(findings, answers)
     return Comparison(after.target, after, before, findings,
-                      roll_up(findings, settled=swept.settled.pages), confirmed,
-                      unlanded=wanted[:MAX_LANDINGS], notes=_caps(findings, extra, wanted),
+                      roll_up(findings, settled=swept.settled.pages,
+                              negative=swept.settled.negative_pages), confirmed,
+                      unlanded=wanted[:MAX_LANDINGS],
+                      notes=_caps(findings, extra, wanted, swept.settled),
                       rechecked=frozenset(s.key for s in extra if s.kind == "recheck"),
                       settled=swept.settled, rules=rules)
 
 
-def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str]) -> list[str]:
+def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str],
+          settled: Settled) -> list[str]:
     """Return what a reader must know was not checked: redirect targets past the cap of
     evidence fetches, suspected URLs past the cap of vantage-point fetches."""
     notes = []
@@ -166,7 +188,7 @@ def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str]) -> li
         notes.append(f"{len(missing) - MAX_LANDINGS} redirect target(s) the crawl did not "
                      f"fetch were not fetched as evidence either (at most {MAX_LANDINGS} per "
                      "crawl): those redirects are judged without knowing where they lead")
-    suspects = len(_suspects(findings))
+    suspects = len(_suspects(findings)) + settled.suspects
     if suspects > MAX_RECHECKS and any(s.kind == "recheck" for s in extra):
         notes.append(f"{suspects - MAX_RECHECKS} suspected URL(s) were not re-checked (at most "
                      f"{MAX_RECHECKS} a round, a sample spread over hosts and classes): they "
@@ -174,11 +196,12 @@ def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str]) -> li
     viewed = {s.key for s in extra if s.kind == "vantage"}
     if viewed:
         hosts = {(urls.host_of(f.url), f.cls) for f in findings if f.key in viewed}
-        unseen = [f for f in findings if f.cls in NEGATIVE - _NOT_RECHECKED
-                  and f.key not in viewed
-                  and not (f.cls in _HOST_CLASSES and (urls.host_of(f.url), f.cls) in hosts)]
+        unseen = len([f for f in findings if f.cls in NEGATIVE - _NOT_RECHECKED
+                      and f.key not in viewed and not (
+                          f.cls in _HOST_CLASSES and (urls.host_of(f.url), f.cls) in hosts)])
+        unseen += settled.suspects  # plain findings: none was fetched through one (held)
         if unseen:
-            notes.append(f"{len(unseen)} suspected URL(s) were not fetched through the "
+            notes.append(f"{unseen} suspected URL(s) were not fetched through the "
                          f"vantage point(s) (at most {MAX_VANTAGE_CHECKS} a crawl, of the URLs "
                          "suspected before the re-checks): their class is as seen from here")
     return notes
@@ -398,32 +421,41 @@ def _suspects(findings: list[Finding]) -> list[Finding]:
     return targets
 
 
-def recheck_targets(findings: list[Finding]) -> list[Finding]:
-    """Return the suspects to fetch again (``_suspects``), at most ``MAX_RECHECKS``: past
-    that (a site taken down whole has millions), a sample spread evenly over each host's
-    classes, every group its share, each share spread over the group's URLs. The URLs left
-    out are confirmed by consecutive crawls instead, and their host's event by the sample
-    (``states.apply_states``); the report says how many (``_caps``)."""
+def recheck_targets(findings: list[Finding],
+                    plain: Counter[tuple[str, Cls]] | None = None,
+                    more: Callable[[], Iterable[Finding]] = tuple) -> list[Finding]:
+    """Return the suspects to fetch again (``_suspects`` of ``findings``, and the plain
+    takedown findings ``more()`` yields, counted per (host, class) in ``plain``), at most
+    ``MAX_RECHECKS``: past that (a site taken down whole has millions), a sample spread
+    evenly over each host's classes, every group its share, each share spread over the
+    group's URLs. The URLs left out are confirmed by consecutive crawls instead, and their
+    host's event by the sample (``states.apply_states``); the report says how many
+    (``_caps``). The plain ones are read in one pass, and only the chosen are kept."""
     targets = _suspects(findings)
-    if len(targets) <= MAX_RECHECKS:
-        return targets
-    groups: dict[tuple[str, Cls], list[Finding]] = {}
-    for f in targets:
-        groups.setdefault((urls.host_of(f.url), f.cls), []).append(f)
-    shares: dict[tuple[str, Cls], int] = dict.fromkeys(groups, 0)
+    plain = plain or Counter()
+    if len(targets) + sum(plain.values()) <= MAX_RECHECKS:
+        return targets + [f for f in more() if f.cls in NEGATIVE]
+    sizes = Counter((urls.host_of(f.url), f.cls) for f in targets) + plain
+    shares: dict[tuple[str, Cls], int] = dict.fromkeys(sizes, 0)
     left = MAX_RECHECKS
     while left:  # equal shares; what a small group cannot use goes to the others
-        open_groups = [g for g in groups if shares[g] < len(groups[g])]
+        open_groups = [g for g in sizes if shares[g] < sizes[g]]
         each = max(1, left // len(open_groups))
         for group in open_groups:
-            take = min(each, len(groups[group]) - shares[group], left)
+            take = min(each, sizes[group] - shares[group], left)
             shares[group] += take
             left -= take
             if not left:
                 break
-    chosen = {f.key for group, members in groups.items() for f in
-              (members[i * len(members) // shares[group]] for i in range(shares[group]))}
-    return [f for f in targets if f.key in chosen]
+    picks = {group: {i * sizes[group] // n for i in range(n)} for group, n in shares.items()}
+    seen: Counter[tuple[str, Cls]] = Counter()
+    chosen = []
+    for f in chain(targets, (f for f in more() if f.cls in NEGATIVE)):
+        group = (urls.host_of(f.url), f.cls)
+        if seen[group] in picks.get(group, ()):
+            chosen.append(f)
+        seen[group] += 1
+    return chosen
 
 
 # What a failure the crawl recorded is, as a fresh fetch would see it.

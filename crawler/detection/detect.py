@@ -450,6 +450,9 @@ def _away(url: str, target: str) -> bool:
     return (a.hostname, a.port) != (b.hostname, b.port)
 
 
+_ORDER = {cls: i for i, cls in enumerate(Cls)}
+
+
 @dataclass(frozen=True, slots=True)
 class HostEvent:
     """Most URLs of one host share one negative class: reported as one event."""
@@ -462,24 +465,33 @@ class HostEvent:
 
 
 def roll_up(findings: list[Finding], *, share: float = 0.6, minimum: int = 3,
-            settled: Mapping[str, tuple[int, str]] | None = None) -> list[HostEvent]:
+            settled: Mapping[str, tuple[int, str]] | None = None,
+            negative: Mapping[tuple[str, Cls], int] | None = None) -> list[HostEvent]:
     """Return host-level events: a host where ``share`` of its compared pages (images and
     other requisites do not count) have one negative class. ``settled``: host -> (pages,
-    earliest fetch) of pages classified outside ``findings`` (unchanged, not modified)."""
+    earliest fetch) of pages classified outside ``findings`` (unchanged, not modified, and
+    the plain findings of ``sweep``); ``negative``: (host, class) -> how many of those pages
+    have that takedown class."""
     by_host: dict[str, list[Finding]] = {}
     for f in findings:
         snap = f.after or f.before
         if f.cls not in (Cls.NEW, Cls.NOT_CHECKED) and snap and snap.kind in ("seed", "page"):
             by_host.setdefault(urls.host_of(f.url), []).append(f)
+    plain: dict[str, dict[Cls, int]] = {}
+    for (host, cls), n in (negative or {}).items():
+        plain.setdefault(host, {})[cls] = n
+        by_host.setdefault(host, [])
     events = []
     for host, group in sorted(by_host.items()):
-        counts: dict[Cls, int] = {}
+        counts: dict[Cls, int] = dict(plain.get(host, {}))
         for f in group:
             if f.cls in NEGATIVE or f.cls is Cls.NETWORK_DOWN:
                 counts[f.cls] = counts.get(f.cls, 0) + 1
         if not counts:
             continue
-        cls, n = max(counts.items(), key=lambda kv: kv[1])
+        # the most frequent class; a tie goes to the first in the enum's order (the same
+        # whichever URLs were held)
+        cls, n = max(counts.items(), key=lambda kv: (kv[1], -_ORDER[kv[0]]))
         quiet, first = (settled or {}).get(host, (0, ""))
         size = len(group) + quiet
         if n >= minimum and n >= share * size:

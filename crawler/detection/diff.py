@@ -14,7 +14,7 @@ from crawler.capture.fetcher import FetchSettings
 from crawler.capture.settings import DetectSettings
 from crawler.detection.comparison import Comparison, baseline, compare, first_crawl, previous_crawl
 from crawler.detection.probes import probe, repair_probe_files
-from crawler.detection.states import Event, apply_states
+from crawler.detection.states import Event, apply_states, transitions
 
 log = logging.getLogger("crawler.diff")
 
@@ -39,7 +39,7 @@ async def detect_after_crawl(catalog: Catalog, after: CrawlRow, settings: Detect
         comparison = compare(catalog, after, rules=settings.rules)
     events = apply_states(catalog, comparison, settings, on_commit)
     log.info("compared %d URLs in %.1fs: %d transitions", sum(comparison.counts().values()),
-             time.monotonic() - started, len(events))
+             time.monotonic() - started, transitions(events))
     return comparison, events
 
 

@@ -34,24 +34,39 @@ class Namer:
         self.target = target
         self.rules = rules
         self.budget = budget
-        self._unnamed: set[int] = set()  # captures not read back: the budget was spent
+        # captures not read back because the budget was spent: a bit per capture id (a
+        # report of a site gone whole asks for millions)
+        self._unnamed = bytearray()
+        self._unnamed_count = 0
         self._names: dict[int, pagetext.PageName | None] = {}
-        self._last: dict[str, Snap | None] = {}
+        self._last: dict[str, Snap | None] = {}  # at most 2 x budget keys: past that, each
+        # is looked up again when asked for (unnamed by then anyway)
 
     @property
     def unnamed(self) -> int:
         """Return how many pages were left unnamed because the budget was spent."""
-        return len(self._unnamed)
+        return self._unnamed_count
+
+    def _left_unnamed(self, capture: int) -> None:
+        byte, bit = divmod(capture, 8)
+        if byte >= len(self._unnamed):
+            self._unnamed.extend(bytes(byte + 1 - len(self._unnamed) + 4096))
+        if not self._unnamed[byte] & (1 << bit):
+            self._unnamed[byte] |= 1 << bit
+            self._unnamed_count += 1
 
     def last_good(self, key: str) -> Snap | None:
         """Return the latest good capture of a URL key in this target (None if none)."""
-        if key not in self._last:
-            found = self.rows.snaps(
-                f"SELECT {SNAP_COLUMNS} FROM captures c JOIN crawls k ON k.id = c.crawl "
-                f"WHERE k.target = ? AND c.key = ? AND c.final = 1 AND {GOOD} AND {NOT_WALL} "
-                "ORDER BY c.id DESC LIMIT 1", (self.target, key))
-            self._last[key] = found[0] if found else None
-        return self._last[key]
+        if key in self._last:
+            return self._last[key]
+        found = self.rows.snaps(
+            f"SELECT {SNAP_COLUMNS} FROM captures c JOIN crawls k ON k.id = c.crawl "
+            f"WHERE k.target = ? AND c.key = ? AND c.final = 1 AND {GOOD} AND {NOT_WALL} "
+            "ORDER BY c.id DESC LIMIT 1", (self.target, key))
+        snap = found[0] if found else None
+        if len(self._last) < 2 * self.budget:
+            self._last[key] = snap
+        return snap
 
     def of(self, snap: Snap | None) -> pagetext.PageName | None:
         """Return the name of the page a capture holds (None for non-HTML or unreadable)."""
@@ -59,7 +74,7 @@ class Namer:
             return None
         if snap.capture not in self._names:
             if len(self._names) >= self.budget:
-                self._unnamed.add(snap.capture)
+                self._left_unnamed(snap.capture)
                 return None
             html = self.rows.html(snap)
             self._names[snap.capture] = pagetext.page_name(html, self.rules) if html else None

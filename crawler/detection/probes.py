@@ -31,7 +31,6 @@ from crawler.detection.comparison import (
     MAX_VANTAGE_CHECKS,
     Comparison,
     compare,
-    recheck_targets,
 )
 from crawler.detection.detect import (
     Cls,
@@ -111,7 +110,7 @@ async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
         # soft-404, our network down).
         current = compare(catalog, after, rules=settings.rules) if (
             landings or probes or control) else first
-        suspects = recheck_targets(current.findings)
+        suspects = current.recheck_targets(catalog)
         gate = asyncio.Semaphore(4)  # gentle: a struggling server is being asked again
         if suspects and settings.vantage:
             # Another network path: a page fine from there is blocked here, not removed.
@@ -125,7 +124,7 @@ async def probe(catalog: Catalog, after: CrawlRow, settings: DetectSettings,
 
                     await asyncio.gather(*(through(f) for f in suspects[:MAX_VANTAGE_CHECKS]))
             current = compare(catalog, after, rules=settings.rules)
-            suspects = recheck_targets(current.findings)
+            suspects = current.recheck_targets(catalog)
         for n in range(settings.recheck_probes if suspects else 0):
             await asyncio.sleep(settings.recheck_spacing if n else 0)
             # A new client per round: no connection, and no remembered DNS failure, is reused.

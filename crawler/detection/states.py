@@ -6,8 +6,9 @@ reported and notified; they are written with the classes in one transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from crawler.archive.catalog import Catalog, now_iso
@@ -20,6 +21,7 @@ from crawler.detection.detect import (
     SLOW_CONFIRM,
     Cls,
     Finding,
+    HostEvent,
 )
 
 STRONG_CONFIRM = frozenset({Cls.LEGAL, Cls.BLOCK_PAGE})
@@ -35,20 +37,94 @@ class Event:
     state: str  # suspected | provisional | confirmed | recovered
     since: str
     detail: str = ""
+    # A whole host's event: the transitions of its URLs in its class that it stands for,
+    # as (state, how many) (``fold_key``). Those are in the events table and
+    # findings.jsonl, not in the list (``apply_states``): a site taken down whole is
+    # millions of them.
+    rolled_up: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def urls_rolled_up(self) -> int:
+        """Return how many URL transitions this event stands for."""
+        return sum(n for _, n in self.rolled_up)
+
+
+ALERTS = ("confirmed", "provisional")
+# Not a transition: a whole host's roll-up whose own state did not change in this run (it
+# was confirmed before), carrying the transitions of its URLs (``rolled_up``); never in the
+# events table. A site gone for days confirms its pages a day after the host.
+STANDING = "standing"
+
+
+def transitions(events: Iterable[Event], states: Iterable[str] | None = None) -> int:
+    """Return how many transitions a list of events stands for, rolled-up ones included
+    (only those into ``states``, if given)."""
+    wanted = None if states is None else frozenset(states)
+    return sum((e.state != STANDING and (wanted is None or e.state in wanted))
+               + sum(n for state, n in e.rolled_up if wanted is None or state in wanted)
+               for e in events)
+
+
+def fold_key(event: Event) -> tuple[str, str, bool]:
+    """Return what a URL transition has in common with the whole-host event that stands for
+    it (a host event's ``url`` is the host): host, class, and whether it is a recovery. A
+    host's event stands for its URLs' transitions into any takedown state (its own may be
+    confirmed by the re-checked sample, theirs suspected until the next crawl), or, when the
+    host recovered, for their recoveries."""
+    host = event.url if event.key.startswith("host:") else urls.host_of(event.url)
+    return host, event.cls, event.state == "recovered"
+
+
+def rolled_up_words(n: int, states: dict[str, int]) -> str:
+    """Return what a host event stands for, in words: "and 998 URL transition(s) of this
+    host in this class (4 confirmed, 994 suspected)"."""
+    per_state = ", ".join(f"{count} {state}" for state, count in states.items())
+    return f"and {n} URL transition(s) of this host in this class ({per_state})"
+
+
+def with_rolled_up(event: Event, states: Counter[str]) -> Event:
+    """Return a host event carrying the per-state counts of the transitions it stands for."""
+    return replace(event, rolled_up=tuple(sorted(states.items()))) if states else event
+
+
+_BATCH = 5000  # events inserted at a time
 
 
 def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSettings,
                  on_commit: Callable[[list[Event]], None] | None = None) -> list[Event]:
     """Record each URL's class, advance its state, and return the transitions.
 
+    Every transition is written to the events table. A URL's transition in the class and
+    state of its host's whole-host event is counted in that event's ``rolled_up`` and not
+    returned: the list stays the size of what a person reads, however many URLs a site
+    taken down whole has. Memory does not grow with the site either way: the findings are
+    read one at a time (``Comparison.every_finding``), each URL's state looked up alone.
+
     ``on_commit(events)`` runs inside the same transaction: what must happen exactly when
     the states change (queueing their notification, moving the run's phase on).
     """
     db, target, pk = catalog.db, comparison.target, comparison.after.pk
     now = now_iso()
-    states = {r["key"]: r for r in db.execute("SELECT * FROM url_states WHERE target=?",
-                                               (target,))}
-    events: list[Event] = []
+
+    def state_of(key: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = db.execute(
+            "SELECT * FROM url_states WHERE target=? AND key=?", (target, key)).fetchone()
+        return row
+
+    rows: list[tuple[object, ...]] = []
+
+    def insert(event: Event) -> None:
+        rows.append((target, pk, event.key, event.url, event.cls, event.state, now,
+                     event.detail, event.since))
+        if len(rows) >= _BATCH:
+            flush()
+
+    def flush() -> None:
+        db.executemany(
+            "INSERT INTO events (target, crawl, key, url, class, state, at, detail, since) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        rows.clear()
+
     with catalog.transaction():
         db.executemany("UPDATE captures SET class=? WHERE id=?",
                        ((f.cls.value, f.after.capture) for f in comparison.findings if f.after))
@@ -58,50 +134,119 @@ def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSetti
         db.execute("DELETE FROM crawl_classes WHERE crawl=?", (pk,))
         db.executemany("INSERT INTO crawl_classes VALUES (?, ?, ?)",
                        [(pk, c, n) for c, n in comparison.counts().items()])
-        for f in comparison.findings:
-            event = _advance(db, target, pk, f, states.get(f.key), now, settings,
+        # whole hosts first (their events decide which URL transitions they stand for)
+        moved = _host_events(db, target, pk, comparison, state_of, now, settings)
+        hosts = moved + _standing(db, target, comparison.hosts, moved)
+        folds = {fold_key(h): i for i, h in enumerate(hosts)}
+        rolled: list[Counter[str]] = [Counter() for _ in hosts]
+        events: list[Event] = []
+        for f in comparison.every_finding(catalog):
+            if f.cls in NEUTRAL:
+                continue  # says nothing about the page: no state moves (``_advance``)
+            event = _advance(db, target, pk, f, state_of(f.key), now, settings,
                              f.key in comparison.confirmed)
-            if event is not None:
+            if event is None:
+                continue
+            insert(event)
+            host = folds.get(fold_key(event))
+            if host is None:
                 events.append(event)
-        for host in comparison.hosts:  # a whole host as one event, with the same states
-            key = f"host:{host.host}"
-            members = [f for f in comparison.findings
-                       if urls.host_of(f.url) == host.host and f.cls is host.cls]
-            # re-checked members (all of them, or a sample when there were too many:
-            # comparison.recheck_targets) that reproduced: at least half
-            checked = [f for f in members
-                       if f.key in comparison.rechecked or f.key in comparison.confirmed]
-            reproduced = bool(checked) and sum(
-                f.key in comparison.confirmed for f in checked) * 2 >= len(checked)
-            summary = Finding(host.host, key, host.cls, None, None,
-                              f"{host.urls} of {host.of} URLs since {host.since}",
-                              strong=any(f.strong for f in members))
-            event = _advance(db, target, pk, summary, states.get(key), host.since or now,
-                             settings, reproduced)
-            if event is not None:
-                events.append(event)
-        hosts_now = {f"host:{h.host}" for h in comparison.hosts}
-        for key, state in states.items():
-            if key.startswith("host:") and key not in hosts_now:
-                db.execute("DELETE FROM url_states WHERE target=? AND key=?", (target, key))
-                events.append(Event(key, state["url"], state["class"], "recovered",
-                                    state["since"]))
-        db.executemany(
-            "INSERT INTO events (target, crawl, key, url, class, state, at, detail, since) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((target, pk, e.key, e.url, e.cls, e.state, now, e.detail, e.since)
-             for e in events))
+            else:
+                rolled[host][event.state] += 1
+        hosts = [with_rolled_up(h, n) for h, n in zip(hosts, rolled, strict=True)]
+        for event in hosts[:len(moved)]:  # after the URLs', as they were always written
+            insert(event)
+        events += [h for h in hosts if h.state != STANDING or h.rolled_up]
+        flush()
         if on_commit is not None:
             on_commit(events)
     return events
 
 
-def events_of(catalog: Catalog, crawl_pk: int) -> list[Event]:
-    """Return the transitions a crawl's detection committed, in order."""
-    return [Event(row["key"], row["url"], row["class"], row["state"],
-                  row["since"] or row["at"], row["detail"] or "")
-            for row in catalog.db.execute("SELECT * FROM events WHERE crawl=? ORDER BY id",
-                                          (crawl_pk,))]
+def _host_events(db: sqlite3.Connection, target: str, pk: int, comparison: Comparison,
+                 state_of: Callable[[str], sqlite3.Row | None], now: str,
+                 settings: DetectSettings) -> list[Event]:
+    """Advance the state of each whole host with an event in this comparison, close those
+    of hosts without one; return the transitions."""
+    old_hosts = db.execute("SELECT * FROM url_states WHERE target=? AND key LIKE 'host:%'",
+                           (target,)).fetchall()
+    events = []
+    for host in comparison.hosts:  # a whole host as one event, with the same states
+        key = f"host:{host.host}"
+        members = [f for f in comparison.findings
+                   if urls.host_of(f.url) == host.host and f.cls is host.cls]
+        # re-checked members (all of them, or a sample when there were too many:
+        # comparison.recheck_targets) that reproduced: at least half (the plain findings
+        # of ``sweep`` were never re-checked: those are held)
+        checked = [f for f in members
+                   if f.key in comparison.rechecked or f.key in comparison.confirmed]
+        reproduced = bool(checked) and sum(
+            f.key in comparison.confirmed for f in checked) * 2 >= len(checked)
+        strong = any(f.strong for f in members) or (
+            host.host, host.cls) in comparison.settled.strong
+        summary = Finding(host.host, key, host.cls, None, None,
+                          f"{host.urls} of {host.of} URLs since {host.since}", strong=strong)
+        event = _advance(db, target, pk, summary, state_of(key), host.since or now,
+                         settings, reproduced)
+        if event is not None:
+            events.append(event)
+    hosts_now = {f"host:{h.host}" for h in comparison.hosts}
+    for state in old_hosts:
+        if state["key"] not in hosts_now:
+            db.execute("DELETE FROM url_states WHERE target=? AND key=?",
+                       (target, state["key"]))
+            events.append(Event(state["key"], state["url"], state["class"], "recovered",
+                                state["since"]))
+    return events
+
+
+def _standing(db: sqlite3.Connection, target: str, hosts: Iterable[HostEvent],
+              moved: list[Event]) -> list[Event]:
+    """Return a ``STANDING`` entry for each host rolled up in this comparison whose own
+    state did not move (nothing in ``moved``) but is open: what its URLs' transitions are
+    rolled up into."""
+    have = {e.key for e in moved}
+    out = []
+    for host in hosts:
+        key = f"host:{host.host}"
+        row = None if key in have else db.execute(
+            "SELECT state, since FROM url_states WHERE target=? AND key=?",
+            (target, key)).fetchone()
+        if row is not None:
+            out.append(Event(key, host.host, host.cls.value, STANDING, row["since"],
+                             f"{row['state']} since {row['since'][:19]}: {host.urls} of "
+                             f"{host.of} URLs"))
+    return out
+
+
+def events_of(catalog: Catalog, crawl_pk: int,
+              hosts: Iterable[HostEvent] = ()) -> list[Event]:
+    """Return the transitions a crawl's detection committed, in order, rolled up into its
+    whole-host events (and the ``STANDING`` ones of ``hosts``, the comparison's) as
+    ``apply_states`` returned them."""
+    def event(row: sqlite3.Row) -> Event:
+        return Event(row["key"], row["url"], row["class"], row["state"],
+                     row["since"] or row["at"], row["detail"] or "")
+
+    moved = [event(r) for r in catalog.db.execute(
+        "SELECT * FROM events WHERE crawl=? AND key LIKE 'host:%' ORDER BY id", (crawl_pk,))]
+    target = catalog.db.execute("SELECT target FROM crawls WHERE id=?",
+                                (crawl_pk,)).fetchone()[0]
+    standing = _standing(catalog.db, target, hosts, moved)
+    folds = {fold_key(h): h.key for h in moved + standing}
+    rolled: dict[str, Counter[str]] = {h.key: Counter() for h in moved + standing}
+    events = []
+    for row in catalog.db.execute("SELECT * FROM events WHERE crawl=? ORDER BY id",
+                                  (crawl_pk,)):
+        found = event(row)
+        host = None if found.key.startswith("host:") else folds.get(fold_key(found))
+        if host is None:
+            events.append(found)
+        else:
+            rolled[host][found.state] += 1
+    return [with_rolled_up(e, rolled[e.key]) if e.key.startswith("host:") else e
+            for e in events] + [with_rolled_up(e, rolled[e.key]) for e in standing
+                                if rolled[e.key]]
 
 
 def _advance(db: sqlite3.Connection, target: str, pk: int, f: Finding,

@@ -4,11 +4,20 @@ in key order from sorted catalog queries, one URL at a time.
 Most URLs of a recrawl are settled here: the same payload bytes as their last capture, or a
 304, with nothing that could make them interesting (no open takedown state, not a page of a
 paginated listing, not a page that lost the links to it). They are counted, and their capture
-ids kept (8 bytes each) so their class can be recorded; nothing else of them is held. Only
-the rest (changed, failed, new, gone) is returned whole, for ``comparison.compare`` to judge
-with the context of the whole crawl. So the memory a comparison needs grows with what
-changed, not with the site: a recrawl of three million pages in which a few thousand changed
-holds a few thousand (docs/detection.md, *Large targets*).
+ids kept (8 bytes each) so their class can be recorded; nothing else of them is held.
+
+So are the *plain* findings: URLs whose class ``detect.classify`` gives from their two
+captures alone, whatever else the crawl saw, though it is not a quiet one: a page that served
+content and now answers 404 or 410 (removed), a URL this crawl did not fetch or was kept from
+by a rule (not checked). A site taken down whole is millions of these. They are counted per
+host and class (what ``detect.roll_up`` and the re-check sample need), and the pair of
+capture ids of each is kept (16 bytes), so that ``plain_findings`` can give them back one at
+a time, re-read from the catalog, to advance their states and write the report.
+
+Only the rest (changed, failed, new, redirected, judged with evidence fetched after the
+crawl) is returned whole, for ``comparison.compare`` to judge with the context of the whole
+crawl. So the memory a comparison needs grows with what changed in ways that need the
+context, not with the site (docs/detection.md, *Large targets*).
 
 Read-only, like the rest of the comparison.
 """
@@ -24,7 +33,16 @@ from typing import Any
 
 from crawler.archive.catalog import CrawlRow
 from crawler.capture import urls
-from crawler.detection.detect import NEGATIVE, Cls, Snap, served
+from crawler.detection.detect import (
+    NEGATIVE,
+    NOT_ASKED,
+    Cls,
+    Context,
+    Finding,
+    Snap,
+    classify,
+    served,
+)
 from crawler.detection.listing import listing_key
 from crawler.detection.snapshots import GOOD, NOT_WALL, SNAP_COLUMNS, Captures
 
@@ -34,19 +52,61 @@ _MAYBE_LISTING = "(c.url LIKE '%?%' OR c.url LIKE '%/page%')"  # listing_key's o
 
 @dataclass
 class Settled:
-    """URLs the streaming pass classified alone: per class, how many and their captures."""
+    """URLs the streaming pass classified alone: per class, how many and their captures;
+    of the plain findings among them, their capture pairs and per-host counts."""
 
     counts: Counter[str] = field(default_factory=Counter)
     captures: dict[str, array[int]] = field(default_factory=dict)
-    pages: dict[str, tuple[int, str]] = field(default_factory=dict)  # host -> (pages, first)
+    # host -> (pages, earliest fetch) of settled pages a host-wide event counts among the
+    # host's compared pages (quiet ones, and plain findings other than "not checked")
+    pages: dict[str, tuple[int, str]] = field(default_factory=dict)
+    plain_old: array[int] = field(default_factory=lambda: array("q"))  # 0: no capture
+    plain_new: array[int] = field(default_factory=lambda: array("q"))
+    negative: Counter[tuple[str, Cls]] = field(default_factory=Counter)  # (host, class):
+    # plain takedown findings, every kind (the re-check sample's groups)
+    negative_pages: Counter[tuple[str, Cls]] = field(default_factory=Counter)  # of them,
+    # the pages (what a host-wide event counts)
+    strong: set[tuple[str, Cls]] = field(default_factory=set)  # (host, class) with a strong
+    # plain finding (a 410)
 
     def add(self, cls: Cls, snap: Snap) -> None:
         self.counts[cls.value] += 1
         self.captures.setdefault(cls.value, array("q")).append(snap.capture)
         if snap.kind in ("seed", "page"):  # what a host-wide event counts its share of
-            host = urls.host_of(snap.url)
-            n, first = self.pages.get(host, (0, snap.fetched_at))
-            self.pages[host] = (n + 1, min(first, snap.fetched_at))
+            self._page(snap)
+
+    def add_plain(self, cls: Cls, old: Snap | None, new: Snap | None) -> None:
+        """Count a plain finding, keep its capture pair."""
+        self.counts[cls.value] += 1
+        self.plain_old.append(old.capture if old is not None else 0)
+        self.plain_new.append(new.capture if new is not None else 0)
+        if new is None or cls is Cls.NOT_CHECKED:
+            return  # nothing seen: not among a host's compared pages
+        self.captures.setdefault(cls.value, array("q")).append(new.capture)
+        if cls in NEGATIVE:
+            group = (urls.host_of(new.url), cls)
+            self.negative[group] += 1
+            if new.status == 410:
+                self.strong.add(group)
+            if new.kind in ("seed", "page"):
+                self.negative_pages[group] += 1
+        if new.kind in ("seed", "page"):
+            self._page(new)
+
+    def _page(self, snap: Snap) -> None:
+        host = urls.host_of(snap.url)
+        n, first = self.pages.get(host, (0, snap.fetched_at))
+        self.pages[host] = (n + 1, min(first, snap.fetched_at))
+
+    @property
+    def plain(self) -> int:
+        """Return how many plain findings there are."""
+        return len(self.plain_old)
+
+    @property
+    def suspects(self) -> int:
+        """Return how many plain findings are of a takedown class (every one a suspect)."""
+        return sum(self.negative.values())
 
 
 @dataclass
@@ -76,10 +136,12 @@ def earlier_sql(*, one_key: bool = False) -> str:
 
 
 def sweep(rows: Captures, after: CrawlRow, limit: int, before: CrawlRow | None,
-          seeds: frozenset[str], *, settle: bool = True) -> Sweep:
+          seeds: frozenset[str], *, settle: bool = True,
+          hold: frozenset[str] = frozenset()) -> Sweep:
     """Merge this crawl's captures with each URL's earlier capture (crawls up to ``limit``),
     the link graphs and the open states, settle what can be settled, hold the rest
-    (``settle=False``: hold every URL, the reference the settling is tested against)."""
+    (``settle=False``: hold every URL, the reference the settling is tested against).
+    ``hold``: keys always held (evidence fetched after the crawl may change their class)."""
     db = rows.db
     earlier = earlier_sql()
     args = (after.target, limit)
@@ -124,12 +186,17 @@ def sweep(rows: Captures, after: CrawlRow, limit: int, before: CrawlRow | None,
             out.hosts_now[host] += 1
         if new is None and (old is None or old.kind == "requisite"):
             continue  # only linked; or a requisite no longer used: nothing to say
-        cls = _settles(old, new, was_linked and not is_linked, "state" in found, seeds,
-                       listings) if settle else None
-        if cls is not None:
-            assert new is not None
-            out.settled.add(cls, new)
-            continue
+        if settle and key not in hold:
+            cls = _settles(old, new, was_linked and not is_linked, "state" in found, seeds,
+                           listings)
+            if cls is not None:
+                assert new is not None
+                out.settled.add(cls, new)
+                continue
+            cls = _plain(old, new, listings)
+            if cls is not None:
+                out.settled.add_plain(cls, old, new)
+                continue
         if old is not None:
             out.old[key] = old
         if new is not None:
@@ -159,6 +226,45 @@ def _settles(old: Snap | None, new: Snap | None, unlinked: bool, open_state: boo
     if status == 304 and new.record_type == "revisit":
         return Cls.NOT_MODIFIED
     return None
+
+
+def _plain(old: Snap | None, new: Snap | None, listings: set[str]) -> Cls | None:
+    """Return the class of a plain finding (``detect.classify`` of the two captures, the
+    same in any context), else None: not fetched this time, or kept out by a rule (not
+    checked); a page that served content now answering 404 or 410 (removed). A listing's
+    pages are judged with their siblings, and so are never plain."""
+    snap = new if new is not None else old
+    if snap is None or listing_key(snap.url) is not None or snap.url in listings:
+        return None
+    if new is None:
+        return Cls.NOT_CHECKED
+    if new.wall:
+        return None
+    if new.failure in NOT_ASKED:
+        return Cls.NOT_CHECKED
+    if old is not None and served(old) and new.failure is None and new.status in (404, 410):
+        return Cls.REMOVED
+    return None
+
+
+_NO_CONTEXT = Context(lines=lambda snap: None, landing=lambda snap: None)
+
+
+def plain_findings(rows: Captures, settled: Settled, batch: int = 1000) -> Iterator[Finding]:
+    """Yield the plain findings of a sweep, in key order, their captures re-read from the
+    catalog a batch at a time (``classify`` needs nothing else for them)."""
+    for start in range(0, settled.plain, batch):
+        pairs = list(zip(settled.plain_old[start:start + batch],
+                         settled.plain_new[start:start + batch], strict=True))
+        ids = sorted({c for pair in pairs for c in pair if c})
+        snaps = {s.capture: s for s in rows.snaps(
+            f"SELECT {SNAP_COLUMNS} FROM captures c WHERE c.id IN "
+            f"({','.join('?' * len(ids))})", ids)}
+        for old, new in pairs:
+            missing = [c for c in (old, new) if c and c not in snaps]
+            if missing:
+                raise LookupError(f"capture {missing[0]} left the catalog during detection")
+            yield classify(snaps.get(old), snaps.get(new), _NO_CONTEXT)
 
 
 def _keyed(snaps: Iterable[Snap]) -> Iterator[tuple[str, Snap]]:

@@ -33,7 +33,7 @@ from crawler.core.outcome import CrawlOutcome, CrawlStats, StopReason
 from crawler.crawl.engine import Crawl, run_crawl
 from crawler.detection.diff import comparison_after_detection, detect_after_crawl
 from crawler.detection.names import Namer, label
-from crawler.detection.states import Event, events_of
+from crawler.detection.states import ALERTS, Event, events_of, transitions
 from crawler.jobs.after_dark import rescue_if_dark
 from crawler.reporting import notify, outbox, report
 from crawler.rescue.run import RescueOutcome
@@ -59,8 +59,7 @@ class TargetRun:
         no seed could be fetched: an unreachable site is the alert), or INCOMPLETE when the
         crawl ended complete but pages answered with a bot wall (it did not see them)."""
         if self.outcome.exit_code in (ExitCode.OK, ExitCode.CRAWL_FAILED,
-                                      ExitCode.INCOMPLETE) and any(
-                e.state in ("confirmed", "provisional") for e in self.events):
+                                      ExitCode.INCOMPLETE) and transitions(self.events, ALERTS):
             return ExitCode.TAKEDOWN
         if self.outcome.exit_code is ExitCode.OK and self.report is not None and \
                 self.report["summary"]["classes"].get("bot-wall"):
@@ -140,7 +139,7 @@ async def finish_run(catalog: Catalog, row: CrawlRow, settings: CrawlSettings,
         row = replace(row, phase=Phase.REPORT)
     else:
         comparison = comparison_after_detection(catalog, row, detect)
-        events = events_of(catalog, row.pk)
+        events = events_of(catalog, row.pk, comparison.hosts)
     data, paths = None, None
     if row.phase in (Phase.REPORT, Phase.PACKAGE):
         data = report.build(catalog, comparison, events, namer)

@@ -15,9 +15,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from crawler.capture import urls as urlkit
 from crawler.core.redact import redact_url
-from crawler.detection.states import Event
+from crawler.detection.states import ALERTS, Event, fold_key, rolled_up_words, transitions
 
 log = logging.getLogger("crawler.notify")
 
@@ -28,24 +27,23 @@ def message(target: str, crawl_id: str, events: Sequence[Event], report: Path | 
             name_of: Callable[[str], str] = lambda key: "") -> tuple[str, str]:
     """Return (title, body) for one run's transitions, rolled up per host; ``name_of``
     gives a URL key's page name (its headline or title), shown after the URL."""
-    alerts = [e for e in events if e.state in ("confirmed", "provisional")]
+    alerts = transitions(events, ALERTS)
+    total = transitions(events)
     kind = "TAKEDOWN" if alerts else "change"
-    hosts = {(e.url, e.cls, e.state) for e in events if e.key.startswith("host:")}
-    folded: Counter[tuple[str, str, str]] = Counter()
+    hosts = {fold_key(e): e.key for e in events if e.key.startswith("host:")}
+    folded: dict[str, Counter[str]] = {e.key: Counter(dict(e.rolled_up))
+                                       for e in events if e.rolled_up}
     shown: list[Event] = []
     for e in events:
-        if e.key.startswith("host:"):
+        host = None if e.key.startswith("host:") else hosts.get(fold_key(e))
+        if host is None:
             shown.append(e)
-            continue
-        host = (urlkit.host_of(e.url), e.cls, e.state)
-        if host in hosts:
-            folded[host] += 1
         else:
-            shown.append(e)
+            folded.setdefault(host, Counter())[e.state] += 1
     shown.sort(key=lambda e: (not e.key.startswith("host:"), e.state == "recovered"))
-    title = (f"[crawler] {target}: TAKEDOWN: {len(alerts)} alert(s), {len(events)} "
+    title = (f"[crawler] {target}: TAKEDOWN: {alerts} alert(s), {total} "
              f"transition(s) in crawl {crawl_id}" if alerts else
-             f"[crawler] {target}: {len(events)} {kind} event(s) in crawl {crawl_id}")
+             f"[crawler] {target}: {total} {kind} event(s) in crawl {crawl_id}")
     lines = []
     for e in shown[:MAX_LINES]:
         name = "" if e.key.startswith("host:") else name_of(e.key)
@@ -53,9 +51,10 @@ def message(target: str, crawl_id: str, events: Sequence[Event], report: Path | 
                 + (f" ({e.detail})" if e.detail else ""))
         if e.key.startswith("host:"):
             line = f"HOST {line}"
-            if folded[(e.url, e.cls, e.state)]:
-                line += (f"; and {folded[(e.url, e.cls, e.state)]} URL(s) of it in the same "
-                         "state (listed in the report)")
+            states = folded.get(e.key)
+            if states:
+                line += (f"; {rolled_up_words(states.total(), dict(sorted(states.items())))}"
+                         " (listed in the report)")
         lines.append(line)
     if len(shown) > MAX_LINES:
         lines.append(f"... and {len(shown) - MAX_LINES} more (see the report)")

@@ -12,19 +12,27 @@ from __future__ import annotations
 import html
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from crawler import __version__
 from crawler.archive.catalog import Catalog, now_iso
 from crawler.archive.warc import timestamp17_of
-from crawler.capture import urls
 from crawler.core.outcome import shortfall_lines  # the same words as the terminal summary
 from crawler.detection.comparison import Comparison
 from crawler.detection.detect import NEGATIVE, Cls, Finding, Snap
 from crawler.detection.names import NAME_BUDGET, Namer, label
-from crawler.detection.states import Event
+from crawler.detection.states import (
+    ALERTS,
+    STANDING,
+    Event,
+    fold_key,
+    rolled_up_words,
+    transitions,
+)
 
 SCHEMA = "crawler-report/1"
 DETAILS = "findings.jsonl"  # every transition and finding, beside the bounded report
@@ -77,10 +85,13 @@ def build(catalog: Catalog, comparison: Comparison, events: list[Event],
     """
     target = comparison.target
     namer = namer or Namer(catalog, target, comparison.rules)
-    states = {r["key"]: r["state"] for r in catalog.db.execute(
-        "SELECT key, state FROM url_states WHERE target=?", (target,))}
-    findings = [f for f in comparison.findings if f.cls not in QUIET]
-    new_alerts = [e for e in events if e.state in ("confirmed", "provisional")]
+    open_states = catalog.db.execute("SELECT count(*) FROM url_states WHERE target=?",
+                                     (target,)).fetchone()[0]
+    # the held findings, then the plain ones (``sweep.plain_findings``), as far as listed
+    findings = list(islice((f for f in comparison.every_finding(catalog)
+                            if f.cls not in QUIET), MAX_LISTED))
+    findings_total = sum(f.cls not in QUIET for f in comparison.findings) + comparison.plain
+    new_alerts = transitions(events, ALERTS)
     shown, folded = roll_up(events)
     before = comparison.before
     return {
@@ -94,17 +105,18 @@ def build(catalog: Catalog, comparison: Comparison, events: list[Event],
         "compared_with": ({"crawl_id": before.crawl_id, "started": before.started}
                           if before else None),
         "summary": {"urls": sum(comparison.counts().values()), "classes": comparison.counts(),
-                    "transitions": len(events), "new_alerts": len(new_alerts),
-                    "open_states": len(states)},
-        "listed": {"events": min(len(shown), MAX_LISTED), "events_total": len(events),
-                   "rolled_up": sum(folded.values()),
-                   "findings": min(len(findings), MAX_LISTED),
-                   "findings_total": len(findings), "details": DETAILS},
+                    "transitions": transitions(events), "new_alerts": new_alerts,
+                    "open_states": open_states},
+        "listed": {"events": min(len(shown), MAX_LISTED), "events_total": transitions(events),
+                   "rolled_up": sum(n.total() for n in folded.values()),
+                   "findings": len(findings),
+                   "findings_total": findings_total, "details": DETAILS},
         "hosts": [{"host": h.host, "class": h.cls.value, "urls": h.urls, "of": h.of,
                    "since": h.since} for h in comparison.hosts],
-        "events": [_event(e, folded.get(e.key, 0), namer) for e in shown[:MAX_LISTED]],
-        "findings": [_finding(target, f, states, comparison.confirmed, namer)
-                     for f in findings[:MAX_LISTED]],
+        "events": [_event(e, folded.get(e.key, Counter()), namer)
+                   for e in shown[:MAX_LISTED]],
+        "findings": [_finding(target, f, state_of(catalog, target, f.key),
+                              comparison.confirmed, namer) for f in findings],
         "timeline": timeline(catalog, target),
         "warnings": warnings(comparison.counts()) + list(comparison.notes) + _unnamed(namer),
     }
@@ -130,19 +142,20 @@ def warnings(counts: dict[str, int]) -> list[str]:
     return found
 
 
-def roll_up(events: list[Event]) -> tuple[list[Event], dict[str, int]]:
-    """Return the transitions to list, and per whole-host event how many URL transitions of
-    its host, class and state it stands for (those are left out of the list)."""
-    hosts = {(e.url, e.cls, e.state): e.key for e in events if e.key.startswith("host:")}
-    folded: dict[str, int] = {}
+def roll_up(events: list[Event]) -> tuple[list[Event], dict[str, Counter[str]]]:
+    """Return the transitions to list, and per whole-host event the URL transitions it
+    stands for, per state (``states.fold_key``): those ``apply_states`` already left out
+    (``Event.rolled_up``), and any still in the list, which are left out of it."""
+    hosts = {fold_key(e): e.key for e in events if e.key.startswith("host:")}
+    folded: dict[str, Counter[str]] = {e.key: Counter(dict(e.rolled_up))
+                                       for e in events if e.rolled_up}
     shown = []
     for e in events:
-        host = hosts.get((urls.host_of(e.url), e.cls, e.state)) if not e.key.startswith(
-            "host:") else None
+        host = None if e.key.startswith("host:") else hosts.get(fold_key(e))
         if host is None:
             shown.append(e)
         else:
-            folded[host] = folded.get(host, 0) + 1
+            folded.setdefault(host, Counter())[e.state] += 1
     return shown, folded
 
 
@@ -153,16 +166,37 @@ def detail_lines(catalog: Catalog, comparison: Comparison, events: list[Event],
     the namer's budget goes (unnamed ones carry null names)."""
     target = comparison.target
     namer = namer or Namer(catalog, target, comparison.rules)
-    states = {r["key"]: r["state"] for r in catalog.db.execute(
-        "SELECT key, state FROM url_states WHERE target=?", (target,))}
     for e in events:
-        yield json.dumps({"type": "event", **_event(e, 0, namer)},
-                         ensure_ascii=False) + "\n"
-    for f in comparison.findings:
+        if e.state != STANDING:  # (a host's roll-up, not a transition: its URLs' are)
+            yield json.dumps({"type": "event", **_event(e, Counter(dict(e.rolled_up)),
+                                                        namer)}, ensure_ascii=False) + "\n"
+        if e.rolled_up:  # the URL transitions it stands for, from the events table
+            for member in _rolled_up(catalog, comparison.after.pk, e):
+                yield json.dumps({"type": "event", **_event(member, Counter(), namer)},
+                                 ensure_ascii=False) + "\n"
+    for f in comparison.every_finding(catalog):
         if f.cls not in QUIET:
-            yield json.dumps({"type": "finding", **_finding(target, f, states,
-                                                            comparison.confirmed, namer)},
+            yield json.dumps({"type": "finding", **_finding(
+                target, f, state_of(catalog, target, f.key), comparison.confirmed, namer)},
                              ensure_ascii=False) + "\n"
+
+
+def _rolled_up(catalog: Catalog, crawl_pk: int, host: Event) -> Iterator[Event]:
+    """Yield the URL transitions a whole-host event stands for (``states.apply_states``)."""
+    for row in catalog.db.execute(
+            "SELECT key, url, class, state, since, at, detail FROM events WHERE crawl=? "
+            "AND class=? AND key NOT LIKE 'host:%' ORDER BY id", (crawl_pk, host.cls)):
+        event = Event(row["key"], row["url"], row["class"], row["state"],
+                      row["since"] or row["at"], row["detail"] or "")
+        if fold_key(event) == fold_key(host):
+            yield event
+
+
+def state_of(catalog: Catalog, target: str, key: str) -> str | None:
+    """Return the open state of a URL (None if it has none)."""
+    row = catalog.db.execute("SELECT state FROM url_states WHERE target=? AND key=?",
+                             (target, key)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def finding_of(directory: Path, key: str) -> dict[str, Any] | None:
@@ -181,18 +215,19 @@ def finding_of(directory: Path, key: str) -> dict[str, Any] | None:
     return None
 
 
-def _event(e: Event, rolled_up: int, namer: Namer) -> dict[str, Any]:
+def _event(e: Event, rolled_up: Counter[str], namer: Namer) -> dict[str, Any]:
     data: dict[str, Any] = {"key": e.key, "url": e.url, "class": e.cls, "state": e.state,
                             "since": e.since, "detail": e.detail, **namer.url(e.key)}
     if e.key.startswith("host:"):
-        data["urls_rolled_up"] = rolled_up
+        data["urls_rolled_up"] = rolled_up.total()
+        data["rolled_up_states"] = dict(sorted(rolled_up.items()))
     return data
 
 
-def _finding(target: str, f: Finding, states: dict[str, str],
+def _finding(target: str, f: Finding, state: str | None,
              confirmed: set[str], namer: Namer) -> dict[str, Any]:
     return {"url": f.url, "key": f.key, "class": f.cls.value, "detail": f.detail,
-            "takedown": f.cls in NEGATIVE, "state": states.get(f.key),
+            "takedown": f.cls in NEGATIVE, "state": state,
             "confirmed_by_recheck": f.key in confirmed,
             "before": _snap(target, f.before), "after": _snap(target, f.after),
             "removed": list(f.removed), "added": list(f.added), **namer.finding(f)}
@@ -290,7 +325,7 @@ port.</p>""", _svg(report["timeline"]), "<h2>Summary</h2><table>"]
     parts.append(_table("State changes", ("state", "class", "URL", "page", "since", "detail"), (
         (*(_e(e[k]) for k in ("state", "class", "url")), _name_cell(e), _e(e["since"]),
          _e(e["detail"]) + (
-            f" <b>and {e['urls_rolled_up']} URL(s) of this host in the same state</b> "
+            f" <b>{_e(rolled_up_words(e['urls_rolled_up'], e['rolled_up_states']))}</b> "
             f"(in {DETAILS})" if e.get("urls_rolled_up") else ""))
         for e in report["events"])))
     listed = report.get("listed") or {}
