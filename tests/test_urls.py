@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,6 +46,22 @@ def test_canonical_key_ignores_parameter_order_and_case() -> None:
 
 def test_hosts_and_domains() -> None:
     assert urls.host_of("http://Lists.Memo.ru:8080/x") == "lists.memo.ru:8080"
+    # the fast path gives what urlsplit gives, for every shape of URL
+    for url in ("http://a.example", "https://A.example:443?q=1", "http://a.example#f",
+                "http://user:pw@A.example:8/p", "http://[::1]:8080/x", "http://[::1/x",
+                "http://a.exa\tmple/x", "http://a.example\n/x", "HTTP://A.example/x",
+                "https://пример.рф/путь", "http://xn--e1afmkfd.xn--p1ai/", "http:///x",
+                "http://a.example?x=http://b.example/", "ftp://a.example/x", "http:/a/b",
+                "http://a.example:99999/x", "https://A.EXAMPLE/%2F?#"):
+        try:
+            expected: str | type[ValueError] = urlsplit(url).netloc.lower()
+        except ValueError:
+            expected = ValueError
+        try:
+            got: str | type[ValueError] = urls.host_of(url)
+        except ValueError:
+            got = ValueError
+        assert got == expected, url
     assert urls.registered_domain("lists.memo.ru") == "memo.ru"
     assert urls.registered_domain("www.bbc.co.uk") == "bbc.co.uk"
     assert urls.directory_prefix("http://h.org/a/b.html?x") == "http://h.org/a/"
@@ -74,3 +92,17 @@ def test_fast_path_agrees_with_full_normalization(scheme: str, host: str, port: 
     if fast is None:
         return
     assert urls._normalize_full(raw) == fast
+
+
+@given(st.sampled_from(["http://", "https://", "HTTP://", "http:/", ""]), st.text(max_size=40))
+def test_host_of_is_urlsplit_s_netloc(scheme: str, rest: str) -> None:
+    url = scheme + rest
+    try:
+        expected: str | type[ValueError] = urlsplit(url).netloc.lower()
+    except ValueError:
+        expected = ValueError
+    try:
+        got: str | type[ValueError] = urls.host_of(url)
+    except ValueError:
+        got = ValueError
+    assert got == expected

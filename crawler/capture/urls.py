@@ -133,7 +133,22 @@ def canonical_key(url: str) -> str:
 
 
 def host_of(url: str) -> str:
-    """Return 'host[:port]' of a URL, lower-cased: the unit of politeness and host scope."""
+    """Return 'host[:port]' of a URL, lower-cased: the unit of politeness and host scope.
+
+    Exactly ``urlsplit(url).netloc.lower()``; an http(s) URL without the characters
+    urlsplit cleans or checks (tabs, line breaks, brackets, non-ASCII hosts) is cut without it
+    (detection asks this of every URL of a three-million-page site, several times)."""
+    if url.startswith(("http://", "https://")) and "\t" not in url and "\n" not in url \
+            and "\r" not in url:
+        start = url.index("//") + 2
+        end = len(url)
+        for delimiter in "/?#":
+            found = url.find(delimiter, start, end)
+            if found >= 0:
+                end = found
+        netloc = url[start:end]
+        if netloc.isascii() and "[" not in netloc and "]" not in netloc:
+            return netloc.lower()
     return urlsplit(url).netloc.lower()
 
 

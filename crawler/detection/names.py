@@ -96,9 +96,17 @@ class Namer:
         """Return the naming fields of the page one capture holds."""
         return _fields(self.of(snap))
 
-    def url(self, key: str) -> dict[str, Any]:
-        """Return the naming fields of a URL key, from its last good capture."""
-        return self.capture(None if key.startswith("host:") else self.last_good(key))
+    def url(self, key: str, *, counted: bool = True) -> dict[str, Any]:
+        """Return the naming fields of a URL key, from its last good capture.
+
+        ``counted=False``: once the budget is spent, a key not looked up before is not
+        looked up at all: its names are null, and it is not counted among the unnamed
+        (findings.jsonl, written after the report's listing was named and counted, then
+        needs no lookup per URL of a site gone whole)."""
+        if key.startswith("host:") or (not counted and len(self._names) >= self.budget
+                                       and key not in self._last):
+            return _fields(None)
+        return self.capture(self.last_good(key))
 
 
 def _fields(name: pagetext.PageName | None) -> dict[str, Any]:

@@ -169,10 +169,11 @@ def detail_lines(catalog: Catalog, comparison: Comparison, events: list[Event],
     for e in events:
         if e.state != STANDING:  # (a host's roll-up, not a transition: its URLs' are)
             yield json.dumps({"type": "event", **_event(e, Counter(dict(e.rolled_up)),
-                                                        namer)}, ensure_ascii=False) + "\n"
+                                                        namer, False)},
+                             ensure_ascii=False) + "\n"
         if e.rolled_up:  # the URL transitions it stands for, from the events table
             for member in _rolled_up(catalog, comparison.after.pk, e):
-                yield json.dumps({"type": "event", **_event(member, Counter(), namer)},
+                yield json.dumps({"type": "event", **_event(member, Counter(), namer, False)},
                                  ensure_ascii=False) + "\n"
     for f in comparison.every_finding(catalog):
         if f.cls not in QUIET:
@@ -215,9 +216,11 @@ def finding_of(directory: Path, key: str) -> dict[str, Any] | None:
     return None
 
 
-def _event(e: Event, rolled_up: Counter[str], namer: Namer) -> dict[str, Any]:
+def _event(e: Event, rolled_up: Counter[str], namer: Namer, counted: bool = True,
+           ) -> dict[str, Any]:
     data: dict[str, Any] = {"key": e.key, "url": e.url, "class": e.cls, "state": e.state,
-                            "since": e.since, "detail": e.detail, **namer.url(e.key)}
+                            "since": e.since, "detail": e.detail,
+                            **namer.url(e.key, counted=counted)}
     if e.key.startswith("host:"):
         data["urls_rolled_up"] = rolled_up.total()
         data["rolled_up_states"] = dict(sorted(rolled_up.items()))
