@@ -11,7 +11,10 @@ own ``WarcWriter``), because their comparison reads the text back. Cases:
 * ``recrawl``: a recrawl of a large site where little changed: of N person pages, 1 % were
   edited, 0.25 % removed (404), 0.25 % are new, 0.5 % are still served but no longer linked
   (delisted), and the rest are unchanged, half by payload digest (200) and half by 304;
-* ``site-gone``: every one of the N pages answers 404 (a site taken down whole).
+* ``site-gone``: every one of the N pages answers 404 (a site taken down whole);
+* ``site-dark``: the host stopped answering, so every one of the N pages was recorded as not
+  fetched (``host-hung``: the crawl's circuit breaker gave the host up), as after a court
+  order took the server off the network.
 
 Each case is measured in fresh processes started from a directory other than the archive
 root: ``crawler diff --json`` (compare and report, read-only) as a user would run it; then the
@@ -43,10 +46,10 @@ from crawler.core.models import FetchResult
 HOST = "memorial.example"
 TARGET = "bench"
 FIRST, SECOND = "20261101T000000Z", "20261201T000000Z"
-CASES = ("recrawl", "site-gone")
+CASES = ("recrawl", "site-gone", "site-dark")
 COLUMNS = ("crawl", "url", "key", "kind", "depth", "fetched_at", "status", "mime", "digest",
            "length", "warc_file", "warc_offset", "warc_length", "record_type", "text_hash",
-           "final", "surt", "record_id", "etag")
+           "final", "surt", "record_id", "etag", "failure")
 
 
 def page(n: int, edited: bool) -> bytes:
@@ -84,7 +87,9 @@ def build(root: Path, n: int, case: str) -> None:
             (directory / "warc").mkdir(parents=True)
             pks.append(catalog.add_crawl(TARGET, crawl_id, directory, {"seeds": [seed]}))
         edited = set(range(0, n, 100)) if case == "recrawl" else set()  # 1 %
-        removed = set(range(1, n, 400)) if case == "recrawl" else set(range(n))  # 0.25 %
+        removed = (set(range(1, n, 400)) if case == "recrawl"  # 0.25 %
+                   else set(range(n)) if case == "site-gone" else set())
+        dark = case == "site-dark"
         delisted = set(range(2, n, 200)) if case == "recrawl" else set()  # 0.5 %
         new = range(n, n + n // 400) if case == "recrawl" else range(0)  # 0.25 % new
         for index, (pk, crawl_id) in enumerate(zip(pks, (FIRST, SECOND), strict=True)):
@@ -103,15 +108,20 @@ def build(root: Path, n: int, case: str) -> None:
                     "warc_file": "x.warc.gz", "warc_offset": i, "warc_length": 500,
                     "record_type": "response", "text_hash": f"T{i}", "final": 1,
                     "surt": keys[i].lower(), "record_id": f"<urn:uuid:{pk}-{i}>",
-                    "etag": None}
-                if index == 1 and i in removed:
+                    "etag": None, "failure": None}
+                if index == 1 and dark:
+                    row.update(status=None, failure="host-hung", mime=None, digest=None,
+                               length=None, warc_file=None, warc_offset=None,
+                               warc_length=None, record_type=None, text_hash=None,
+                               record_id=None)
+                elif index == 1 and i in removed:
                     row.update(status=404, digest=f"sha1:G{i:031d}", text_hash=f"G{i}")
                 elif i in edited:
                     row.update(archived(writer, url, page(i, index == 1), when))
                     row["text_hash"] = f"E{i}-{index}"
                 elif index == 1 and i < n and i % 2:  # the server answered 304
                     row.update(status=304, record_type="revisit")
-                if not (index == 1 and (i in delisted or i in removed)):
+                if not (index == 1 and (i in delisted or i in removed or dark)):
                     linked.append((pk, keys[i]))
                 rows.append(tuple(row[c] for c in COLUMNS))
                 if len(rows) >= 50_000:

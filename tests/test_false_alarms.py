@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
-from test_takedown import DETECT, PERSONS, alerts, classes, scenario, settings_for
+from test_takedown import (
+    DETECT,
+    PERSONS,
+    alerts,
+    classes,
+    scenario,
+    settings_for,
+    streamed_as_held,
+)
 
 from crawler.capture.fetcher import FetchSettings
 from crawler.capture.settings import CrawlSettings, DetectSettings, Limits, Politeness, proxy_name
@@ -284,6 +292,36 @@ def test_a_host_that_stops_answering_is_a_confirmed_timeout_in_bounded_time(
     events = [(e["class"], e["state"]) for e in run.report["events"]]
     assert ("unreachable-timeout", "confirmed") in events, events
     assert elapsed < 45, elapsed
+    # every page not asked once the host hung, past the re-checked sample, is a plain
+    # finding: confirmed with the sample, judged as when all are held
+    streamed = streamed_as_held(tmp_path)
+    assert streamed.plain >= len(PERSONS) - 3 and streamed.confirmed_groups
+
+
+def test_a_site_only_our_network_path_loses_is_blocked_here_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The site stops answering us (our ISP drops its packets) and answers everyone else:
+    the crawl gives the host up, and the few pages of its sample fetched through a vantage
+    point stand for every page, held or plain: blocked here, not a timeout. (Past the cap
+    of re-checks, as on a large site, most pages are plain.)"""
+    from crawler.detection import comparison as module
+
+    monkeypatch.setattr(module, "MAX_RECHECKS", 4)
+    hang = {"fetch": FetchSettings(read_timeout=0.5, connect_timeout=0.5, total_timeout=1.0),
+            "politeness": Politeness(concurrency=8, per_host=4, delay=0.0, retries=1,
+                                     backoff=0.1, hang_limit=4, hang_pause=0.5, hang_trips=2)}
+    with VantageProxy() as proxy:
+        site, run = scenario(tmp_path, lambda s: setattr(s.content, "local_latency", 120.0),
+                             after={**hang, "detect": replace(DETECT, vantage=(proxy.url,))})
+        through = proxy.requests
+    found = classes(run, site)
+    assert all(found[p] == "blocked-here" for p in PERSONS), found
+    assert [h["class"] for h in run.report["hosts"]] == ["blocked-here"]
+    assert 0 < len(through) <= 4  # the host's sample, not every page
+    streamed = streamed_as_held(tmp_path)
+    assert streamed.plain >= len(PERSONS) - 3 and streamed.samples
+    assert {f.cls.value for f in streamed.findings + list(streamed.samples.values())} >= {
+        "blocked-here"}
 
 
 def test_a_redirect_is_judged_by_its_target_even_where_the_crawl_did_not_go(

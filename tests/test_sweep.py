@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import streamcheck
 from test_takedown import DETECT, settings_for
 
 from crawler.archive.catalog import Catalog
@@ -23,42 +23,9 @@ from crawler.detection.detect import Cls, Finding, Snap
 from crawler.detection.states import ALERTS, STANDING, events_of, transitions
 from crawler.jobs.pipeline import run_target
 
-Judged = dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...], bool, int | None,
-                         int | None]]
-
-
-def judged(findings: Iterable[Finding]) -> Judged:
-    """Return key -> class, detail, lines, strength and the captures behind them."""
-    return {f.key: (f.cls.value, f.detail, f.removed, f.added, f.strong,
-                    f.before.capture if f.before else None,
-                    f.after.capture if f.after else None) for f in findings}
-
 
 def check_same(catalog: Catalog) -> Comparison:
-    """Compare the target's latest crawl both ways; assert they agree; return the streamed.
-
-    The streamed comparison gives every URL that is not quiet back (held, or plain: re-read
-    from the catalog) exactly as the held one judges it, with the same evidence."""
-    after = catalog.crawls("test")[-1]
-    streamed = compare(catalog, after, rules=DETECT.rules)
-    held = compare(catalog, after, rules=DETECT.rules, settle=False)
-    assert held.settled.counts == {} and held.plain == 0
-    full = judged(held.findings)
-    given = judged(streamed.every_finding(catalog))
-    assert len(given) == len(streamed.findings) + streamed.plain  # no URL twice
-    plain = judged(list(streamed.every_finding(catalog))[len(streamed.findings):])
-    assert {v[0] for v in plain.values()} <= {"removed", "not-checked"}
-    quiet = {k: v for k, v in full.items() if k not in given}
-    assert given == {k: v for k, v in full.items() if k not in quiet}
-    assert streamed.settled.counts == Counter(v[0] for v in quiet.values()) + Counter(
-        v[0] for v in plain.values())
-    assert {v[0] for v in quiet.values()} <= {"unchanged", "not-modified"}
-    assert all(v[1:5] == ("", (), (), False) for v in quiet.values())  # nothing to say
-    assert streamed.counts() == held.counts()
-    assert streamed.hosts == held.hosts
-    assert streamed.confirmed == held.confirmed and streamed.notes == held.notes
-    assert streamed.unlanded == held.unlanded
-    return streamed
+    return streamcheck.check_same(catalog, DETECT.rules)
 
 
 def test_settled_urls_get_the_class_the_whole_comparison_gives(tmp_path: Path) -> None:

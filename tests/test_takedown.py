@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import streamcheck
 from click.testing import CliRunner
 from conftest import fast_settings, free_port
 
@@ -25,7 +26,7 @@ from crawler.capture.settings import CrawlSettings, DetectSettings, Limits
 from crawler.commands.cli import cli
 from crawler.demo.sample_site import SampleSite
 from crawler.demo.takedown_sim import BLOCKED_BY
-from crawler.detection.comparison import compare
+from crawler.detection.comparison import Comparison, compare
 from crawler.detection.names import Namer
 from crawler.detection.states import events_of, open_states, transitions
 from crawler.jobs.pipeline import TargetRun, run_target
@@ -288,11 +289,23 @@ def test_redirect_to_home(tmp_path: Path) -> None:
     assert classes(run, site)["/about.html"] == "redirect-home"
 
 
+def streamed_as_held(tmp_path: Path) -> Comparison:
+    """Assert the comparison of the latest crawl judges every URL as the one that holds
+    them all (``streamcheck``); return it."""
+    catalog = Catalog.open(tmp_path)
+    try:
+        return streamcheck.check_same(catalog, DETECT.rules)
+    finally:
+        catalog.close()
+
+
 def test_connection_refused_rolls_up_to_the_host(tmp_path: Path) -> None:
     site, run = scenario(tmp_path, lambda s: s.stop())
     found = classes(run, site)
     assert all(found[p] == "unreachable-refused" for p in PERSONS)
     assert {h["class"] for h in run.report["hosts"]} == {"unreachable-refused"}
+    # a site gone dark: its URLs are plain findings, past the host's re-checked sample
+    assert streamed_as_held(tmp_path).plain >= len(PERSONS)
 
 
 def test_own_network_down_is_not_evidence(tmp_path: Path) -> None:
@@ -302,6 +315,7 @@ def test_own_network_down_is_not_evidence(tmp_path: Path) -> None:
     found = classes(run, site)
     assert all(found.get(p, "quiet") == "own-network-down" for p in PERSONS)
     assert alerts(run) == [] and run.exit_code == 4  # the crawl failed; no takedown alarm
+    assert streamed_as_held(tmp_path).plain >= len(PERSONS)
 
 
 def test_hanging_server_times_out(tmp_path: Path) -> None:
@@ -328,6 +342,7 @@ def test_unresolvable_host_name(tmp_path: Path) -> None:
     found = {f["url"]: f["class"] for f in run.report["findings"]}
     assert found[seed] == "unreachable-dns"
     assert [h["class"] for h in run.report["hosts"]] == ["unreachable-dns"]
+    streamed_as_held(tmp_path)
 
 
 def test_transient_503s_never_confirm_a_takedown(tmp_path: Path) -> None:

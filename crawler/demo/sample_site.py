@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from crawler.demo.takedown_sim import BLOCK_TEXT, Reply, Takedown
+from crawler.demo.takedown_sim import BLOCK_TEXT, LOCAL_CLIENT, Reply, Takedown
 
 PERSON_NAMES = [
     "Иванов Иван Петрович", "Смирнова Анна Сергеевна", "Кузнецов Павел Ильич",
@@ -93,6 +93,9 @@ class SampleSiteContent:
     bad: bool = False
     stall_seconds: float = 5.0
     latency: float = 0.0  # seconds each response is delayed (slow-server tests)
+    # seconds each response to LOCAL_CLIENT only is delayed: our network path loses the
+    # site (an ISP dropping its packets) while it answers everyone else
+    local_latency: float = 0.0
     delisted: set[int] = field(default_factory=set)  # persons served but no longer linked
     edited: set[int] = field(default_factory=set)  # persons whose page text changed
     moved: dict[str, str] = field(default_factory=dict)  # old path -> new path (301)
@@ -341,8 +344,10 @@ class _Handler(BaseHTTPRequestHandler):
             content.hits[key] += 1
             self.server.requests.append(self.path)  # type: ignore[attr-defined]
         reply = content.respond(self.path, self.client_address[0])
-        if content.latency:
-            time.sleep(content.latency)
+        delay = content.latency + (content.local_latency
+                                   if self.client_address[0] == LOCAL_CLIENT else 0.0)
+        if delay:
+            time.sleep(delay)
         if _not_modified(reply, self.headers.get("If-None-Match"),
                          self.headers.get("If-Modified-Since")):
             reply = replace(reply, status=304, body=b"", content_type=None, mode="plain")

@@ -68,8 +68,14 @@ class Comparison:
     notes: list[str] = field(default_factory=list)  # what was capped or left unchecked
     rechecked: frozenset[str] = frozenset()  # keys fetched again after the crawl
     settled: Settled = field(default_factory=Settled)  # URLs classified in the streaming
-    # pass (unchanged bytes, 304s): counted, not among the findings
+    # pass (unchanged bytes, 304s, plain findings): counted, not among the findings
     rules: pagetext.TextRules = pagetext.DEFAULT_RULES  # how page text was read
+    network_down: bool = False  # the control URL failed too
+    # (host, network class) -> its sample as judged through a vantage point: stands for the
+    # host's other URLs of that class (``_with_vantages``), the plain ones too
+    samples: dict[tuple[str, Cls], Finding] = field(default_factory=dict)
+    # (host, network class) whose re-checked sample all reproduced: every URL of it confirmed
+    confirmed_groups: frozenset[tuple[str, Cls]] = frozenset()
 
     def counts(self) -> dict[str, int]:
         """Return URLs per class."""
@@ -83,16 +89,31 @@ class Comparison:
         """Return how many findings were not held (``sweep.plain_findings``)."""
         return self.settled.plain
 
+    def is_confirmed(self, f: Finding) -> bool:
+        """Return True if re-checks after the crawl reproduced a finding (its own, or the
+        sample of its host's network failure)."""
+        return f.key in self.confirmed or (
+            f.cls in _HOST_CLASSES and (urls.host_of(f.url), f.cls) in self.confirmed_groups)
+
     def recheck_targets(self, catalog: Catalog) -> list[Finding]:
         """Return the suspects to fetch again, held and plain (``recheck_targets``)."""
-        return recheck_targets(self.findings, self.settled.negative, lambda: plain_findings(
-            Captures(catalog, self.rules), self.settled))
+        return recheck_targets(self.findings, _plain_suspects(self.findings, self.settled),
+                               lambda: self.plain_findings(catalog))
 
     def every_finding(self, catalog: Catalog) -> Iterator[Finding]:
         """Yield every finding: the held ones, then the plain ones re-read from the catalog
         a batch at a time (a site taken down whole is millions: never all in memory)."""
         yield from self.findings
-        yield from plain_findings(Captures(catalog, self.rules), self.settled)
+        yield from self.plain_findings(catalog)
+
+    def plain_findings(self, catalog: Catalog) -> Iterator[Finding]:
+        """Yield the plain findings (``sweep.plain_findings``), each judged as its host's
+        sample was through a vantage point, if it was (``_with_vantages``)."""
+        for f in plain_findings(Captures(catalog, self.rules), self.settled,
+                                self.network_down):
+            sample = self.samples.get((urls.host_of(f.url), f.cls)) if (
+                f.cls in _HOST_CLASSES) else None
+            yield f if sample is None else _as_sample(f, sample)
 
 
 def previous_crawl(catalog: Catalog, after: CrawlRow) -> CrawlRow | None:
@@ -142,10 +163,13 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
                        (after.pk,))
     # URLs fetched again after the crawl are judged with what that showed: never plain
     hold = frozenset(s.key for s in extra if s.kind in ("recheck", "landing", "vantage"))
-    swept = sweep(rows, after, limit, before, seeds, settle=settle, hold=hold)
+    controls = [s for s in extra if s.kind == "control"]
+    network_down = bool(controls) and controls[-1].status is None
+    swept = sweep(rows, after, limit, before, seeds, settle=settle, hold=hold,
+                  network_down=network_down)
     old, new = swept.old, swept.new
     answers = _answers(rows, after, new, extra)
-    ctx = _context(rows, swept, extra, answers, after, limit, seeds)
+    ctx = _context(rows, swept, extra, answers, after, limit, seeds, network_down)
     keys = sorted(set(new) | {k for k in old if old[k].kind != "requisite"})
     raw = [classify(old.get(k), new.get(k), ctx) for k in keys]
 
@@ -165,8 +189,11 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
         raw = [left_out(classify(f.before, f.after, ctx)) if f.key in rotating else f
                for f in raw]
         findings = listing.regroup(raw, ctx.lines, prior)
-    findings = _with_vantages(findings, extra, ctx)
-    confirmed = _reproduced(findings, extra, ctx.lines)
+    findings, samples = _with_vantages(findings, extra, ctx)
+    for (host, cls), sample in samples.items():  # the plain URLs it stands for too
+        if sample.cls is not cls:
+            swept.settled.reclass(host, cls, sample.cls)
+    confirmed, groups = _reproduced(findings, extra, ctx.lines)
     wanted = _landings_wanted(findings, answers)
     return Comparison(after.target, after, before, findings,
                       roll_up(findings, settled=swept.settled.pages,
@@ -174,7 +201,8 @@ def compare(catalog: Catalog, after: CrawlRow, *, before: CrawlRow | None = None
                       unlanded=wanted[:MAX_LANDINGS],
                       notes=_caps(findings, extra, wanted, swept.settled),
                       rechecked=frozenset(s.key for s in extra if s.kind == "recheck"),
-                      settled=swept.settled, rules=rules)
+                      settled=swept.settled, rules=rules, network_down=network_down,
+                      samples=samples, confirmed_groups=groups)
 
 
 def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str],
@@ -188,7 +216,7 @@ def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str],
         notes.append(f"{len(missing) - MAX_LANDINGS} redirect target(s) the crawl did not "
                      f"fetch were not fetched as evidence either (at most {MAX_LANDINGS} per "
                      "crawl): those redirects are judged without knowing where they lead")
-    suspects = len(_suspects(findings)) + settled.suspects
+    suspects = len(_suspects(findings)) + _plain_suspects(findings, settled).total()
     if suspects > MAX_RECHECKS and any(s.kind == "recheck" for s in extra):
         notes.append(f"{suspects - MAX_RECHECKS} suspected URL(s) were not re-checked (at most "
                      f"{MAX_RECHECKS} a round, a sample spread over hosts and classes): they "
@@ -199,7 +227,8 @@ def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str],
         unseen = len([f for f in findings if f.cls in NEGATIVE - _NOT_RECHECKED
                       and f.key not in viewed and not (
                           f.cls in _HOST_CLASSES and (urls.host_of(f.url), f.cls) in hosts)])
-        unseen += settled.suspects  # plain findings: none was fetched through one (held)
+        unseen += sum(n for (host, cls), n in settled.negative.items()  # plain: none was
+                      if not (cls in _HOST_CLASSES and (host, cls) in hosts))  # fetched there
         if unseen:
             notes.append(f"{unseen} suspected URL(s) were not fetched through the "
                          f"vantage point(s) (at most {MAX_VANTAGE_CHECKS} a crawl, of the URLs "
@@ -208,7 +237,8 @@ def _caps(findings: list[Finding], extra: list[Snap], unlanded: list[str],
 
 
 def _context(rows: Captures, swept: Sweep, extra: list[Snap], answers: _Lookup,
-             after: CrawlRow, limit: int, seeds: frozenset[str]) -> Context:
+             after: CrawlRow, limit: int, seeds: frozenset[str],
+             network_down: bool) -> Context:
     """Gather what classification needs to know about the crawl as a whole."""
     old, new = swept.old, swept.new
 
@@ -224,7 +254,6 @@ def _context(rows: Captures, swept: Sweep, extra: list[Snap], answers: _Lookup,
         host = urls.host_of(snap.url)
         return any(urls.host_of(p.url) == host and rows.lines(p) == mine for p in probes)
 
-    controls = [s for s in extra if s.kind == "control"]
     # Linked "before" (``sweep``): by the previous crawl, or by the crawl of a page's last
     # good capture (a page delisted two crawls ago is still delisted, and can be confirmed
     # by the runs).
@@ -233,7 +262,7 @@ def _context(rows: Captures, swept: Sweep, extra: list[Snap], answers: _Lookup,
         soft_404=soft_404, collapsed=_collapsed(old, new),
         linked_before=_trusted_links(swept),
         linked_now=frozenset(swept.linked_now),
-        network_down=bool(controls) and controls[-1].status is None,
+        network_down=network_down,
         seeds=seeds, before_of=_Lookup(
             rows, old, f"SELECT {SNAP_COLUMNS} FROM captures c JOIN "
             f"({earlier_sql(one_key=True)}) g ON g.id = c.id", (after.target, limit)).get)
@@ -353,9 +382,11 @@ def _collapsed(old: dict[str, Snap], new: dict[str, Snap], minimum: int = 3) -> 
 
 
 def _reproduced(findings: list[Finding], extra: list[Snap],
-                lines: Callable[[Snap], list[str] | None]) -> set[str]:
+                lines: Callable[[Snap], list[str] | None],
+                ) -> tuple[set[str], frozenset[tuple[str, Cls]]]:
     """Return keys whose rechecks all showed the same thing as the crawl (the same text as
-    compared: ignore rules and rotating blocks left out)."""
+    compared: ignore rules and rotating blocks left out), and the (host, network class)
+    groups whose re-checked sample all did (every URL of them, held or plain, confirmed)."""
     rechecks: dict[str, list[Snap]] = {}
     for snap in extra:
         if snap.kind == "recheck":
@@ -376,19 +407,20 @@ def _reproduced(findings: list[Finding], extra: list[Snap],
     # re-checked sample of its URLs stands for the rest (see recheck_targets).
     confirmed.update(f.key for f in findings if f.cls in _HOST_CLASSES
                      and hosts.get((urls.host_of(f.url), f.cls)))
-    return confirmed
+    return confirmed, frozenset(group for group, same in hosts.items() if same)
 
 
 def _with_vantages(findings: list[Finding], extra: list[Snap], ctx: Context,
-                   ) -> list[Finding]:
+                   ) -> tuple[list[Finding], dict[tuple[str, Cls], Finding]]:
     """Return the findings judged again with what vantage points saw (``through_vantages``);
-    a host-wide network failure by the sample of its URLs fetched through them."""
+    a host-wide network failure by the sample of its URLs fetched through them (returned
+    too, per host and class: the plain findings of the host are judged by it as well)."""
     views: dict[str, list[Snap]] = {}
     for snap in extra:
         if snap.kind == "vantage":
             views.setdefault(snap.key, []).append(snap)
     if not views:
-        return findings
+        return findings, {}
     out: list[Finding] = []
     hosts: dict[tuple[str, Cls], Finding] = {}  # a judged sample of a host's failure
     for f in findings:
@@ -399,8 +431,24 @@ def _with_vantages(findings: list[Finding], extra: list[Snap], ctx: Context,
     for i, f in enumerate(out):
         sample = hosts.get((urls.host_of(f.url), f.cls))
         if f.cls in _HOST_CLASSES and f.key not in views and sample is not None:
-            out[i] = replace(f, cls=sample.cls, detail=f"as {sample.url}: {sample.detail}")
-    return out
+            out[i] = _as_sample(f, sample)
+    return out, hosts
+
+
+def _as_sample(f: Finding, sample: Finding) -> Finding:
+    """Return a URL of a host-wide network failure judged as its host's sample was."""
+    return replace(f, cls=sample.cls, detail=f"as {sample.url}: {sample.detail}")
+
+
+def _plain_suspects(findings: list[Finding], settled: Settled) -> Counter[tuple[str, Cls]]:
+    """Return how many plain findings of each (host, class) are suspects (``_suspects``):
+    every one, but a host-wide network failure only up to its sample, counting its held
+    ones first."""
+    held = Counter((urls.host_of(f.url), f.cls) for f in _suspects(findings)
+                   if f.cls in _HOST_CLASSES)
+    return +Counter({group: min(n, max(0, HOST_RECHECK_SAMPLE - held[group]))
+                     if group[1] in _HOST_CLASSES else n
+                     for group, n in settled.negative.items()})
 
 
 def _suspects(findings: list[Finding]) -> list[Finding]:
@@ -424,8 +472,8 @@ def _suspects(findings: list[Finding]) -> list[Finding]:
 def recheck_targets(findings: list[Finding],
                     plain: Counter[tuple[str, Cls]] | None = None,
                     more: Callable[[], Iterable[Finding]] = tuple) -> list[Finding]:
-    """Return the suspects to fetch again (``_suspects`` of ``findings``, and the plain
-    takedown findings ``more()`` yields, counted per (host, class) in ``plain``), at most
+    """Return the suspects to fetch again (``_suspects`` of ``findings``, and of the plain
+    findings ``more()`` yields, as many of each (host, class) as ``plain`` says), at most
     ``MAX_RECHECKS``: past that (a site taken down whole has millions), a sample spread
     evenly over each host's classes, every group its share, each share spread over the
     group's URLs. The URLs left out are confirmed by consecutive crawls instead, and their
@@ -433,8 +481,17 @@ def recheck_targets(findings: list[Finding],
     (``_caps``). The plain ones are read in one pass, and only the chosen are kept."""
     targets = _suspects(findings)
     plain = plain or Counter()
-    if len(targets) + sum(plain.values()) <= MAX_RECHECKS:
-        return targets + [f for f in more() if f.cls in NEGATIVE]
+
+    def plain_suspects() -> Iterator[Finding]:
+        taken: Counter[tuple[str, Cls]] = Counter()
+        for f in more():
+            group = (urls.host_of(f.url), f.cls)
+            if taken[group] < plain[group]:
+                taken[group] += 1
+                yield f
+
+    if len(targets) + plain.total() <= MAX_RECHECKS:
+        return targets + list(plain_suspects())
     sizes = Counter((urls.host_of(f.url), f.cls) for f in targets) + plain
     shares: dict[tuple[str, Cls], int] = dict.fromkeys(sizes, 0)
     left = MAX_RECHECKS
@@ -450,7 +507,7 @@ def recheck_targets(findings: list[Finding],
     picks = {group: {i * sizes[group] // n for i in range(n)} for group, n in shares.items()}
     seen: Counter[tuple[str, Cls]] = Counter()
     chosen = []
-    for f in chain(targets, (f for f in more() if f.cls in NEGATIVE)):
+    for f in chain(targets, plain_suspects()):
         group = (urls.host_of(f.url), f.cls)
         if seen[group] in picks.get(group, ()):
             chosen.append(f)

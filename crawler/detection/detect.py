@@ -74,7 +74,7 @@ SLOW_CONFIRM = frozenset({Cls.SERVER_ERROR, Cls.OUTAGE})
 # recovers on them.
 NEUTRAL = frozenset({Cls.NOT_CHECKED, Cls.NETWORK_DOWN, Cls.FORBIDDEN, Cls.BOT_WALL,
                      Cls.RATE_LIMITED})
-_NETWORK = {"dns": Cls.DNS, "refused": Cls.REFUSED, "tls": Cls.TLS, "timeout": Cls.TIMEOUT,
+NETWORK = {"dns": Cls.DNS, "refused": Cls.REFUSED, "tls": Cls.TLS, "timeout": Cls.TIMEOUT,
             "reset": Cls.UNREACHABLE, "protocol": Cls.UNREACHABLE, "connect": Cls.UNREACHABLE,
             "other": Cls.UNREACHABLE}
 
@@ -215,10 +215,10 @@ def _classify(before: Snap, after: Snap, ctx: Context) -> Finding:
                                          "200 not-found page)")
         if 200 <= status < 300:
             return result(Cls.NEW, f"now served (was {before.status or before.failure})")
-    if after.failure in _NETWORK and after.status is None:
+    if after.failure in NETWORK and after.status is None:
         if ctx.network_down:
             return result(Cls.NETWORK_DOWN, "the control URL failed too: not evidence")
-        return result(_NETWORK[after.failure], after.failure)
+        return result(NETWORK[after.failure], after.failure)
     if status == 451:
         blocker = ctx.blocked_by(after)
         return result(Cls.LEGAL, f"451, blocked by {blocker}" if blocker else "451",

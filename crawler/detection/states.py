@@ -125,9 +125,16 @@ def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSetti
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         rows.clear()
 
+    classes: list[tuple[str, int]] = []
+
+    def record(f: Finding) -> None:
+        if f.after is not None:
+            classes.append((f.cls.value, f.after.capture))
+        if len(classes) >= _BATCH:
+            db.executemany("UPDATE captures SET class=? WHERE id=?", classes)
+            classes.clear()
+
     with catalog.transaction():
-        db.executemany("UPDATE captures SET class=? WHERE id=?",
-                       ((f.cls.value, f.after.capture) for f in comparison.findings if f.after))
         for cls, captures in comparison.settled.captures.items():  # one at a time: 3 million
             db.executemany("UPDATE captures SET class=? WHERE id=?",  # would not fit as tuples
                            ((cls, capture) for capture in captures))
@@ -141,10 +148,11 @@ def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSetti
         rolled: list[Counter[str]] = [Counter() for _ in hosts]
         events: list[Event] = []
         for f in comparison.every_finding(catalog):
+            record(f)
             if f.cls in NEUTRAL:
                 continue  # says nothing about the page: no state moves (``_advance``)
             event = _advance(db, target, pk, f, state_of(f.key), now, settings,
-                             f.key in comparison.confirmed)
+                             comparison.is_confirmed(f))
             if event is None:
                 continue
             insert(event)
@@ -153,6 +161,7 @@ def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSetti
                 events.append(event)
             else:
                 rolled[host][event.state] += 1
+        db.executemany("UPDATE captures SET class=? WHERE id=?", classes)
         hosts = [with_rolled_up(h, n) for h, n in zip(hosts, rolled, strict=True)]
         for event in hosts[:len(moved)]:  # after the URLs', as they were always written
             insert(event)

@@ -35,6 +35,7 @@ from crawler.archive.catalog import CrawlRow
 from crawler.capture import urls
 from crawler.detection.detect import (
     NEGATIVE,
+    NETWORK,
     NOT_ASKED,
     Cls,
     Context,
@@ -64,8 +65,8 @@ class Settled:
     plain_new: array[int] = field(default_factory=lambda: array("q"))
     negative: Counter[tuple[str, Cls]] = field(default_factory=Counter)  # (host, class):
     # plain takedown findings, every kind (the re-check sample's groups)
-    negative_pages: Counter[tuple[str, Cls]] = field(default_factory=Counter)  # of them,
-    # the pages (what a host-wide event counts)
+    negative_pages: Counter[tuple[str, Cls]] = field(default_factory=Counter)  # the plain
+    # pages of a takedown class or own-network-down (what a host-wide event counts)
     strong: set[tuple[str, Cls]] = field(default_factory=set)  # (host, class) with a strong
     # plain finding (a 410)
 
@@ -76,22 +77,36 @@ class Settled:
             self._page(snap)
 
     def add_plain(self, cls: Cls, old: Snap | None, new: Snap | None) -> None:
-        """Count a plain finding, keep its capture pair."""
+        """Count a plain finding, keep its capture pair. (Its class is recorded with its
+        state, ``states.apply_states``: a host's sample seen through a vantage point may
+        still change it, ``Comparison.reclass``.)"""
         self.counts[cls.value] += 1
         self.plain_old.append(old.capture if old is not None else 0)
         self.plain_new.append(new.capture if new is not None else 0)
         if new is None or cls is Cls.NOT_CHECKED:
             return  # nothing seen: not among a host's compared pages
-        self.captures.setdefault(cls.value, array("q")).append(new.capture)
+        group = (urls.host_of(new.url), cls)
         if cls in NEGATIVE:
-            group = (urls.host_of(new.url), cls)
             self.negative[group] += 1
             if new.status == 410:
                 self.strong.add(group)
-            if new.kind in ("seed", "page"):
-                self.negative_pages[group] += 1
         if new.kind in ("seed", "page"):
+            if cls in NEGATIVE or cls is Cls.NETWORK_DOWN:
+                self.negative_pages[group] += 1
             self._page(new)
+
+    def reclass(self, host: str, old: Cls, new: Cls) -> None:
+        """Count the plain findings of ``old`` on ``host`` as ``new`` (what a vantage point
+        saw of the host's sample stands for them, ``comparison._with_vantages``)."""
+        n, pages = self.negative.pop((host, old), 0), self.negative_pages.pop((host, old), 0)
+        self.counts[old.value] -= n
+        self.counts[new.value] += n
+        self.counts = +self.counts  # (no class counted as none)
+        if new in NEGATIVE:
+            self.negative[(host, new)] += n
+        self.negative_pages[(host, new)] += pages
+        if (host, old) in self.strong:
+            self.strong.add((host, new))
 
     def _page(self, snap: Snap) -> None:
         host = urls.host_of(snap.url)
@@ -103,10 +118,6 @@ class Settled:
         """Return how many plain findings there are."""
         return len(self.plain_old)
 
-    @property
-    def suspects(self) -> int:
-        """Return how many plain findings are of a takedown class (every one a suspect)."""
-        return sum(self.negative.values())
 
 
 @dataclass
@@ -137,11 +148,12 @@ def earlier_sql(*, one_key: bool = False) -> str:
 
 def sweep(rows: Captures, after: CrawlRow, limit: int, before: CrawlRow | None,
           seeds: frozenset[str], *, settle: bool = True,
-          hold: frozenset[str] = frozenset()) -> Sweep:
+          hold: frozenset[str] = frozenset(), network_down: bool = False) -> Sweep:
     """Merge this crawl's captures with each URL's earlier capture (crawls up to ``limit``),
     the link graphs and the open states, settle what can be settled, hold the rest
     (``settle=False``: hold every URL, the reference the settling is tested against).
-    ``hold``: keys always held (evidence fetched after the crawl may change their class)."""
+    ``hold``: keys always held (evidence fetched after the crawl may change their class);
+    ``network_down``: the control URL failed too (``Context.network_down``)."""
     db = rows.db
     earlier = earlier_sql()
     args = (after.target, limit)
@@ -193,7 +205,7 @@ def sweep(rows: Captures, after: CrawlRow, limit: int, before: CrawlRow | None,
                 assert new is not None
                 out.settled.add(cls, new)
                 continue
-            cls = _plain(old, new, listings)
+            cls = _plain(old, new, listings, network_down)
             if cls is not None:
                 out.settled.add_plain(cls, old, new)
                 continue
@@ -228,11 +240,14 @@ def _settles(old: Snap | None, new: Snap | None, unlinked: bool, open_state: boo
     return None
 
 
-def _plain(old: Snap | None, new: Snap | None, listings: set[str]) -> Cls | None:
+def _plain(old: Snap | None, new: Snap | None, listings: set[str],
+           network_down: bool) -> Cls | None:
     """Return the class of a plain finding (``detect.classify`` of the two captures, the
-    same in any context), else None: not fetched this time, or kept out by a rule (not
-    checked); a page that served content now answering 404 or 410 (removed). A listing's
-    pages are judged with their siblings, and so are never plain."""
+    same in any context but whether our own network was down), else None: not fetched this
+    time, or kept out by a rule (not checked); a page that served content now answering 404
+    or 410 (removed), or not answering at all (a network failure, or not asked because its
+    host had stopped answering: a site gone dark). A listing's pages are judged with their
+    siblings, and so are never plain."""
     snap = new if new is not None else old
     if snap is None or listing_key(snap.url) is not None or snap.url in listings:
         return None
@@ -242,17 +257,25 @@ def _plain(old: Snap | None, new: Snap | None, listings: set[str]) -> Cls | None
         return None
     if new.failure in NOT_ASKED:
         return Cls.NOT_CHECKED
-    if old is not None and served(old) and new.failure is None and new.status in (404, 410):
+    if old is None:
+        return None
+    if new.failure == "host-hung":
+        return Cls.NETWORK_DOWN if network_down else Cls.TIMEOUT
+    if not served(old):
+        return None
+    if new.failure is None and new.status in (404, 410):
         return Cls.REMOVED
+    if new.failure in NETWORK and new.status is None:
+        return Cls.NETWORK_DOWN if network_down else NETWORK[new.failure]
     return None
 
 
-_NO_CONTEXT = Context(lines=lambda snap: None, landing=lambda snap: None)
-
-
-def plain_findings(rows: Captures, settled: Settled, batch: int = 1000) -> Iterator[Finding]:
+def plain_findings(rows: Captures, settled: Settled, network_down: bool,
+                   batch: int = 1000) -> Iterator[Finding]:
     """Yield the plain findings of a sweep, in key order, their captures re-read from the
     catalog a batch at a time (``classify`` needs nothing else for them)."""
+    context = Context(lines=lambda snap: None, landing=lambda snap: None,
+                      network_down=network_down)
     for start in range(0, settled.plain, batch):
         pairs = list(zip(settled.plain_old[start:start + batch],
                          settled.plain_new[start:start + batch], strict=True))
@@ -264,7 +287,7 @@ def plain_findings(rows: Captures, settled: Settled, batch: int = 1000) -> Itera
             missing = [c for c in (old, new) if c and c not in snaps]
             if missing:
                 raise LookupError(f"capture {missing[0]} left the catalog during detection")
-            yield classify(snaps.get(old), snaps.get(new), _NO_CONTEXT)
+            yield classify(snaps.get(old), snaps.get(new), context)
 
 
 def _keyed(snaps: Iterable[Snap]) -> Iterator[tuple[str, Snap]]:

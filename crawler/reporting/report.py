@@ -116,7 +116,7 @@ def build(catalog: Catalog, comparison: Comparison, events: list[Event],
         "events": [_event(e, folded.get(e.key, Counter()), namer)
                    for e in shown[:MAX_LISTED]],
         "findings": [_finding(target, f, state_of(catalog, target, f.key),
-                              comparison.confirmed, namer) for f in findings],
+                              comparison.is_confirmed(f), namer) for f in findings],
         "timeline": timeline(catalog, target),
         "warnings": warnings(comparison.counts()) + list(comparison.notes) + _unnamed(namer),
     }
@@ -178,7 +178,8 @@ def detail_lines(catalog: Catalog, comparison: Comparison, events: list[Event],
     for f in comparison.every_finding(catalog):
         if f.cls not in QUIET:
             yield json.dumps({"type": "finding", **_finding(
-                target, f, state_of(catalog, target, f.key), comparison.confirmed, namer)},
+                target, f, state_of(catalog, target, f.key), comparison.is_confirmed(f),
+                namer)},
                              ensure_ascii=False) + "\n"
 
 
@@ -228,10 +229,10 @@ def _event(e: Event, rolled_up: Counter[str], namer: Namer, counted: bool = True
 
 
 def _finding(target: str, f: Finding, state: str | None,
-             confirmed: set[str], namer: Namer) -> dict[str, Any]:
+             confirmed: bool, namer: Namer) -> dict[str, Any]:
     return {"url": f.url, "key": f.key, "class": f.cls.value, "detail": f.detail,
             "takedown": f.cls in NEGATIVE, "state": state,
-            "confirmed_by_recheck": f.key in confirmed,
+            "confirmed_by_recheck": confirmed,
             "before": _snap(target, f.before), "after": _snap(target, f.after),
             "removed": list(f.removed), "added": list(f.added), **namer.finding(f)}
 
