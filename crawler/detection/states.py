@@ -34,7 +34,7 @@ class Event:
     key: str
     url: str
     cls: str
-    state: str  # suspected | provisional | confirmed | recovered
+    state: str  # suspected | provisional | confirmed | recovered (| STANDING: see there)
     since: str
     detail: str = ""
     # A whole host's event: the transitions of its URLs in its class that it stands for,
@@ -94,11 +94,12 @@ def apply_states(catalog: Catalog, comparison: Comparison, settings: DetectSetti
                  on_commit: Callable[[list[Event]], None] | None = None) -> list[Event]:
     """Record each URL's class, advance its state, and return the transitions.
 
-    Every transition is written to the events table. A URL's transition in the class and
-    state of its host's whole-host event is counted in that event's ``rolled_up`` and not
-    returned: the list stays the size of what a person reads, however many URLs a site
-    taken down whole has. Memory does not grow with the site either way: the findings are
-    read one at a time (``Comparison.every_finding``), each URL's state looked up alone.
+    Every transition is written to the events table. A URL's transition that its host's
+    whole-host event of this run stands for (``fold_key``), or its ``STANDING`` roll-up, is
+    counted in that entry's ``rolled_up`` and not returned: the list stays the size of what
+    a person reads, however many URLs a site taken down whole has. Memory does not grow with
+    the site either way: the findings are read one at a time (``Comparison.every_finding``),
+    each URL's state looked up alone.
 
     ``on_commit(events)`` runs inside the same transaction: what must happen exactly when
     the states change (queueing their notification, moving the run's phase on).

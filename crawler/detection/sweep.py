@@ -7,12 +7,15 @@ paginated listing, not a page that lost the links to it). They are counted, and 
 ids kept (8 bytes each) so their class can be recorded; nothing else of them is held.
 
 So are the *plain* findings: URLs whose class ``detect.classify`` gives from their two
-captures alone, whatever else the crawl saw, though it is not a quiet one: a page that served
-content and now answers 404 or 410 (removed), a URL this crawl did not fetch or was kept from
-by a rule (not checked). A site taken down whole is millions of these. They are counted per
-host and class (what ``detect.roll_up`` and the re-check sample need), and the pair of
-capture ids of each is kept (16 bytes), so that ``plain_findings`` can give them back one at
-a time, re-read from the catalog, to advance their states and write the report.
+captures alone, whatever else the crawl saw (but whether our own network was down), though
+it is not a quiet one (``_plain``): a page that served content and now answers 404 or 410, or
+does not answer, or was not asked because its host had stopped answering; a URL this crawl
+did not fetch or was kept from by a rule. A site taken down whole, or gone dark, is millions
+of these. They are counted per host and class (what ``detect.roll_up`` and the re-check
+sample need), and the pair of capture ids of each is kept (16 bytes), so that
+``plain_findings`` can give them back one at a time, re-read from the catalog, to advance
+their states and write the report (a host's network failure then judged as its sample was:
+``Comparison.plain_findings``).
 
 Only the rest (changed, failed, new, redirected, judged with evidence fetched after the
 crawl) is returned whole, for ``comparison.compare`` to judge with the context of the whole
