@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -44,6 +45,18 @@ def test_canonical_key_ignores_parameter_order_and_case() -> None:
     assert a == b == "com,example)/p?a=1&b=2"
 
 
+def _netloc(url: str) -> str:
+    return urlsplit(url).netloc.lower()
+
+
+def _outcome(host_of: Callable[[str], str], url: str) -> str | type[ValueError]:
+    """Return what ``host_of`` gives for ``url``, or ValueError if it raises that."""
+    try:
+        return host_of(url)
+    except ValueError:
+        return ValueError
+
+
 def test_hosts_and_domains() -> None:
     assert urls.host_of("http://Lists.Memo.ru:8080/x") == "lists.memo.ru:8080"
     # the fast path gives what urlsplit gives, for every shape of URL
@@ -53,15 +66,7 @@ def test_hosts_and_domains() -> None:
                 "https://пример.рф/путь", "http://xn--e1afmkfd.xn--p1ai/", "http:///x",
                 "http://a.example?x=http://b.example/", "ftp://a.example/x", "http:/a/b",
                 "http://a.example:99999/x", "https://A.EXAMPLE/%2F?#"):
-        try:
-            expected: str | type[ValueError] = urlsplit(url).netloc.lower()
-        except ValueError:
-            expected = ValueError
-        try:
-            got: str | type[ValueError] = urls.host_of(url)
-        except ValueError:
-            got = ValueError
-        assert got == expected, url
+        assert _outcome(urls.host_of, url) == _outcome(_netloc, url), url
     assert urls.registered_domain("lists.memo.ru") == "memo.ru"
     assert urls.registered_domain("www.bbc.co.uk") == "bbc.co.uk"
     assert urls.directory_prefix("http://h.org/a/b.html?x") == "http://h.org/a/"
@@ -97,12 +102,4 @@ def test_fast_path_agrees_with_full_normalization(scheme: str, host: str, port: 
 @given(st.sampled_from(["http://", "https://", "HTTP://", "http:/", ""]), st.text(max_size=40))
 def test_host_of_is_urlsplit_s_netloc(scheme: str, rest: str) -> None:
     url = scheme + rest
-    try:
-        expected: str | type[ValueError] = urlsplit(url).netloc.lower()
-    except ValueError:
-        expected = ValueError
-    try:
-        got: str | type[ValueError] = urls.host_of(url)
-    except ValueError:
-        got = ValueError
-    assert got == expected
+    assert _outcome(urls.host_of, url) == _outcome(_netloc, url)
