@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,27 +150,33 @@ def median_run(runs: list[Run]) -> Run:
     return sorted(runs, key=lambda r: r.wall)[len(runs) // 2]
 
 
-def measure_size(pages: int, args: argparse.Namespace) -> dict[str, list[Run]]:
-    """Serve a site of ``pages`` and crawl it ``args.repeat`` times with each tool,
-    interleaved (crawler, wget, crawler, wget, ...)."""
+def run_rounds(pages: int, latency: float, repeat: int,
+               tools: dict[str, Callable[[str, Path], Run]]) -> dict[str, list[Run]]:
+    """Serve a site of ``pages`` from its own process and run every tool on it ``repeat``
+    times, interleaved (one round: each tool in turn, each in a fresh temporary directory)."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    server = ctx.Process(target=run_server, args=(pages, args.latency_ms / 1000, child),
-                         daemon=True)
+    server = ctx.Process(target=run_server, args=(pages, latency, child), daemon=True)
     server.start()
     url = f"http://127.0.0.1:{parent.recv()}/"
-    tools = ["crawler"] + ([] if args.skip_wget else ["wget"])
     runs: dict[str, list[Run]] = {tool: [] for tool in tools}
     try:
-        for _ in range(args.repeat):
-            for tool in tools:
+        for _ in range(repeat):
+            for tool, run in tools.items():
                 with tempfile.TemporaryDirectory() as tmp:
-                    work = Path(tmp)
-                    runs[tool].append(run_crawler(url, work, args) if tool == "crawler"
-                                      else run_wget(url, work))
+                    runs[tool].append(run(url, Path(tmp)))
     finally:
         server.terminate()
     return runs
+
+
+def measure_size(pages: int, args: argparse.Namespace) -> dict[str, list[Run]]:
+    """Crawl a site of ``pages`` ``args.repeat`` times with each tool, interleaved."""
+    tools: dict[str, Callable[[str, Path], Run]] = {
+        "crawler": lambda url, work: run_crawler(url, work, args)}
+    if not args.skip_wget:
+        tools["wget"] = run_wget
+    return run_rounds(pages, args.latency_ms / 1000, args.repeat, tools)
 
 
 def main() -> None:

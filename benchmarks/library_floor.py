@@ -28,9 +28,9 @@ import json
 import re
 import statistics
 import sys
-import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -41,6 +41,7 @@ from crawl_vs_wget import (
     measure,
     median_run,
     run_crawler,
+    run_rounds,
     run_wget,
     use_scratch,
 )
@@ -175,10 +176,6 @@ def run_floor(url: str, work: Path, client_kind: str, inflight: int) -> Run:
 
 
 def main() -> None:
-    import multiprocessing
-
-    from benchsite import run_server
-
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=2000)
@@ -190,27 +187,12 @@ def main() -> None:
     args = parser.parse_args()
     use_scratch(args.scratch)
     args.concurrency, args.crawler_arg = args.inflight, []  # what run_crawler reads
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    server = ctx.Process(target=run_server, args=(args.pages, 0.0, child), daemon=True)
-    server.start()
-    url = f"http://127.0.0.1:{parent.recv()}/"
-    tools = ["wget", "floor-httpx", "floor-fetcher", "crawler"]
-    runs: dict[str, list[Run]] = {tool: [] for tool in tools}
-    try:
-        for _ in range(args.repeat):
-            for tool in tools:
-                with tempfile.TemporaryDirectory() as tmp:
-                    work = Path(tmp)
-                    if tool == "wget":
-                        runs[tool].append(run_wget(url, work))
-                    elif tool == "crawler":
-                        runs[tool].append(run_crawler(url, work, args))
-                    else:
-                        runs[tool].append(run_floor(url, work, tool.split("-")[1],
-                                                    args.inflight))
-    finally:
-        server.terminate()
+    tools: dict[str, Callable[[str, Path], Run]] = {
+        "wget": run_wget,
+        "floor-httpx": lambda url, work: run_floor(url, work, "httpx", args.inflight),
+        "floor-fetcher": lambda url, work: run_floor(url, work, "fetcher", args.inflight),
+        "crawler": lambda url, work: run_crawler(url, work, args)}
+    runs = run_rounds(args.pages, 0.0, args.repeat, tools)
     print(f"site: {args.pages} pages, zero latency, {args.inflight} in flight, "
           f"median of {args.repeat} rounds (the run with the median wall time)")
     print(f"{'tool':14} {'URLs':>6} {'wall s':>7} {'URLs/s':>8} {'CPU ms/URL':>11} "
